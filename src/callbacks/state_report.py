@@ -1,0 +1,95 @@
+"""Prints the network as MATLAB shows a dlnetwork: its layers, its learnables and its State."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+
+from src.model.network import (
+    MATLAB_BN_LEARNABLE_NAMES,
+    MATLAB_LEARNABLE_NAMES,
+    MATLAB_STATE_NAMES,
+    BatchNorm,
+    DigitsNet,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "    " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    rule = "    " + "  ".join("_" * w for w in widths)
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+
+
+def _shape(t: Tensor) -> str:
+    return "x".join(str(d) for d in t.shape) + f" {str(t.dtype).removeprefix('torch.')}"
+
+
+def _describe(layer: nn.Module) -> str:
+    if isinstance(layer, nn.Conv2d):
+        kh, kw = layer.kernel_size
+        return (
+            f"Convolution  {layer.out_channels} {kh}x{kw}x{layer.in_channels}, "
+            f"padding {layer.padding[0]}"
+        )
+    if isinstance(layer, BatchNorm):
+        return f"Batch normalization  {layer.num_channels} channels"
+    if isinstance(layer, nn.Linear):
+        return f"Fully connected  {layer.out_features} (from {layer.in_features})"
+    if isinstance(layer, nn.ReLU):
+        return "ReLU"
+    if isinstance(layer, nn.Softmax):
+        return "Softmax"
+    if hasattr(layer, "mean"):
+        c, h, w = layer.mean.shape
+        return f"Image input  {h}x{w}x{c}, subtracts the training set's mean image"
+    return type(layer).__name__
+
+
+def layers_table(net: DigitsNet) -> str:
+    """MATLAB's `dlnet.Layers`."""
+    rows = [[str(i), name, _describe(m)] for i, (name, m) in enumerate(net.named_children(), 1)]
+    return _table(f"Layers ({len(rows)})", ["#", "Name", "Description"], rows)
+
+
+def learnables_table(net: DigitsNet) -> str:
+    """MATLAB's `dlnet.Learnables`."""
+    rows = []
+    for full, p in net.named_parameters():
+        layer, key = full.rsplit(".", 1)
+        names = MATLAB_BN_LEARNABLE_NAMES if layer.startswith("bn") else MATLAB_LEARNABLE_NAMES
+        rows.append([layer, names[key], full, _shape(p)])
+    return _table(
+        f"Learnables ({len(rows)})", ["Layer", "Parameter", "PyTorch name", "Value"], rows
+    )
+
+
+def state_table(net: DigitsNet, values: bool = False) -> str:
+    """MATLAB's `dlnet.State`; with `values`, each tensor's min, mean and max too."""
+    header = ["Layer", "Parameter", "PyTorch name", "Value"]
+    if values:
+        header += ["min", "mean", "max"]
+    rows = []
+    for full, t in net.state.items():
+        layer, key = full.rsplit(".", 1)
+        row = [layer, MATLAB_STATE_NAMES[key], full, _shape(t)]
+        if values:
+            row += [f"{t.min().item():.4g}", f"{t.mean().item():.4g}", f"{t.max().item():.4g}"]
+        rows.append(row)
+    return _table(f"State ({len(rows)})", header, rows)
+
+
+class StateReport(L.Callback):
+    """At the start of fitting, print the layers, learnables and state of the network."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = pl_module.net
+        log.info(
+            "\n%s\n\n%s\n\n%s", layers_table(net), learnables_table(net), state_table(net, True)
+        )

@@ -1,0 +1,62 @@
+"""The one in-memory form every digit source produces: images, labels and (optionally) angles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+class DataError(ValueError):
+    """Bad data on disk or in a generator's output; the message names the file or value."""
+
+
+@dataclass(frozen=True)
+class DigitArrays:
+    """A set of digit images: `images` float32 (N, 1, 28, 28) in [0, 1], `labels` int64 (N,) in 0-9.
+
+    `angles` (int64, N) is the rotation in whole degrees each image was drawn with, where the source
+    knows it (the built-in generator and MATLAB's `digitTrain4DArrayData` do), else None.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    angles: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def check(self, origin: str) -> DigitArrays:
+        """Raise DataError naming `origin` unless the arrays are well formed; return self."""
+        x, y = self.images, self.labels
+        if x.ndim != 4 or x.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
+            raise DataError(
+                f"{origin}: images have shape {tuple(x.shape)}, expected (N, 1, 28, 28)"
+            )
+        if x.shape[0] != y.shape[0]:
+            raise DataError(
+                f"{origin}: {x.shape[0]} images but {y.shape[0]} labels; the counts must match"
+            )
+        if x.shape[0] == 0:
+            raise DataError(f"{origin}: holds no images")
+        if x.dtype != np.float32:
+            raise DataError(f"{origin}: images are {x.dtype}, expected float32")
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+            raise DataError(f"{origin}: {bad} image(s) contain NaN or infinite pixel values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{origin}: pixel values span [{lo:g}, {hi:g}], expected [0, 1]")
+        if y.dtype != np.int64:
+            raise DataError(f"{origin}: labels are {y.dtype}, expected int64")
+        out = (y < 0) | (y >= NUM_CLASSES)
+        if out.any():
+            raise DataError(
+                f"{origin}: {int(out.sum())} label(s) outside 0-9 (e.g. {int(y[out][0])})"
+            )
+        if self.angles is not None and self.angles.shape != y.shape:
+            raise DataError(f"{origin}: {self.angles.shape[0]} angles for {y.shape[0]} labels")
+        return self

@@ -1,0 +1,86 @@
+"""A disk cache for decoded or generated digit arrays that is checked, never trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from src.data.arrays import DigitArrays
+
+log = logging.getLogger(__name__)
+
+
+def cache_path(cache_dir: Path, name: str, key: dict) -> Path:
+    """Where arrays built from `key` (any JSON-serialisable settings) are cached."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(cache_dir) / f"{name}-{digest[:20]}.npz"
+
+
+def _content_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _as_dict(data: DigitArrays) -> dict[str, np.ndarray]:
+    out = {"images": data.images, "labels": data.labels}
+    if data.angles is not None:
+        out["angles"] = data.angles
+    return out
+
+
+def load_cached(path: Path) -> DigitArrays | None:
+    """The arrays stored at `path`, or None when missing or damaged in any way."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k != "digest"}
+            digest = str(f["digest"])
+        if digest != _content_digest(arrays):
+            raise ValueError("content digest mismatch")
+        return DigitArrays(arrays["images"], arrays["labels"], arrays.get("angles"))
+    except Exception as err:  # any failure to read means: rebuild
+        log.warning("Data cache %s is damaged (%s); rebuilding it.", path, err)
+        return None
+
+
+def save_cached(path: Path, data: DigitArrays) -> None:
+    """Write atomically: a crash or a parallel run never leaves a half-written cache file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = _as_dict(data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, digest=np.array(_content_digest(arrays)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached(
+    cache_dir: str | Path | None, name: str, key: dict, build: Callable[[], DigitArrays]
+) -> DigitArrays:
+    """`build()`'s result, from the cache when a sound copy for `key` exists there."""
+    if cache_dir is None:
+        return build()
+    path = cache_path(Path(cache_dir), name, key)
+    data = load_cached(path)
+    if data is None:
+        data = build()
+        try:
+            save_cached(path, data)
+        except OSError as err:  # a read-only or full disk costs time, not the run
+            log.warning("Could not write data cache %s (%s); continuing without it.", path, err)
+    return data

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real Hydra config, composed in-process and shrunk to a seconds-long run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A run small enough for a unit test: 20 images per class, batches of 32, one epoch on the CPU.
+TINY = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "data.num_train_per_class=20",
+    "data.num_test_per_class=10",
+    "data.batch_size=32",
+    "data.test_batch_size=64",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
+    """The config `python -m src.train` would compose, with outputs and caches under tmp."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.cache_dir = str(cache_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the session, so tiny datasets are generated once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path, cache_dir: Path) -> DictConfig:
+    return compose_config(TINY, tmp_path / "run", cache_dir)
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m src.train ARGS` as a user runs it."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

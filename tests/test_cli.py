@@ -1,0 +1,74 @@
+"""`python -m src.train` as a user runs it: overrides, sweeps, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+
+def _assert_one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "optimizer.lr=0.05", f"paths.cache_dir={cache_dir}",
+                   f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"test/acc", "train/loss"} <= metrics.keys()
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "lr: 0.05" in saved
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert "Test accuracy:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("data.batch_size=0", ["data.batch_size"]),
+        ("optimizer.lr=-0.1", ["optimizer.lr"]),
+        ("optimizer.momentum=1.0", ["optimizer.momentum"]),
+        ("trainer.max_epochs=0", ["trainer.max_epochs"]),
+        ("model.update_state=maybe", ["model.update_state"]),
+        ("trainer=gpu", ["trainer"]),  # this machine has no GPU
+        ("trainer=tpu", ["trainer/tpu"]),
+        ("optimizer.lrr=3", ["optimizer.lrr"]),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, override: str, needles: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    _assert_one_line_error(proc, *needles)
+    assert not run_dir.exists()
+
+
+def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("--multirun", *TINY, "optimizer.lr=0.01,0.05", f"paths.cache_dir={cache_dir}",
+                   f"hydra.sweep.dir={sweep_dir}", "test=false")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, lr in (("0", "0.01"), ("1", "0.05")):
+        assert f"lr: {lr}" in (sweep_dir / job / ".hydra" / "config.yaml").read_text()
+        assert (sweep_dir / job / "metrics.json").is_file()
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("--multirun", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep_dir}", timeout=60)
+    _assert_one_line_error(proc, "optimizer.lr=-1")
+    assert not sweep_dir.exists()

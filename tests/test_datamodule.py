@@ -1,0 +1,114 @@
+"""Batches cut like the example's loop, and a data cache that is never trusted blindly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.data import cache
+from src.data.arrays import DigitArrays
+from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+
+
+def test_train_batches_are_floor_n_over_b_and_reshuffled_every_epoch() -> None:
+    sampler = EpochBatchSampler(5000, 128, shuffle=True, seed=3)
+    assert len(sampler) == 39  # floor(5000/128): the last 8 samples of each epoch are skipped
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == 39 and all(len(b) == 128 for b in batches)
+        seen = torch.cat(batches)
+        assert len(torch.unique(seen)) == 39 * 128  # no sample twice in an epoch
+        epochs.append(seen)
+    assert not torch.equal(epochs[0], epochs[1])
+    assert not torch.equal(epochs[1], epochs[2])
+    # an epoch's order depends on (seed, epoch) only: replaying it gives the same batches
+    sampler.set_epoch(1)
+    assert torch.equal(torch.cat(list(sampler)), epochs[1])
+    other = EpochBatchSampler(5000, 128, shuffle=True, seed=4)
+    other.set_epoch(1)
+    assert not torch.equal(torch.cat(list(other)), epochs[1])
+
+
+def test_test_batches_are_in_order_with_the_last_partial() -> None:
+    batches = list(EpochBatchSampler(5000, 128, shuffle=False))
+    assert len(batches) == 40  # ceil(5000/128)
+    assert len(batches[-1]) == 5000 - 39 * 128
+    assert torch.equal(torch.cat(batches), torch.arange(5000))
+
+
+def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
+    dm = DigitsDataModule(batch_size=32, test_batch_size=64, cache_dir=cache_dir,
+                          num_train_per_class=20, num_test_per_class=10)  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert len(train) == 200 // 32
+    x, y = train[0]
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
+    assert y.shape == (32,) and y.dtype == torch.int64
+    test = list(dm.test_dataloader())
+    assert [len(b[1]) for b in test] == [64, 36]
+    assert torch.equal(torch.cat([b[1] for b in test]), dm.test_set.labels)
+    expected = dm.train_set.images.double().mean(0).float()
+    torch.testing.assert_close(dm.mean_image, expected)
+    assert dm.mean_image.shape == (1, 28, 28)
+
+
+def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:
+    def load(**kw):
+        dm = DigitsDataModule(cache_dir=cache_dir, num_train_per_class=5, num_test_per_class=5,
+                              **kw)  # fmt: skip
+        dm.setup()
+        return dm.train_set.images, dm.test_set.images
+
+    a_train, a_test = load(seed=0, shuffle_seed=1)
+    b_train, b_test = load(seed=0, shuffle_seed=2)
+    c_train, _ = load(seed=1, shuffle_seed=1)
+    assert torch.equal(a_train, b_train) and torch.equal(a_test, b_test)
+    assert not torch.equal(a_train, c_train)
+    assert not torch.equal(a_train[:50], a_test[:50])  # train and test are independent draws
+
+
+def _arrays(n: int = 10, seed: int = 0) -> DigitArrays:
+    rng = np.random.default_rng(seed)
+    return DigitArrays(rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n))
+
+
+def test_cache_round_trip_and_build_once(tmp_path: Path) -> None:
+    calls = []
+
+    def build():
+        calls.append(1)
+        return _arrays()
+
+    a = cache.cached(tmp_path, "x", {"k": 1}, build)
+    b = cache.cached(tmp_path, "x", {"k": 1}, build)
+    assert len(calls) == 1
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    cache.cached(tmp_path, "x", {"k": 2}, build)  # other settings, other file
+    assert len(calls) == 2
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    key = {"k": 1}
+    cache.cached(tmp_path, "x", key, _arrays)
+    path = cache.cache_path(tmp_path, "x", key)
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip":  # a byte inside the image data: the file still parses
+        raw[len(raw) // 2] ^= 0xFF
+    else:
+        raw = bytearray(b"not a numpy file")
+    path.write_bytes(bytes(raw))
+    assert cache.load_cached(path) is None
+    rebuilt = cache.cached(tmp_path, "x", key, lambda: _arrays(seed=0))
+    assert np.array_equal(rebuilt.images, _arrays(seed=0).images)
+    assert cache.load_cached(path) is not None  # and the sound copy is written back

@@ -1,0 +1,108 @@
+"""The Lightning loop: MATLAB's sgdmupdate, the state update line, and step counting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from src.data.datamodule import DigitsDataModule
+from src.model.module import BNStateModule
+
+
+def sgdmupdate(w, g, v, lr, momentum):
+    """MATLAB's formula, written out: v = momentum*v - lr*g; w = w + v."""
+    v = momentum * v - lr * g
+    return w + v, v
+
+
+def test_torch_sgd_equals_matlab_sgdmupdate() -> None:
+    torch.manual_seed(0)
+    w0 = torch.randn(5, 3, dtype=torch.float64)
+    grads = [torch.randn(5, 3, dtype=torch.float64) for _ in range(6)]
+    w_matlab, v = w0.clone(), torch.zeros_like(w0)  # velocity = [] starts at 0
+    p = torch.nn.Parameter(w0.clone())
+    opt = torch.optim.SGD([p], lr=0.01, momentum=0.9, dampening=0, nesterov=False)
+    for g in grads:
+        w_matlab, v = sgdmupdate(w_matlab, g, v, 0.01, 0.9)
+        p.grad = g.clone()
+        opt.step()
+        torch.testing.assert_close(p.detach(), w_matlab, rtol=0, atol=1e-15)
+    # MATLAB's velocity is -lr times PyTorch's momentum buffer
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"] * -0.01, v, rtol=0, atol=1e-15)
+
+
+def test_default_optimizer_is_sgdm_with_the_examples_values() -> None:
+    opt = BNStateModule().configure_optimizers()
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 0)
+    assert (group["dampening"], group["nesterov"]) == (0, False)
+
+
+def fit(cache_dir: Path, tmp_path: Path, update_state: bool, epochs: int = 2):
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    model = BNStateModule(update_state=update_state)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, model, dm
+
+
+def test_state_update_line_moves_the_state(cache_dir: Path, tmp_path: Path) -> None:
+    trainer, model, dm = fit(cache_dir, tmp_path, update_state=True)
+    init = model.net.initial_state()
+    for k, v in model.net.state.items():
+        assert not torch.allclose(v, init[k]), k
+    # global_step counts optimizer steps: floor(200/32) = 6 batches x 2 epochs
+    assert trainer.global_step == 12
+    # the mean image of the input layer is the training set's
+    torch.testing.assert_close(model.net.input.mean, dm.mean_image)
+
+
+def test_update_state_false_keeps_initial_state(cache_dir: Path, tmp_path: Path) -> None:
+    trainer, model, _ = fit(cache_dir, tmp_path, update_state=False)
+    init = model.net.initial_state()
+    for k, v in model.net.state.items():
+        assert torch.equal(v, init[k]), k
+    assert trainer.global_step == 12  # the learnables were still trained
+
+
+def test_training_step_runs_one_forward_per_batch(cache_dir: Path, tmp_path: Path) -> None:
+    """An extra training-mode forward would fold the batch into the state twice."""
+    torch.manual_seed(0)
+    model = BNStateModule()
+    x = torch.rand(16, 1, 28, 28)
+    expected = model.net.forward_with_state(x, model.net.state)[1]
+    calls = []
+    original = model.net.forward_with_state
+
+    def counting(*a, **k):
+        calls.append(1)
+        return original(*a, **k)
+
+    model.net.forward_with_state = counting  # type: ignore[method-assign]
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    loader = torch.utils.data.DataLoader([(x, torch.zeros(16, dtype=torch.long))], batch_size=None)
+    trainer.fit(model, train_dataloaders=loader)
+    assert len(calls) == 1
+    for k, v in model.net.state.items():
+        torch.testing.assert_close(v, expected[k])
+
+
+@pytest.mark.parametrize("update_state", [True, False])
+def test_test_accuracy_uses_the_stored_state(cache_dir: Path, tmp_path: Path, update_state: bool):
+    trainer, model, dm = fit(cache_dir, tmp_path, update_state=update_state, epochs=1)
+    (result,) = trainer.test(model, datamodule=dm, verbose=False)
+    x, y = dm.test_set.images, dm.test_set.labels
+    with torch.no_grad():
+        acc = (model.net(x).argmax(1) == y).float().mean().item()
+    assert result["test/acc"] == pytest.approx(acc, abs=1e-6)
