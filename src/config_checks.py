@@ -50,6 +50,9 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
     for key in ("model.update_state", "test"):
         _boolean(cfg, key)
+    bn_stats = _get(cfg, "model.bn_stats")
+    if bn_stats is not None and bn_stats not in ("running", "population"):
+        raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
     _require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
@@ -61,6 +64,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
     _require(cfg, "trainer.max_epochs", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _require(cfg, "model.num_filters", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")
     _require(cfg, "model.bn_epsilon", lambda v: v > 0, "above 0")

@@ -12,10 +12,11 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.config_checks import ConfigError, check_config, preflight
 from src.data.arrays import DataError
+from src.model.module import BN_STATS_DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,37 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in group.values() if c and "_target_" in c]
 
 
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings as flat `group.key` entries TensorBoard's HParams tab can show."""
+    groups = ("data", "model", "optimizer", "trainer")
+    chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
+    chosen["seed"] = cfg.get("seed")
+    chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not str(key).startswith("_") and key != "cache_dir":
+                    walk(value, f"{prefix}{key}.")
+        else:
+            ok = isinstance(node, (bool, int, float, str))
+            flat[prefix.rstrip(".")] = node if ok else str(node)
+
+    walk(chosen, "")
+    return flat
+
+
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Once, at the end, with the real test accuracy (no placeholder hp_metric)."""
+    hp_metrics = {"hparams/test_acc": metrics["test/acc"]} if "test/acc" in metrics else {}
+    if "train/loss" in metrics:
+        hp_metrics["hparams/final_train_loss"] = metrics["train/loss"]
+    for logger in loggers:
+        logger.log_hyperparams(hyperparameters(cfg), metrics=hp_metrics or None)
+        logger.finalize("success")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test, write `metrics.json` in the run directory, and return the metrics."""
     check_config(cfg)
@@ -58,12 +90,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k
+    }
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step)
+    bn_stats = cfg.model.get("bn_stats", "running")
     if cfg.get("test"):
+        log.info("Testing with bn_stats=%s: %s.", bn_stats, BN_STATS_DESCRIPTIONS[bn_stats])
         for results in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
-        log.info("Test accuracy: %.4f", metrics["test/acc"])
+        metrics[f"test/acc_{bn_stats}"] = metrics["test/acc"]
+        log.info("Test accuracy (%s statistics): %.4f", bn_stats, metrics["test/acc"])
+    log_hyperparameters(loggers, cfg, metrics)
 
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("Outputs in %s", output_dir)

@@ -31,7 +31,7 @@ def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
     assert "lr: 0.05" in saved
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert "Test accuracy:" in proc.stdout + proc.stderr
+    assert "Test accuracy (running statistics): " in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -45,6 +45,9 @@ def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
         ("trainer=gpu", ["trainer"]),  # this machine has no GPU
         ("trainer=tpu", ["trainer/tpu"]),
         ("optimizer.lrr=3", ["optimizer.lrr"]),
+        ("model.bn_stats=median", ["model.bn_stats", "median"]),
+        ("trainer.log_every_n_steps=0", ["trainer.log_every_n_steps"]),
+        ("trainer.log_every_n_steps=-2", ["trainer.log_every_n_steps"]),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(

@@ -14,9 +14,15 @@ from src.config_checks import ConfigError
 from src.train import train
 
 
-def scalar_tags(run_dir: Path) -> dict[str, list]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+def events(run_dir: Path) -> EventAccumulator:
+    guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance=guidance)
     acc.Reload()
+    return acc
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list]:
+    acc = events(run_dir)
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
@@ -40,6 +46,50 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -
     # one loss point per iteration, the example's training-progress plot
     assert [e.step for e in tags["train/loss"]] == list(range(200 // 32))
     assert tags["test/acc"][-1].value == pytest.approx(saved["test/acc"])
+    assert saved["test/acc_running"] == saved["test/acc"]
+
+
+def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -> None:
+    with open_dict(tiny_cfg):
+        tiny_cfg.trainer.log_every_n_steps = 2
+    metrics = train(tiny_cfg)
+    run = Path(tiny_cfg.paths.output_dir)
+    acc = events(run)
+    tags = acc.Tags()
+    steps = 200 // 32
+    for layer in ("bn1", "bn2", "bn3"):
+        for stat in ("running_mean", "running_var"):
+            hist = acc.Histograms(f"{layer}/{stat}")
+            assert [h.step for h in hist] == [1, 3, 5]  # every log_every_n_steps iterations
+            assert hist[-1].histogram_value.num == 20  # one value per channel
+        for scalar in ("running_mean_avg", "running_var_avg", "batch_mean_gap", "batch_var_ratio"):
+            assert len(acc.Scalars(f"{layer}/{scalar}")) == steps // 2
+    # the last histogram is the state the network ended with
+    final_var = acc.Histograms("bn2/running_var")[-1].histogram_value
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    var = ckpt["state_dict"]["net.bn2.running_var"]
+    assert final_var.min == pytest.approx(var.min().item(), rel=1e-5)
+    assert final_var.max == pytest.approx(var.max().item(), rel=1e-5)
+
+    for label in range(10):
+        assert f"test/class_acc/{label}" in tags["scalars"]
+    assert {"train/progress", "test/confusion_matrix"} <= set(tags["images"])
+    assert (run / "training_progress.png").stat().st_size > 10_000
+    assert (run / "confusion_matrix.png").stat().st_size > 10_000
+
+    # HParams: the real test accuracy, not a placeholder hp_metric
+    assert "hp_metric" not in tags["scalars"]
+    assert acc.Scalars("hparams/test_acc")[-1].value == pytest.approx(metrics["test/acc"])
+    content = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.01)
+    assert start.hparams["model.bn_stats"].string_value == "running"
+    assert start.hparams["data.batch_size"].number_value == 32
 
 
 def test_train_rejects_a_bad_value_before_writing_anything(tiny_cfg: DictConfig) -> None:

@@ -85,11 +85,21 @@ def state_table(net: DigitsNet, values: bool = False) -> str:
 
 
 class StateReport(L.Callback):
-    """At the start of fitting, print the layers, learnables and state of the network."""
+    """At the start of fitting, print the layers, learnables and state of the network; at the
+    end, the state again with its values, so the change is visible in the terminal."""
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = pl_module.net
         log.info(
             "\n%s\n\n%s\n\n%s", layers_table(net), learnables_table(net), state_table(net, True)
+        )
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        which = getattr(pl_module, "bn_stats", "running")
+        log.info(
+            "State after training (bn_stats=%s, used for prediction):\n%s",
+            which,
+            state_table(pl_module.net, True),
         )

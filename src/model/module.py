@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,11 +11,20 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.model.network import DigitsNet
+from src.model.network import DigitsNet, State
+from src.model.state import BN_STATS_MODES, clone_state, population_statistics
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+BN_STATS_DESCRIPTIONS = {
+    "running": "the running estimates carried by the training loop",
+    "population": "population statistics over the whole training set",
+}
 
 
 class BNStateModule(L.LightningModule):
@@ -27,17 +37,29 @@ class BNStateModule(L.LightningModule):
         bn_decay: float = 0.1,
         bn_epsilon: float = 1e-5,
         update_state: bool = True,
+        bn_stats: str = "running",
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__()
+        if bn_stats not in BN_STATS_MODES:
+            raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}")
         # The optimizer factory is not a hyperparameter a checkpoint can rebuild; the run's
-        # resolved config records it.
-        self.save_hyperparameters(ignore=["optimizer"])
+        # resolved config records it. Hyperparameters reach TensorBoard once, with the test
+        # accuracy, from train.py (HParams tab), so not here.
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
         self.net = DigitsNet(num_classes, num_filters, bn_decay, bn_epsilon)
         self.optimizer_factory = optimizer
         self.update_state = update_state
+        self.bn_stats = bn_stats
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.last_confusion_matrix = None  # numpy, after a test
+        # The two candidate states at the end of training; both go into the checkpoint.
+        self.running_state: State | None = None
+        self.population_state: State | None = None
+        self._resume_running: State | None = None
+        self._finalised_at_step = -1
         self._elapsed_before = 0.0  # seconds trained before a resume
         self._start: float | None = None
 
@@ -60,13 +82,17 @@ class BNStateModule(L.LightningModule):
     # -- the training loop ------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
+        if self._resume_running is not None:
+            # A resumed run carries on from the running estimate, whichever state it predicted with.
+            self.net.state = self._resume_running
+            self._resume_running = None
 
     def elapsed(self) -> float:
         """Seconds of training so far, across resumes (the example's `toc(start)`)."""
         running = 0.0 if self._start is None else time.monotonic() - self._start
         return self._elapsed_before + running
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
         opt = self.optimizers()
         # [dlYPred, state] = forward(dlnet, dlX): scores and the new state; nothing stored yet.
@@ -85,13 +111,56 @@ class BNStateModule(L.LightningModule):
         # The training-progress plot: loss per iteration, the epoch and the elapsed time.
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=len(y))
         self.log("train/elapsed_s", self.elapsed(), on_step=True, prog_bar=True, batch_size=len(y))
-        return loss.detach()
+        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
+        return {"loss": loss.detach(), "state": state}
+
+    # -- after the last epoch: which statistics the network predicts with ------------------------
+    def on_train_epoch_end(self) -> None:
+        # Runs before ModelCheckpoint saves this epoch, so the last checkpoint holds both states.
+        if self._is_last_epoch():
+            self.finalise_state()
+
+    def on_train_end(self) -> None:
+        if self._finalised_at_step != self.global_step:  # stopped mid-epoch (max_steps, interrupt)
+            self.finalise_state()
+
+    def _is_last_epoch(self) -> bool:
+        t = self.trainer
+        out_of_epochs = t.max_epochs is not None and 0 < t.max_epochs <= self.current_epoch + 1
+        out_of_steps = 0 <= t.max_steps <= t.global_step
+        return out_of_epochs or out_of_steps or t.should_stop
+
+    def finalise_state(self) -> None:
+        """Keep the running estimate; with `bn_stats=population` replace the network's state by
+        the exact statistics of the training set, as MATLAB's `trainNetwork` does."""
+        self._finalised_at_step = self.global_step
+        self.running_state = clone_state(self.net.state)
+        if self.bn_stats != "population":
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "ordered_dataloader"):
+            raise RuntimeError("bn_stats=population needs the DigitsDataModule's training set")
+        self.population_state = population_statistics(
+            self.net, lambda: (x for x, _ in dm.ordered_dataloader("train")), self.device
+        )
+        self.net.state = self.population_state
+        log.info("Batch-norm state replaced by population statistics over the training set.")
 
     # -- test ---------------------------------------------------------------------------------
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_acc(self.net(x), y)
+        scores = self.net(x)
+        self.test_acc(scores, y)
+        self.test_confusion.update(scores, y)
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(y))
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute()
+        self.test_confusion.reset()
+        per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+        for label, acc in enumerate(per_class):
+            self.log(f"test/class_acc/{label}", acc)
+        self.last_confusion_matrix = matrix.cpu().numpy()
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.net.predict(batch[0])
@@ -99,6 +168,17 @@ class BNStateModule(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["elapsed_s"] = self.elapsed()
+        # `state_dict` holds the state the network predicts with; this records both candidates.
+        checkpoint["bn_statistics"] = {
+            "used": self.bn_stats if self.running_state is not None else "running",
+            "running": self.running_state,
+            "population": self.population_state,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+        stats = checkpoint.get("bn_statistics") or {}
+        self.running_state = stats.get("running")
+        self.population_state = stats.get("population")
+        if stats.get("used") == "population" and self.running_state is not None:
+            self._resume_running = self.running_state

@@ -1,0 +1,118 @@
+"""Watching the batch-norm state: TensorBoard histograms and scalars, and the classic mistake."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from src.model.network import State
+from src.model.state import batch_statistics, clone_state, states_equal
+
+log = logging.getLogger(__name__)
+
+FROZEN_STATE_WARNING = (
+    "after %d training iterations the batch-norm state (running mean and variance of "
+    "%s) has not changed from its initial values, so the network will predict with statistics "
+    "it never learned: the loop is not storing the new state (MATLAB: `dlnet.State = state`; "
+    "here: model.update_state=%s)."
+)
+
+
+class BatchNormStateMonitor(L.Callback):
+    """Every `trainer.log_every_n_steps` iterations, per batch-norm layer (tags `bn1/...`):
+
+    - histograms `bn1/running_mean`, `bn1/running_var` of the 20 channels (TensorBoard only);
+    - scalars `bn1/running_mean_avg`, `bn1/running_var_avg` (mean over channels),
+      `bn1/batch_mean_gap` (RMS over channels of batch mean - running mean) and
+      `bn1/batch_var_ratio` (mean over channels of batch variance / running variance), which show
+      at a glance how far each mini-batch is from the state the network predicts with.
+
+    After `check_after` iterations it warns once if the state has not moved from where it started.
+    """
+
+    def __init__(self, check_after: int = 5) -> None:
+        self.check_after = check_after
+        self._before: State | None = None
+        self._at_start: State | None = None
+        self._start_step = 0
+        self._checked = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._at_start = clone_state(pl_module.net.state)
+        self._start_step = trainer.global_step
+        self._checked = False
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._before = clone_state(pl_module.net.state) if self._due(trainer, 1) else None
+
+    def _due(self, trainer: L.Trainer, ahead: int) -> bool:
+        return (trainer.global_step + ahead) % trainer.log_every_n_steps == 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._check_state_moved(trainer, pl_module)
+        if self._before is None or not isinstance(outputs, dict) or "state" not in outputs:
+            return
+        new_state: State = outputs["state"]
+        decay = pl_module.net.bn1.decay
+        batch_stats = batch_statistics(self._before, new_state, decay)
+        stored = pl_module.net.state
+        for name in pl_module.net.batch_norms():
+            mean, var = stored[f"{name}.running_mean"], stored[f"{name}.running_var"]
+            b_mean = batch_stats[f"{name}.running_mean"]
+            b_var = batch_stats[f"{name}.running_var"]
+            scalars = {
+                f"{name}/running_mean_avg": mean.mean(),
+                f"{name}/running_var_avg": var.mean(),
+                f"{name}/batch_mean_gap": (b_mean - self._before[f"{name}.running_mean"])
+                .pow(2)
+                .mean()
+                .sqrt(),
+                f"{name}/batch_var_ratio": (b_var / self._before[f"{name}.running_var"]).mean(),
+            }
+            for tag, value in scalars.items():
+                pl_module.log(tag, value, on_step=True, on_epoch=False, rank_zero_only=True)
+            self._histograms(trainer, name, mean, var)
+        self._before = None
+
+    @rank_zero_only
+    def _histograms(self, trainer: L.Trainer, name: str, mean: torch.Tensor, var: torch.Tensor):
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                step = trainer.global_step - 1  # the step Lightning gives this batch's scalars
+                logger.experiment.add_histogram(f"{name}/running_mean", mean.cpu(), step)
+                logger.experiment.add_histogram(f"{name}/running_var", var.cpu(), step)
+
+    def _check_state_moved(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._checked or self._at_start is None or not pl_module.training:
+            return
+        done = trainer.global_step - self._start_step
+        if done < self.check_after:
+            return
+        self._checked = True
+        if states_equal(self._at_start, pl_module.net.state):
+            layers = ", ".join(pl_module.net.batch_norms())
+            update = getattr(pl_module, "update_state", "?")
+            _clear_progress_bar(trainer)
+            rank_zero_only(log.warning)(FROZEN_STATE_WARNING, done, layers, str(update).lower())
+
+
+def _clear_progress_bar(trainer: L.Trainer) -> None:
+    """Erase the half-drawn progress bar line so a message printed now starts a line of its own."""
+    try:
+        trainer.progress_bar_callback.train_progress_bar.clear()  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        pass

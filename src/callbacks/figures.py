@@ -1,0 +1,134 @@
+"""Pictures people would rather look at than read: the training-progress plot and the
+test set's confusion matrix, saved as PNGs in the run directory and sent to TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+
+from src.callbacks.progress import hms  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# The example's `animatedline('Color',[0.85 0.325 0.098])`.
+LOSS_COLOUR = (0.85, 0.325, 0.098)
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class TrainingProgressPlot(L.Callback):
+    """At the end of training, `training_progress.png`: loss against iteration, epoch boundaries
+    marked, titled "Epoch: N, Elapsed: hh:mm:ss" like the example's figure."""
+
+    def __init__(self, filename: str = "training_progress.png") -> None:
+        self.filename = filename
+        self.iterations: list[int] = []
+        self.losses: list[float] = []
+        self.epoch_starts: list[int] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_starts.append(trainer.global_step)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.iterations.append(trainer.global_step)
+            self.losses.append(float(loss))
+
+    # kept in checkpoints, so a resumed run draws its whole history
+    def state_dict(self) -> dict[str, Any]:
+        return {"iterations": self.iterations, "losses": self.losses, "epochs": self.epoch_starts}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.iterations = list(state_dict["iterations"])
+        self.losses = list(state_dict["losses"])
+        self.epoch_starts = list(state_dict["epochs"])
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.iterations:
+            return
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        ax.plot(self.iterations, self.losses, color=LOSS_COLOUR, linewidth=1.2)
+        for start in sorted(set(self.epoch_starts))[1:]:
+            ax.axvline(start + 0.5, color="0.6", linestyle="--", linewidth=0.8)
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(0, max(self.iterations) + 1)
+        ax.set_xlabel("Iteration")
+        ax.set_ylabel("Loss")
+        ax.grid(True, alpha=0.4)
+        elapsed = pl_module.elapsed() if hasattr(pl_module, "elapsed") else 0.0
+        ax.set_title(f"Epoch: {trainer.current_epoch}, Elapsed: {hms(elapsed)}")
+        fig.tight_layout()
+        path = Path(trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.experiment.add_figure("train/progress", fig, trainer.global_step)
+        plt.close(fig)
+        log.info("Training progress plot: %s", path)
+
+
+def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
+    """A labelled confusion matrix, counts in the cells, per-class accuracy on the right."""
+    n = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    peak = matrix.max() if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                colour = "white" if matrix[i, j] > peak / 2 else "black"
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=colour,
+                        fontsize=8)  # fmt: skip
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    rows = matrix.sum(axis=1)
+    per_class = np.divide(np.diag(matrix), rows, out=np.zeros(n), where=rows > 0)
+    ax.text(n - 0.3, -0.75, "per class", va="center", fontsize=8)
+    for i, acc in enumerate(per_class):
+        ax.text(n - 0.3, i, f"{acc:.1%}", va="center", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+class ConfusionMatrixReport(L.Callback):
+    """After testing, `confusion_matrix.png` in the run directory and in TensorBoard."""
+
+    def __init__(self, filename: str = "confusion_matrix.png") -> None:
+        self.filename = filename
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = getattr(pl_module, "last_confusion_matrix", None)
+        if matrix is None:
+            return
+        stats = getattr(pl_module, "bn_stats", "running")
+        acc = np.trace(matrix) / max(matrix.sum(), 1)
+        fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({stats} statistics)")
+        path = Path(trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.experiment.add_figure("test/confusion_matrix", fig, trainer.global_step)
+        plt.close(fig)
+        log.info("Confusion matrix: %s", path)

@@ -1,0 +1,151 @@
+"""Population statistics: exact over the training set, and what the test then predicts with."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from src.callbacks.bn_state import BatchNormStateMonitor
+from src.data.datamodule import DigitsDataModule
+from src.model.module import BNStateModule
+from src.model.network import DigitsNet
+from src.model.state import batch_statistics, population_statistics
+
+
+def direct_population(net: DigitsNet, x: torch.Tensor) -> OrderedDict:
+    """Layer by layer over the whole set at once, in float64: the definition, computed plainly."""
+    saved = {k: v.clone() for k, v in net.state.items()}
+    out = OrderedDict()
+    with torch.no_grad():
+        for name, bn in net.batch_norms().items():
+            h = net.features_until(x, name).double()
+            n = h.numel() / h.shape[1]
+            mean = h.mean(dim=(0, 2, 3))
+            var = ((h - mean[None, :, None, None]) ** 2).sum(dim=(0, 2, 3)) / (n - 1)
+            out[f"{name}.running_mean"], out[f"{name}.running_var"] = mean, var
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+    net.state = saved
+    return out
+
+
+def trained_net(seed: int = 0) -> tuple[DigitsNet, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = DigitsNet()
+    x = torch.rand(300, 1, 28, 28) * (torch.rand(300, 1, 1, 1) + 0.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    y = torch.randint(0, 10, (300,))
+    for i in range(0, 300, 50):  # move weights and state away from their initial values
+        scores, state = net.forward_with_state(x[i : i + 50], net.state)
+        torch.nn.functional.cross_entropy(scores, y[i : i + 50]).backward()
+        net.state = state
+        opt.step()
+        opt.zero_grad()
+    return net, x
+
+
+def test_population_statistics_match_a_direct_computation() -> None:
+    net, x = trained_net()
+    before = {k: v.clone() for k, v in net.state.items()}
+    got = population_statistics(net, lambda: x.split(64))  # uneven batches: 4x64 + 44
+    want = direct_population(net, x)
+    for key in want:
+        torch.testing.assert_close(got[key].double(), want[key], rtol=1e-5, atol=1e-5)
+    for k, v in net.state.items():  # the network's own state is left alone
+        assert torch.equal(v, before[k])
+
+
+def test_population_statistics_are_not_an_average_of_batch_statistics() -> None:
+    """What `torch.optim.swa_utils.update_bn` computes differs; ours must not."""
+    net, x = trained_net()
+    want = direct_population(net, x)
+    saved = {k: v.clone() for k, v in net.state.items()}
+    averaged = OrderedDict((k, torch.zeros_like(v)) for k, v in net.state.items())
+    batches = x.split(64)
+    for b in batches:
+        _, new = net.forward_with_state(b, net.state)
+        for k, v in batch_statistics(saved, new, 0.1).items():
+            averaged[k] += v / len(batches)
+    deepest = "bn3.running_var"
+    assert not torch.allclose(averaged[deepest].double(), want[deepest], rtol=1e-3)
+
+
+def test_batch_statistics_invert_the_running_update() -> None:
+    net, x = trained_net()
+    old = {k: v.clone() for k, v in net.state.items()}
+    _, new = net.forward_with_state(x[:64], net.state)
+    stats = batch_statistics(old, new, 0.1)
+    h = net.features_until(x[:64], "bn1")
+    torch.testing.assert_close(
+        stats["bn1.running_mean"], h.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-4
+    )
+
+
+def _fit(cache_dir: Path, tmp_path: Path, callbacks=(), **module_kw) -> tuple:
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    model = BNStateModule(**module_kw)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, model, dm
+
+
+def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path, tmp_path: Path):
+    trainer, model, dm = _fit(cache_dir, tmp_path, bn_stats="population")
+    want = direct_population(model.net, dm.train_set.images)
+    for key, value in model.net.state.items():
+        torch.testing.assert_close(value.double(), want[key], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(value, model.running_state[key])  # the running one is kept too
+    (result,) = trainer.test(model, datamodule=dm, verbose=False)
+    with torch.no_grad():
+        acc = (model.net(dm.test_set.images).argmax(1) == dm.test_set.labels).float().mean()
+    assert result["test/acc"] == pytest.approx(acc.item(), abs=1e-6)
+
+    path = tmp_path / "both.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["bn_statistics"]["used"] == "population"
+    for key in want:
+        assert torch.equal(ckpt["state_dict"][f"net.{key}"], model.net.state[key])
+        assert torch.equal(ckpt["bn_statistics"]["population"][key], model.net.state[key])
+        assert torch.equal(ckpt["bn_statistics"]["running"][key], model.running_state[key])
+
+    # a resumed run carries on from the running estimate, not from the population statistics
+    resumed = BNStateModule(bn_stats="population")
+    resumed.on_load_checkpoint(ckpt)
+    resumed.load_state_dict(ckpt["state_dict"])
+    resumed.on_train_start()
+    for key in want:
+        assert torch.equal(resumed.net.state[key], model.running_state[key])
+
+
+def test_running_mode_keeps_the_running_estimate(cache_dir: Path, tmp_path: Path) -> None:
+    _, model, _ = _fit(cache_dir, tmp_path, bn_stats="running")
+    assert model.population_state is None
+    for key, value in model.net.state.items():
+        assert torch.equal(value, model.running_state[key])
+
+
+@pytest.mark.parametrize("update_state", [False, True])
+def test_warning_when_the_state_never_moves(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, update_state: bool
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
+        _fit(cache_dir, tmp_path, [BatchNormStateMonitor(check_after=3)], update_state=update_state)
+    warnings = [r for r in caplog.records if "has not changed from its initial values" in r.message]
+    if update_state:
+        assert not warnings
+    else:
+        assert len(warnings) == 1  # once, not every iteration
+        assert "model.update_state=false" in warnings[0].getMessage()
+        assert "\n" not in warnings[0].getMessage()
