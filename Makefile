@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 ARGS ?=
 
-.PHONY: train test evaluate lint format clean install
+.PHONY: train test lint format clean install
 
 install: $(STAMP)
 
@@ -22,9 +22,6 @@ $(STAMP): pyproject.toml | $(PY)
 
 train: $(STAMP)
 	$(PY) -m src.train $(ARGS)
-
-evaluate: $(STAMP)
-	$(PY) -m src.evaluate $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,9 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "model.num_filters", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")
     _require(cfg, "model.bn_epsilon", lambda v: v > 0, "above 0")
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt is not None and not Path(str(ckpt)).is_file():
+        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint file")
     _check_accelerator(cfg)
 
 

@@ -48,6 +48,7 @@ def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
         ("model.bn_stats=median", ["model.bn_stats", "median"]),
         ("trainer.log_every_n_steps=0", ["trainer.log_every_n_steps"]),
         ("trainer.log_every_n_steps=-2", ["trainer.log_every_n_steps"]),
+        ("ckpt_path=/nonexistent/last.ckpt", ["ckpt_path", "/nonexistent/last.ckpt"]),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(
