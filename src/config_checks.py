@@ -47,9 +47,21 @@ def _boolean(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
+def _unset(node: Any, prefix: str = "") -> list[str]:
+    """Keys still at `???` (Hydra's mandatory value), found without resolving anything."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _unset(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
-    for key in ("model.update_state", "test"):
+    settings = OmegaConf.to_container(cfg, resolve=False)
+    settings.pop("hydra", None)
+    unset = _unset(settings)
+    if unset:
+        raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
+    for key in ("model.update_state", "test", "data.resize", "data.grayscale"):
         _boolean(cfg, key)
     bn_stats = _get(cfg, "model.bn_stats")
     if bn_stats is not None and bn_stats not in ("running", "population"):
@@ -59,6 +71,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.num_test_per_class", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
     _require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
     _require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
     _require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")

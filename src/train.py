@@ -82,6 +82,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    # Read the data before the trainer exists: bad data then costs one line and nothing else.
+    datamodule.setup("fit")
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))

@@ -84,7 +84,8 @@ class DigitsDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # One process builds the cache; setup() on every process then reads it.
-        load_source(self.source, self.cache_dir, self.source_options)
+        if self.train_set is None:  # unless setup() has already run here (src/train.py)
+            load_source(self.source, self.cache_dir, self.source_options)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

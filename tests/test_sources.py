@@ -1,0 +1,625 @@
+"""Digit data from disk: DigitDataset folders, MATLAB .mat files and MNIST IDX files.
+
+Small fixtures of each format are written to a temporary folder from the built-in generator's
+digits, read back, broken in every way the README lists, and trained on through the CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from src.config_checks import ConfigError, preflight
+from src.data.arrays import DataError, DigitArrays
+from src.data.datamodule import DigitsDataModule
+from src.data.sources import SOURCES, folder, mat, mnist, split_class
+from src.data.synthetic import generate_digits
+from tests.conftest import CONF, run_cli
+
+# ---------------------------------------------------------------------------------------------
+# Fixture writers
+
+
+@functools.cache
+def digits(stream: int = 0, per_class: int = 4) -> DigitArrays:
+    """Real digit images (4 a class: 40), quantised to 8 bits so that PNG and IDX round-trip."""
+    d = generate_digits(per_class, [0, stream])
+    return DigitArrays(np.round(d.images * 255) / np.float32(255), d.labels, d.angles)
+
+
+def as_uint8(images: np.ndarray) -> np.ndarray:
+    return np.round(images * 255).astype(np.uint8)
+
+
+def write_tree(folder: Path, data: DigitArrays) -> list[Path]:
+    """One PNG per image in FOLDER/<label>/NNN.png, NNN its index in `data`."""
+    paths = []
+    for i, (img, label) in enumerate(zip(as_uint8(data.images[:, 0]), data.labels)):
+        path = folder / str(label) / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_two_trees(root: Path) -> tuple[DigitArrays, DigitArrays]:
+    train, test = digits(0), digits(1, per_class=2)
+    write_tree(root / "train", train)
+    write_tree(root / "test", test)
+    return train, test
+
+
+def in_folder_order(data: DigitArrays) -> DigitArrays:
+    """The order the folder source returns: by class, then by file name (the index here)."""
+    order = np.argsort(data.labels, kind="stable")
+    return DigitArrays(data.images[order], data.labels[order])
+
+
+def write_mat(
+    path: Path, data: DigitArrays, part: str = "Train", labels: str = "numeric", **extra
+) -> None:
+    """A .mat as MATLAB saves XTrain (28x28x1xN uint8) and YTrain (numbers, cellstr or char)."""
+    x = as_uint8(data.images).transpose(2, 3, 1, 0)  # (N, C, H, W) -> MATLAB's (H, W, C, N)
+    if labels == "numeric":
+        y = data.labels.astype(np.float64).reshape(-1, 1)
+    elif labels == "cellstr":
+        y = np.empty((len(data), 1), dtype=object)
+        y[:, 0] = [str(v) for v in data.labels]
+    else:  # an N x 1 char array, as `char(string(YTrain))` gives
+        y = np.array([str(v) for v in data.labels])
+    scipy.io.savemat(path, {f"X{part}": x, f"Y{part}": y, **extra})
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    payload = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(root: Path, gz: bool = True, dotted: bool = False) -> tuple[DigitArrays, ...]:
+    root.mkdir(parents=True, exist_ok=True)
+    sets = digits(0), digits(1, per_class=2)
+    for prefix, data in zip(("train", "t10k"), sets):
+        for kind, magic, array in (
+            ("images-idx3-ubyte", 2051, as_uint8(data.images[:, 0])),
+            ("labels-idx1-ubyte", 2049, data.labels.astype(np.uint8)),
+        ):
+            name = f"{prefix}-{kind}".replace("-idx", ".idx" if dotted else "-idx")
+            write_idx(root / (name + (".gz" if gz else "")), array, magic)
+    return sets
+
+
+def _element(dtype: int, payload: bytes) -> bytes:
+    return struct.pack("<II", dtype, len(payload)) + payload + b"\0" * (-len(payload) % 8)
+
+
+def matlab_object(name: str, cls: str) -> bytes:
+    """A top-level MATLAB object (MCOS opaque class) as `save` writes one, e.g. a categorical.
+
+    Only MATLAB can write the object's contents; scipy never reads past this wrapper (three
+    names and a uint32 array), which is all it would see of a real categorical too.
+    """
+    mi_int8, mi_int32, mi_uint32, mi_matrix, mx_opaque, mx_uint32 = 1, 5, 6, 14, 17, 13
+    meta = np.array([0xDD000000, 2, 1, 1, 1, 1], dtype="<u4").tobytes()
+    refs = _element(
+        mi_matrix,
+        _element(mi_uint32, struct.pack("<II", mx_uint32, 0))
+        + _element(mi_int32, struct.pack("<ii", 6, 1))
+        + _element(mi_int8, b"")
+        + _element(mi_uint32, meta),
+    )
+    body = _element(mi_uint32, struct.pack("<II", mx_opaque, 0))
+    for text in (name, "MCOS", cls):
+        body += _element(mi_int8, text.encode())
+    return _element(mi_matrix, body + refs)
+
+
+def v73_file(path: Path) -> None:
+    """The 128-byte header of a MATLAB v7.3 file (HDF5 follows in a real one)."""
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5"
+    path.write_bytes(text.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384)
+
+
+def fail(call: Callable[[], object], *needles: str) -> str:
+    """The one-line DataError message `call` raises; it must contain every needle."""
+    with pytest.raises(DataError) as info:
+        call()
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, f"{needle!r} not in: {msg}"
+    return msg
+
+
+def assert_same(got: DigitArrays, want: DigitArrays) -> None:
+    assert got.images.dtype == np.float32 and got.labels.dtype == np.int64
+    assert got.images.shape == want.images.shape
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_allclose(got.images, want.images, atol=0.5 / 255)
+
+
+def snapshot(*folders: Path) -> dict[str, bytes]:
+    """Every file under the folders, with its bytes."""
+    return {str(p): p.read_bytes() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# data=folder
+
+
+def test_folder_reads_train_and_test_trees(tmp_path: Path) -> None:
+    train, test = write_two_trees(tmp_path / "digits")
+    (tmp_path / "digits" / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
+    (tmp_path / "digits" / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
+    got_train, got_test = folder(tmp_path / "cache", str(tmp_path / "digits"))
+    assert_same(got_train, in_folder_order(train))
+    assert_same(got_test, in_folder_order(test))
+
+
+def test_single_tree_is_halved_per_class_by_the_seeded_rule(tmp_path: Path) -> None:
+    data = digits(0)
+    write_tree(tmp_path / "DigitDataset", data)
+    train, test = folder(None, str(tmp_path / "DigitDataset"), split_seed=7)
+    assert len(train) == len(test) == 20
+    assert (np.bincount(train.labels) == 2).all() and (np.bincount(test.labels) == 2).all()
+    # the rule as the README states it, recomputed here
+    want_train = []
+    for c in range(10):
+        names = sorted(f"{i:03d}.png" for i in np.flatnonzero(data.labels == c))
+        ranked = sorted(names, key=lambda n: hashlib.sha256(f"7/{c}/{n}".encode()).hexdigest())
+        want_train += sorted(ranked[:2])
+    want = [int(n[:3]) for n in want_train]
+    np.testing.assert_allclose(train.images, data.images[want], atol=0.5 / 255)
+    held_out = sorted(set(range(40)) - set(want), key=lambda i: (data.labels[i], i))
+    np.testing.assert_allclose(test.images, data.images[held_out], atol=0.5 / 255)
+    # deterministic, and the seed matters
+    again, _ = folder(None, str(tmp_path / "DigitDataset"), split_seed=7)
+    np.testing.assert_array_equal(again.images, train.images)
+    other, _ = folder(None, str(tmp_path / "DigitDataset"), split_seed=8)
+    assert not np.array_equal(other.images, train.images)
+
+
+def test_split_rule_gives_half_and_the_odd_one_to_training() -> None:
+    names = [f"image{i}.png" for i in range(1000)]
+    tr, te = split_class(names, 3, 0)
+    assert len(tr) == len(te) == 500 and not set(tr) & set(te)
+    assert split_class(names, 3, 0) == (tr, te)
+    assert split_class(names, 4, 0) != (tr, te)  # each class draws its own half
+    tr5, te5 = split_class(names[:5], 3, 0)
+    assert (len(tr5), len(te5)) == (3, 2)
+
+
+def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Path) -> None:
+    root = tmp_path / "digits"
+    write_two_trees(root)
+    ramp = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28)
+    Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(root / "train/1/a16.png")
+    Image.fromarray(as_uint8(ramp)).convert("P").save(root / "train/2/palette.png")
+    rgb = np.stack([as_uint8(ramp)] * 3, axis=-1)
+    rgb[0, 0] = (255, 0, 0)
+    Image.fromarray(rgb).save(root / "test/4/rgb.png")
+    Image.fromarray(as_uint8(ramp)).resize((56, 56)).save(root / "test/6/big.png")
+
+    fail(lambda: folder(None, str(root)), "rgb.png", "colour", "data.grayscale=true")
+    (root / "test/4/rgb.png").rename(tmp_path / "rgb.png")
+    fail(lambda: folder(None, str(root)), "big.png", "56x56", "data.resize=true")
+    (tmp_path / "rgb.png").rename(root / "test/4/rgb.png")
+
+    train, test = folder(None, str(root), resize=True, grayscale=True)
+    one = train.images[train.labels == 1][-1, 0]  # a16.png sorts after the NNN.png files
+    np.testing.assert_allclose(one, ramp, atol=1 / 65535)
+    two = train.images[train.labels == 2][-1, 0]
+    np.testing.assert_allclose(two, ramp, atol=1 / 255)
+    four = test.images[test.labels == 4][-1, 0]  # rgb2gray's weights
+    assert four[0, 0] == pytest.approx(round(0.299 * 255) / 255, abs=1 / 255)
+    np.testing.assert_allclose(four[1:], ramp[1:], atol=1 / 255)
+    six = test.images[test.labels == 6][-1, 0]  # big.png, resized back to 28x28
+    np.testing.assert_allclose(six, ramp, atol=0.03)
+
+
+def test_folder_cache_is_reused_and_follows_edited_files(tmp_path: Path) -> None:
+    root, cache = tmp_path / "digits", tmp_path / "cache"
+    write_two_trees(root)
+    first = folder(cache, str(root))
+    files = sorted(cache.glob("folder-*.npz"))
+    assert len(files) == 2
+    again = folder(cache, str(root))
+    assert sorted(cache.glob("folder-*.npz")) == files
+    np.testing.assert_array_equal(again[0].images, first[0].images)
+    # rewrite one image: the cache key follows (size, mtime), so the new pixels are read
+    target = sorted((root / "train" / "0").glob("*.png"))[0]
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(target)
+    os.utime(target, ns=(1, 1))
+    edited, _ = folder(cache, str(root))
+    assert edited.images[0].min() == 1.0
+    assert len(list(cache.glob("folder-*.npz"))) == 3  # the test set's entry still holds
+
+
+def test_datamodule_serves_folder_data(tmp_path: Path) -> None:
+    write_two_trees(tmp_path / "digits")
+    dm = DigitsDataModule(
+        source="folder",
+        batch_size=8,
+        cache_dir=tmp_path / "cache",
+        root=str(tmp_path / "digits"),
+        resize=False,
+        split_seed=0,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 28, 28) and y.shape == (8,)
+    assert len(dm.test_set) == 20 and dm.mean_image.shape == (1, 28, 28)
+
+
+# ---------------------------------------------------------------------------------------------
+# data=mat
+
+
+@pytest.mark.parametrize("labels", ["numeric", "cellstr", "char"])
+def test_mat_round_trip(tmp_path: Path, labels: str) -> None:
+    train, test = digits(0), digits(1, per_class=2)
+    write_mat(tmp_path / "train.mat", train, "Train", labels, anglesTrain=train.angles[:, None])
+    write_mat(tmp_path / "test.mat", test, "Test", labels)
+    got_train, got_test = mat(None, str(tmp_path / "train.mat"), str(tmp_path / "test.mat"))
+    assert_same(got_train, train)
+    assert_same(got_test, test)
+    np.testing.assert_array_equal(got_train.angles, train.angles)
+    assert got_test.angles is None
+
+
+def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path) -> None:
+    train, test = digits(0), digits(1, per_class=2)
+    both = tmp_path / "digits.mat"
+    scipy.io.savemat(
+        both,
+        {
+            "XTrain": train.images[:, 0].transpose(1, 2, 0).astype(np.float64),  # 28x28xN double
+            "YTrain": "".join(map(str, train.labels)),  # one 1xN char row
+            "XTest": as_uint8(test.images).transpose(2, 3, 1, 0),
+            "YTest": test.labels.astype(np.uint8)[None, :],  # a 1xN uint8 row
+        },
+    )
+    got_train, got_test = mat(None, str(both), str(both))
+    assert_same(got_train, train)
+    assert_same(got_test, test)
+
+
+# ---------------------------------------------------------------------------------------------
+# data=mnist
+
+
+@pytest.mark.parametrize(("gz", "dotted"), [(True, False), (False, False), (True, True)])
+def test_mnist_round_trip(tmp_path: Path, gz: bool, dotted: bool) -> None:
+    train, test = write_mnist(tmp_path / "mnist", gz=gz, dotted=dotted)
+    got_train, got_test = mnist(None, str(tmp_path / "mnist"))
+    assert_same(got_train, train)
+    assert_same(got_test, test)
+
+
+def test_mnist_reads_torchvisions_layout(tmp_path: Path) -> None:
+    train, _ = write_mnist(tmp_path / "data" / "MNIST" / "raw")
+    got, _ = mnist(None, str(tmp_path / "data"))
+    assert_same(got, train)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the file or folder and the problem
+
+
+def _truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def _first(folder: Path) -> Path:
+    return sorted(folder.glob("*.png"))[0]
+
+
+def _empty_class(root: Path) -> Path:
+    for p in (root / "train" / "4").iterdir():
+        p.unlink()
+    (root / "train" / "4" / ".DS_Store").write_bytes(b"")  # junk does not count
+    return root / "train" / "4"
+
+
+def _not_a_label(name: str) -> Callable[[Path], Path]:
+    def change(root: Path) -> Path:
+        write_tree(root / "test" / name, digits(0))
+        return root / "test" / name
+
+    return change
+
+
+def _text_file(root: Path) -> Path:
+    (root / "train" / "2" / "notes.txt").write_text("not an image")
+    return root / "train" / "2" / "notes.txt"
+
+
+def _wrong_size(root: Path) -> Path:
+    Image.fromarray(np.zeros((28, 30), np.uint8)).save(root / "train" / "5" / "wide.png")
+    return root / "train" / "5" / "wide.png"
+
+
+def _nan_pixels(root: Path) -> Path:
+    Image.fromarray(np.full((28, 28), np.nan, np.float32)).save(root / "train" / "6" / "f.tif")
+    return root / "train" / "6" / "f.tif"
+
+
+def _no_test_tree(root: Path) -> Path:
+    (root / "train").rename(root / "train_only")
+    (root / "test").rename(root / "train")
+    return root
+
+
+def _nested_folder(root: Path) -> Path:
+    (root / "train" / "7" / "more").mkdir()
+    return root / "train" / "7" / "more"
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (_empty_class, ["holds no image files"]),
+        (_not_a_label("cat"), ["'cat'", "not a digit label 0-9"]),
+        (_not_a_label("10"), ["'10'", "not a digit label 0-9"]),
+        (_text_file, ["cannot be read as an image"]),
+        (lambda root: _truncate(_first(root / "test" / "8"), 40), ["cannot be read as an image"]),
+        (lambda root: _truncate(_first(root / "train" / "9"), 150), ["truncated"]),
+        (_wrong_size, ["28x30", "expected 28x28", "data.resize=true"]),
+        (_nan_pixels, ["NaN"]),
+        (_no_test_tree, ["has a train/ folder but no test/ folder"]),
+        (_nested_folder, ["folder inside class folder 7"]),
+    ],
+)
+def test_bad_folder_is_one_line_naming_it(
+    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+) -> None:
+    root, cache = tmp_path / "digits", tmp_path / "cache"
+    write_two_trees(root)
+    culprit = change(root)
+    fail(lambda: folder(cache, str(root)), str(culprit), *needles)
+    assert not cache.exists()  # a failed load caches nothing, not even the good half
+
+
+def test_missing_folder_or_unset_root(tmp_path: Path) -> None:
+    fail(lambda: folder(None, str(tmp_path / "nowhere")), "nowhere", "no such folder", "data.root")
+    fail(lambda: folder(None, None), "data.root is not set")
+    (tmp_path / "file").write_text("")
+    fail(lambda: folder(None, str(tmp_path / "file")), "file", "is a file, expected a folder")
+    fail(lambda: folder(None, str(tmp_path)), str(tmp_path), "holds no class folders")
+
+
+def test_bad_mat_files(tmp_path: Path) -> None:
+    train, test = digits(0), digits(1, per_class=2)
+    good_test = tmp_path / "test.mat"
+    write_mat(good_test, test, "Test")
+
+    def check(name: str, write: Callable[[Path], object], *needles: str) -> None:
+        path = tmp_path / name
+        write(path)
+        fail(lambda: mat(None, str(path), str(good_test)), str(path), *needles)
+
+    x = as_uint8(train.images).transpose(2, 3, 1, 0)
+    y = train.labels.astype(np.float64)[:, None]
+
+    def save(**variables: np.ndarray) -> Callable[[Path], None]:
+        return lambda path: scipy.io.savemat(path, variables)
+
+    def categorical(path: Path) -> None:
+        save(XTrain=x)(path)
+        with open(path, "ab") as f:
+            f.write(matlab_object("YTrain", "categorical"))
+
+    fail(lambda: mat(None, str(tmp_path / "no.mat"), str(good_test)), "no.mat", "no such file")
+    fail(lambda: mat(None, str(good_test), None), "data.test_file is not set")
+    check(
+        "categorical.mat",
+        categorical,
+        "YTrain is a MATLAB categorical",
+        "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
+    )
+    check("v73.mat", v73_file, "v7.3", "save('v73.mat', 'XTrain', 'YTrain', '-v7')")
+    check("text.mat", lambda p: p.write_text("hello"), "cannot be read as a MATLAB .mat file")
+    check(
+        "cut.mat",
+        lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)),
+        "cannot be read as a MATLAB .mat file",
+    )
+    check("noy.mat", save(XTrain=x, labels=y), "no variable 'YTrain'", "XTrain, labels")
+    check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
+    check("range.mat", save(XTrain=x, YTrain=y + 1), "label(s) outside 0-9 (e.g. 10)")
+    check("frac.mat", save(XTrain=x, YTrain=y + 0.5), "not whole numbers")
+    nan = train.images.transpose(2, 3, 1, 0).astype(np.float64)
+    nan[3, 4, 0, 5] = np.nan
+    check("nan.mat", save(XTrain=nan, YTrain=y), "1 image(s) contain NaN")
+    check(
+        "rgb.mat",
+        save(XTrain=np.repeat(x, 3, axis=2), YTrain=y),
+        "28x28x3x40",
+        "expected 28x28x1xN",
+    )
+    words = np.empty((40, 1), dtype=object)
+    words[:] = "seven"
+    check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
+
+
+_MNIST_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+_MNIST_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+
+
+def _mnist_missing(root: Path) -> Path:
+    (root / _MNIST_TEST_LABELS).unlink()
+    return root
+
+
+def _mnist_cut_plain(root: Path) -> Path:
+    (root / _MNIST_TRAIN_IMAGES).unlink()
+    write_idx(root / "train-images-idx3-ubyte", as_uint8(digits(0).images[:, 0]), 2051)
+    return _truncate(root / "train-images-idx3-ubyte", 2000)
+
+
+def _mnist_write(name: str, array: np.ndarray, magic: int) -> Callable[[Path], Path]:
+    def change(root: Path) -> Path:
+        write_idx(root / name, array, magic)
+        return root / name
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (_mnist_missing, ["no MNIST file t10k-labels-idx1-ubyte"]),
+        (lambda root: _truncate(root / _MNIST_TRAIN_IMAGES, 200), ["cannot be read"]),
+        (_mnist_cut_plain, ["truncated", "28x28"]),
+        (
+            _mnist_write(_MNIST_TRAIN_IMAGES, np.zeros(40, np.uint8), 2049),
+            ["not an IDX image file", "2049"],
+        ),
+        (
+            _mnist_write(_MNIST_TEST_LABELS, np.zeros(19, np.uint8), 2049),
+            ["19 labels", "20 images"],
+        ),
+        (
+            _mnist_write(_MNIST_TEST_LABELS, np.full(20, 12, np.uint8), 2049),
+            ["20 label(s) outside 0-9 (e.g. 12)"],
+        ),
+    ],
+)
+def test_bad_mnist_is_one_line_naming_the_file(
+    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+) -> None:
+    write_mnist(tmp_path / "mnist")
+    culprit = change(tmp_path / "mnist")
+    fail(lambda: mnist(None, str(tmp_path / "mnist")), str(culprit), *needles)
+
+
+def test_missing_mnist_folder(tmp_path: Path) -> None:
+    fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and the CLI
+
+
+def test_every_data_config_names_a_registered_source() -> None:
+    for name in ("synthetic", "folder", "mat", "mnist"):
+        assert f"source: {name}" in (CONF / "data" / f"{name}.yaml").read_text()
+        assert name in SOURCES
+
+
+@pytest.mark.parametrize(
+    ("group", "key"), [("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")]
+)
+def test_a_path_left_unset_is_one_line_naming_the_key(group: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        preflight([f"data={group}"], str(CONF), "config")
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
+# A seconds-long run on the 40-image fixtures (TINY's keys are the generator's own).
+RUN = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "data.batch_size=8",
+    "data.test_batch_size=64",
+    "logger=none",
+]
+
+
+def _one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+def _fixture(kind: str, root: Path) -> list[str]:
+    if kind == "folder-train-test":
+        write_two_trees(root)
+        return ["data=folder", f"data.root={root}"]
+    if kind == "folder-single-tree":
+        write_tree(root, digits(0))
+        return ["data=folder", f"data.root={root}", "data.split_seed=1"]
+    if kind == "mat":
+        root.mkdir()
+        write_mat(root / "train.mat", digits(0), "Train", "cellstr")
+        write_mat(root / "test.mat", digits(1, per_class=2), "Test", "char")
+        return [
+            "data=mat",
+            f"data.train_file={root / 'train.mat'}",
+            f"data.test_file={root / 'test.mat'}",
+        ]
+    write_mnist(root, gz=True)
+    return ["data=mnist", f"data.root={root}"]
+
+
+@pytest.mark.parametrize("kind", ["folder-train-test", "folder-single-tree", "mat", "mnist"])
+def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
+    run_dir = tmp_path / "run"
+    args = _fixture(kind, tmp_path / "data")
+    proc = run_cli(*RUN, *args, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["global_step"] == (20 if kind == "folder-single-tree" else 40) // 8
+
+
+def test_cli_bad_image_is_one_line_and_leaves_caches_and_runs_alone(tmp_path: Path) -> None:
+    root, cache = tmp_path / "digits", tmp_path / "cache"
+    write_two_trees(root)
+    folder(cache, str(root))  # an earlier run's cache of this very tree
+    earlier = tmp_path / "runs" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text('{"test/acc": 0.5}\n')
+    before = snapshot(cache, earlier)
+    assert len(before) == 3
+
+    bad = _truncate(_first(root / "train" / "7"), 120)
+    proc = run_cli(
+        *RUN,
+        "data=folder",
+        f"data.root={root}",
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={tmp_path / 'runs' / 'new'}",
+    )
+    _one_line_error(proc, str(bad), "cannot be read as an image")
+    assert snapshot(cache, earlier) == before
+    assert not (tmp_path / "runs" / "new" / "metrics.json").exists()
+
+
+def test_cli_matlab_categorical_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "train.mat"
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"XTrain": as_uint8(digits(0).images).transpose(2, 3, 1, 0)})
+    path.write_bytes(buf.getvalue() + matlab_object("YTrain", "categorical"))
+    proc = run_cli(
+        *RUN,
+        "data=mat",
+        f"data.train_file={path}",
+        f"data.test_file={path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    _one_line_error(proc, str(path), "categorical", "YTrain = double(string(YTrain))")
