@@ -110,7 +110,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: works whether this runs as `python -m src.train` or is imported.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
     try:
@@ -121,9 +125,6 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
-
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def cli() -> None:

@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, run_cli
-
-
-def _assert_one_line_error(proc, *needles: str) -> None:
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+from tests.conftest import TINY, assert_one_line_error, run_cli
 
 
 def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
@@ -56,7 +46,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
 ) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
-    _assert_one_line_error(proc, *needles)
+    assert_one_line_error(proc, *needles)
     assert not run_dir.exists()
 
 
@@ -74,5 +64,5 @@ def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_d
 def test_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     proc = run_cli("--multirun", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep_dir}", timeout=60)
-    _assert_one_line_error(proc, "optimizer.lr=-1")
+    assert_one_line_error(proc, "optimizer.lr=-1")
     assert not sweep_dir.exists()

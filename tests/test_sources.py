@@ -26,7 +26,7 @@ from src.data.arrays import DataError, DigitArrays
 from src.data.datamodule import DigitsDataModule
 from src.data.sources import SOURCES, folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
-from tests.conftest import CONF, run_cli
+from tests.conftest import CONF, assert_one_line_error, run_cli
 
 # ---------------------------------------------------------------------------------------------
 # Fixture writers
@@ -544,17 +544,6 @@ RUN = [
 ]
 
 
-def _one_line_error(proc, *needles: str) -> str:
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
-
-
 def _fixture(kind: str, root: Path) -> list[str]:
     if kind == "folder-train-test":
         write_two_trees(root)
@@ -604,7 +593,7 @@ def test_cli_bad_image_is_one_line_and_leaves_caches_and_runs_alone(tmp_path: Pa
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={tmp_path / 'runs' / 'new'}",
     )
-    _one_line_error(proc, str(bad), "cannot be read as an image")
+    assert_one_line_error(proc, str(bad), "cannot be read as an image")
     assert snapshot(cache, earlier) == before
     assert not (tmp_path / "runs" / "new" / "metrics.json").exists()
 
@@ -622,4 +611,4 @@ def test_cli_matlab_categorical_is_one_line_with_the_fix(tmp_path: Path) -> None
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
-    _one_line_error(proc, str(path), "categorical", "YTrain = double(string(YTrain))")
+    assert_one_line_error(proc, str(path), "categorical", "YTrain = double(string(YTrain))")

@@ -70,22 +70,23 @@ class BatchNormStateMonitor(L.Callback):
         decay = pl_module.net.bn1.decay
         batch_stats = batch_statistics(self._before, new_state, decay)
         stored = pl_module.net.state
+        scalars: dict[str, torch.Tensor] = {}
         for name in pl_module.net.batch_norms():
             mean, var = stored[f"{name}.running_mean"], stored[f"{name}.running_var"]
-            b_mean = batch_stats[f"{name}.running_mean"]
-            b_var = batch_stats[f"{name}.running_var"]
-            scalars = {
-                f"{name}/running_mean_avg": mean.mean(),
-                f"{name}/running_var_avg": var.mean(),
-                f"{name}/batch_mean_gap": (b_mean - self._before[f"{name}.running_mean"])
-                .pow(2)
-                .mean()
-                .sqrt(),
-                f"{name}/batch_var_ratio": (b_var / self._before[f"{name}.running_var"]).mean(),
-            }
-            for tag, value in scalars.items():
-                pl_module.log(tag, value, on_step=True, on_epoch=False, rank_zero_only=True)
+            old_mean = self._before[f"{name}.running_mean"]
+            old_var = self._before[f"{name}.running_var"]
+            scalars[f"{name}/running_mean_avg"] = mean.mean()
+            scalars[f"{name}/running_var_avg"] = var.mean()
+            gap = batch_stats[f"{name}.running_mean"] - old_mean
+            scalars[f"{name}/batch_mean_gap"] = gap.pow(2).mean().sqrt()
+            ratio = batch_stats[f"{name}.running_var"] / old_var
+            scalars[f"{name}/batch_var_ratio"] = ratio.mean()
             self._histograms(trainer, name, mean, var)
+        # One transfer for all of them; plain floats keep Lightning's per-value work small.
+        values = torch.stack(list(scalars.values())).tolist()
+        for tag, value in zip(scalars, values):
+            pl_module.log(tag, value, on_step=True, on_epoch=False, batch_size=1,
+                          rank_zero_only=True)  # fmt: skip
         self._before = None
 
     @rank_zero_only

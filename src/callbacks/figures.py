@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 LOSS_COLOUR = (0.85, 0.325, 0.098)
 
 
-def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+def save_figure(trainer: L.Trainer, fig: plt.Figure, filename: str, tag: str) -> Path:
+    """Write `fig` as a PNG in the run directory and, if TensorBoard logs, as image `tag`."""
+    path = Path(trainer.default_root_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, fig, trainer.global_step, close=False)
+    plt.close(fig)
+    return path
 
 
 class TrainingProgressPlot(L.Callback):
@@ -74,13 +82,7 @@ class TrainingProgressPlot(L.Callback):
         elapsed = pl_module.elapsed() if hasattr(pl_module, "elapsed") else 0.0
         ax.set_title(f"Epoch: {trainer.current_epoch}, Elapsed: {hms(elapsed)}")
         fig.tight_layout()
-        path = Path(trainer.default_root_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        tb = _tensorboard(trainer)
-        if tb is not None:
-            tb.experiment.add_figure("train/progress", fig, trainer.global_step)
-        plt.close(fig)
+        path = save_figure(trainer, fig, self.filename, "train/progress")
         log.info("Training progress plot: %s", path)
 
 
@@ -124,11 +126,5 @@ class ConfusionMatrixReport(L.Callback):
         stats = getattr(pl_module, "bn_stats", "running")
         acc = np.trace(matrix) / max(matrix.sum(), 1)
         fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({stats} statistics)")
-        path = Path(trainer.default_root_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        tb = _tensorboard(trainer)
-        if tb is not None:
-            tb.experiment.add_figure("test/confusion_matrix", fig, trainer.global_step)
-        plt.close(fig)
+        path = save_figure(trainer, fig, self.filename, "test/confusion_matrix")
         log.info("Confusion matrix: %s", path)
