@@ -80,6 +80,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
+    resolved = {k: v for k, v in cfg.items() if k != "hydra"}
+    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.

@@ -30,6 +30,9 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -
     metrics = train(tiny_cfg)
     run = Path(tiny_cfg.paths.output_dir)
 
+    resolved = (run / "config.yaml").read_text()
+    assert "${" not in resolved and "cache_dir: " + str(tiny_cfg.paths.cache_dir) in resolved
+
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
     assert 0.0 <= saved["test/acc"] <= 1.0

@@ -1,0 +1,38 @@
+"""The configs: every experiment and group option composes, and says what the example says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.config_checks import check_config
+from tests.conftest import CONF, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_defaults_are_the_examples_variables(tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path, tmp_path)
+    assert cfg.trainer.max_epochs == 5  # numEpochs
+    assert cfg.data.batch_size == 128  # miniBatchSize
+    assert cfg.optimizer.lr == 0.01  # learnRate
+    assert cfg.optimizer.momentum == 0.9  # momentum
+    assert cfg.trainer.accelerator == "auto"  # executionEnvironment
+    assert cfg.model.update_state is True and cfg.model.bn_stats == "running"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_passes_the_checks(tmp_path: Path, name: str) -> None:
+    cfg = compose_config([f"experiment={name}"], tmp_path, tmp_path)
+    check_config(cfg)
+    expected = {
+        "forgot_state_update": ("update_state", False),
+        "population_stats": ("bn_stats", "population"),
+        "matlab_example": ("update_state", True),
+    }[name]
+    assert cfg.model[expected[0]] == expected[1]
+
+
+def test_experiments_exist() -> None:
+    assert {"matlab_example", "forgot_state_update", "population_stats"} <= set(EXPERIMENTS)
