@@ -15,8 +15,19 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
+_ABSENT = object()
+# Keys whose null means something (use the default): every other checked key must hold a value.
+NULLABLE = {"data.test_batch_size", "ckpt_path"}
+
+
 def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    """The value at `key`; None when the key is absent (not every data source has every key)."""
+    value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+    if value is _ABSENT:
+        return None
+    if value is None and key not in NULLABLE:
+        raise ConfigError(f"{key} must be set, got null")
+    return value
 
 
 def _number(cfg: DictConfig, key: str, integer: bool = False) -> float | int | None:
@@ -26,8 +37,8 @@ def _number(cfg: DictConfig, key: str, integer: bool = False) -> float | int | N
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be {kind}, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    if integer and not isinstance(value, int):  # 1e3 parses as a float; PyTorch wants an int
+        raise ConfigError(f"{key} must be {kind} (written without a decimal point), got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{key} must be finite, got {value!r}")
     return value
@@ -96,18 +107,18 @@ def _check_accelerator(cfg: DictConfig) -> None:
             f"machine (torch {torch.__version__}); use trainer=cpu or trainer=auto"
         )
     devices = _get(cfg, "trainer.devices")
-    if (
-        accelerator in ("gpu", "cuda")
-        and isinstance(devices, int)
-        and not isinstance(devices, bool)
-    ):
-        if devices > torch.cuda.device_count():
-            raise ConfigError(
-                f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible"
-            )
+    if devices is not None and devices not in (1, "1", [0]):
+        # Each process would carry its own batch-norm state and the checkpoint would hold
+        # rank 0's: not the state this project promises to keep right.
+        raise ConfigError(
+            f"trainer.devices={devices}: only trainer.devices=1 is supported (several processes "
+            "would each carry their own batch-norm state)"
+        )
+    if _get(cfg, "trainer.num_nodes") not in (None, 1):
+        raise ConfigError("trainer.num_nodes must be 1: multi-node training is not supported yet")
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """Hydra's composition errors span many lines; keep what names the key or option."""
     text = str(err).split("Config search path:")[0]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -156,15 +167,15 @@ def preflight(argv: list[str], config_dir: str, config_name: str) -> None:
     try:
         runs = _compositions(args.overrides)
     except HydraException as err:
-        raise ConfigError(_one_line(err)) from err
+        raise ConfigError(one_line(err)) from err
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             for overrides in runs:
                 try:
                     cfg = compose(args.config_name or config_name, overrides, True)
-                except HydraException as err:
-                    raise ConfigError(_one_line(err)) from err
+                except (HydraException, ValueError) as err:  # ValueError: e.g. callbacks=null
+                    raise ConfigError(one_line(err)) from err
                 check_config(cfg)
     finally:
         GlobalHydra.instance().clear()

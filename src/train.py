@@ -11,10 +11,11 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from src.config_checks import ConfigError, check_config, preflight
+from src.config_checks import ConfigError, check_config, one_line, preflight
 from src.data.arrays import DataError
 from src.model.module import BN_STATS_DESCRIPTIONS
 
@@ -125,6 +126,9 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError) as err:
         # One line, no traceback: the message names the key, file or value at fault.
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as err:  # e.g. +model.foo=1: a key the class does not take
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

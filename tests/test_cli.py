@@ -39,6 +39,11 @@ def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
         ("trainer.log_every_n_steps=0", ["trainer.log_every_n_steps"]),
         ("trainer.log_every_n_steps=-2", ["trainer.log_every_n_steps"]),
         ("ckpt_path=/nonexistent/last.ckpt", ["ckpt_path", "/nonexistent/last.ckpt"]),
+        ("trainer.max_epochs=null", ["trainer.max_epochs", "null"]),
+        ("model.update_state=null", ["model.update_state"]),
+        ("data.batch_size=1e3", ["data.batch_size", "whole number"]),
+        ("trainer.devices=2", ["trainer.devices=2"]),
+        ("callbacks=null", ["override"]),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(
@@ -48,6 +53,15 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
     assert_one_line_error(proc, *needles)
     assert not run_dir.exists()
+
+
+def test_a_key_the_model_does_not_take_is_one_line(tmp_path: Path, cache_dir: Path) -> None:
+    """Caught when the model is built, after Hydra made the run directory: nothing else is."""
+    run_dir = tmp_path / "run"
+    proc = run_cli("+model.foo=1", *TINY, f"paths.cache_dir={cache_dir}",
+                   f"hydra.run.dir={run_dir}", timeout=120)  # fmt: skip
+    assert_one_line_error(proc, "BNStateModule", "'foo'")
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
 
 
 def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_dir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from src.data import cache
-from src.data.arrays import DigitArrays
+from src.data.arrays import DataError, DigitArrays
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 
 
@@ -61,8 +61,8 @@ def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:
     def load(**kw):
-        dm = DigitsDataModule(cache_dir=cache_dir, num_train_per_class=5, num_test_per_class=5,
-                              **kw)  # fmt: skip
+        dm = DigitsDataModule(batch_size=8, cache_dir=cache_dir, num_train_per_class=5,
+                              num_test_per_class=5, **kw)  # fmt: skip
         dm.setup()
         return dm.train_set.images, dm.test_set.images
 
@@ -112,3 +112,10 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str) -> None:
     rebuilt = cache.cached(tmp_path, "x", key, lambda: _arrays(seed=0))
     assert np.array_equal(rebuilt.images, _arrays(seed=0).images)
     assert cache.load_cached(path) is not None  # and the sound copy is written back
+
+
+def test_a_batch_larger_than_the_training_set_is_an_error(cache_dir: Path) -> None:
+    dm = DigitsDataModule(batch_size=128, cache_dir=cache_dir, num_train_per_class=5,
+                          num_test_per_class=5)  # fmt: skip
+    with pytest.raises(DataError, match=r"data\.batch_size=128 is larger than the 50 training"):
+        dm.setup("fit")

@@ -120,13 +120,29 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
         assert torch.equal(ckpt["bn_statistics"]["population"][key], model.net.state[key])
         assert torch.equal(ckpt["bn_statistics"]["running"][key], model.running_state[key])
 
-    # a resumed run carries on from the running estimate, not from the population statistics
+    # A resumed run carries on from the running estimate, and its callbacks see that state.
+    seen = {}
+
+    class SeeStart(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.update({k: v.clone() for k, v in pl_module.net.state.items()})
+
     resumed = BNStateModule(bn_stats="population")
-    resumed.on_load_checkpoint(ckpt)
-    resumed.load_state_dict(ckpt["state_dict"])
-    resumed.on_train_start()
+    more = L.Trainer(
+        accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[SeeStart()],
+        enable_checkpointing=False,
+    )  # fmt: skip
+    more.fit(resumed, datamodule=dm, ckpt_path=path)
     for key in want:
-        assert torch.equal(resumed.net.state[key], model.running_state[key])
+        assert torch.equal(seen[key], model.running_state[key])
+    # and after the extra epoch it predicts with fresh population statistics again
+    assert torch.equal(resumed.net.state[key], resumed.population_state[key])
+
+    # loading for prediction keeps the population statistics the checkpoint predicts with
+    loaded = BNStateModule.load_from_checkpoint(path)
+    for key in want:
+        assert torch.equal(loaded.net.state[key], model.net.state[key])
 
 
 def test_running_mode_keeps_the_running_estimate(cache_dir: Path, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -
     assert final_var.min == pytest.approx(var.min().item(), rel=1e-5)
     assert final_var.max == pytest.approx(var.max().item(), rel=1e-5)
 
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 3, 5]  # as Lightning logs
     for label in range(10):
         assert f"test/class_acc/{label}" in tags["scalars"]
     assert {"train/progress", "test/confusion_matrix"} <= set(tags["images"])

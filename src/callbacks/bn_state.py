@@ -53,6 +53,8 @@ class BatchNormStateMonitor(L.Callback):
         self._before = clone_state(pl_module.net.state) if self._due(trainer, 1) else None
 
     def _due(self, trainer: L.Trainer, ahead: int) -> bool:
+        # The trainer's interval, not one of its own: Lightning re-sends a value logged with
+        # self.log at every later flush, so a slower interval would draw stale points.
         return (trainer.global_step + ahead) % trainer.log_every_n_steps == 0
 
     def on_train_batch_end(

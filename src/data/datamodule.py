@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from src.data.arrays import DataError
 from src.data.sources import load_source
 
 
@@ -91,6 +92,11 @@ class DigitsDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train, test = load_source(self.source, self.cache_dir, self.source_options)
+        if len(train) < self.batch_size:
+            raise DataError(
+                f"data.batch_size={self.batch_size} is larger than the {len(train)} training "
+                f"images of data source '{self.source}': not one full mini-batch to train on"
+            )
         self.train_set = InMemoryBatches(
             torch.from_numpy(train.images), torch.from_numpy(train.labels)
         )

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
@@ -58,7 +59,6 @@ class BNStateModule(L.LightningModule):
         # The two candidate states at the end of training; both go into the checkpoint.
         self.running_state: State | None = None
         self.population_state: State | None = None
-        self._resume_running: State | None = None
         self._finalised_at_step = -1
         self._elapsed_before = 0.0  # seconds trained before a resume
         self._start: float | None = None
@@ -82,10 +82,6 @@ class BNStateModule(L.LightningModule):
     # -- the training loop ------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
-        if self._resume_running is not None:
-            # A resumed run carries on from the running estimate, whichever state it predicted with.
-            self.net.state = self._resume_running
-            self._resume_running = None
 
     def elapsed(self) -> float:
         """Seconds of training so far, across resumes (the example's `toc(start)`)."""
@@ -180,5 +176,10 @@ class BNStateModule(L.LightningModule):
         stats = checkpoint.get("bn_statistics") or {}
         self.running_state = stats.get("running")
         self.population_state = stats.get("population")
-        if stats.get("used") == "population" and self.running_state is not None:
-            self._resume_running = self.running_state
+        resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if resuming and stats.get("used") == "population" and self.running_state is not None:
+            # Training carries on from the running estimate, not from the population statistics
+            # the network predicted with; swapped in before the weights load, so every callback
+            # sees the state training continues from.
+            for key, value in self.running_state.items():
+                checkpoint["state_dict"][f"net.{key}"] = value.clone()
