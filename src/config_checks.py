@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src.model.state import BN_STATS_MODES
+
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
@@ -75,7 +77,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("model.update_state", "test", "data.resize", "data.grayscale"):
         _boolean(cfg, key)
     bn_stats = _get(cfg, "model.bn_stats")
-    if bn_stats is not None and bn_stats not in ("running", "population"):
+    if bn_stats is not None and bn_stats not in BN_STATS_MODES:
         raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
     _require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config_checks import ConfigError, check_config, one_line, preflight
 from src.data.arrays import DataError
-from src.model.module import BN_STATS_DESCRIPTIONS
+from src.model.state import BN_STATS_DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,6 @@ log = logging.getLogger(__name__)
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-BN_STATS_DESCRIPTIONS = {
-    "running": "the running estimates carried by the training loop",
-    "population": "population statistics over the whole training set",
-}
-
-
 class BNStateModule(L.LightningModule):
     """Trains `DigitsNet` one mini-batch at a time, carrying its batch-norm state explicitly."""
 

@@ -10,7 +10,12 @@ from torch import Tensor
 
 from src.model.network import DigitsNet, State
 
-BN_STATS_MODES = ("running", "population")
+# The states a trained network can predict with (`model.bn_stats`), as the log describes them.
+BN_STATS_DESCRIPTIONS = {
+    "running": "the running estimates carried by the training loop",
+    "population": "population statistics over the whole training set",
+}
+BN_STATS_MODES = tuple(BN_STATS_DESCRIPTIONS)
 
 
 @torch.no_grad()
