@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from src.config_checks import ConfigError, check_config, one_line, preflight
+from src import entry
+from src.checkpoint import AtomicCheckpointIO, read_checkpoint
+from src.config_checks import check_config
 from src.data.arrays import DataError
 from src.model.state import BN_STATS_DESCRIPTIONS
 
@@ -37,11 +38,39 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers)."""
+def instantiate_group(
+    group: DictConfig | None, extra: dict[type, dict[str, Any]] | None = None
+) -> list[Any]:
+    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers).
+
+    `extra` maps a class to keyword arguments added for entries whose target is that class or a
+    subclass of it (the resume step for TensorBoard, say)."""
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c and "_target_" in c]
+    built = []
+    for c in group.values():
+        if not c or "_target_" not in c:
+            continue
+        target = hydra.utils.get_class(c._target_)
+        kwargs = next((kw for cls, kw in (extra or {}).items() if issubclass(target, cls)), {})
+        built.append(hydra.utils.instantiate(c, **kwargs))
+    return built
+
+
+def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
+    """Start the resumed run's TensorBoard folder with the interrupted run's events.
+
+    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
+    or after that step, so iterations logged after the checkpoint by the run that died appear
+    once, from the resumed run. The old run folder is left as it was.
+    """
+    old = ckpt_path.resolve().parent.parent / "tensorboard"
+    new = output_dir / "tensorboard"
+    if old.is_dir() and old.resolve() != new.resolve():
+        for event_file in old.glob("events.out.tfevents.*"):
+            new.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(event_file, new / event_file.name)
+    return {"purge_step": step}
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -75,6 +104,17 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
         logger.finalize("success")
 
 
+def check_labels(datamodule: L.LightningDataModule, num_classes: int | None) -> None:
+    """DataError unless every label fits the network's `model.num_classes` outputs."""
+    sets = (getattr(datamodule, "train_set", None), getattr(datamodule, "test_set", None))
+    top = max((int(s.labels.max()) for s in sets if s is not None and len(s)), default=-1)
+    if num_classes is not None and top >= num_classes:
+        raise DataError(
+            f"model.num_classes={num_classes}, but data source '{datamodule.source}' has "
+            f"labels up to {top}: set model.num_classes={top + 1} or more"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test, write `metrics.json` in the run directory, and return the metrics."""
     check_config(cfg)
@@ -88,14 +128,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
     datamodule.setup("fit")
+    check_labels(datamodule, cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    # Saved in every checkpoint: evaluation reads the data settings from it.
+    model.run_config = OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    resume = {}
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        step = int(read_checkpoint(Path(ckpt_path))["global_step"])
+        resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}
+        log.info("Resuming from %s (iteration %d).", ckpt_path, step)
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"), resume)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: a checkpoint holds tensors, dicts and numbers only; nothing else is trusted.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k
     }
@@ -121,27 +171,13 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-    try:
-        metrics = train(cfg)
-    except (ConfigError, DataError) as err:
-        # One line, no traceback: the message names the key, file or value at fault.
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except InstantiationException as err:  # e.g. +model.foo=1: a key the class does not take
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    metrics = entry.run_job(lambda: train(cfg))
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 
 def cli() -> None:
-    """Check the command line's config first, so mistakes cost one line and no run directory."""
-    try:
-        preflight(sys.argv[1:], CONFIG_DIR, "config")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    main()
+    entry.cli(main, CONFIG_DIR, "config")
 
 
 if __name__ == "__main__":

@@ -96,8 +96,10 @@ class BatchNormStateMonitor(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 step = trainer.global_step - 1  # the step Lightning gives this batch's scalars
-                logger.experiment.add_histogram(f"{name}/running_mean", mean.cpu(), step)
-                logger.experiment.add_histogram(f"{name}/running_var", var.cpu(), step)
+                for key, values in (("running_mean", mean), ("running_var", var)):
+                    values = values[torch.isfinite(values)].cpu()
+                    if values.numel():  # a diverged run's NaNs have no histogram
+                        logger.experiment.add_histogram(f"{name}/{key}", values, step)
 
     def _check_state_moved(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._checked or self._at_start is None or not pl_module.training:

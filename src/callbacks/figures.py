@@ -47,7 +47,10 @@ class TrainingProgressPlot(L.Callback):
         self.epoch_starts: list[int] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_starts.append(trainer.global_step)
+        # From the epoch number, not the current step: a run resumed mid-epoch starts there.
+        start = trainer.current_epoch * trainer.num_training_batches
+        if start not in self.epoch_starts:
+            self.epoch_starts.append(start)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int

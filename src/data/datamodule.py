@@ -40,6 +40,8 @@ class EpochBatchSampler(Sampler[Tensor]):
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.batches_done = 0  # of the current epoch's batches, handed out so far
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -56,8 +58,62 @@ class EpochBatchSampler(Sampler[Tensor]):
             order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(self.num_samples)
-        for i in range(len(self)):
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]  # the restored epoch: carry on after its last trained batch
+        self._resume = None
+        self.batches_done = start
+        for i in range(start, len(self)):
+            self.batches_done = i + 1
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the data order stands: the epoch and how many of its batches were handed out."""
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "batch_size": self.batch_size,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over `state['epoch']` start after its first `batches_done` batches."""
+        mismatch = [
+            f"data.{key}={getattr(self, attr)} (the checkpoint's: {state[attr]})"
+            for key, attr in (("batch_size", "batch_size"), ("shuffle_seed", "seed"))
+            if attr in state and state[attr] != getattr(self, attr)
+        ]
+        if state.get("num_samples", self.num_samples) != self.num_samples:
+            mismatch.append(f"{self.num_samples} training images (the checkpoint's: "
+                            f"{state['num_samples']})")  # fmt: skip
+        mid_epoch = 0 < state["batches_done"] < len(self)
+        if mid_epoch and mismatch:
+            raise DataError(
+                f"cannot resume in the middle of epoch {state['epoch'] + 1}: the data order "
+                f"changed ({', '.join(mismatch)}); keep those settings or resume from an "
+                "end-of-epoch checkpoint"
+            )
+        self.epoch = state["epoch"]
+        self._resume = (state["epoch"], state["batches_done"]) if mid_epoch else None
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that Lightning saves and restores with the checkpoint.
+
+    Lightning (2.2+) stores the `state_dict()` of a training loader that has `state_dict` and
+    `load_state_dict` in the fit loop's checkpoint state and restores it on `fit(ckpt_path=...)`:
+    the library's own mechanism for resuming mid-epoch. torchdata's `StatefulDataLoader` is the
+    general implementation; this one needs no extra package, since the position in an epoch is
+    simply the sampler's batch count (the permutation itself follows from (seed, epoch)).
+    The loader has a length, so Lightning does not prefetch and the count is exact.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 class DigitsDataModule(L.LightningDataModule):
@@ -106,10 +162,10 @@ class DigitsDataModule(L.LightningDataModule):
         # `mean(XTrain, 4)`, summed in float64 so the mean image does not depend on the order.
         self.mean_image = torch.from_numpy(train.images.mean(axis=0, dtype=np.float64)).float()
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpochLoader:
         assert self.train_set is not None, "call setup() first"
         sampler = EpochBatchSampler(len(self.train_set), self.batch_size, True, self.shuffle_seed)
-        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+        return EpochLoader(self.train_set, sampler=sampler, batch_size=None)
 
     def ordered_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
         """Batches of a split in order, the last one partial (for testing and statistics)."""

@@ -55,6 +55,7 @@ class BNStateModule(L.LightningModule):
         self.population_state: State | None = None
         self._finalised_at_step = -1
         self._elapsed_before = 0.0  # seconds trained before a resume
+        self.run_config: dict[str, Any] | None = None  # the run's resolved config, if known
         self._start: float | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -158,6 +159,8 @@ class BNStateModule(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["elapsed_s"] = self.elapsed()
+        if self.run_config is not None:
+            checkpoint["config"] = self.run_config
         # `state_dict` holds the state the network predicts with; this records both candidates.
         checkpoint["bn_statistics"] = {
             "used": self.bn_stats if self.running_state is not None else "running",

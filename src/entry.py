@@ -1,0 +1,82 @@
+"""What every entry point (`src.train`, `src.evaluate`) shares: check the command line before
+Hydra makes a run folder, and end each known failure with one line and a documented exit code.
+
+Exit codes: 0 done; 2 bad input (a config value, data file or checkpoint; one `error:` line);
+3 training diverged (non-finite loss); 4 an output could not be written (full disk, no
+permission); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving a checkpoint;
+1 anything unexpected (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.errors import InstantiationException
+
+from src.callbacks.checkpoint import RunStopped, TrainingDiverged
+from src.checkpoint import CheckpointError
+from src.config_checks import ConfigError, one_line, preflight
+from src.data.arrays import DataError
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_WRITE_FAILED = 4
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+log = logging.getLogger(__name__)
+
+
+def _to_log_files(message: str) -> None:
+    """Write `message` to the run's log file(s) only: the terminal gets it once, on stderr."""
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def failure(err: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code for a failure the user can act on; None for a bug."""
+    if isinstance(err, (ConfigError, DataError, CheckpointError)):
+        return f"error: {err}", EXIT_BAD_INPUT
+    if isinstance(err, InstantiationException):  # e.g. a key the class does not take
+        return f"error: {one_line(err)}", EXIT_BAD_INPUT
+    if isinstance(err, TrainingDiverged):
+        return f"error: {err}", EXIT_DIVERGED
+    if isinstance(err, RunStopped):
+        code = EXIT_SIGNAL.get(err.signum, 128 + err.signum)
+        if err.path is None:
+            return f"stopped: {err}", code
+        return f"stopped: {err}. Resume with: python -m src.train ckpt_path={err.path}", code
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err) else ""
+        reason = err.strerror if where and err.strerror else str(err)
+        return f"error: {where}{reason}", EXIT_WRITE_FAILED
+    return None
+
+
+def run_job(job: Callable[[], Any]) -> Any:
+    """Run one job inside Hydra's main; a known failure ends it with its line and exit code."""
+    try:
+        return job()
+    except Exception as err:
+        known = failure(err)
+        if known is None:
+            raise
+        line, code = known
+        _to_log_files(line)
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(code)
+
+
+def cli(main: Callable[[], Any], config_dir: str, config_name: str) -> None:
+    """Check the command line's config first, so mistakes cost one line and no run folder."""
+    try:
+        preflight(sys.argv[1:], config_dir, config_name)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    main()
