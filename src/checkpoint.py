@@ -21,6 +21,9 @@ class CheckpointError(ValueError):
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, no permission); the old one is intact."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "epoch")

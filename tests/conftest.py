@@ -74,3 +74,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
         assert needle in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     return lines[0]
+
+
+def assert_last_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """A run that failed once under way: its last stderr line is the one `error: ...` line
+    naming `needles` (Lightning's start-up lines may come before it), and no traceback."""
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return errors[0]

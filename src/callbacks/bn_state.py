@@ -98,8 +98,12 @@ class BatchNormStateMonitor(L.Callback):
                 step = trainer.global_step - 1  # the step Lightning gives this batch's scalars
                 for key, values in (("running_mean", mean), ("running_var", var)):
                     values = values[torch.isfinite(values)].cpu()
-                    if values.numel():  # a diverged run's NaNs have no histogram
+                    try:
                         logger.experiment.add_histogram(f"{name}/{key}", values, step)
+                    except ValueError:
+                        # Only a diverging run's state is empty once NaNs are dropped or too
+                        # large to bin; RunCheckpoint stops such a run with its own message.
+                        pass
 
     def _check_state_moved(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._checked or self._at_start is None or not pl_module.training:

@@ -180,3 +180,7 @@ class BNStateModule(L.LightningModule):
             # sees the state training continues from.
             for key, value in self.running_state.items():
                 checkpoint["state_dict"][f"net.{key}"] = value.clone()
+        if resuming:
+            # Training goes on, so the end-of-training pair is out of date until the new end;
+            # checkpoints written meanwhile hold the running state only, as any mid-run one does.
+            self.running_state = self.population_state = None

@@ -1,0 +1,303 @@
+"""Runs that survive: periodic atomic checkpoints, stops that save, exact resume mid-epoch."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import src.checkpoint as checkpoint_module
+from src.checkpoint import CheckpointWriteError, read_checkpoint, write_atomically
+from src.train import train
+from tests.conftest import ROOT, TINY, assert_last_line_error, compose_config, run_cli
+
+ITERS = 200 // 32  # iterations an epoch in the TINY setting
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Weights, batch-norm state and momentum bit-identical."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    mom_a, mom_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert mom_a.keys() == mom_b.keys() and mom_a
+    for i in mom_a:
+        assert torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]), i
+
+
+def loss_steps(run_dir: Path) -> list[int]:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars("train/loss")]
+
+
+class Crash(L.Callback):
+    """Stands in for a kill: the process dies after iteration `at`, saving nothing more."""
+
+    class Died(Exception):
+        pass
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise Crash.Died
+
+
+def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config([*TINY, "trainer.max_epochs=2", "test=false",
+                          "callbacks.model_checkpoint.every_n_train_steps=4"],
+                         tmp_path / "run", cache_dir)  # fmt: skip
+    saved: list[int] = []
+    original = checkpoint_module.write_atomically
+
+    def record(data: dict, path: Path) -> None:
+        saved.append(data["global_step"])
+        original(data, path)
+
+    checkpoint_module.write_atomically = record
+    try:
+        train(cfg)
+    finally:
+        checkpoint_module.write_atomically = original
+    # every 4 iterations (4, 8) and at the end of each epoch (6, 12)
+    assert saved == [4, ITERS, 8, 2 * ITERS]
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
+
+
+def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
+    settings = [*TINY, "trainer.max_epochs=2", "test=false",
+                "callbacks.model_checkpoint.every_n_train_steps=3"]  # fmt: skip
+    train(compose_config(settings, tmp_path / "straight", cache_dir))
+
+    crashed = compose_config(settings, tmp_path / "crashed", cache_dir)
+    with open_dict(crashed):  # dies at iteration 10, after the checkpoint of iteration 9
+        crashed.callbacks.crash = {"_target_": "tests.test_checkpoints.Crash", "at": 10}
+    with pytest.raises(Crash.Died):
+        train(crashed)
+    ckpt_path = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    ckpt = read_checkpoint(ckpt_path)
+    assert ckpt["global_step"] == 9  # mid-epoch: 3 of the second epoch's 6 batches done
+    position = checkpoint_module.loader_position(ckpt)
+    assert position is not None and (position["epoch"], position["batches_done"]) == (1, 3)
+
+    resumed = compose_config(settings, tmp_path / "resumed", cache_dir)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(ckpt_path)
+    metrics = train(resumed)
+    assert metrics["global_step"] == 2 * ITERS
+
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_same_training_state(straight, final)
+    # the resumed run's TensorBoard has the whole curve, each iteration once
+    assert loss_steps(tmp_path / "resumed") == list(range(2 * ITERS))
+    # the progress figure's history continues from the checkpoint
+    plot = final["callbacks"]["TrainingProgressPlot"]
+    assert plot["iterations"] == list(range(1, 2 * ITERS + 1))
+    assert sorted(plot["epochs"]) == [0, ITERS]
+
+
+# 31 iterations an epoch, long enough to stop a run in the middle of one.
+LONGER = ["trainer=cpu", "trainer.max_epochs=3", "data.num_train_per_class=200",
+          "data.num_test_per_class=10", "data.batch_size=64", "test=false"]  # fmt: skip
+# Results depend on the thread count: every run of a comparison uses the same one.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def _train_process(run_dir: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+    args = [*LONGER, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=ROOT,
+        env=ONE_THREAD,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, past: int = 0) -> int:
+    """The step of the first checkpoint at `path` beyond iteration `past` (polls until then)."""
+    deadline = time.monotonic() + 240
+    seen = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        if path.is_file() and path.stat().st_mtime_ns != seen:
+            seen = path.stat().st_mtime_ns
+            step = int(read_checkpoint(path)["global_step"])
+            if step > past:
+                return step
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"no checkpoint past iteration {past} at {path}")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
+    """The CLI end to end: a killed run resumed from its last periodic checkpoint ends exactly
+    where the run that was never interrupted ends."""
+    killed = _train_process(tmp_path / "killed", cache_dir,
+                            "callbacks.model_checkpoint.every_n_train_steps=5")  # fmt: skip
+    ckpt_path = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    # wait for a checkpoint inside the second epoch, then kill
+    _wait_for_checkpoint(killed, ckpt_path, past=31)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    ckpt = read_checkpoint(ckpt_path)  # what SIGKILL left is complete
+    assert ckpt["global_step"] % 31 != 0, "the test needs a mid-epoch checkpoint"
+
+    for name, extra in (("resumed", [f"ckpt_path={ckpt_path}"]), ("straight", [])):
+        proc = _train_process(tmp_path / name, cache_dir, *extra)
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_same_training_state(a, b)
+    assert loss_steps(tmp_path / "resumed") == list(range(93))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_exits_non_zero(
+    tmp_path: Path, cache_dir: Path, signum: int, code: int
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = _train_process(run_dir, cache_dir, "callbacks.model_checkpoint.every_n_train_steps=2")
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    first = _wait_for_checkpoint(proc, ckpt_path)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: {signal.Signals(signum).name}: stopped after iteration ")
+    assert f"python -m src.train ckpt_path={ckpt_path}" in last
+    assert "Traceback" not in stderr
+    ckpt = read_checkpoint(ckpt_path)
+    assert ckpt["global_step"] >= first
+    assert str(ckpt["global_step"]) in last
+    assert last in (run_dir / "train.log").read_text()
+
+
+_WRITER = """
+import sys, torch
+from pathlib import Path
+from src.checkpoint import write_atomically
+big = {"global_step": 0, "w": torch.zeros(12_000_000)}
+for step in range(1, 1000):
+    big["global_step"] = step
+    big["w"].fill_(step)
+    write_atomically(big, Path(sys.argv[1]))
+    print(step, flush=True)
+"""
+
+
+def test_killed_write_with_tmpdir_elsewhere_never_leaves_a_broken_file(tmp_path: Path) -> None:
+    """SIGKILL during 48 MB writes, $TMPDIR on another filesystem (/dev/shm where there is one):
+    `last.ckpt` is always a complete checkpoint, the old one or the new one."""
+    tmpdir = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    for kill_after in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        proc.stdout.readline()  # one complete write first
+        time.sleep(kill_after)
+        proc.kill()
+        proc.wait()
+        data = torch.load(target, weights_only=True)
+        assert torch.all(data["w"] == data["global_step"])
+    assert [p.name for p in target.parent.iterdir()] != [] and all(
+        p.name == "last.ckpt" or p.name.endswith(".tmp") for p in target.parent.iterdir()
+    )
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "last.ckpt"
+    write_atomically({"global_step": 1, "w": torch.ones(1000)}, target)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", disk_full)
+    with pytest.raises(CheckpointWriteError, match="No space left on device"):
+        write_atomically({"global_step": 2, "w": torch.zeros(1000)}, target)
+    assert torch.load(target, weights_only=True)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_full_disk_during_training_stops_with_one_line(tmp_path: Path, cache_dir: Path) -> None:
+    """Through the CLI: the run stops with exit code 4 at the first failed write, names the
+    file, and the checkpoint written before it is intact."""
+    run_dir = tmp_path / "run"
+    sitecustomize = tmp_path / "site" / "sitecustomize.py"
+    sitecustomize.parent.mkdir()
+    # The third checkpoint write finds the disk full.
+    sitecustomize.write_text(
+        "import errno, os, types\n"
+        "import src.checkpoint as c\n"
+        "calls = []\n"
+        "def fsync(fd):\n"
+        "    calls.append(fd)\n"
+        "    if len(calls) == 5:  # each write fsyncs the file, then the folder\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    os.fsync(fd)\n"
+        "full = types.ModuleType('os')\n"
+        "full.__dict__.update(os.__dict__)\n"
+        "full.fsync = fsync\n"
+        "c.os = full\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{sitecustomize.parent}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *TINY, "trainer.max_epochs=3", "test=false",
+         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"],  # fmt: skip
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    line = assert_last_line_error(proc, "last.ckpt", "No space left on device")
+    assert line in (run_dir / "train.log").read_text()
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2 * ITERS
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e30",
+                   "callbacks.model_checkpoint.every_n_train_steps=1",
+                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    line = assert_last_line_error(proc, "training diverged", "iteration", "optimizer.lr=1e+30")
+    assert line in (run_dir / "train.log").read_text()
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    step = int(line.split("at iteration ")[1].split()[0])
+    assert ckpt["global_step"] == step - 1  # the last iteration whose loss was finite
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_epoch_boundary_checkpoint_of_a_finished_run_extends_with_more_epochs(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A longer trainer.max_epochs is a setting that may change on resume."""
+    first = compose_config([*TINY, "test=false"], tmp_path / "one", cache_dir)
+    train(first)
+    more = compose_config([*TINY, "trainer.max_epochs=3", "test=false"], tmp_path / "more",
+                          cache_dir)  # fmt: skip
+    with open_dict(more):
+        more.ckpt_path = str(tmp_path / "one" / "checkpoints" / "last.ckpt")
+    assert train(more)["global_step"] == 3 * ITERS
+    saved = json.loads((tmp_path / "more" / "metrics.json").read_text())
+    assert saved["global_step"] == 3 * ITERS
