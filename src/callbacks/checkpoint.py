@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,14 @@ class RunCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
+        broken = _non_finite(outputs, pl_module)
+        if broken is not None:
             lr = _learning_rate(trainer)
             raise TrainingDiverged(
-                f"training diverged: the loss is {float(loss)} at iteration "
-                f"{trainer.global_step} (epoch {trainer.current_epoch + 1}); the learning rate "
-                f"(optimizer.lr={lr:g}) is most likely too high for this network. "
-                f"Nothing was saved after the last good checkpoint ({self._last_good()})"
+                f"training diverged: {broken} at iteration {trainer.global_step} (epoch "
+                f"{trainer.current_epoch + 1}); the learning rate (optimizer.lr={lr:g}) is most "
+                "likely too high for this network. Nothing was saved after the last good "
+                f"checkpoint ({self._last_good()})"
             )
         if self._signal is not None:
             path = self.save(trainer)
@@ -130,6 +131,22 @@ class RunCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict[str, Any]:
         return {"dirpath": str(self.dirpath), "saved_at": self._saved_at}
+
+
+def _non_finite(outputs: Any, pl_module: L.LightningModule) -> str | None:
+    """What went non-finite this iteration, the loss or the batch-norm state; None if nothing.
+
+    The state counts too: with a large learning rate the loss can stay finite while the
+    running variance overflows, and the network would then predict with infinities.
+    """
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if loss is not None and not math.isfinite(float(loss)):
+        return f"the loss is {float(loss)}"
+    state = getattr(getattr(pl_module, "net", None), "state", {})
+    for key, value in state.items():
+        if not bool(torch.isfinite(value).all()):
+            return f"the batch-norm state {key} is not finite"
+    return None
 
 
 def _out_of_steps(trainer: L.Trainer) -> bool:
