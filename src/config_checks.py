@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import difflib
+import errno
+import inspect
 import math
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
 from src.model.state import BN_STATS_MODES
 
 
@@ -19,7 +27,18 @@ class ConfigError(ValueError):
 
 _ABSENT = object()
 # Keys whose null means something (use the default): every other checked key must hold a value.
-NULLABLE = {"data.test_batch_size", "ckpt_path"}
+NULLABLE = {
+    "data.test_batch_size",
+    "ckpt_path",
+    "trainer.limit_train_batches",
+    "trainer.limit_test_batches",
+}
+# The network computes in float32: a setting beyond this becomes inf, then NaN, at the first step.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
+REQUIRED_TARGETS = ("data", "model", "trainer")
+# Stands in for Hydra's runtime.output_dir, which only exists once Hydra has made the run folder.
+_PLACEHOLDER_OUTPUT_DIR = "<run folder>"
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -33,6 +52,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 
 def _number(cfg: DictConfig, key: str, integer: bool = False) -> float | int | None:
+    """The number at `key` (None when absent); ConfigError unless it is one the network can use."""
     value = _get(cfg, key)
     if value is None:
         return None
@@ -43,6 +63,11 @@ def _number(cfg: DictConfig, key: str, integer: bool = False) -> float | int | N
         raise ConfigError(f"{key} must be {kind} (written without a decimal point), got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{key} must be finite, got {value!r}")
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        raise ConfigError(
+            f"{key}={value!r} overflows float32, which the network computes in (largest "
+            f"float32: {FLOAT32_MAX:.4g})"
+        )
     return value
 
 
@@ -74,6 +99,9 @@ def check_config(cfg: DictConfig) -> None:
     unset = _unset(settings)
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
+    # First: every check below reads resolved values, and an unresolvable one would be a traceback.
+    _check_resolvable(cfg, settings)
+    _check_targets(cfg, settings)
     for key in ("model.update_state", "test", "data.resize", "data.grayscale"):
         _boolean(cfg, key)
     bn_stats = _get(cfg, "model.bn_stats")
@@ -95,10 +123,249 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "model.num_filters", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")
     _require(cfg, "model.bn_epsilon", lambda v: v > 0, "above 0")
-    ckpt = _get(cfg, "ckpt_path")
-    if ckpt is not None and not Path(str(ckpt)).is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint file")
+    # The digit sources label 0-9: more classes would never be seen, fewer cannot hold the labels.
+    _require(
+        cfg,
+        "model.num_classes",
+        lambda v: 2 <= v <= NUM_CLASSES,
+        f"in [2, {NUM_CLASSES}] (the digit labels are 0-{NUM_CLASSES - 1})",
+        integer=True,
+    )
+    _check_batch_limits(cfg)
+    _check_memory(cfg)
+    _check_checkpoint(cfg)
     _check_accelerator(cfg)
+
+
+def _check_checkpoint(cfg: DictConfig) -> None:
+    """A `ckpt_path` to resume from must be a sound checkpoint this run can continue."""
+    from src.checkpoint import check_network_matches, loader_position, read_checkpoint
+
+    path = _get(cfg, "ckpt_path")
+    if path is None:
+        return
+    ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
+    check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
+    position = loader_position(ckpt)
+    if not position:
+        return
+    per_epoch = position["num_samples"] // position["batch_size"]
+    if not 0 < position["batches_done"] < per_epoch:
+        return  # an epoch boundary: the next epoch may be cut differently
+    for key, saved in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
+        value = _get(cfg, key)
+        if value is not None and value != position[saved]:
+            raise ConfigError(
+                f"{key}={value}: ckpt_path={path} stopped in the middle of epoch "
+                f"{position['epoch'] + 1}, whose batches were cut with {key}={position[saved]}; "
+                f"resume with {key}={position[saved]} (or from an end-of-epoch checkpoint)"
+            )
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip() if lines else type(err).__name__
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, unresolved value) for every leaf of a plain container."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        yield prefix, node
+        return
+    for key, value in items:
+        yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+
+
+@contextlib.contextmanager
+def _hydra_runtime(cfg: DictConfig) -> Iterator[None]:
+    """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() or "hydra" not in cfg:
+        yield  # inside a run: the real runtime config answers
+        return
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe), read_write(probe):
+        probe.hydra.runtime.output_dir = _PLACEHOLDER_OUTPUT_DIR
+    instance = HydraConfig.instance()
+    instance.set_config(probe)
+    try:
+        yield
+    finally:
+        instance.cfg = None
+
+
+def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
+    """Every interpolation outside the `hydra` node resolves (unknown keys, resolvers, env vars)."""
+    with _hydra_runtime(cfg):
+        for key, raw in _leaves(settings):
+            if not (isinstance(raw, str) and "${" in raw):
+                continue
+            try:
+                OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+            except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
+                raise ConfigError(f"{key}={raw}: cannot be resolved ({_reason(err)})") from err
+
+
+def _target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted key, node) for every node with a `_target_`, nested ones included."""
+    if not isinstance(node, dict):
+        return
+    if "_target_" in node:
+        yield path, node
+    for key, value in node.items():
+        yield from _target_nodes(value, f"{path}.{key}" if path else str(key))
+
+
+def _check_targets(cfg: DictConfig, settings: dict) -> None:
+    """Each group train.py builds names a class, and no node holds a key its class does not take."""
+    for group in (*REQUIRED_TARGETS, "optimizer"):
+        node = settings.get(group, _ABSENT)
+        if node is _ABSENT and group == "optimizer":
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"{group} must be set: choose one with +{group}=NAME (see conf/{group})"
+            )
+        if "_target_" not in node:
+            raise ConfigError(
+                f"{group}._target_ must be set: the {group} config names no class to build"
+            )
+    for path, node in _target_nodes(settings):
+        _check_arguments(cfg, path, node)
+
+
+def _parameters(target: Any) -> tuple[list[str], bool] | None:
+    """The keyword arguments `target` takes and whether it takes **kwargs; None if unknowable."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # some builtins have no signature to read
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = signature.parameters.values()
+    names = [p.name for p in params if p.kind in kinds]
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+    """DigitsDataModule passes its **kwargs to the data source named by `source`."""
+    from src.data.sources import SOURCES
+
+    default = inspect.signature(target).parameters["source"].default
+    name = OmegaConf.select(cfg, f"{path}.source", default=default)
+    if name not in SOURCES:
+        raise ConfigError(f"{path}.source={name!r} is not one of {sorted(SOURCES)}")
+    # The first argument, cache_dir, is passed by the data module itself.
+    return list(inspect.signature(SOURCES[name]).parameters)[1:], f" with {path}.source={name}"
+
+
+def _summary_writer_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+    """TensorBoardLogger passes its **kwargs to SummaryWriter, except log_dir, which it sets."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return [n for n in inspect.signature(SummaryWriter).parameters if n != "log_dir"], ""
+
+
+# Targets whose **kwargs go on to a known callee: what that callee takes, and a note for the
+# message. Any other target with **kwargs is given the benefit of the doubt.
+_KWARGS_TAKEN: dict[str, Callable[[DictConfig, str, Any], tuple[list[str], str]]] = {
+    "src.data.datamodule.DigitsDataModule": _source_options,
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": _summary_writer_options,
+}
+
+
+def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
+    """Refuse keys of `node` that its `_target_` would reject when instantiated."""
+    from hydra._internal.utils import _locate
+
+    key = f"{path}._target_"
+    name = OmegaConf.select(cfg, key)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{key} must name a class or function, got {name!r}")
+    try:
+        target = _locate(name)
+    except Exception as err:  # an import can fail in any way its module's code does
+        # Hydra's own message spans lines; the error it wraps says what went wrong in one.
+        reason = _reason(err.__cause__ or err)
+        raise ConfigError(f"{key}={name}: cannot be imported ({reason})") from err
+    found = _parameters(target)
+    if found is None:
+        return
+    taken, open_kwargs = found
+    note = ""
+    extra = [k for k in map(str, node) if not k.startswith("_") and k not in taken]
+    if extra and open_kwargs:
+        passed_on = _KWARGS_TAKEN.get(f"{target.__module__}.{target.__qualname__}")
+        if passed_on is None:
+            return
+        more, note = passed_on(cfg, path, target)
+        taken = [*taken, *more]
+        extra = [k for k in extra if k not in taken]
+    if extra:
+        raise ConfigError(f"{path}.{extra[0]}: {name}{note} {_takes_no(extra[0], taken)}")
+
+
+def _takes_no(argument: str, taken: list[str]) -> str:
+    """'takes no argument X (did you mean / it takes: ...)'; long lists are cut short."""
+    close = difflib.get_close_matches(argument, taken, n=1)
+    if close:
+        return f"takes no argument {argument!r} (did you mean {close[0]!r}?)"
+    shown = ", ".join(taken[:12]) + (", ..." if len(taken) > 12 else "")
+    return f"takes no argument {argument!r} (it takes: {shown or 'nothing'})"
+
+
+def _check_batch_limits(cfg: DictConfig) -> None:
+    """Lightning's limit_*_batches: null, a count or a fraction, and never zero where used."""
+    for split, used in (("train", True), ("test", bool(_get(cfg, "test")))):
+        key = f"trainer.limit_{split}_batches"
+        value = _number(cfg, key)
+        if value is None:
+            continue
+        if value < 0 or (isinstance(value, float) and value > 1):
+            raise ConfigError(
+                f"{key}={value!r} is out of range: it must be null (all batches), a whole number "
+                "of batches, or a fraction in [0.0, 1.0]"
+            )
+        if value == 0 and split == "train":
+            raise ConfigError(
+                f"{key}={value!r} leaves no training batches: use null (all), a number of "
+                "batches, or a fraction above 0"
+            )
+        if value == 0 and used:
+            raise ConfigError(
+                f"{key}={value!r} leaves no test batches while test=true: use test=false to "
+                "skip testing"
+            )
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM in this machine; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system, or the name is unknown
+        return None
+
+
+def _check_memory(cfg: DictConfig) -> None:
+    """Refuse a built-in data set whose images alone could never fit in this machine's memory."""
+    train = _get(cfg, "data.num_train_per_class") or 0
+    test = _get(cfg, "data.num_test_per_class") or 0
+    available = _physical_memory()
+    # float32 images, both sets held at once. Generating them briefly needs more (float64), so
+    # this is a floor: it refuses only what cannot work, never what might.
+    needed = (train + test) * NUM_CLASSES * IMAGE_SIZE * IMAGE_SIZE * 4
+    if available is not None and needed > available:
+        gib = 2**30
+        raise ConfigError(
+            f"data.num_train_per_class={train}, data.num_test_per_class={test}: the images "
+            f"would need {needed / gib:.1f} GiB of memory, more than this machine's "
+            f"{available / gib:.1f} GiB"
+        )
 
 
 def _check_accelerator(cfg: DictConfig) -> None:
@@ -152,11 +419,64 @@ def _compositions(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
-def preflight(argv: list[str], config_dir: str, config_name: str) -> None:
-    """Compose the config the CLI will run (each sweep value too) and check it.
+def _probe_folder(folder: Path) -> None:
+    """Create `folder` and its missing parents for real, then remove what this created."""
+    missing = []
+    existing = Path(os.path.abspath(folder))  # relative to the working directory, as Hydra does
+    while not os.path.exists(existing):
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    created: list[Path] = []
+    try:
+        if missing:
+            for path in reversed(missing):
+                path.mkdir()
+                created.append(path)
+        else:  # Hydra writes into a run folder that already exists: try writing there too
+            created.append(Path(tempfile.mkdtemp(dir=existing)))
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
+                path.rmdir()
 
-    Raises ConfigError with one line for an unknown group, option or key, or a bad value, so the
-    user sees that line instead of Hydra's multi-line report, and no run directory is made.
+
+def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
+    """Raise ConfigError unless the folder Hydra is about to create (run or sweep) can be made."""
+    from hydra.types import RunMode
+
+    if multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
+        key, what = "hydra.sweep.dir", "sweep folder"
+    else:
+        key, what = "hydra.run.dir", "run folder"
+    try:
+        folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
+        raise ConfigError(f"{key}: cannot be resolved ({_reason(err)})") from err
+    if folder is None or not str(folder).strip():
+        raise ConfigError(f"{key} must be set to the folder the run writes into")
+    try:
+        _probe_folder(Path(str(folder)))
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise ConfigError(
+            f"{key}={folder}: cannot create the {what} ({where}{err.strerror})"
+        ) from err
+
+
+def preflight(
+    argv: list[str],
+    config_dir: str,
+    config_name: str,
+    check: Callable[[DictConfig], Any] = check_config,
+) -> None:
+    """Compose the config the CLI will run (each sweep value too) and check it with `check`
+    (default: check_config), then check that its run (or sweep) folder can be created.
+
+    Raises ConfigError with one line for an unknown group, option or key, or a bad value, or a
+    run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
+    report, and no run directory is made.
     """
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
@@ -178,6 +498,8 @@ def preflight(argv: list[str], config_dir: str, config_name: str) -> None:
                     cfg = compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: e.g. callbacks=null
                     raise ConfigError(one_line(err)) from err
-                check_config(cfg)
+                check(cfg)
+                if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
+                    check_output_folder(cfg, args.multirun)
     finally:
         GlobalHydra.instance().clear()

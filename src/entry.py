@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import InstantiationException
+from omegaconf import DictConfig
 
 from src.callbacks.checkpoint import RunStopped, TrainingDiverged
 from src.checkpoint import CheckpointError
-from src.config_checks import ConfigError, one_line, preflight
+from src.config_checks import ConfigError, check_config, one_line, preflight
 from src.data.arrays import DataError
 
 EXIT_BAD_INPUT = 2
@@ -72,10 +73,16 @@ def run_job(job: Callable[[], Any]) -> Any:
         sys.exit(code)
 
 
-def cli(main: Callable[[], Any], config_dir: str, config_name: str) -> None:
-    """Check the command line's config first, so mistakes cost one line and no run folder."""
+def cli(
+    main: Callable[[], Any],
+    config_dir: str,
+    config_name: str,
+    check: Callable[[DictConfig], Any] = check_config,
+) -> None:
+    """Check the command line's config first (`check` on every composition, sweeps included),
+    so mistakes cost one line and no run folder."""
     try:
-        preflight(sys.argv[1:], config_dir, config_name)
+        preflight(sys.argv[1:], config_dir, config_name, check)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -20,7 +20,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import src.checkpoint as checkpoint_module
 from src.checkpoint import CheckpointWriteError, read_checkpoint, write_atomically
 from src.train import train
-from tests.conftest import ROOT, TINY, assert_last_line_error, compose_config, run_cli
+from tests.conftest import (
+    ROOT,
+    TINY,
+    assert_last_line_error,
+    assert_one_line_error,
+    compose_config,
+    run_cli,
+)
 
 ITERS = 200 // 32  # iterations an epoch in the TINY setting
 
@@ -301,3 +308,75 @@ def test_epoch_boundary_checkpoint_of_a_finished_run_extends_with_more_epochs(
     assert train(more)["global_step"] == 3 * ITERS
     saved = json.loads((tmp_path / "more" / "metrics.json").read_text())
     assert saved["global_step"] == 3 * ITERS
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A sound checkpoint of a tiny run, stopped mid-epoch at iteration 3 of 6."""
+    run = tmp_path_factory.mktemp("tiny")
+    cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=3"],
+                         run, cache_dir)  # fmt: skip
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": "tests.test_checkpoints.Crash", "at": 4}
+    with pytest.raises(Crash.Died):
+        train(cfg)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _bad_checkpoints(good: Path, where: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Each kind of file a user might pass as ckpt_path, and what its error line must say."""
+    data = good.read_bytes()
+    files = {
+        "empty": (b"", ["empty"]),
+        "truncated": (data[:1000], ["cannot be read", "damaged, truncated"]),
+        "random": (os.urandom(5000), ["cannot be read"]),
+        "text": (b"epoch: 3\nlr: 0.01\n", ["cannot be read"]),
+    }
+    out = {}
+    for name, (content, needles) in files.items():
+        (where / f"{name}.ckpt").write_bytes(content)
+        out[name] = (where / f"{name}.ckpt", needles)
+    torch.save({"a": 1}, where / "plain.ckpt")
+    out["plain"] = (where / "plain.ckpt", ["not a training checkpoint", "'state_dict'"])
+    weights = torch.load(good, weights_only=True)["state_dict"]
+    torch.save(weights, where / "bare.ckpt")
+    out["bare"] = (where / "bare.ckpt", ["bare weights"])
+    return out
+
+
+def test_each_bad_checkpoint_is_refused_before_the_run(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    from src.checkpoint import CheckpointError
+    from src.config_checks import preflight
+    from src.train import CONFIG_DIR
+
+    run_dir = tmp_path / "run"
+    for name, (path, needles) in _bad_checkpoints(tiny_checkpoint, tmp_path).items():
+        with pytest.raises(CheckpointError) as err:
+            preflight([f"ckpt_path={path}", f"hydra.run.dir={run_dir}"], CONFIG_DIR, "config")
+        message = str(err.value)
+        assert message.startswith(f"ckpt_path={path}: ") and "\n" not in message, name
+        for needle in needles:
+            assert needle in message, (name, message)
+    assert not run_dir.exists()
+
+
+def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
+    tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path
+) -> None:
+    """Another network size, or another cut of the interrupted epoch: refused by name. Both
+    through the CLI, with no run folder made."""
+    run_dir = tmp_path / "run"
+    base = [*TINY, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
+            f"ckpt_path={tiny_checkpoint}"]  # fmt: skip
+    proc = run_cli(*base, "model.num_filters=8", timeout=120)
+    assert_one_line_error(proc, "model.num_filters=20", "model.num_filters=8")
+    proc = run_cli(*base, "data.batch_size=16", timeout=120)
+    assert_one_line_error(proc, "data.batch_size=16", "middle of epoch 1", "data.batch_size=32")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    proc = run_cli(*[a for a in base if not a.startswith("ckpt_path")],
+                   f"ckpt_path={truncated}", timeout=120)  # fmt: skip
+    assert_one_line_error(proc, f"ckpt_path={truncated}", "truncated")
+    assert not run_dir.exists()

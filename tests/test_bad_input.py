@@ -1,0 +1,315 @@
+"""Inputs that used to end in a traceback: each is one `error:` line, exit 2, and no run folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src import config_checks
+from src.config_checks import ConfigError, check_config, check_output_folder, preflight
+from tests.conftest import CONF, assert_one_line_error, compose_config, run_cli
+
+# Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.
+IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the real CLI: one line, exit code 2, no run folder
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        # 1. interpolations that cannot be resolved
+        ("optimizer.lr=${nope}", ["optimizer.lr=${nope}", "cannot be resolved", "'nope'"]),
+        (
+            "optimizer.lr=${oc.env:UNSET_VAR_XYZ}",
+            ["optimizer.lr=${oc.env:UNSET_VAR_XYZ}", "cannot be resolved", "UNSET_VAR_XYZ"],
+        ),
+        ("optimizer.lr=${foo:bar}", ["optimizer.lr=${foo:bar}", "cannot be resolved", "foo"]),
+        ("~paths", ["data.cache_dir=${paths.cache_dir}", "cannot be resolved"]),
+        # 2. keys a _target_ does not take
+        ("+data.foo=1", ["data.foo:", "DigitsDataModule", "'foo'", "num_train_per_class"]),
+        ("+optimizer.foo=1", ["optimizer.foo:", "torch.optim.SGD", "'foo'", "momentum"]),
+        (
+            "+logger.tensorboard.foo=1",
+            ["logger.tensorboard.foo:", "TensorBoardLogger", "'foo'", "flush_secs"],
+        ),
+        ("+model.foo=1", ["model.foo:", "BNStateModule", "'foo'", "num_filters"]),
+        ("+trainer.foo=1", ["trainer.foo:", "lightning.pytorch.Trainer", "'foo'"]),
+        ("+callbacks.progress_bar.foo=1", ["callbacks.progress_bar.foo:", "ProgressBar"]),
+        ("data.source=bogus", ["data.source='bogus'", "synthetic"]),
+        # 3. no class to build
+        ("~model._target_", ["model._target_ must be set"]),
+        ("~trainer._target_", ["trainer._target_ must be set"]),
+        ("model._target_=src.nope.Net", ["model._target_=src.nope.Net", "cannot be imported"]),
+        # 4. finite in Python, infinite in float32
+        ("optimizer.lr=1e308", ["optimizer.lr=1e+308", "overflows float32"]),
+        # 5. classes the digit labels can fill
+        ("model.num_classes=11", ["model.num_classes=11", "[2, 10]"]),
+        ("model.num_classes=1", ["model.num_classes=1", "[2, 10]"]),
+        # 6. more images than this machine has memory for
+        ("data.num_train_per_class=10000000", ["data.num_train_per_class=10000000", "GiB"]),
+        # 7. zero batches
+        ("trainer.limit_test_batches=0", ["trainer.limit_test_batches=0", "test=false"]),
+        ("trainer.limit_train_batches=0", ["trainer.limit_train_batches=0", "no training"]),
+        ("trainer.limit_train_batches=1.5", ["trainer.limit_train_batches=1.5", "fraction"]),
+    ],
+)
+def test_bad_input_is_one_line_before_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, needles: list[str]
+) -> None:
+    monkeypatch.delenv("UNSET_VAR_XYZ", raising=False)
+    run_dir = tmp_path / "run"
+    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *needles)
+    assert not run_dir.exists()
+
+
+def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    proc = run_cli(f"hydra.run.dir={blocker}/run", timeout=60)
+    assert proc.returncode == 2
+    line = assert_one_line_error(
+        proc, f"hydra.run.dir={blocker}/run", "cannot create the run folder", "Not a directory"
+    )
+    assert str(blocker) in line
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
+def test_a_run_folder_in_proc_is_one_line() -> None:
+    proc = run_cli("hydra.run.dir=/proc/x", timeout=60)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "hydra.run.dir=/proc/x", "cannot create the run folder")
+    assert not Path("/proc/x").exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permission bits")
+def test_a_run_folder_in_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        proc = run_cli(f"hydra.run.dir={locked}/run", timeout=60)
+        assert proc.returncode == 2
+        assert_one_line_error(proc, f"hydra.run.dir={locked}/run", "cannot create the run folder")
+        assert not (locked / "run").exists()
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_sweep_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    run_dir = tmp_path / "run"
+    proc = run_cli("--multirun", "optimizer.lr=0.01,0.05", f"hydra.sweep.dir={blocker}/sweep",
+                   f"hydra.run.dir={run_dir}", timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert_one_line_error(
+        proc, f"hydra.sweep.dir={blocker}/sweep", "cannot create the sweep folder"
+    )
+    assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run-folder probe, in-process
+
+
+def test_the_probe_leaves_no_folder_behind(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "c"
+    preflight([f"hydra.run.dir={target}"], str(CONF), "config")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_probe_leaves_an_existing_folder_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "earlier.txt").write_text("x")
+    preflight([f"hydra.run.dir={tmp_path}"], str(CONF), "config")
+    assert [p.name for p in tmp_path.iterdir()] == ["earlier.txt"]
+
+
+def test_a_probe_that_fails_part_way_removes_what_it_made(tmp_path: Path) -> None:
+    target = tmp_path / "new" / ("x" * 300)  # longer than any file system allows a name to be
+    with pytest.raises(ConfigError, match="cannot create the run folder") as info:
+        preflight([f"hydra.run.dir={target}"], str(CONF), "config")
+    assert f"hydra.run.dir={target}" in str(info.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_multirun_probes_the_sweep_folder_not_the_run_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = _fresh_compose([f"hydra.run.dir={blocker}/run", f"hydra.sweep.dir={tmp_path}/sweep"])
+    check_output_folder(cfg, multirun=True)  # the run folder is not used by a sweep
+    with pytest.raises(ConfigError, match=r"hydra\.run\.dir=.*cannot create the run folder"):
+        check_output_folder(cfg, multirun=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_multirun_mode_key_picks_the_sweep_folder(tmp_path: Path) -> None:
+    cfg = _fresh_compose(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}/f/s"])
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match=r"hydra\.sweep\.dir=.*cannot create the sweep folder"):
+        check_output_folder(cfg, multirun=False)
+
+
+def test_print_config_needs_no_run_folder() -> None:
+    preflight(["--cfg", "job", "hydra.run.dir=/proc/x"], str(CONF), "config")
+
+
+# ---------------------------------------------------------------------------------------------
+# check_config directly
+
+
+def _fresh_compose(overrides: list[str]) -> DictConfig:
+    """The config as preflight sees it: composed, with no Hydra runtime config set."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _error(tmp_path: Path, *overrides: str) -> str:
+    cfg = compose_config(list(overrides), tmp_path / "run", tmp_path / "cache")
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _passes(tmp_path: Path, *overrides: str) -> None:
+    check_config(compose_config(list(overrides), tmp_path / "run", tmp_path / "cache"))
+
+
+def test_hydra_runtime_values_resolve_before_hydra_sets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """paths.output_dir is ${hydra:runtime.output_dir}: no error at preflight, and no leftovers."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    cfg = _fresh_compose([])
+    check_config(cfg)
+    assert not HydraConfig.initialized()
+    assert not OmegaConf.is_readonly(cfg.hydra)  # the stand-in was set on a copy
+
+
+def test_an_unresolvable_value_is_still_caught_before_hydra_sets_its_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    with pytest.raises(ConfigError, match=r"^trainer\.max_epochs=\$\{nope\}: cannot be resolved"):
+        check_config(_fresh_compose(["trainer.max_epochs=${nope}"]))
+    assert not HydraConfig.initialized()
+
+
+def test_interpolations_that_resolve_pass(tmp_path: Path) -> None:
+    _passes(tmp_path, "optimizer.weight_decay=${optimizer.dampening}", "data.seed=${seed}")
+
+
+def test_an_unresolvable_key_in_a_list_is_named(tmp_path: Path) -> None:
+    message = _error(tmp_path, "trainer.devices=[${nope}]")
+    assert message.startswith("trainer.devices.0=${nope}: cannot be resolved")
+
+
+def test_float32_overflow_boundary(tmp_path: Path) -> None:
+    _passes(tmp_path, "optimizer.lr=3e38")
+    assert "overflows float32" in _error(tmp_path, "optimizer.lr=4e38")
+    assert "model.bn_epsilon=1e+39 overflows float32" in _error(tmp_path, "model.bn_epsilon=1e39")
+
+
+@pytest.mark.parametrize("n", [2, 10])
+def test_num_classes_in_range_pass(tmp_path: Path, n: int) -> None:
+    _passes(tmp_path, f"model.num_classes={n}")
+
+
+@pytest.mark.parametrize("n", ["0", "1", "11", "-3"])
+def test_num_classes_out_of_range_fail(tmp_path: Path, n: str) -> None:
+    assert _error(tmp_path, f"model.num_classes={n}").startswith(f"model.num_classes={n} ")
+
+
+def test_each_source_takes_its_own_options(tmp_path: Path) -> None:
+    _passes(tmp_path, "data=folder", f"data.root={tmp_path}", "data.split_seed=3",
+            "data.resize=true", "data.grayscale=true")  # fmt: skip
+    _passes(tmp_path, "data=mat", f"data.train_file={tmp_path}/a", f"data.test_file={tmp_path}/b")
+    _passes(tmp_path, "data=mnist", f"data.root={tmp_path}")
+    message = _error(tmp_path, "data=mnist", f"data.root={tmp_path}", "+data.seed=1")
+    assert message.startswith("data.seed: src.data.datamodule.DigitsDataModule with data.source=")
+    assert "mnist takes no argument 'seed'" in message
+    assert "'split_seed'" in _error(tmp_path, "+data.split_seed=1")  # a folder-only option
+
+
+def test_a_misspelt_key_suggests_the_right_one(tmp_path: Path) -> None:
+    message = _error(tmp_path, "+trainer.max_epoch=3")
+    assert message == (
+        "trainer.max_epoch: lightning.pytorch.Trainer takes no argument 'max_epoch' "
+        "(did you mean 'max_epochs'?)"
+    )
+
+
+def test_summary_writer_options_reach_tensorboard(tmp_path: Path) -> None:
+    _passes(tmp_path, "+logger.tensorboard.flush_secs=5", "+logger.tensorboard.max_queue=3")
+    assert "'log_dir'" in _error(tmp_path, "+logger.tensorboard.log_dir=x")  # the logger sets it
+
+
+def test_a_missing_group_is_named(tmp_path: Path) -> None:
+    assert _error(tmp_path, "~model").startswith("model must be set")
+    assert _error(tmp_path, "~optimizer._target_").startswith("optimizer._target_ must be set")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.limit_test_batches=0", "test=false"],
+        ["trainer.limit_test_batches=0.5", "trainer.limit_train_batches=2"],
+        ["trainer.limit_train_batches=1.0", "trainer.limit_test_batches=null"],
+    ],
+)
+def test_batch_limits_that_leave_batches_pass(tmp_path: Path, overrides: list[str]) -> None:
+    _passes(tmp_path, *overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("trainer.limit_test_batches=0.0", "leaves no test batches"),
+        ("trainer.limit_train_batches=0.0", "leaves no training batches"),
+        ("trainer.limit_train_batches=-1", "out of range"),
+        ("trainer.limit_test_batches=2.5", "out of range"),
+        ("trainer.limit_test_batches=all", "must be a number"),
+    ],
+)
+def test_batch_limits_that_cannot_work_fail(tmp_path: Path, override: str, needle: str) -> None:
+    message = _error(tmp_path, override)
+    assert message.startswith(override.split("=")[0]) and needle in message
+
+
+def test_memory_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 100 + 50 per class: exactly what fits, then one image's worth over.
+    exact = 150 * IMAGE_BYTES_PER_CLASS_STEP
+    monkeypatch.setattr(config_checks, "_physical_memory", lambda: exact)
+    args = ("data.num_train_per_class=100", "data.num_test_per_class=50")
+    _passes(tmp_path, *args)
+    monkeypatch.setattr(config_checks, "_physical_memory", lambda: exact - 1)
+    message = _error(tmp_path, *args)
+    assert message.startswith("data.num_train_per_class=100, data.num_test_per_class=50: ")
+    assert "GiB of memory" in message
+
+
+def test_memory_is_measured_on_this_machine(tmp_path: Path) -> None:
+    over = _physical_memory() // IMAGE_BYTES_PER_CLASS_STEP + 1
+    assert f"data.num_test_per_class={over}" in _error(tmp_path, f"data.num_test_per_class={over}")

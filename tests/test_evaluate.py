@@ -1,0 +1,116 @@
+"""`python -m src.evaluate`: a saved checkpoint tested again, on its own data or another's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.evaluate import cli, evaluate
+from src.train import train
+from tests.conftest import CONF, ROOT, TINY, assert_one_line_error, compose_config
+
+
+def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
+    """The config `python -m src.evaluate` would compose, with outputs and caches under tmp."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", [*overrides, "trainer=cpu"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.cache_dir = str(cache_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, tuple]:
+    """One tiny run per bn_stats mode, same seed and data: (checkpoint, its metrics)."""
+    runs = {}
+    for mode in ("running", "population"):
+        run = tmp_path_factory.mktemp(f"train_{mode}")
+        metrics = train(compose_config([*TINY, f"model.bn_stats={mode}"], run, cache_dir))
+        runs[mode] = (run / "checkpoints" / "last.ckpt", metrics)
+    return runs
+
+
+def test_cli_reproduces_the_training_runs_accuracy(
+    trained: dict, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt, train_metrics = trained["running"]
+    run = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.evaluate", f"ckpt_path={ckpt}",
+         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"],
+        cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/acc"] == train_metrics["test/acc"]
+    for k in range(10):
+        assert metrics[f"test/class_acc/{k}"] == train_metrics[f"test/class_acc/{k}"]
+    assert metrics["ckpt_path"] == str(ckpt)
+    assert metrics["bn_stats"] == "running" and metrics["num_test_images"] == 100
+    assert (run / "confusion_matrix.png").stat().st_size > 10_000
+    assert (run / "evaluate.log").is_file()
+    assert "Predicting with bn_stats=running" in proc.stdout + proc.stderr
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    assert acc.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    assert "test/confusion_matrix" in acc.Tags()["images"]
+
+
+def test_the_other_statistics_give_the_other_runs_accuracy(
+    trained: dict, tmp_path: Path, cache_dir: Path
+) -> None:
+    # the two runs differ only in the statistics they predict with, and that shows
+    assert trained["running"][1]["test/acc"] != trained["population"][1]["test/acc"]
+    for mode, other in (("running", "population"), ("population", "running")):
+        ckpt, _ = trained[other]
+        cfg = compose_evaluate([f"ckpt_path={ckpt}", f"model.bn_stats={mode}"],
+                               tmp_path / mode, cache_dir)  # fmt: skip
+        metrics = evaluate(cfg)
+        assert metrics["bn_stats"] == mode
+        assert metrics["test/acc"] == trained[mode][1]["test/acc"], mode
+
+
+def test_a_damaged_checkpoint_is_one_line_and_no_run_folder(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = tmp_path / "truncated.ckpt"
+    ckpt.write_bytes(trained["running"][0].read_bytes()[:5000])
+    run = tmp_path / "eval"
+    monkeypatch.setattr(sys, "argv", ["evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as stopped:
+        cli()  # the real entry point, in this process: it stops before Hydra starts a run
+    out = capsys.readouterr()
+    proc = subprocess.CompletedProcess([], stopped.value.code, out.out, out.err)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, f"ckpt_path={ckpt}", "damaged")
+    assert not run.exists()
+
+
+def test_data_overrides_apply_to_the_checkpoints_data(
+    trained: dict, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt, train_metrics = trained["running"]
+    cfg = compose_evaluate([f"ckpt_path={ckpt}", "data.test_batch_size=7"], tmp_path / "b7",
+                           cache_dir)  # fmt: skip
+    assert evaluate(cfg)["test/acc"] == pytest.approx(train_metrics["test/acc"])
+    cfg = compose_evaluate([f"ckpt_path={ckpt}", "data.num_test_per_class=5"], tmp_path / "n5",
+                           cache_dir)  # fmt: skip
+    assert evaluate(cfg)["num_test_images"] == 50
+    used = (tmp_path / "n5" / "config.yaml").read_text()
+    # the rest is still the training run's data, not the config's defaults (500 a class)
+    assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used
