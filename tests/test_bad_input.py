@@ -313,3 +313,15 @@ def test_memory_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_memory_is_measured_on_this_machine(tmp_path: Path) -> None:
     over = _physical_memory() // IMAGE_BYTES_PER_CLASS_STEP + 1
     assert f"data.num_test_per_class={over}" in _error(tmp_path, f"data.num_test_per_class={over}")
+
+
+def test_fewer_classes_than_the_data_has_is_one_line(tmp_path: Path) -> None:
+    """Found once the data is read, inside the run: one line there too, and in train.log."""
+    from tests.conftest import TINY, assert_last_line_error
+
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "model.num_classes=3", f"hydra.run.dir={run_dir}", timeout=120)
+    assert proc.returncode == 2
+    line = assert_last_line_error(proc, "model.num_classes=3", "labels up to 9")
+    assert line in (run_dir / "train.log").read_text()
+    assert not (run_dir / "checkpoints").exists()
