@@ -60,17 +60,40 @@ def failure(err: BaseException) -> tuple[str, int] | None:
 
 
 def run_job(job: Callable[[], Any]) -> Any:
-    """Run one job inside Hydra's main; a known failure ends it with its line and exit code."""
+    """Run one job inside Hydra's main; a known failure ends it with its line and exit code.
+
+    In a multirun the job ends instead by raising `src.sweep.JobFailed` (the line and the code)
+    after printing its line, or an unexpected error's traceback: the sweep goes on with the next
+    job, and `src.sweep.SweepSummary` reports the failure and sets the sweep's exit code.
+    """
     try:
         return job()
     except Exception as err:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         known = failure(err)
         if known is None:
-            raise
-        line, code = known
-        _to_log_files(line)
-        print(line, file=sys.stderr, flush=True)
-        sys.exit(code)
+            if not multirun:
+                raise
+            import traceback
+
+            # A bug: its traceback now, as a single run would print it, and the sweep goes on.
+            trace = "".join(traceback.format_exception(err)).rstrip()
+            _to_log_files(trace)
+            print(trace, file=sys.stderr, flush=True)
+            reason = str(err).strip().splitlines()[:1]
+            line, code = f"error: {': '.join([type(err).__name__, *reason])}", 1
+        else:
+            line, code = known
+            _to_log_files(line)
+            print(line, file=sys.stderr, flush=True)
+            if not multirun:
+                sys.exit(code)
+        from src.sweep import JobFailed
+
+        raise JobFailed(line, code) from err
 
 
 def cli(

@@ -159,7 +159,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Test accuracy (%s statistics): %.4f", bn_stats, metrics["test/acc"])
     log_hyperparameters(loggers, cfg, metrics)
 
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    # The run's own command-line overrides (a sweep job's values included): what made it differ.
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    saved = {**metrics, "overrides": overrides}
+    (output_dir / "metrics.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     log.info("Outputs in %s", output_dir)
     return metrics
 

@@ -69,7 +69,7 @@ def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_d
     proc = run_cli("--multirun", *TINY, "optimizer.lr=0.01,0.05", f"paths.cache_dir={cache_dir}",
                    f"hydra.sweep.dir={sweep_dir}", "test=false")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for job, lr in (("0", "0.01"), ("1", "0.05")):
+    for job, lr in (("0_lr=0.01", "0.01"), ("1_lr=0.05", "0.05")):
         assert f"lr: {lr}" in (sweep_dir / job / ".hydra" / "config.yaml").read_text()
         assert (sweep_dir / job / "metrics.json").is_file()
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from src.config_checks import ConfigError
 from src.train import train
+from tests.conftest import TINY
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -34,6 +35,7 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -
     assert "${" not in resolved and "cache_dir: " + str(tiny_cfg.paths.cache_dir) in resolved
 
     saved = json.loads((run / "metrics.json").read_text())
+    assert saved.pop("overrides") == TINY  # what made this run differ, for sweeps to read
     assert saved == pytest.approx(metrics)
     assert 0.0 <= saved["test/acc"] <= 1.0
     assert saved["train/loss"] > 0

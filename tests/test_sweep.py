@@ -1,0 +1,192 @@
+"""Sweeps people can read: summary.csv, the printed tables, seeds, sweep.png, readable job folders,
+and a failed job that is a row of the summary instead of the end of the sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
+
+import src.sweep as sweep_module
+from src import entry
+from src.data.arrays import DataError
+from src.sweep import MAX_NAME, JobFailed, job_name, plan_of, sweep_subdir
+from tests.conftest import TINY, run_cli
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _table_jobs(stdout: str, title: str) -> list[str]:
+    """The job numbers of the printed summary table, top to bottom."""
+    jobs = []
+    for line in stdout[stdout.index(title) :].splitlines()[4:]:  # title, folder, header, ---
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        jobs.append(line.split()[0])
+    return jobs
+
+
+def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.05", "seed=0,1",
+                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+    names = ["0_lr=0.01,seed=0", "1_lr=0.01,seed=1", "2_lr=0.05,seed=0", "3_lr=0.05,seed=1"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == names
+    rows = _csv(sweep / "summary.csv")
+    assert list(rows[0])[:4] == ["job", "name", "optimizer.lr", "seed"]
+    swept = [("0.01", "0"), ("0.01", "1"), ("0.05", "0"), ("0.05", "1")]
+    for i, (row, name, (lr, seed)) in enumerate(zip(rows, names, swept)):
+        assert (row["job"], row["optimizer.lr"], row["seed"]) == (str(i), lr, seed)
+        assert (row["status"], row["error"], row["val/acc"]) == ("ok", "", "")
+        assert Path(row["run_dir"]) == sweep / name and name.endswith(row["name"])
+        saved = json.loads((sweep / name / "metrics.json").read_text())
+        assert {f"optimizer.lr={lr}", f"seed={seed}", "trainer=cpu"} <= set(saved["overrides"])
+        assert row["overrides"].split() == saved["overrides"]
+        assert float(row["test/acc"]) == pytest.approx(saved["test/acc"])
+        assert float(row["train/loss"]) == pytest.approx(saved["train/loss"])
+        assert float(row["wall_time_s"]) > 0
+
+    # The printed table: every job, best test accuracy first.
+    assert "Sweep: 4 jobs, 4 ok, 0 failed; by test/acc, highest first" in proc.stdout
+    best_first = sorted(rows, key=lambda r: (-float(r["test/acc"]), int(r["job"])))
+    assert _table_jobs(proc.stdout, "Sweep: 4 jobs") == [r["job"] for r in best_first]
+
+    # The seeds table: one group per learning rate, over both seeds.
+    assert "Over seed=0,1 (grouped by lr;" in proc.stdout
+    seeds = {(r["optimizer.lr"], r["metric"]): r for r in _csv(sweep / "seeds.csv")}
+    assert set(seeds) == {(lr, m) for lr in ("0.01", "0.05") for m in ("test/acc", "train/loss")}
+    for lr, jobs in (("0.01", rows[:2]), ("0.05", rows[2:])):
+        acc = [float(r["test/acc"]) for r in jobs]
+        got = seeds[(lr, "test/acc")]
+        assert int(got["n"]) == 2
+        assert float(got["mean"]) == pytest.approx(statistics.fmean(acc))
+        assert float(got["std"]) == pytest.approx(statistics.stdev(acc))
+        assert (float(got["min"]), float(got["max"])) == pytest.approx((min(acc), max(acc)))
+        assert f"{statistics.fmean(acc):.4f}" in proc.stdout
+    assert (sweep / "sweep.png").stat().st_size > 0
+    assert "Over seed=0,1" in (sweep / "summary.txt").read_text()
+
+    # TensorBoard pointed at the sweep folder lists each run by its job folder's name.
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    runs = plugin_event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(sweep)).Runs()
+    assert sorted(runs) == [f"{name}/tensorboard" for name in names]
+
+
+def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:
+    """The first job diverges (optimizer.lr=1000 overflows the batch-norm state within the first
+    epoch): the next one still runs, and the sweep exits with the diverged code, 3."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=1000,0.05",
+                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == entry.EXIT_DIVERGED, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2, proc.stderr
+    assert errors[0].startswith("error: training diverged") and "optimizer.lr=1000" in errors[0]
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert last == errors[1]
+    assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
+
+    failed, ok = _csv(sweep / "summary.csv")
+    assert (failed["status"], failed["error"], failed["test/acc"]) == ("failed", errors[0], "")
+    assert errors[0] in (sweep / "0_lr=1000" / "train.log").read_text()
+    assert not (sweep / "0_lr=1000" / "metrics.json").exists()
+    assert ok["status"] == "ok" and 0.0 <= float(ok["test/acc"]) <= 1.0
+    assert (sweep / "1_lr=0.05" / "checkpoints" / "last.ckpt").is_file()
+    assert "Sweep: 2 jobs, 1 ok, 1 failed" in proc.stdout
+    assert _table_jobs(proc.stdout, "Sweep: 2 jobs") == ["1", "0"]
+    assert f"job 0 (0_lr=1000): {errors[0]}" in proc.stdout
+    assert not (sweep / "seeds.csv").exists() and not (sweep / "sweep.png").exists()
+
+
+@pytest.fixture
+def in_a_sweep(tiny_cfg: DictConfig):
+    """HydraConfig as inside a multirun job; the previous one is back afterwards."""
+    instance = HydraConfig.instance()
+    before = instance.cfg
+    with read_write(tiny_cfg.hydra):
+        tiny_cfg.hydra.mode = RunMode.MULTIRUN
+    instance.set_config(tiny_cfg)
+    yield
+    instance.cfg = before
+
+
+@pytest.mark.usefixtures("in_a_sweep")
+def test_in_a_sweep_run_job_raises_instead_of_exiting(capsys: pytest.CaptureFixture) -> None:
+    def bad_data() -> None:
+        raise DataError("data.root=/nowhere: no such folder")
+
+    with pytest.raises(JobFailed) as known:
+        entry.run_job(bad_data)
+    assert (known.value.line, known.value.code) == ("error: data.root=/nowhere: no such folder", 2)
+    assert capsys.readouterr().err == "error: data.root=/nowhere: no such folder\n"
+
+    def bug() -> None:
+        raise KeyError("oops")
+
+    with pytest.raises(JobFailed) as unexpected:
+        entry.run_job(bug)
+    assert (unexpected.value.line, unexpected.value.code) == ("error: KeyError: 'oops'", 1)
+    assert "Traceback" in capsys.readouterr().err  # a bug still shows where it is
+
+
+def test_in_a_single_run_run_job_still_exits(tiny_cfg: DictConfig) -> None:
+    def bad_data() -> None:
+        raise DataError("no such folder")
+
+    with pytest.raises(SystemExit) as stopped:
+        entry.run_job(bad_data)
+    assert stopped.value.code == entry.EXIT_BAD_INPUT
+
+
+def test_job_names_are_short_readable_folder_names() -> None:
+    assert job_name({"optimizer.lr": "0.05", "seed": "1"}) == "lr=0.05,seed=1"
+    assert job_name({"data": "folder", "data.root": "/tmp/x/GOOD/"}) == "data=folder,root=GOOD"
+    assert job_name({"data.seed": "1", "seed": "2"}) == "data.seed=1,seed=2"  # same last name
+    assert job_name({"model.sizes": "[8, 16]"}) == "sizes=8_16"
+    assert job_name({}) == ""
+    sampled = {"optimizer.lr": "0.0034567890123456", "optimizer.momentum": "0.05"}
+    assert job_name(sampled) == "lr=0.003457,momentum=0.05"  # an Optuna trial's values
+    long = [job_name({f"k{i}": "x" * 30 for i in range(10)} | {"seed": s}) for s in "12"]
+    assert all(len(n) <= MAX_NAME for n in long) and long[0] != long[1]
+    assert all("/" not in n and n.isascii() for n in long)
+
+
+def test_the_job_folder_is_the_number_then_the_swept_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
+    monkeypatch.setattr(sweep_module, "_plan", plan_of(master))
+    job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
+
+    # Launched in another process: the plan comes from the sweep folder's multirun.yaml.
+    monkeypatch.setattr(sweep_module, "_plan", None)
+    OmegaConf.save(master, tmp_path / "multirun.yaml")
+    job["hydra"]["sweep"] = {"dir": str(tmp_path)}
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"
+    job["hydra"]["sweep"] = {"dir": str(tmp_path / "elsewhere")}
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "3"  # nothing known: the number
+
+
+def test_an_optuna_search_plans_its_trials() -> None:
+    params = {
+        "optimizer.lr": "tag(log, interval(0.001, 0.1))",
+        "data.batch_size": "choice(64, 128)",
+    }
+    master = {"overrides": {"task": ["seed=1"]}, "sweeper": {"params": params, "n_trials": 20}}
+    plan = plan_of(OmegaConf.create({"hydra": master}))
+    assert (plan.keys, plan.jobs) == (["optimizer.lr", "data.batch_size"], 20)
