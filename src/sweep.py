@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-class SweepSummary:
+class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks.sweep_summary` in conf/hydra/default.yaml)."""
 
     def __init__(self) -> None:
