@@ -113,7 +113,21 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "data.num_test_per_class", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "data.seed", lambda v: v >= 0, "0 or more", integer=True)
     _require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
+    _require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
+    # A callback that watches a validation metric (EarlyStopping on val/acc) needs the split.
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        fraction = _get(cfg, "data.val_fraction") or 0
+        if isinstance(monitor, str) and monitor.startswith("val/") and not fraction:
+            raise ConfigError(
+                f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
+                f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
+            )
+    _check_optuna_storage(cfg)
     _require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
+    if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
+        _require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
     _require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
     _require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     _require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
@@ -137,6 +151,27 @@ def check_config(cfg: DictConfig) -> None:
     _check_accelerator(cfg)
 
 
+def _check_optuna_storage(cfg: DictConfig) -> None:
+    """hparams_search=optuna: hydra-optuna-sweeper 1.3 needs optuna<3, whose database storage
+    (RDBStorage) fails with SQLAlchemy 2 (an AssertionError on opening); in memory works."""
+    storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not storage or "optuna" not in target or str(storage).startswith("redis"):
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        optuna, sqlalchemy = version("optuna"), version("sqlalchemy")
+    except PackageNotFoundError:
+        return
+    if int(optuna.split(".")[0]) < 3 and int(sqlalchemy.split(".")[0]) >= 2:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: optuna {optuna} (hydra-optuna-sweeper needs "
+            f"optuna<3) cannot keep a study in a database with SQLAlchemy {sqlalchemy}; use "
+            "hydra.sweeper.storage=null (in memory)"
+        )
+
+
 def _check_checkpoint(cfg: DictConfig) -> None:
     """A `ckpt_path` to resume from must be a sound checkpoint this run can continue."""
     from src.checkpoint import check_network_matches, loader_position, read_checkpoint
@@ -149,7 +184,7 @@ def _check_checkpoint(cfg: DictConfig) -> None:
     position = loader_position(ckpt)
     if not position:
         return
-    per_epoch = position["num_samples"] // position["batch_size"]
+    per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
     if not 0 < position["batches_done"] < per_epoch:
         return  # an epoch boundary: the next epoch may be cut differently
     for key, saved in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
@@ -372,19 +407,141 @@ def _check_accelerator(cfg: DictConfig) -> None:
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto").lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"trainer.accelerator={accelerator} (trainer=gpu) but PyTorch sees no CUDA GPU on this "
-            f"machine (torch {torch.__version__}); use trainer=cpu or trainer=auto"
+            f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) but PyTorch sees no "
+            f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
+            "or, for several CPU processes, trainer=ddp_cpu"
         )
+    _check_processes(cfg, accelerator)
+
+
+# What `trainer.strategy` may be: one process, or DDP with one process a device launched by
+# Lightning (`ddp`). The others would run differently from what this project reports: `dp`,
+# `fsdp` and `deepspeed` shard or split the model; `ddp_spawn`/`ddp_fork` run training in
+# processes whose state never reaches the one that writes metrics.json and handles signals.
+ONE_PROCESS_STRATEGIES = ("auto", "single_device")
+DDP_STRATEGY = "ddp"
+_USE_DDP = "use trainer=ddp_cpu (CPU processes) or trainer=ddp (GPUs)"
+
+
+def _device_count(cfg: DictConfig, accelerator: str) -> int:
+    """Processes a node: what Lightning makes of `trainer.devices` for this accelerator."""
     devices = _get(cfg, "trainer.devices")
-    if devices is not None and devices not in (1, "1", [0]):
-        # Each process would carry its own batch-norm state and the checkpoint would hold
-        # rank 0's: not the state this project promises to keep right.
+    if devices is None:
+        return 1
+    if isinstance(devices, DictConfig) or isinstance(devices, bool):
+        raise ConfigError(f"trainer.devices must be a number, a list or 'auto', got {devices!r}")
+    if OmegaConf.is_list(devices):
+        devices = list(devices)
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        from lightning.fabric.utilities.device_parser import _parse_gpu_ids
+
+        if devices == "auto":
+            return torch.cuda.device_count()
+        try:
+            ids = _parse_gpu_ids(devices, include_cuda=True)
+        except Exception as err:  # Lightning's MisconfigurationException and TypeError
+            raise ConfigError(f"trainer.devices={devices}: {_reason(err)}") from err
+        return len(ids or [])
+    if accelerator not in ("cpu", "auto"):
+        return 1  # mps and others: Lightning checks them itself
+    if devices == "auto":
+        return 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or devices < 1:
         raise ConfigError(
-            f"trainer.devices={devices}: only trainer.devices=1 is supported (several processes "
-            "would each carry their own batch-norm state)"
+            f"trainer.devices={devices}: on the CPU it is the number of processes, a whole "
+            "number of 1 or more (trainer=ddp_cpu: 2)"
         )
-    if _get(cfg, "trainer.num_nodes") not in (None, 1):
-        raise ConfigError("trainer.num_nodes must be 1: multi-node training is not supported yet")
+    return devices
+
+
+def _check_processes(cfg: DictConfig, accelerator: str) -> None:
+    """Several processes only with DDP (and DDP only with several), in a single run; no setting
+    of the trainer's that would silently change what the run does."""
+    strategy = _get(cfg, "trainer.strategy")
+    if strategy is None:
+        strategy = "auto"
+    if not isinstance(strategy, str):
+        raise ConfigError(
+            f"trainer.strategy must be the name of a strategy (auto or ddp), got {strategy!r}"
+        )
+    strategy = strategy.lower()
+    if strategy not in (*ONE_PROCESS_STRATEGIES, DDP_STRATEGY):
+        raise ConfigError(
+            f"trainer.strategy={strategy} is not supported: use trainer.strategy=auto (one "
+            f"process), or for data-parallel training {_USE_DDP} (strategy ddp)"
+        )
+    _require(cfg, "trainer.num_nodes", lambda v: v >= 1, "at least 1", integer=True)
+    nodes = _get(cfg, "trainer.num_nodes") or 1
+    devices = _get(cfg, "trainer.devices")
+    processes = _device_count(cfg, accelerator) * nodes
+    if processes < 1:
+        raise ConfigError(f"trainer.devices={devices} selects no device on this machine")
+    if strategy != DDP_STRATEGY and nodes > 1:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} needs trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
+        )
+    if strategy != DDP_STRATEGY and processes > 1:
+        # Each process would carry its own batch-norm state and the checkpoint hold rank 0's.
+        raise ConfigError(
+            f"trainer.devices={devices} starts {processes} processes, which needs "
+            f"trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
+        )
+    if strategy == DDP_STRATEGY and processes == 1:
+        raise ConfigError(
+            f"trainer.strategy=ddp with a single process (trainer.devices={devices}) would run "
+            f"differently from a plain run for nothing: {_USE_DDP} for several processes, or "
+            "set trainer.strategy=auto"
+        )
+    if _get(cfg, "trainer.sync_batchnorm"):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true converts torch's BatchNorm layers, which this network "
+            "does not use (it carries its own state): set model.sync_batchnorm=true instead"
+        )
+    _check_resume_processes(cfg, processes)
+    if processes == 1:
+        return
+    if _get(cfg, "trainer.use_distributed_sampler") is not False:
+        raise ConfigError(
+            "trainer.use_distributed_sampler must be false with several processes: the data "
+            "module deals each process its shard of the epoch itself"
+        )
+    _check_multirun_ddp()
+
+
+def _check_multirun_ddp() -> None:
+    """Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
+    multirun that command is the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
+            "launches would re-run the whole sweep): run each configuration as its own run"
+        )
+
+
+def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
+    """A run stopped inside an epoch resumes only with the number of processes that cut it."""
+    from src.checkpoint import loader_position, read_checkpoint
+
+    path = _get(cfg, "ckpt_path")
+    if path is None:
+        return
+    position = loader_position(read_checkpoint(Path(str(path))))
+    if not position:
+        return
+    saved = position.get("world_size", 1)
+    per_epoch = position["num_samples"] // (position["batch_size"] * saved)
+    if saved != processes and 0 < position["batches_done"] < per_epoch:
+        raise ConfigError(
+            f"trainer.devices={_get(cfg, 'trainer.devices')}: ckpt_path={path} stopped in the "
+            f"middle of epoch {position['epoch'] + 1}, whose batches were dealt to {saved} "
+            f"process(es); resume with {saved} (or from an end-of-epoch checkpoint)"
+        )
 
 
 def one_line(err: BaseException) -> str:
@@ -410,13 +567,40 @@ def _compositions(overrides: list[str]) -> list[list[str]]:
     def line(o: Any, value: str) -> str:
         return f"{prefix.get(o.type, '')}{o.get_key_element()}={value}"
 
-    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else None for o in parsed]
+    values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
     base = [line(o, v[0]) if v else o.input_line for o, v in zip(parsed, values)]
     runs = [base]
     for i, (o, vs) in enumerate(zip(parsed, values)):
         for v in (vs or [])[1:]:
             runs.append([*base[:i], line(o, v), *base[i + 1 :]])
     return runs
+
+
+def _sweep_values(o: Any) -> list[str]:
+    """A sweep's values: every one of a list or range; an interval's two ends, the upper one just
+    below it for floats (Optuna samples a float interval in [start, end), an int one in both)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = o.value()
+    if not isinstance(value, IntervalSweep):
+        return list(o.sweep_string_iterator())
+    start, end = value.start, value.end
+    if isinstance(start, int) and isinstance(end, int):
+        return [str(start), str(end)]
+    return [repr(float(start)), repr(math.nextafter(float(end), float(start)))]
+
+
+def _sweeper_params(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
+    """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
+    lines, but for the keys the command line sets itself (they replace the config's)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    if not (multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN):
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+    return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
 def _probe_folder(folder: Path) -> None:
@@ -493,11 +677,22 @@ def preflight(
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            for overrides in runs:
+
+            def composed(overrides: list[str]) -> DictConfig:
                 try:
-                    cfg = compose(args.config_name or config_name, overrides, True)
+                    return compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: e.g. callbacks=null
                     raise ConfigError(one_line(err)) from err
+
+            # The config's own search space (hparams_search=optuna) is swept too: each value of it.
+            searched = _sweeper_params(composed(runs[0]), args.overrides, args.multirun)
+            if searched:
+                try:
+                    runs = _compositions([*searched, *args.overrides])
+                except HydraException as err:
+                    raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
+            for overrides in runs:
+                cfg = composed(overrides)
                 check(cfg)
                 if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                     check_output_folder(cfg, args.multirun)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from src.callbacks.checkpoint import RunStopped, TrainingDiverged
@@ -88,7 +89,8 @@ def run_job(job: Callable[[], Any]) -> Any:
         else:
             line, code = known
             _to_log_files(line)
-            print(line, file=sys.stderr, flush=True)
+            if rank_zero_only.rank == 0:  # under DDP every process fails alike: say it once
+                print(line, file=sys.stderr, flush=True)
             if not multirun:
                 sys.exit(code)
         from src.sweep import JobFailed

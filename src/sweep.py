@@ -32,6 +32,14 @@ and exit code:
 
 A job stopped by SIGINT or SIGTERM (exit code 130 or 143 on its own) stops the sweep there:
 the summary of the jobs run so far is written and printed, and the sweep exits with that code.
+
+Launchers that run jobs in other processes (`hydra/launcher=joblib`: loky worker processes;
+`submitit_local`/`submitit_slurm`: one process a job) call `on_job_start`/`on_job_end` there, on
+a copy of this callback that was pickled after `on_multirun_start`; only the returned JobReturn
+comes back. So every job also writes its row to `sweep_job.json` in its folder, tagged with the
+sweep's id, and `on_multirun_end` (in the launching process) adds the rows it did not see from
+those files. A job stopped by a signal in another process cannot stop jobs already launched: the
+summary marks it `stopped` and the sweep exits with its code once the others end.
 """
 
 from __future__ import annotations
@@ -39,14 +47,17 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +73,7 @@ METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
 SEED_KEY = "seed"
 MAX_NAME = 100  # characters of a job folder's name after the number (names are ASCII)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
 
 
 class JobFailed(Exception):
@@ -306,6 +318,8 @@ class SweepSummary(Callback):
         self.planned: int | None = None  # jobs the sweep launches, where known
         self.rows: dict[int, Row] = {}
         self.started: dict[int, float] = {}
+        self.sweep_id = ""  # tags this sweep's status files (a reused sweep folder has old ones)
+        self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
 
     # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
 
@@ -314,6 +328,7 @@ class SweepSummary(Callback):
         _plan = plan_of(config)
         self.keys, self.planned = list(_plan.keys), _plan.jobs
         self.rows, self.started = {}, {}
+        self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _multirun(config):
@@ -344,11 +359,41 @@ class SweepSummary(Callback):
                 row.metrics = _read_metrics(Path(row.run_dir))
         except Exception as err:  # the row stays, with what is known
             log.warning("Job %d: incomplete row in the sweep summary (%s).", num, err)
-        if row.code in STOP_CODES:
+        self.save_row(row)
+        if row.code in STOP_CODES and os.getpid() == self.pid:  # elsewhere: see the docstring
             self.finish(Path(str(config.hydra.sweep.dir)), stopped=row)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.finish(Path(str(config.hydra.sweep.dir)))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.gather(sweep_dir)
+        stopped = [self.rows[k] for k in sorted(self.rows) if self.rows[k].status == "stopped"]
+        self.finish(sweep_dir, stopped=stopped[0] if stopped else None)
+
+    # Rows of jobs run in other processes
+
+    def save_row(self, row: Row) -> None:
+        if not row.run_dir:
+            return
+        try:
+            text = json.dumps({"sweep": self.sweep_id, **asdict(row)}, indent=2)
+            (Path(row.run_dir) / STATUS_FILE).write_text(text + "\n")
+        except (OSError, TypeError, ValueError) as err:
+            log.warning("Job %d: %s not written (%s).", row.job, STATUS_FILE, err)
+
+    def gather(self, sweep_dir: Path) -> None:
+        """Add the rows of this sweep's jobs that ran in other processes, from their files."""
+        try:
+            paths = sorted(sweep_dir.rglob(STATUS_FILE))
+        except OSError:
+            return
+        for path in paths:
+            try:
+                saved = json.loads(path.read_text())
+                if saved.pop("sweep", None) != self.sweep_id or saved["job"] in self.rows:
+                    continue
+                self.rows[int(saved["job"])] = Row(**saved)
+            except (OSError, ValueError, TypeError, KeyError) as err:
+                print(f"warning: sweep summary: {path}: {err}", file=sys.stderr)
 
     # The outputs
 

@@ -12,12 +12,14 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src import entry
 from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.config_checks import check_config
 from src.data.arrays import DataError
+from src.launch import configure_threads
 from src.model.state import BN_STATS_DESCRIPTIONS
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[s
     """
     old = ckpt_path.resolve().parent.parent / "tensorboard"
     new = output_dir / "tensorboard"
-    if old.is_dir() and old.resolve() != new.resolve():
+    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
         for event_file in old.glob("events.out.tfevents.*"):
             new.mkdir(parents=True, exist_ok=True)
             shutil.copy2(event_file, new / event_file.name)
@@ -118,12 +120,18 @@ def check_labels(datamodule: L.LightningDataModule, num_classes: int | None) -> 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test, write `metrics.json` in the run directory, and return the metrics."""
     check_config(cfg)
+    configure_threads(cfg)  # parallel launchers share the cores; a plain run keeps torch's default
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # DDP: the processes Lightning launches write no outputs
+        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+    else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
+        for handler in logging.getLogger().handlers[:]:
+            if type(handler) is logging.StreamHandler:
+                logging.getLogger().removeHandler(handler)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
@@ -164,7 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     saved = {**metrics, "overrides": overrides}
-    (output_dir / "metrics.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     log.info("Outputs in %s", output_dir)
     return metrics
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import os
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,14 @@ class RunCheckpoint(Checkpoint):
 
     A `Checkpoint` subclass, so Lightning calls it after the other callbacks and after the
     module's epoch-end hook: what it saves includes their state for the same iteration.
+
+    Under DDP every process runs it, and after each iteration the processes agree (one small
+    all-reduce) on whether any of them received a signal or saw a non-finite value: all of them
+    then save (rank 0 writes) and stop together, never one alone, which would leave the others
+    waiting in a collective forever. A signal sent to the main process only (`kill PID`) is
+    enough: the agreement carries it to the others, so it is not forwarded (Ctrl-C, which the
+    terminal sends to every process, would otherwise count twice). A second signal stops the
+    main process at once and kills the processes it launched.
     """
 
     def __init__(
@@ -59,6 +72,7 @@ class RunCheckpoint(Checkpoint):
         self._saved_at: int | None = None
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
@@ -70,8 +84,13 @@ class RunCheckpoint(Checkpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
         broken = _non_finite(outputs, pl_module)
-        if broken is not None:
+        signum, diverged = self._agree(trainer, self._signal or 0, broken is not None)
+        if signum and self._signal is None:
+            self._signal = signum  # another process received it
+        if diverged:
+            broken = broken or "a non-finite value in another process"
             lr = _learning_rate(trainer)
+            _outlive_the_launcher(trainer)
             raise TrainingDiverged(
                 f"training diverged: {broken} at iteration {trainer.global_step} (epoch "
                 f"{trainer.current_epoch + 1}); the learning rate (optimizer.lr={lr:g}) is most "
@@ -80,6 +99,7 @@ class RunCheckpoint(Checkpoint):
             )
         if self._signal is not None:
             path = self.save(trainer)
+            _outlive_the_launcher(trainer)
             raise RunStopped(self._signal, path, trainer.global_step)
         every = self.every_n_train_steps
         last_of_epoch = i + 1 >= trainer.num_training_batches
@@ -93,6 +113,16 @@ class RunCheckpoint(Checkpoint):
         if due or finished or trainer.should_stop or _out_of_steps(trainer):
             self.save(trainer)
 
+    @staticmethod
+    def _agree(trainer: L.Trainer, signum: int, broken: bool) -> tuple[int, bool]:
+        """(a signal any process received, whether any process saw a non-finite value): the same
+        answer on every process, from one all-reduce; this process's own with one process."""
+        if trainer.world_size <= 1:
+            return signum, broken
+        flags = torch.tensor([signum, int(broken)], device=trainer.strategy.root_device)
+        flags = trainer.strategy.reduce(flags, reduce_op="max")
+        return int(flags[0]), bool(flags[1])
+
     def _last_good(self) -> str:
         return str(self.last_path) if self._saved_at is not None else "none was written yet"
 
@@ -102,12 +132,14 @@ class RunCheckpoint(Checkpoint):
         # replace its SIGTERM handler, which would exit 0 with nothing saved. SLURM's requeue
         # signal (SIGUSR1) stays Lightning's.
         self._signal = None
+        self._trainer = trainer
         for signum in SIGNAL_NAMES:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is not None:  # asked twice: stop now, keep the last periodic checkpoint
+            self._kill_launched_processes()
             raise RunStopped(signum, None, -1)
         self._signal = signum
         log.warning(
@@ -115,6 +147,13 @@ class RunCheckpoint(Checkpoint):
             "(send it again to stop at once without saving).",
             SIGNAL_NAMES[signum],
         )
+
+    def _kill_launched_processes(self) -> None:
+        """The processes Lightning's launcher started from this one (DDP), if any: killed, as
+        Lightning does on Ctrl-C, since they would wait for this one forever."""
+        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
+        if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
+            launcher.kill(signal.SIGKILL)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -131,6 +170,24 @@ class RunCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict[str, Any]:
         return {"dirpath": str(self.dirpath), "saved_at": self._saved_at}
+
+
+def _outlive_the_launcher(trainer: L.Trainer, timeout: float = 15.0) -> None:
+    """In a process that Lightning's launcher started (DDP rank > 0), leaving on an agreed stop:
+    at exit, wait (up to `timeout` s) for the main process to end first. The launcher's watchdog
+    SIGKILLs the main process, its exit line and code unsaid, if it sees a child end non-zero."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    launched = isinstance(environment, LightningEnvironment) and trainer.local_rank > 0
+    if not launched or not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        return
+    parent = os.getppid()
+
+    def wait_for_parent() -> None:
+        deadline = time.monotonic() + timeout
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    atexit.register(wait_for_parent)
 
 
 def _non_finite(outputs: Any, pl_module: L.LightningModule) -> str | None:

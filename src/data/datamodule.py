@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from src.data.arrays import DataError
+from src.data.arrays import DataError, DigitArrays
 from src.data.sources import load_source
+
+# Without a validation split val_dataloader returns an empty list, and Lightning remarks once
+# that its length is zero: intended (no validation loop), so not a warning.
+warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 
 
 class InMemoryBatches(Dataset):
@@ -35,11 +40,31 @@ class EpochBatchSampler(Sampler[Tensor]):
 
     Shuffled: floor(N/B) full batches, like `numIterationsPerEpoch = floor(N/miniBatchSize)`.
     In order: ceil(N/B) batches, the last one partial, like the example's `modelPredictions`.
+
+    Several processes (`rank` of `world_size`, DDP): shuffled, process r takes at iteration i
+    `order[(i*W + r)*B : (i*W + r + 1)*B]`, so the W batches of iteration i together are the
+    single-process batch of size W*B at iteration i, and an epoch has floor(N / (B*W))
+    iterations. In order, the batches are dealt out, process r taking batches r, r+W, ... with
+    no padding, so the processes together see every sample exactly once.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} is not in [0, world_size={world_size})")
+        if not shuffle and 0 < -(-num_samples // batch_size) < world_size:
+            # Fewer batches than processes: smaller ones, so that no process is left without any.
+            batch_size = -(-num_samples // world_size)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.rank, self.world_size = rank, world_size
         self.batches_done = 0  # of the current epoch's batches, handed out so far
         self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
 
@@ -49,8 +74,13 @@ class EpochBatchSampler(Sampler[Tensor]):
 
     def __len__(self) -> int:
         if self.shuffle:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.num_samples // (self.batch_size * self.world_size)
+        batches = -(-self.num_samples // self.batch_size)
+        return max(0, -(-(batches - self.rank) // self.world_size))
+
+    def _slot(self, i: int) -> int:
+        """The position, among all processes' batches of the epoch, of this process's i-th."""
+        return i * self.world_size + self.rank
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.shuffle:
@@ -65,7 +95,8 @@ class EpochBatchSampler(Sampler[Tensor]):
         self.batches_done = start
         for i in range(start, len(self)):
             self.batches_done = i + 1
-            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+            slot = self._slot(i)
+            yield order[slot * self.batch_size : (slot + 1) * self.batch_size]
 
     def state_dict(self) -> dict[str, int]:
         """Where the data order stands: the epoch and how many of its batches were handed out."""
@@ -75,6 +106,7 @@ class EpochBatchSampler(Sampler[Tensor]):
             "batch_size": self.batch_size,
             "num_samples": self.num_samples,
             "seed": self.seed,
+            "world_size": self.world_size,  # processes that shared each epoch
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -87,7 +119,14 @@ class EpochBatchSampler(Sampler[Tensor]):
         if state.get("num_samples", self.num_samples) != self.num_samples:
             mismatch.append(f"{self.num_samples} training images (the checkpoint's: "
                             f"{state['num_samples']})")  # fmt: skip
-        mid_epoch = 0 < state["batches_done"] < len(self)
+        saved_world = state.get("world_size", 1)  # checkpoints from before DDP: one process
+        if saved_world != self.world_size:
+            mismatch.append(f"{self.world_size} processes (the checkpoint's: {saved_world})")
+        # Whether the checkpoint stopped inside an epoch, by its own cut of the epoch.
+        per_epoch = state.get("num_samples", self.num_samples) // (
+            state.get("batch_size", self.batch_size) * saved_world
+        )
+        mid_epoch = 0 < state["batches_done"] < per_epoch
         if mid_epoch and mismatch:
             raise DataError(
                 f"cannot resume in the middle of epoch {state['epoch'] + 1}: the data order "
@@ -116,6 +155,23 @@ class EpochLoader(DataLoader):
         self.sampler.load_state_dict(state)
 
 
+def validation_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The training images held out for validation: a stratified, seeded share, sorted.
+
+    Each class keeps its share: of its n images, round(n * fraction) (halves rounded up) are
+    held out, the first ones of a permutation drawn for that class from numpy's PCG64
+    generator seeded with (seed, label), the same on every platform and independent of the
+    run's seed and of the other classes.
+    """
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = int(np.floor(len(members) * fraction + 0.5))
+        order = np.random.default_rng([int(seed), int(label)]).permutation(len(members))
+        chosen.append(members[order[:count]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 class DigitsDataModule(L.LightningDataModule):
     """Digit images (built-in generator by default) with the training set's mean image."""
 
@@ -126,6 +182,8 @@ class DigitsDataModule(L.LightningDataModule):
         test_batch_size: int | None = None,
         shuffle_seed: int = 0,
         cache_dir: str | Path | None = None,
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
         **source_options: Any,
     ) -> None:
         super().__init__()
@@ -134,8 +192,14 @@ class DigitsDataModule(L.LightningDataModule):
         self.test_batch_size = test_batch_size or batch_size
         self.shuffle_seed = shuffle_seed
         self.cache_dir = cache_dir
+        # The share of each class's training images held out for validation (0: none, as in
+        # the example), chosen by `val_seed` alone: every run of a sweep validates on the same.
+        self.val_fraction = val_fraction
+        self.val_seed = val_seed
         self.source_options = source_options
         self.train_set: InMemoryBatches | None = None
+        self.val_set: InMemoryBatches | None = None
+        self.val_indices: np.ndarray | None = None  # positions in the source's training set
         self.test_set: InMemoryBatches | None = None
         self.mean_image: Tensor | None = None
 
@@ -153,6 +217,16 @@ class DigitsDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(train)} training "
                 f"images of data source '{self.source}': not one full mini-batch to train on"
             )
+        if self.val_fraction > 0:
+            val_idx = validation_indices(train.labels, self.val_fraction, self.val_seed)
+            keep = np.setdiff1d(np.arange(len(train)), val_idx)  # sorted: the source's order
+            self._check_split(train.labels, keep, val_idx)
+            self.val_indices = val_idx
+            self.val_set = InMemoryBatches(
+                torch.from_numpy(train.images[val_idx]), torch.from_numpy(train.labels[val_idx])
+            )
+            # Only the images left to train on: the mean image and the batches come from them.
+            train = DigitArrays(train.images[keep], train.labels[keep])
         self.train_set = InMemoryBatches(
             torch.from_numpy(train.images), torch.from_numpy(train.labels)
         )
@@ -162,20 +236,70 @@ class DigitsDataModule(L.LightningDataModule):
         # `mean(XTrain, 4)`, summed in float64 so the mean image does not depend on the order.
         self.mean_image = torch.from_numpy(train.images.mean(axis=0, dtype=np.float64)).float()
 
+    def _check_split(self, labels: np.ndarray, keep: np.ndarray, val_idx: np.ndarray) -> None:
+        """DataError naming data.val_fraction when the split leaves too little to train on."""
+        what = f"data.val_fraction={self.val_fraction}"
+        if len(val_idx) == 0:
+            raise DataError(
+                f"{what} holds out no image of the {len(labels)} training images (each class "
+                "holds out round(n * data.val_fraction)): raise it, or set 0 for no validation"
+            )
+        for label in np.unique(labels):
+            if not (labels[keep] == label).any():
+                held = int((labels[val_idx] == label).sum())
+                raise DataError(
+                    f"{what} holds out all {held} training image(s) of class {int(label)}: none "
+                    "is left to train on; lower data.val_fraction or add images"
+                )
+        if len(keep) < self.batch_size:
+            raise DataError(
+                f"{what} leaves {len(keep)} of the {len(labels)} training images of data source "
+                f"'{self.source}', fewer than data.batch_size={self.batch_size}: not one full "
+                "mini-batch to train on; lower data.val_fraction or data.batch_size"
+            )
+
+    def _process_position(self) -> tuple[int, int]:
+        """(rank, world size) of this process in the trainer's DDP run; (0, 1) otherwise."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def train_dataloader(self) -> EpochLoader:
+        """Each process's shard of every epoch's permutation; `data.batch_size` is per process.
+        The trainer must leave the sampler alone (`use_distributed_sampler: false`)."""
         assert self.train_set is not None, "call setup() first"
-        sampler = EpochBatchSampler(len(self.train_set), self.batch_size, True, self.shuffle_seed)
+        rank, world_size = self._process_position()
+        sampler = EpochBatchSampler(
+            len(self.train_set), self.batch_size, True, self.shuffle_seed, rank, world_size
+        )
         return EpochLoader(self.train_set, sampler=sampler, batch_size=None)
 
-    def ordered_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
-        """Batches of a split in order, the last one partial (for testing and statistics)."""
-        data = self.train_set if split == "train" else self.test_set
-        assert data is not None, "call setup() first"
-        sampler = EpochBatchSampler(len(data), batch_size or self.test_batch_size, False)
+    def ordered_dataloader(
+        self, split: str, batch_size: int | None = None, sharded: bool = False
+    ) -> DataLoader:
+        """Batches of a split in order, the last one partial (for testing and statistics).
+
+        `sharded`: under DDP this process's share of the batches only (batches r, r+W, ...), for
+        passes whose results are summed across the processes (torchmetrics, population
+        statistics); otherwise every process gets all of them."""
+        data = {"train": self.train_set, "val": self.val_set}.get(split, self.test_set)
+        assert data is not None, "call setup() first" if split != "val" else "no validation split"
+        rank, world_size = self._process_position() if sharded else (0, 1)
+        size = batch_size or self.test_batch_size
+        sampler = EpochBatchSampler(len(data), size, False, rank=rank, world_size=world_size)
         return DataLoader(data, sampler=sampler, batch_size=None)
 
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out images in order, in batches of data.test_batch_size; with
+        data.val_fraction=0 no loader at all, so Lightning runs no validation."""
+        if self.val_set is None:
+            return []
+        return self.ordered_dataloader("val")
+
     def test_dataloader(self) -> DataLoader:
-        return self.ordered_dataloader("test")
+        # Sharded: the test metrics sum their counts across the processes in compute().
+        return self.ordered_dataloader("test", sharded=True)
 
     def predict_dataloader(self) -> DataLoader:
         return self.ordered_dataloader("test")

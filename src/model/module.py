@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +35,7 @@ class BNStateModule(L.LightningModule):
         update_state: bool = True,
         bn_stats: str = "running",
         optimizer: OptimizerFactory | None = None,
+        sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         if bn_stats not in BN_STATS_MODES:
@@ -43,7 +45,9 @@ class BNStateModule(L.LightningModule):
         # accuracy, from train.py (HParams tab), so not here.
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
-        self.net = DigitsNet(num_classes, num_filters, bn_decay, bn_epsilon)
+        self.net = DigitsNet(
+            num_classes, num_filters, bn_decay, bn_epsilon, sync_batchnorm=sync_batchnorm
+        )
         self.optimizer_factory = optimizer
         self.update_state = update_state
         self.bn_stats = bn_stats
@@ -93,6 +97,10 @@ class BNStateModule(L.LightningModule):
         # gradients = dlgradient(loss, dlnet.Learnables)
         opt.zero_grad()
         self.manual_backward(loss)
+        # Several processes (DDP): each computed its state from its own shard of the global batch.
+        # Averaged here, so every process stores the same state and the checkpoint holds it;
+        # the loss rides along, so what is logged is the global batch's. One process: as it was.
+        state, loss = self.mean_over_processes(state, loss.detach())
         # dlnet.State = state
         if self.update_state:
             self.net.state = state
@@ -100,10 +108,32 @@ class BNStateModule(L.LightningModule):
         opt.step()
 
         # The training-progress plot: loss per iteration, the epoch and the elapsed time.
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(y))
         self.log("train/elapsed_s", self.elapsed(), on_step=True, prog_bar=True, batch_size=len(y))
         # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
-        return {"loss": loss.detach(), "state": state}
+        return {"loss": loss, "state": state}
+
+    def mean_over_processes(self, state: State, loss: Tensor) -> tuple[State, Tensor]:
+        """The state and the loss averaged over the DDP processes, identical on every process.
+
+        One all-reduce of the 6 state tensors and the loss flattened together. The running mean
+        averages to exactly what the global batch's mean would give (equal shards); the running
+        variance is the mean of the processes' variances (`model.sync_batchnorm=true` makes
+        every process compute the global batch's statistics in the first place). With a single
+        process the values come back untouched.
+        """
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if world_size <= 1:
+            return state, loss
+        flat = torch.cat([*(v.reshape(-1) for v in state.values()), loss.reshape(1).float()])
+        torch.distributed.all_reduce(flat)  # SUM; an in-place tensor op, no autograd here
+        flat /= world_size
+        averaged: State = OrderedDict()
+        start = 0
+        for key, value in state.items():
+            averaged[key] = flat[start : start + value.numel()].view_as(value).to(value.dtype)
+            start += value.numel()
+        return averaged, flat[start].to(loss.dtype)
 
     # -- after the last epoch: which statistics the network predicts with ------------------------
     def on_train_epoch_end(self) -> None:
@@ -131,11 +161,32 @@ class BNStateModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "ordered_dataloader"):
             raise RuntimeError("bn_stats=population needs the DigitsDataModule's training set")
+        # Under DDP each process passes over its share of the training set and the moments
+        # are merged across the processes: every process ends with the same statistics.
+        several = self.trainer.world_size > 1
         self.population_state = population_statistics(
-            self.net, lambda: (x for x, _ in dm.ordered_dataloader("train")), self.device
+            self.net,
+            lambda: (x for x, _ in dm.ordered_dataloader("train", sharded=several)),
+            self.device,
+            across_processes=several,
         )
         self.net.state = self.population_state
         log.info("Batch-norm state replaced by population statistics over the training set.")
+
+    # -- validation (data.val_fraction > 0) ----------------------------------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Predict with the stored state, as `predict` does: `self.net(x)`, never
+        `forward_with_state`, so a validation pass leaves the batch-norm state where it was."""
+        x, y = batch
+        scores = self.net(x)
+        # Means weighted by batch size over the epoch: the loss and accuracy of the whole split.
+        # Under DDP every process validates on all of it (the loader is not sharded), so the
+        # values agree and sync_dist (a mean over the processes) changes nothing but the warning.
+        n = len(y)
+        loss = F.cross_entropy(scores, y)
+        self.log("val/loss", loss, on_epoch=True, batch_size=n, sync_dist=True)
+        acc = (scores.argmax(dim=1) == y).float().mean()
+        self.log("val/acc", acc, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
 
     # -- test ---------------------------------------------------------------------------------
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -150,7 +201,8 @@ class BNStateModule(L.LightningModule):
         self.test_confusion.reset()
         per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
         for label, acc in enumerate(per_class):
-            self.log(f"test/class_acc/{label}", acc)
+            # The same on every process (compute() summed the matrix); sync_dist says so to DDP.
+            self.log(f"test/class_acc/{label}", acc, sync_dist=True)
         self.last_confusion_matrix = matrix.cpu().numpy()
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -43,19 +43,34 @@ class BatchNorm(nn.Module):
     `num_batches_tracked`, so the state is exactly MATLAB's two tensors a layer.
     """
 
-    def __init__(self, num_channels: int, decay: float = 0.1, epsilon: float = 1e-5) -> None:
+    def __init__(
+        self,
+        num_channels: int,
+        decay: float = 0.1,
+        epsilon: float = 1e-5,
+        sync_batchnorm: bool = False,
+    ) -> None:
         super().__init__()
         self.num_channels = num_channels
         # MATLAB's running statistic: s = decay*s_batch + (1-decay)*s, i.e. PyTorch's momentum.
         self.decay = decay
         self.epsilon = epsilon
+        # Under DDP: normalise with the statistics of the global batch (all processes together).
+        self.sync_batchnorm = sync_batchnorm
         self.weight = nn.Parameter(torch.ones(num_channels))  # MATLAB: Scale
         self.bias = nn.Parameter(torch.zeros(num_channels))  # MATLAB: Offset
         self.register_buffer("running_mean", torch.zeros(num_channels))  # TrainedMean
         self.register_buffer("running_var", torch.ones(num_channels))  # TrainedVariance
 
     def forward_train(self, x: Tensor, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Normalise with the batch's statistics; return (output, new mean, new variance)."""
+        """Normalise with the batch's statistics; return (output, new mean, new variance).
+
+        With `sync_batchnorm` and a process group of several processes, the batch is the global
+        one: the statistics of every process's mini-batch together (`_forward_train_synced`).
+        """
+        group_size = _process_group_size() if self.sync_batchnorm else 1
+        if group_size > 1:
+            return self._forward_train_synced(x, mean, var)
         new_mean, new_var = mean.detach().clone(), var.detach().clone()
         # F.batch_norm updates the two tensors it is given in place, so it gets copies: the
         # layer's stored state stays as it was. The variance it folds in is the unbiased (N-1)
@@ -63,6 +78,38 @@ class BatchNorm(nn.Module):
         y = F.batch_norm(
             x, new_mean, new_var, self.weight, self.bias, True, self.decay, self.epsilon
         )
+        return y, new_mean, new_var
+
+    def _forward_train_synced(
+        self, x: Tensor, mean: Tensor, var: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Synchronised batch norm on any device (torch's `SyncBatchNorm` runs on GPUs only).
+
+        One autograd-aware all-reduce of each channel's count, sum and sum of squares (in
+        float64, so E[x^2] - E[x]^2 loses nothing that matters), then the global mean and biased
+        variance normalise this process's values. The gradient flows through the global
+        statistics: the all-reduce's backward sums the processes' gradients, and DDP's average
+        of the parameter gradients then equals the gradient of the global batch's mean loss.
+        The running statistics take the unbiased global variance, exactly as `F.batch_norm`
+        folds in a single process's batch.
+        """
+        from torch.distributed.nn.functional import all_reduce
+
+        channels = x.transpose(0, 1).flatten(1).double()  # C x values of this process
+        count = torch.full_like(channels[:, 0], channels.shape[1])
+        local = torch.stack((count, channels.sum(dim=1), channels.pow(2).sum(dim=1)))
+        total = all_reduce(local)  # 3 x C, summed over the processes; carries autograd
+        n = total[0]
+        batch_mean = total[1] / n
+        batch_var = (total[2] / n - batch_mean.pow(2)).clamp(min=0)  # biased: normalises
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        inv_std = torch.rsqrt(batch_var.float() + self.epsilon)
+        scale = (inv_std * self.weight).reshape(shape)
+        y = (x - batch_mean.float().reshape(shape)) * scale + self.bias.reshape(shape)
+        with torch.no_grad():
+            unbiased = (batch_var * n / (n - 1).clamp(min=1)).to(var.dtype)
+            new_mean = (1 - self.decay) * mean + self.decay * batch_mean.to(mean.dtype)
+            new_var = (1 - self.decay) * var + self.decay * unbiased
         return y, new_mean, new_var
 
     def forward(self, x: Tensor) -> Tensor:
@@ -79,7 +126,14 @@ class BatchNorm(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, decay={self.decay}, epsilon={self.epsilon}"
+        sync = ", sync_batchnorm=True" if self.sync_batchnorm else ""
+        return f"{self.num_channels}, decay={self.decay}, epsilon={self.epsilon}{sync}"
+
+
+def _process_group_size() -> int:
+    """The number of processes in the default process group; 1 when there is none."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class DigitsNet(nn.Module):
@@ -92,18 +146,19 @@ class DigitsNet(nn.Module):
         bn_decay: float = 0.1,
         bn_epsilon: float = 1e-5,
         image_size: int = 28,
+        sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         f = num_filters
         self.input = ImageInput((1, image_size, image_size))
         self.conv1 = nn.Conv2d(1, f, kernel_size=5)
-        self.bn1 = BatchNorm(f, bn_decay, bn_epsilon)
+        self.bn1 = BatchNorm(f, bn_decay, bn_epsilon, sync_batchnorm)
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(f, f, kernel_size=3, padding=1)
-        self.bn2 = BatchNorm(f, bn_decay, bn_epsilon)
+        self.bn2 = BatchNorm(f, bn_decay, bn_epsilon, sync_batchnorm)
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv2d(f, f, kernel_size=3, padding=1)
-        self.bn3 = BatchNorm(f, bn_decay, bn_epsilon)
+        self.bn3 = BatchNorm(f, bn_decay, bn_epsilon, sync_batchnorm)
         self.relu3 = nn.ReLU()
         side = image_size - 4  # conv1 has no padding: 28 -> 24
         self.fc = nn.Linear(f * side * side, num_classes)

@@ -20,7 +20,10 @@ BN_STATS_MODES = tuple(BN_STATS_DESCRIPTIONS)
 
 @torch.no_grad()
 def population_statistics(
-    net: DigitsNet, batches: Callable[[], Iterable[Tensor]], device: torch.device | None = None
+    net: DigitsNet,
+    batches: Callable[[], Iterable[Tensor]],
+    device: torch.device | None = None,
+    across_processes: bool = False,
 ) -> State:
     """The exact per-channel mean and variance of each batch-norm layer's input over a data set.
 
@@ -36,6 +39,10 @@ def population_statistics(
 
     `batches` returns a fresh iterable of image batches each time it is called.
     The network's own state is left as it was; the result is returned.
+
+    `across_processes` (DDP): `batches` gives this process's shard of the data; each layer's
+    moments are merged over all processes before the next layer, so every process returns the
+    same statistics of the whole data set. Every process must call it (it communicates).
     """
     saved = OrderedDict((k, v.clone()) for k, v in net.state.items())
     result: State = OrderedDict()
@@ -56,6 +63,8 @@ def population_statistics(
                 mean = mean + delta * (n_b / total)
                 m2 = m2 + m2_b + delta**2 * (count * n_b / total)
                 count = total
+            if across_processes:
+                count, mean, m2 = _merge_over_processes(count, mean, m2)
             if count < 2:
                 raise ValueError("population statistics need at least two values a channel")
             var = m2 / (count - 1)
@@ -67,6 +76,30 @@ def population_statistics(
     finally:
         net.state = saved
     return result
+
+
+def _merge_over_processes(count: int, mean: Tensor, m2: Tensor) -> tuple[int, Tensor, Tensor]:
+    """Every process's (count, mean, M2) merged with the same pairwise update, in rank order,
+    so the result is the same on every process; unchanged without a process group."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return count, mean, m2
+    mine = torch.cat([torch.tensor([float(count)], dtype=mean.dtype, device=mean.device), mean, m2])
+    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, mine)
+    channels = mean.shape[0]
+    count, mean, m2 = 0, torch.zeros_like(mean), torch.zeros_like(m2)
+    for part in everyone:
+        n_b = int(part[0].item())
+        if n_b == 0:
+            continue
+        mean_b, m2_b = part[1 : 1 + channels], part[1 + channels :]
+        delta = mean_b - mean
+        total = count + n_b
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+        count = total
+    return count, mean, m2
 
 
 def clone_state(state: State) -> State:

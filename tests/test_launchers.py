@@ -1,0 +1,252 @@
+"""Hydra's parallel and cluster launchers: joblib (worker processes on this machine), submitit
+(local processes here; SLURM array jobs on a cluster), each job's torch thread count, and a sweep
+summary that gets every job's row from jobs run in other processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+from omegaconf import DictConfig, OmegaConf
+
+from src import entry
+from src.config_checks import preflight
+from src.launch import (
+    JOBLIB,
+    SUBMITIT_LOCAL,
+    SUBMITIT_SLURM,
+    available_cores,
+    choose_threads,
+    configure_threads,
+    joblib_workers,
+)
+from src.sweep import BASIC_SWEEPER, STATUS_FILE, JobFailed, SweepSummary
+from src.train import CONFIG_DIR
+from tests.conftest import ROOT, TINY, run_cli
+
+BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _joblib(n_jobs: int) -> dict:
+    return {"_target_": JOBLIB, "n_jobs": n_jobs}
+
+
+# -- The thread arithmetic ----------------------------------------------------------------------
+
+
+def test_the_launcher_targets_are_the_plugins_own() -> None:
+    assert JOBLIB == JobLibLauncherConf._target_
+    assert SUBMITIT_LOCAL == LocalQueueConf._target_
+    assert SUBMITIT_SLURM == SlurmQueueConf._target_
+
+
+def test_joblib_counts_workers_as_joblib_does() -> None:
+    assert joblib_workers(2, cores=8) == 2
+    assert joblib_workers(-1, cores=8) == 8  # all cores
+    assert joblib_workers(-2, cores=8) == 7  # all but one
+    assert joblib_workers(-20, cores=8) == 1
+    assert joblib_workers(None, cores=8) == joblib_workers(0, cores=8) == 1
+
+
+def test_a_plain_run_and_a_sequential_sweep_keep_torchs_default() -> None:
+    for launcher, multirun in ((None, False), (_joblib(2), False), (BASIC, True), (None, True)):
+        assert choose_threads(None, launcher, multirun, cores=2).threads is None
+    unknown = choose_threads(None, {"_target_": "x.RayLauncher"}, True, cores=2)
+    assert unknown.threads is None and "set num_threads" in unknown.reason
+
+
+def test_an_explicit_count_is_used_as_is() -> None:
+    for launcher in (None, _joblib(2), {"_target_": SUBMITIT_SLURM, "cpus_per_task": 8}):
+        choice = choose_threads(3, launcher, multirun=True, cores=2)
+        assert (choice.threads, choice.reason) == (3, "num_threads=3")
+
+
+def test_joblib_jobs_share_the_cores() -> None:
+    def threads(n_jobs: int, cores: int, batch: int | None = None) -> int | None:
+        return choose_threads(None, _joblib(n_jobs), True, cores, batch).threads
+
+    assert threads(2, cores=2) == 1  # this machine, 2 jobs at once
+    assert threads(-1, cores=2) == 1
+    assert threads(2, cores=16) == 8
+    assert threads(3, cores=16) == 5  # rounded down: never more threads than cores
+    assert threads(4, cores=2) == 1  # at least one
+    assert threads(-1, cores=16, batch=2) == 8  # a 2-job sweep runs 2 at once, not 16
+    assert threads(-2, cores=16, batch=100) == 1  # 15 at once
+    line = choose_threads(None, _joblib(2), True, cores=2).describe()
+    assert line == "torch threads: 1 (2 cores / 2 at once: hydra.launcher.n_jobs=2)"
+
+
+def test_submitit_jobs_use_their_cpus_per_task() -> None:
+    slurm = {"_target_": SUBMITIT_SLURM, "cpus_per_task": 8, "tasks_per_node": 1}
+    assert choose_threads(None, slurm, True, cores=64, batch=100).threads == 8
+    # No cpus_per_task: the cores SLURM let the job run on (its affinity mask).
+    assert choose_threads(None, {**slurm, "cpus_per_task": None}, True, cores=4).threads == 4
+    # The local executor starts every job of the batch at once on this machine.
+    local = {"_target_": SUBMITIT_LOCAL, "cpus_per_task": None, "tasks_per_node": 1}
+    assert choose_threads(None, local, True, cores=2, batch=2).threads == 1
+    assert choose_threads(None, local, True, cores=16, batch=4).threads == 4
+    assert choose_threads(None, {**local, "tasks_per_node": 2}, True, 16, batch=4).threads == 2
+    assert choose_threads(None, {**local, "cpus_per_task": 3}, True, 16, batch=4).threads == 3
+
+
+def test_a_single_run_leaves_torchs_threads_alone(
+    tiny_cfg: DictConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # and back as it was afterwards
+    before = torch.get_num_threads()
+    assert configure_threads(tiny_cfg).threads is None
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+    try:
+        tiny_cfg.num_threads = 1
+        assert configure_threads(tiny_cfg).threads == 1  # interop may be fixed already: no error
+        assert torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # for Lightning's DDP processes
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- Preflight and the project's SLURM preset ---------------------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm", "slurm"])
+def test_preflight_composes_sweeps_on_each_launcher(tmp_path: Path, launcher: str) -> None:
+    argv = ["--multirun", f"hydra/launcher={launcher}", "optimizer.lr=0.01,0.05"]
+    preflight([*argv, f"hydra.sweep.dir={tmp_path / 'sweep'}"], CONFIG_DIR, "config")
+
+
+def test_the_slurm_preset_submits_an_array_job(tmp_path: Path) -> None:
+    """Through the CLI, the plugin and submitit up to `sbatch`: a stand-in `sbatch` keeps the
+    script it is given and refuses it (no cluster here), so the sweep ends there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = tmp_path / "job.sbatch"
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that srun exists
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {script}\necho refused >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "0"}
+    sweep = tmp_path / "sweep"
+    args = ["--multirun", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+            "hydra.launcher.setup=[module load cuda]", "optimizer.lr=0.01,0.02,0.05",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and "refused" in proc.stderr, proc.stderr[-2000:]
+    text = script.read_text()
+    for line in ("--partition=debug", "--array=0-2%3", "--gpus-per-node=1", "--cpus-per-task=8",
+                 "--time=240", "--mem=32GB", "--nodes=1", "--ntasks-per-node=1"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in text, text
+    assert "\nmodule load cuda\n" in text and "-m submitit.core._submit" in text
+
+
+# -- Rows of jobs run in other processes --------------------------------------------------------
+
+
+def _job(sweep: Path, num: int, folder: str) -> DictConfig:
+    hydra = {
+        "mode": RunMode.MULTIRUN,
+        "job": {"num": num},
+        "runtime": {"output_dir": str(sweep / folder)},
+        "sweep": {"dir": str(sweep)},
+        "sweeper": {"_target_": BASIC_SWEEPER},
+    }
+    (sweep / folder).mkdir(parents=True)
+    return OmegaConf.create({"hydra": hydra})
+
+
+def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A worker's copy of the callback writes the rows; the launching process reads them, keeps
+    this sweep's only, and exits with a stopped job's code once every job has ended."""
+    sweep = tmp_path / "sweep"
+    master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=0,1,2"]}}})
+    parent = SweepSummary()
+    parent.on_multirun_start(master)
+    old = sweep / "old" / STATUS_FILE  # a previous sweep's job in the same folder
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"sweep": "previous", "job": 2, "values": {}, "overrides": []}))
+
+    worker = pickle.loads(pickle.dumps(parent))  # as a launcher hands it to another process
+    worker.pid = -1
+    done = _job(sweep, 0, "0_seed=0")
+    (sweep / "0_seed=0" / "metrics.json").write_text(json.dumps({"test/acc": 0.5}))
+    ok = JobReturn(overrides=["seed=0"], status=JobStatus.COMPLETED, _return_value=None)
+    worker.on_job_end(done, job_return=ok)
+    stopped = JobReturn(overrides=["seed=1"], status=JobStatus.FAILED)
+    stopped.return_value = JobFailed("stopped: SIGTERM", entry.EXIT_SIGNAL[signal.SIGTERM])
+    worker.on_job_end(_job(sweep, 1, "1_seed=1"), job_return=stopped)  # no exit in a worker
+    assert stopped.status == JobStatus.COMPLETED  # goes back to the sweeper: no re-raise
+    assert parent.rows == {}
+
+    with pytest.raises(SystemExit) as ended:
+        parent.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert ended.value.code == 143
+    rows = _csv(sweep / "summary.csv")
+    assert [(r["job"], r["seed"], r["status"], r["test/acc"]) for r in rows] == [
+        ("0", "0", "ok", "0.5"),
+        ("1", "1", "stopped", ""),
+    ]
+    assert "stopped: the sweep stops after job 1 of 3" in capsys.readouterr().err
+
+
+# -- Through the CLI ----------------------------------------------------------------------------
+
+
+def test_a_joblib_sweep_runs_jobs_in_parallel(tmp_path: Path, cache_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.05",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    rows = _csv(sweep / "summary.csv")
+    assert [(r["job"], r["optimizer.lr"], r["status"]) for r in rows] == [
+        ("0", "0.01", "ok"),
+        ("1", "0.05", "ok"),
+    ]
+    cores = available_cores()
+    threads = max(cores // 2, 1)  # 1 on a 2-core machine
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        saved = json.loads((run_dir / "metrics.json").read_text())
+        assert float(row["test/acc"]) == pytest.approx(saved["test/acc"])
+        assert float(row["wall_time_s"]) > 0
+        log = (run_dir / "train.log").read_text()
+        choice = f"torch threads: {threads} ({cores} cores / 2 at once: hydra.launcher.n_jobs=2)"
+        assert f"{choice}; intra-op {threads}," in log, log[:2000]
+    assert "Sweep: 2 jobs, 2 ok, 0 failed" in proc.stdout
+
+
+def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir: Path) -> None:
+    """Each job in its own process, as submitit starts it on a cluster node; the first one
+    diverges: the other still runs, and the sweep ends with the diverged code."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=1000,0.05",
+                   "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == entry.EXIT_DIVERGED, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
+    failed, ok = _csv(sweep / "summary.csv")
+    assert failed["status"] == "failed" and failed["error"].startswith("error: training diverged")
+    assert ok["status"] == "ok" and 0.0 <= float(ok["test/acc"]) <= 1.0
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit's own results
+    for folder in ("0_lr=1000", "1_lr=0.05"):
+        assert "torch threads: " in (sweep / folder / "train.log").read_text()

@@ -1,0 +1,237 @@
+"""The validation split (data.val_fraction), early stopping on val/acc, and the Optuna search."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import DictConfig
+
+from src.config_checks import ConfigError, check_config
+from src.data.arrays import DataError
+from src.data.datamodule import DigitsDataModule, validation_indices
+from src.data.sources import load_source
+from src.model.module import BNStateModule
+from src.train import train
+from tests.conftest import TINY, assert_one_line_error, compose_config, run_cli
+from tests.test_train import scalar_tags
+
+SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
+
+
+def datamodule(cache_dir: Path, **kw) -> DigitsDataModule:
+    dm = DigitsDataModule(**{"batch_size": 32, "cache_dir": cache_dir, **SMALL, **kw})
+    dm.setup("fit")
+    return dm
+
+
+def test_split_is_stratified_seeded_and_disjoint(cache_dir: Path) -> None:
+    source, _ = load_source("synthetic", cache_dir, SMALL)
+    dm = datamodule(cache_dir, val_fraction=0.2, shuffle_seed=1)
+    val = dm.val_indices
+    # per class round(20 * 0.2) = 4 held out; the rest train, in the source's order
+    assert np.bincount(source.labels[val], minlength=10).tolist() == [4] * 10
+    assert np.bincount(dm.train_set.labels.numpy(), minlength=10).tolist() == [16] * 10
+    keep = np.setdiff1d(np.arange(len(source)), val)
+    assert len(np.intersect1d(keep, val)) == 0 and len(keep) + len(val) == len(source)
+    assert torch.equal(dm.train_set.images, torch.from_numpy(source.images[keep]))
+    assert torch.equal(dm.val_set.images, torch.from_numpy(source.images[val]))
+    assert torch.equal(dm.val_set.labels, torch.from_numpy(source.labels[val]))
+    # the run's seed does not move it, val_seed does
+    other_run = datamodule(cache_dir, val_fraction=0.2, shuffle_seed=7)
+    assert np.array_equal(other_run.val_indices, val)
+    assert not np.array_equal(datamodule(cache_dir, val_fraction=0.2, val_seed=1).val_indices, val)
+    # the mean image is the remaining training images' only
+    expected = torch.from_numpy(source.images[keep].mean(axis=0, dtype=np.float64)).float()
+    torch.testing.assert_close(dm.mean_image, expected, rtol=0, atol=0)
+    assert not torch.equal(dm.mean_image, datamodule(cache_dir).mean_image)
+    # validation batches: in order, data.test_batch_size, the last one partial
+    dm64 = datamodule(cache_dir, val_fraction=0.2, test_batch_size=64)
+    assert [len(y) for _, y in dm64.val_dataloader()] == [40]
+    assert [len(y) for _, y in datamodule(cache_dir, val_fraction=0.2, test_batch_size=16)
+            .val_dataloader()] == [16, 16, 8]  # fmt: skip
+
+
+def test_split_counts_round_per_class_and_fixed_numbers() -> None:
+    labels = np.repeat(np.arange(3), [10, 5, 3])
+    val = validation_indices(labels, 0.3, 0)
+    # round(10 * .3) = 3, round(5 * .3) = round(1.5) = 2 (halves up), round(3 * .3) = 1
+    assert np.bincount(labels[val]).tolist() == [3, 2, 1]
+    # 0.29 * 100 = 28.999999999999996 in floating point: rounding, not flooring, gives 29
+    assert len(validation_indices(np.zeros(100, dtype=np.int64), 0.29, 0)) == 29
+    # numpy's PCG64 from (val_seed, label): fixed numbers, the same on every platform
+    assert validation_indices(np.zeros(10, dtype=np.int64), 0.3, 0).tolist() == [2, 4, 6]
+
+
+def test_no_split_leaves_the_data_as_it_was(cache_dir: Path) -> None:
+    source, _ = load_source("synthetic", cache_dir, SMALL)
+    dm = datamodule(cache_dir, val_fraction=0.0)
+    assert dm.val_set is None and dm.val_dataloader() == []
+    assert torch.equal(dm.train_set.images, torch.from_numpy(source.images))
+    assert torch.equal(dm.train_set.labels, torch.from_numpy(source.labels))
+    expected = torch.from_numpy(source.images.mean(axis=0, dtype=np.float64)).float()
+    assert torch.equal(dm.mean_image, expected)
+
+
+def _fit(cache_dir: Path, tmp_path: Path, before: bool, **dm_kw):
+    """Two epochs; `before`: the module and data module as they were before validation."""
+    module_cls, dm_cls = BNStateModule, DigitsDataModule
+    if before:  # the hooks as Lightning's own defaults, i.e. not overridden: no validation code
+
+        class module_cls(BNStateModule):  # noqa: N801
+            validation_step = L.LightningModule.validation_step
+
+        class dm_cls(DigitsDataModule):  # noqa: N801
+            val_dataloader = L.LightningDataModule.val_dataloader
+
+    L.seed_everything(0, verbose=False)
+    dm = dm_cls(batch_size=32, cache_dir=cache_dir, **SMALL, **dm_kw)
+    model = module_cls()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, model
+
+
+@pytest.mark.filterwarnings("ignore:Total length of `list`")  # src.data.datamodule
+def test_val_fraction_0_trains_bit_for_bit_as_before(cache_dir: Path, tmp_path: Path) -> None:
+    old_trainer, old = _fit(cache_dir, tmp_path / "old", before=True)
+    trainer, model = _fit(cache_dir, tmp_path / "new", before=False, val_fraction=0.0)
+    assert not trainer.val_dataloaders  # no validation loop ran
+    assert not any(k.startswith("val/") for k in trainer.callback_metrics)
+    assert trainer.global_step == old_trainer.global_step == 2 * (200 // 32)
+    new_weights, old_weights = model.state_dict(), old.state_dict()
+    assert new_weights.keys() == old_weights.keys()
+    for key, value in old_weights.items():
+        assert torch.equal(new_weights[key], value), key
+
+
+def test_validation_leaves_the_state_and_weights_alone(cache_dir: Path, tmp_path: Path) -> None:
+    trainer, model = _fit(cache_dir, tmp_path, before=False, val_fraction=0.2)
+    assert trainer.global_step == 2 * (160 // 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (result,) = trainer.validate(model, datamodule=trainer.datamodule, verbose=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # and it predicts with the stored state: the accuracy of model.net on the held-out images
+    dm = trainer.datamodule
+    with torch.no_grad():
+        scores = model.net(dm.val_set.images)
+    acc = (scores.argmax(1) == dm.val_set.labels).float().mean().item()
+    loss = torch.nn.functional.cross_entropy(scores, dm.val_set.labels).item()
+    assert result["val/acc"] == pytest.approx(acc, abs=1e-6)
+    assert result["val/loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_run_with_a_split_logs_val_metrics(tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config([*TINY, "trainer.max_epochs=2", "data.val_fraction=0.2"],
+                         tmp_path / "run", cache_dir)  # fmt: skip
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("val/acc", "val/loss"):
+        assert math.isfinite(saved[key]) and saved[key] == pytest.approx(metrics[key])
+    assert 0.0 <= saved["val/acc"] <= 1.0
+    assert saved["global_step"] == 2 * (160 // 32)  # 16 of each class's 20 images train
+    tags = scalar_tags(run)
+    assert len(tags["val/acc"]) == len(tags["val/loss"]) == 2  # one point an epoch
+    assert tags["val/acc"][-1].value == pytest.approx(saved["val/acc"])
+
+
+def test_early_stopping_stops_the_run(tmp_path: Path, cache_dir: Path) -> None:
+    # patience 0 and an improvement of more than 1.0 in accuracy: impossible after the first
+    stop = ["+callbacks/early_stopping=val_acc", "callbacks.early_stopping.patience=0",
+            "callbacks.early_stopping.min_delta=1.0"]  # fmt: skip
+    cfg = compose_config([*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "test=false",
+                          *stop], tmp_path / "run", cache_dir)  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 2 * (160 // 32)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 * (160 // 32)
+    assert ckpt["bn_statistics"]["running"] is not None  # the module knew it was the last epoch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data.val_fraction=1.0"], "data.val_fraction=1.0 is out of range"),
+        (["data.val_fraction=-0.1"], "data.val_fraction=-0.1 is out of range"),
+        (["data.val_seed=-1"], "data.val_seed=-1"),
+        (["+callbacks/early_stopping=val_acc"], "data.val_fraction=0"),
+    ],
+)
+def test_bad_values_are_refused(
+    overrides: list[str], needle: str, tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg = compose_config([*TINY, *overrides], tmp_path / "run", cache_dir)
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"val_fraction": 0.6, "num_train_per_class": 1, "batch_size": 4}, "class 0"),
+        ({"val_fraction": 0.5, "batch_size": 128}, "fewer than data.batch_size=128"),
+        ({"val_fraction": 0.01}, "holds out no image"),
+    ],
+)
+def test_a_split_that_cannot_work_is_a_data_error(kw: dict, needle: str, cache_dir: Path) -> None:
+    with pytest.raises(DataError, match=rf"data\.val_fraction=.*{needle}"):
+        datamodule(cache_dir, **{**SMALL, **kw})
+
+
+def test_early_stopping_without_a_split_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli(*TINY, "+callbacks/early_stopping=val_acc", f"hydra.run.dir={tmp_path}/r")
+    assert_one_line_error(proc, "callbacks.early_stopping", "data.val_fraction")
+    assert not (tmp_path / "r").exists()
+
+
+def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
+    cfg: DictConfig = compose_config(["hparams_search=optuna"], tmp_path / "run", cache_dir)
+    assert cfg.optimized_metric == "val/acc" and cfg.data.val_fraction > 0
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert {"optimizer.lr", "optimizer.momentum"} <= set(sweeper.params)
+    assert "interval" in sweeper.params["optimizer.lr"]
+    # optuna 2 (what the sweeper allows) cannot use a database with SQLAlchemy 2
+    cfg = compose_config(["hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db"],
+                         tmp_path / "run", cache_dir)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage"):
+        check_config(cfg)
+    # the default run is the example: no split, nothing optimised
+    default = compose_config([], tmp_path / "run", cache_dir)
+    assert default.data.val_fraction == 0 and default.optimized_metric is None
+
+
+def test_preflight_checks_every_end_of_the_search_space(tmp_path: Path) -> None:
+    proc = run_cli("--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)",
+                   f"hydra.sweep.dir={tmp_path}/s")  # fmt: skip
+    assert_one_line_error(proc, "optimizer.momentum=1.4999")
+    assert not (tmp_path / "s").exists()
+
+
+def test_optuna_search_through_the_cli(tmp_path: Path, cache_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli("--multirun", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY,
+                   "trainer.max_epochs=1", f"paths.cache_dir={cache_dir}",
+                   f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = []
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        saved = json.loads((job / "metrics.json").read_text())
+        assert math.isfinite(saved["val/acc"]) and "test/acc" not in saved  # test=false
+        values.append((saved["val/acc"], saved["overrides"]))
+    assert len(values) == 3
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(v for v, _ in values))
+    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.momentum"}  # batch_size fixed
+    assert 0.001 <= best["best_params"]["optimizer.lr"] <= 0.1
+    assert "Best value" in proc.stdout + proc.stderr
