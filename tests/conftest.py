@@ -87,3 +87,28 @@ def assert_last_line_error(proc: subprocess.CompletedProcess, *needles: str) -> 
         assert needle in errors[0], errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     return errors[0]
+
+
+def cli_in_process(*args: str, module: str = "src.train") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` run in this process, for inputs refused before any run starts.
+
+    The same `cli()` a user's command calls, without the few seconds of a new interpreter
+    importing torch and Lightning; `run_cli` keeps the real-process path tested.
+    """
+    import contextlib
+    import importlib
+    import io
+
+    entry_point = importlib.import_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    argv, sys.argv = sys.argv, [module, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entry_point.cli()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())

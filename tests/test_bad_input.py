@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import config_checks
 from src.config_checks import ConfigError, check_config, check_output_folder, preflight
-from tests.conftest import CONF, assert_one_line_error, compose_config, run_cli
+from tests.conftest import CONF, assert_one_line_error, cli_in_process, compose_config, run_cli
 
 # Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.
 IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
@@ -72,16 +72,26 @@ def test_bad_input_is_one_line_before_the_run_folder(
 ) -> None:
     monkeypatch.delenv("UNSET_VAR_XYZ", raising=False)
     run_dir = tmp_path / "run"
-    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    proc = cli_in_process(override, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2
     assert_one_line_error(proc, *needles)
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr=${nope}", "+optimizer.foo=1"])
+def test_bad_input_through_a_real_process(tmp_path: Path, override: str) -> None:
+    """The same refusals from a fresh interpreter, as a user's shell runs them."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, override.lstrip("+").split("=")[0])
     assert not run_dir.exists()
 
 
 def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder\n")
-    proc = run_cli(f"hydra.run.dir={blocker}/run", timeout=60)
+    proc = cli_in_process(f"hydra.run.dir={blocker}/run")
     assert proc.returncode == 2
     line = assert_one_line_error(
         proc, f"hydra.run.dir={blocker}/run", "cannot create the run folder", "Not a directory"
@@ -92,7 +102,7 @@ def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
 def test_a_run_folder_in_proc_is_one_line() -> None:
-    proc = run_cli("hydra.run.dir=/proc/x", timeout=60)
+    proc = cli_in_process("hydra.run.dir=/proc/x")
     assert proc.returncode == 2
     assert_one_line_error(proc, "hydra.run.dir=/proc/x", "cannot create the run folder")
     assert not Path("/proc/x").exists()
@@ -104,7 +114,7 @@ def test_a_run_folder_in_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        proc = run_cli(f"hydra.run.dir={locked}/run", timeout=60)
+        proc = cli_in_process(f"hydra.run.dir={locked}/run")
         assert proc.returncode == 2
         assert_one_line_error(proc, f"hydra.run.dir={locked}/run", "cannot create the run folder")
         assert not (locked / "run").exists()
@@ -116,8 +126,8 @@ def test_a_sweep_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     run_dir = tmp_path / "run"
-    proc = run_cli("--multirun", "optimizer.lr=0.01,0.05", f"hydra.sweep.dir={blocker}/sweep",
-                   f"hydra.run.dir={run_dir}", timeout=60)  # fmt: skip
+    sweep = f"hydra.sweep.dir={blocker}/sweep"
+    proc = cli_in_process("--multirun", "optimizer.lr=0.01,0.05", sweep, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2
     assert_one_line_error(
         proc, f"hydra.sweep.dir={blocker}/sweep", "cannot create the sweep folder"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, assert_one_line_error, run_cli
+from tests.conftest import TINY, assert_one_line_error, cli_in_process, run_cli
 
 
 def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
@@ -50,7 +50,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     tmp_path: Path, override: str, needles: list[str]
 ) -> None:
     run_dir = tmp_path / "run"
-    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    proc = cli_in_process(override, f"hydra.run.dir={run_dir}")
     assert_one_line_error(proc, *needles)
     assert not run_dir.exists()
 
@@ -77,6 +77,6 @@ def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_d
 
 def test_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("--multirun", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep_dir}", timeout=60)
+    proc = cli_in_process("--multirun", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep_dir}")
     assert_one_line_error(proc, "optimizer.lr=-1")
     assert not sweep_dir.exists()
