@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -27,11 +28,14 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
-    """The config `python -m src.train` would compose, with outputs and caches under tmp."""
+def compose_config(
+    overrides: list[str], output_dir: Path, cache_dir: Path, config_name: str = "config"
+) -> DictConfig:
+    """The config `python -m src.train` (or the entry point of `config_name`) would compose,
+    with outputs and caches under tmp."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.cache_dir = str(cache_dir)
@@ -112,3 +116,17 @@ def cli_in_process(*args: str, module: str = "src.train") -> subprocess.Complete
         sys.argv = argv
         GlobalHydra.instance().clear()
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+class Crash(L.Callback):
+    """Stands in for a kill: the process dies after iteration `at`, saving nothing more."""
+
+    class Died(Exception):
+        pass
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise Crash.Died

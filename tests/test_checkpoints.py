@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import open_dict
@@ -23,6 +22,7 @@ from src.train import train
 from tests.conftest import (
     ROOT,
     TINY,
+    Crash,
     assert_last_line_error,
     assert_one_line_error,
     compose_config,
@@ -48,20 +48,6 @@ def loss_steps(run_dir: Path) -> list[int]:
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     return [e.step for e in acc.Scalars("train/loss")]
-
-
-class Crash(L.Callback):
-    """Stands in for a kill: the process dies after iteration `at`, saving nothing more."""
-
-    class Died(Exception):
-        pass
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.at:
-            raise Crash.Died
 
 
 def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir: Path) -> None:
@@ -92,7 +78,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
 
     crashed = compose_config(settings, tmp_path / "crashed", cache_dir)
     with open_dict(crashed):  # dies at iteration 10, after the checkpoint of iteration 9
-        crashed.callbacks.crash = {"_target_": "tests.test_checkpoints.Crash", "at": 10}
+        crashed.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 10}
     with pytest.raises(Crash.Died):
         train(crashed)
     ckpt_path = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
@@ -317,7 +303,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -
     cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=3"],
                          run, cache_dir)  # fmt: skip
     with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": "tests.test_checkpoints.Crash", "at": 4}
+        cfg.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 4}
     with pytest.raises(Crash.Died):
         train(cfg)
     return run / "checkpoints" / "last.ckpt"

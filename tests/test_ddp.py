@@ -33,7 +33,7 @@ from src.model.module import BNStateModule
 from src.model.network import BatchNorm, DigitsNet
 from src.model.state import population_statistics
 from src.train import CONFIG_DIR, train
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT, TINY, Crash, compose_config
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
@@ -297,27 +297,13 @@ def test_ddp_inside_a_multirun_is_refused(tmp_path: Path, cache_dir: Path) -> No
         check_config(cfg)
 
 
-class Crash(L.Callback):
-    """Dies after iteration `at`, saving nothing more."""
-
-    class Died(Exception):
-        pass
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.at:
-            raise Crash.Died
-
-
 def test_a_mid_epoch_checkpoint_resumes_only_with_its_number_of_processes(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=2"],
                          tmp_path / "one", cache_dir)  # fmt: skip
     with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": "tests.test_ddp.Crash", "at": 3}
+        cfg.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 3}
     with pytest.raises(Crash.Died):
         train(cfg)
     ckpt = tmp_path / "one" / "checkpoints" / "last.ckpt"

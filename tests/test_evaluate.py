@@ -9,28 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.evaluate import cli, evaluate
 from src.train import train
-from tests.conftest import CONF, ROOT, TINY, assert_one_line_error, compose_config
+from tests.conftest import ROOT, TINY, assert_one_line_error, compose_config
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
-    """The config `python -m src.evaluate` would compose, with outputs and caches under tmp."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", [*overrides, "trainer=cpu"], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.cache_dir = str(cache_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    """The config `python -m src.evaluate` would compose, on the CPU."""
+    return compose_config([*overrides, "trainer=cpu"], output_dir, cache_dir, "evaluate")
 
 
 @pytest.fixture(scope="module")
