@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.utilities import rank_zero_only
 
 
 class CheckpointError(ValueError):
@@ -155,3 +157,19 @@ def loader_position(ckpt: dict) -> dict[str, int] | None:
     loops = ckpt.get("loops") or {}
     states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
     return states[0] if states else None
+
+
+def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
+    """Start the resumed run's TensorBoard folder with the interrupted run's events.
+
+    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
+    or after that step, so iterations logged after the checkpoint by the run that died appear
+    once, from the resumed run. The old run folder is left as it was.
+    """
+    old = ckpt_path.resolve().parent.parent / "tensorboard"
+    new = output_dir / "tensorboard"
+    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
+        for event_file in old.glob("events.out.tfevents.*"):
+            new.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(event_file, new / event_file.name)
+    return {"purge_step": step}

@@ -21,7 +21,7 @@ from src.config_checks import check_config
 from src.data.datamodule import DigitsDataModule
 from src.model.module import BNStateModule
 from src.model.state import BN_STATS_DESCRIPTIONS, population_statistics
-from src.train import CONFIG_DIR, check_labels, instantiate_group
+from src.train import CONFIG_DIR, instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule: DigitsDataModule = hydra.utils.instantiate(data)
     datamodule.setup("fit")  # the training set too: population statistics may need it
-    check_labels(datamodule, model_settings(ckpt).get("num_classes"))
+    datamodule.check_labels(model_settings(ckpt).get("num_classes"))
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src import entry
-from src.checkpoint import AtomicCheckpointIO, read_checkpoint
+from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
 from src.config_checks import check_config
-from src.data.arrays import DataError
 from src.launch import configure_threads
 from src.model.state import BN_STATS_DESCRIPTIONS
 
@@ -59,22 +57,6 @@ def instantiate_group(
     return built
 
 
-def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
-    """Start the resumed run's TensorBoard folder with the interrupted run's events.
-
-    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
-    or after that step, so iterations logged after the checkpoint by the run that died appear
-    once, from the resumed run. The old run folder is left as it was.
-    """
-    old = ckpt_path.resolve().parent.parent / "tensorboard"
-    new = output_dir / "tensorboard"
-    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
-        for event_file in old.glob("events.out.tfevents.*"):
-            new.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(event_file, new / event_file.name)
-    return {"purge_step": step}
-
-
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     """The run's settings as flat `group.key` entries TensorBoard's HParams tab can show."""
     groups = ("data", "model", "optimizer", "trainer")
@@ -106,17 +88,6 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
         logger.finalize("success")
 
 
-def check_labels(datamodule: L.LightningDataModule, num_classes: int | None) -> None:
-    """DataError unless every label fits the network's `model.num_classes` outputs."""
-    sets = (getattr(datamodule, "train_set", None), getattr(datamodule, "test_set", None))
-    top = max((int(s.labels.max()) for s in sets if s is not None and len(s)), default=-1)
-    if num_classes is not None and top >= num_classes:
-        raise DataError(
-            f"model.num_classes={num_classes}, but data source '{datamodule.source}' has "
-            f"labels up to {top}: set model.num_classes={top + 1} or more"
-        )
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test, write `metrics.json` in the run directory, and return the metrics."""
     check_config(cfg)
@@ -136,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
     datamodule.setup("fit")
-    check_labels(datamodule, cfg.model.get("num_classes"))
+    datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     # Saved in every checkpoint: evaluation reads the data settings from it.
     model.run_config = OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)

@@ -265,6 +265,16 @@ class DigitsDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
+    def check_labels(self, num_classes: int | None) -> None:
+        """DataError unless every label fits the network's `model.num_classes` outputs."""
+        sets = (self.train_set, self.val_set, self.test_set)
+        top = max((int(s.labels.max()) for s in sets if s is not None and len(s)), default=-1)
+        if num_classes is not None and top >= num_classes:
+            raise DataError(
+                f"model.num_classes={num_classes}, but data source '{self.source}' has "
+                f"labels up to {top}: set model.num_classes={top + 1} or more"
+            )
+
     def train_dataloader(self) -> EpochLoader:
         """Each process's shard of every epoch's permutation; `data.batch_size` is per process.
         The trainer must leave the sampler alone (`use_distributed_sampler: false`)."""
