@@ -649,6 +649,33 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
         ) from err
 
 
+def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
+    """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    mode = OmegaConf.select(cfg, "hydra.mode", default=None)
+    multirun = multirun or str(mode).endswith("MULTIRUN")
+    if not multirun:
+        for o in OverridesParser.create().parse_overrides(overrides):
+            if o.is_sweep_override():
+                raise ConfigError(
+                    f"{o.input_line} is a sweep: add --multirun "
+                    f"(or give {o.key_or_group} one value)"
+                )
+        return
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if "optuna" not in sweeper.lower():
+        return
+    metric = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if not metric or str(metric).startswith("test/"):
+        got = f"optimized_metric={metric}" if metric else "optimized_metric is not set"
+        raise ConfigError(
+            f"{got}: an Optuna search needs a validation metric to maximise, not the test set's; "
+            "use hparams_search=optuna (val/acc on a 10% split), or optimized_metric=val/acc "
+            "with data.val_fraction=0.1"
+        )
+
+
 def preflight(
     argv: list[str],
     config_dir: str,
@@ -691,6 +718,8 @@ def preflight(
                     runs = _compositions([*searched, *args.overrides])
                 except HydraException as err:
                     raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
+            first = composed(runs[0])
+            _check_sweep_mode(first, args.overrides, args.multirun)
             for overrides in runs:
                 cfg = composed(overrides)
                 check(cfg)

@@ -335,3 +335,26 @@ def test_fewer_classes_than_the_data_has_is_one_line(tmp_path: Path) -> None:
     line = assert_last_line_error(proc, "model.num_classes=3", "labels up to 9")
     assert line in (run_dir / "train.log").read_text()
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
+        (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),
+        (["--multirun", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"],
+         ["optimized_metric is not set", "hparams_search=optuna"]),
+        (["--multirun", "hydra/sweeper=optuna", "optimized_metric=test/acc",
+          "optimizer.lr=interval(0.001,0.1)"], ["optimized_metric=test/acc", "validation"]),
+    ],
+)  # fmt: skip
+def test_a_sweep_that_cannot_run_as_asked_is_one_line(
+    tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    """Sweep values without --multirun, and an Optuna search with nothing (or the test set) to
+    maximise: refused before Hydra starts, instead of its multi-line report or a failed study."""
+    folders = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = cli_in_process(*args, *folders)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *needles)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
