@@ -102,8 +102,21 @@ def check_config(cfg: DictConfig) -> None:
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
     _check_targets(cfg, settings)
-    for key in ("model.update_state", "test", "data.resize", "data.grayscale"):
+    _check_group_entries(settings)
+    for key in ("model.update_state", "test", "data.resize", "data.grayscale", "model.cuda_graph"):
         _boolean(cfg, key)
+    _boolean(cfg, "train")
+    _check_train_or_test(cfg)
+    interval = _get(cfg, "scheduler.interval")
+    if interval is not None and interval not in ("step", "epoch"):
+        raise ConfigError(
+            f"scheduler.interval={interval!r} must be 'step' (after every iteration) or 'epoch'"
+        )
+    on_device = _get(cfg, "data.on_device")
+    if on_device is not None and on_device not in (True, False, "auto"):
+        raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
+    _require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
     bn_stats = _get(cfg, "model.bn_stats")
     if bn_stats is not None and bn_stats not in BN_STATS_MODES:
         raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
@@ -115,6 +128,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
     _require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
     _require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
     # A callback that watches a validation metric (EarlyStopping on val/acc) needs the split.
     for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
         monitor = node.get("monitor") if isinstance(node, DictConfig) else None
@@ -149,6 +163,82 @@ def check_config(cfg: DictConfig) -> None:
     _check_memory(cfg)
     _check_checkpoint(cfg)
     _check_accelerator(cfg)
+    _check_cuda_graph(cfg)
+
+
+def _check_cuda_graph(cfg: DictConfig) -> None:
+    """`model.cuda_graph=true` replays one captured training step on one GPU; refuse what it
+    cannot honour, in one line, rather than fall back silently."""
+    if not _get(cfg, "model.cuda_graph"):
+        return
+    accelerator = str(_get(cfg, "trainer.accelerator") or "auto").lower()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    problem = None
+    if not torch.cuda.is_available():
+        problem = (
+            f"PyTorch sees no CUDA GPU on this machine (torch {torch.__version__}); CUDA graphs "
+            "capture GPU work only: drop model.cuda_graph=true to train on the CPU"
+        )
+    elif not on_gpu:
+        problem = f"trainer.accelerator={accelerator} runs on the CPU: use trainer=gpu"
+    elif _device_count(cfg, accelerator) != 1 or _get(cfg, "trainer.strategy") not in (
+        None,
+        *ONE_PROCESS_STRATEGIES,
+    ):
+        problem = "it captures one process's step: use trainer=gpu (one GPU), not DDP"
+    elif _get(cfg, "model.sync_batchnorm"):
+        problem = "model.sync_batchnorm=true needs collectives the graph cannot hold: set it false"
+    elif _get(cfg, "data.on_device") is False:
+        problem = "the graph indexes data resident on the GPU: set data.on_device=auto or true"
+    else:
+        scheduler = OmegaConf.select(cfg, "scheduler.scheduler", default=None)
+        if scheduler:
+            problem = (
+                "a learning-rate schedule changes the rate the graph captured as a constant: "
+                "use scheduler=none"
+            )
+    if problem:
+        raise ConfigError(f"model.cuda_graph=true: {problem}")
+
+
+# Groups of named entries that train.py builds one by one: an entry without `_target_` would be
+# skipped without a word (`+callbacks.early_stopping.monitor=val/acc` without its group).
+NAMED_ENTRY_GROUPS = ("callbacks", "logger")
+
+
+def _check_group_entries(settings: dict) -> None:
+    """Every entry of callbacks and logger names what to build (null or empty: switched off)."""
+    for group in NAMED_ENTRY_GROUPS:
+        entries = settings.get(group)
+        if not isinstance(entries, dict):
+            continue
+        for name, node in entries.items():
+            if node is None or node == {} or (isinstance(node, dict) and "_target_" in node):
+                continue
+            held = ", ".join(f"{k}={v}" for k, v in _leaves(node)) if node != "" else "nothing"
+            options = Path(__file__).resolve().parents[1] / "conf" / group / str(name)
+            if options.is_dir():
+                names = sorted(p.stem for p in options.glob("*.yaml"))
+                fix = f"add it with +{group}/{name}={names[0] if names else 'NAME'}"
+            else:
+                fix = f"set {group}.{name}._target_=CLASS or remove it with ~{group}.{name}"
+            raise ConfigError(
+                f"{group}.{name} has no _target_, so nothing would be built from it (it holds "
+                f"{held}): {fix}"
+            )
+
+
+def _check_train_or_test(cfg: DictConfig) -> None:
+    """train=false tests the network of a checkpoint: it needs one, and testing."""
+    if _get(cfg, "train") is not False:
+        return
+    if _get(cfg, "ckpt_path") is None:
+        raise ConfigError(
+            "train=false needs ckpt_path=PATH: the checkpoint whose network is tested instead "
+            "of training one"
+        )
+    if _get(cfg, "test") is False:
+        raise ConfigError("train=false with test=false would do nothing: set test=true")
 
 
 def _check_optuna_storage(cfg: DictConfig) -> None:
@@ -182,7 +272,7 @@ def _check_checkpoint(cfg: DictConfig) -> None:
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
     position = loader_position(ckpt)
-    if not position:
+    if not position or _get(cfg, "train") is False:  # train=false: only tested, not resumed
         return
     per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
     if not 0 < position["batches_done"] < per_epoch:
@@ -529,7 +619,7 @@ def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
     from src.checkpoint import loader_position, read_checkpoint
 
     path = _get(cfg, "ckpt_path")
-    if path is None:
+    if path is None or _get(cfg, "train") is False:  # train=false: tested, not resumed
         return
     position = loader_position(read_checkpoint(Path(str(path))))
     if not position:

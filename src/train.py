@@ -18,7 +18,9 @@ from src import entry
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
 from src.config_checks import check_config
 from src.launch import configure_threads
-from src.model.state import BN_STATS_DESCRIPTIONS
+from src.loggers import log_hyperparams  # also keeps MLflow offline; conf/logger's resolvers
+from src.model.state import describe_state, state_label
+from src.output import print_config_tree
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,12 @@ def instantiate_group(
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     """The run's settings as flat `group.key` entries TensorBoard's HParams tab can show."""
-    groups = ("data", "model", "optimizer", "trainer")
+    groups = ("data", "model", "optimizer", "scheduler", "trainer")
     chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
     chosen["seed"] = cfg.get("seed")
+    chosen["tags"] = ",".join(map(str, cfg.get("tags") or []))
     chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
+    chosen.get("model", {}).pop("scheduler", None)  # and as the scheduler group
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -84,7 +88,8 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
     if "train/loss" in metrics:
         hp_metrics["hparams/final_train_loss"] = metrics["train/loss"]
     for logger in loggers:
-        logger.log_hyperparams(hyperparameters(cfg), metrics=hp_metrics or None)
+        step = int(metrics.get("global_step", 0))
+        log_hyperparams(logger, hyperparameters(cfg), hp_metrics, step)
         logger.finalize("success")
 
 
@@ -99,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if rank_zero_only.rank == 0:  # DDP: the processes Lightning launches write no outputs
         OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+        print_config_tree(cfg, output_dir / "config_tree.log")
     else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
         for handler in logging.getLogger().handlers[:]:
             if type(handler) is logging.StreamHandler:
@@ -114,7 +120,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     resume = {}
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path:
+    training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
+    if ckpt_path and training:
         step = int(read_checkpoint(Path(ckpt_path))["global_step"])
         resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}
         log.info("Resuming from %s (iteration %d).", ckpt_path, step)
@@ -124,19 +131,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
 
     # weights_only: a checkpoint holds tensors, dicts and numbers only; nothing else is trusted.
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if training:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    else:  # its weights and batch-norm state (model.bn_stats picks which), as src.evaluate does
+        from src.evaluate import build_model  # (src.evaluate imports this module)
+
+        ckpt = read_checkpoint(Path(ckpt_path))
+        model = build_model(ckpt, Path(ckpt_path), cfg.model.get("bn_stats"), datamodule)
+        log.info("Testing %s (iteration %d); no training (train=false).", ckpt_path,
+                 int(ckpt["global_step"]))  # fmt: skip
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k
     }
+    # The last per-iteration values (the loss, the state's watch), written out in blocks.
+    metrics.update({k: v for k, v in getattr(model, "latest", {}).items() if "/" in k})
     metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step)
     bn_stats = cfg.model.get("bn_stats", "running")
+    # false: the network predicts with the state it began with (train=false: the checkpoint's)
+    carried = getattr(model, "update_state", cfg.model.get("update_state", True))
     if cfg.get("test"):
-        log.info("Testing with bn_stats=%s: %s.", bn_stats, BN_STATS_DESCRIPTIONS[bn_stats])
+        said = describe_state(bn_stats, carried, resumed=bool(ckpt_path))
+        log.info("Testing with bn_stats=%s: %s.", bn_stats, said)
         for results in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
         metrics[f"test/acc_{bn_stats}"] = metrics["test/acc"]
-        log.info("Test accuracy (%s statistics): %.4f", bn_stats, metrics["test/acc"])
-    log_hyperparameters(loggers, cfg, metrics)
+        log.info("Test accuracy (%s): %.4f", state_label(bn_stats, carried), metrics["test/acc"])
+    log_hyperparameters(trainer.loggers, cfg, metrics)  # fast_dev_run: none (Lightning's dummy)
 
     # The run's own command-line overrides (a sweep job's values included): what made it differ.
     from hydra.core.hydra_config import HydraConfig

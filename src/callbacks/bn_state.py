@@ -33,6 +33,10 @@ class BatchNormStateMonitor(L.Callback):
       at a glance how far each mini-batch is from the state the network predicts with.
 
     After `check_after` iterations it warns once if the state has not moved from where it started.
+
+    The values are computed on the device and recorded with the module's per-iteration values
+    (`BNStateModule.record_step`), which reach the loggers in blocks: nothing here waits for the
+    GPU at an iteration.
     """
 
     def __init__(self, check_after: int = 5) -> None:
@@ -83,23 +87,29 @@ class BatchNormStateMonitor(L.Callback):
             scalars[f"{name}/batch_mean_gap"] = gap.pow(2).mean().sqrt()
             ratio = batch_stats[f"{name}.running_var"] / old_var
             scalars[f"{name}/batch_var_ratio"] = ratio.mean()
-            self._histograms(trainer, name, mean, var)
-        # One transfer for all of them; plain floats keep Lightning's per-value work small.
-        values = torch.stack(list(scalars.values())).tolist()
-        for tag, value in zip(scalars, values):
-            pl_module.log(tag, value, on_step=True, on_epoch=False, batch_size=1,
-                          rank_zero_only=True)  # fmt: skip
+            if self._histograms_wanted(trainer):
+                pl_module.record_histogram(f"{name}/running_mean", mean)
+                pl_module.record_histogram(f"{name}/running_var", var)
+        pl_module.record_step(**scalars)
         self._before = None
 
-    @rank_zero_only
-    def _histograms(self, trainer: L.Trainer, name: str, mean: torch.Tensor, var: torch.Tensor):
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                step = trainer.global_step - 1  # the step Lightning gives this batch's scalars
-                for key, values in (("running_mean", mean), ("running_var", var)):
-                    values = values[torch.isfinite(values)].cpu()
+    @staticmethod
+    def _histograms_wanted(trainer: L.Trainer) -> bool:
+        return trainer.is_global_zero and any(
+            isinstance(logger, TensorBoardLogger) for logger in trainer.loggers
+        )
+
+    def on_step_values(self, trainer: L.Trainer, pl_module: L.LightningModule, records) -> None:
+        """Histograms of a block of iterations, each at its own step (TensorBoard only)."""
+        if not trainer.is_global_zero:
+            return
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        for record in records:
+            for tag, values in record.histograms.items():
+                values = values[torch.isfinite(values)]
+                for writer in writers:
                     try:
-                        logger.experiment.add_histogram(f"{name}/{key}", values, step)
+                        writer.add_histogram(tag, values, record.step)
                     except ValueError:
                         # Only a diverging run's state is empty once NaNs are dropped or too
                         # large to bin; RunCheckpoint stops such a run with its own message.

@@ -47,8 +47,11 @@ class RunCheckpoint(Checkpoint):
     - after the current iteration when SIGINT or SIGTERM arrives, and then stops the run
       (`RunStopped`); a second SIGINT/SIGTERM stops at once without saving.
 
-    It also stops the run (`TrainingDiverged`) at the first non-finite loss, before anything
-    could save the broken weights, so `last.ckpt` stays the last good one.
+    It also stops the run (`TrainingDiverged`) when the loss or the state goes non-finite, before
+    anything could save the broken weights, so `last.ckpt` stays the last good one. The module
+    finds that when it writes out a block of per-iteration values (`BNStateModule.non_finite`);
+    every save writes the block out first, so no broken weights are ever saved, and the message
+    names the first broken iteration, although the run may stop a few iterations after it.
 
     A `Checkpoint` subclass, so Lightning calls it after the other callbacks and after the
     module's epoch-end hook: what it saves includes their state for the same iteration.
@@ -76,6 +79,8 @@ class RunCheckpoint(Checkpoint):
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
+        """Write `last.ckpt` unless the run diverged since the last check (then stop it)."""
+        self._check_finite(trainer, trainer.lightning_module, flush=True)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full training state
         self._saved_at = trainer.global_step
         return self.last_path
@@ -88,15 +93,7 @@ class RunCheckpoint(Checkpoint):
         if signum and self._signal is None:
             self._signal = signum  # another process received it
         if diverged:
-            broken = broken or "a non-finite value in another process"
-            lr = _learning_rate(trainer)
-            _outlive_the_launcher(trainer)
-            raise TrainingDiverged(
-                f"training diverged: {broken} at iteration {trainer.global_step} (epoch "
-                f"{trainer.current_epoch + 1}); the learning rate (optimizer.lr={lr:g}) is most "
-                "likely too high for this network. Nothing was saved after the last good "
-                f"checkpoint ({self._last_good()})"
-            )
+            self._diverged(trainer, broken)
         if self._signal is not None:
             path = self.save(trainer)
             _outlive_the_launcher(trainer)
@@ -105,6 +102,24 @@ class RunCheckpoint(Checkpoint):
         last_of_epoch = i + 1 >= trainer.num_training_batches
         if every > 0 and trainer.global_step % every == 0 and not last_of_epoch:
             self.save(trainer)  # the epoch's last batch is saved by on_train_epoch_end
+
+    def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule, flush: bool) -> None:
+        """Stop the run if any process's values went non-finite (every process calls this)."""
+        if flush and hasattr(pl_module, "flush_step_values"):
+            pl_module.flush_step_values()
+        broken = _non_finite(None, pl_module)
+        if self._agree(trainer, 0, broken is not None)[1]:
+            self._diverged(trainer, broken)
+
+    def _diverged(self, trainer: L.Trainer, broken: str | None) -> None:
+        broken = broken or "a non-finite value in another process"
+        lr = _learning_rate(trainer)
+        _outlive_the_launcher(trainer)
+        raise TrainingDiverged(
+            f"training diverged: {broken} (epoch {trainer.current_epoch + 1}); the learning "
+            f"rate (optimizer.lr={lr:g}) is most likely too high for this network. Nothing was "
+            f"saved after the last good checkpoint ({self._last_good()})"
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epochs_done = trainer.current_epoch + 1
@@ -191,18 +206,25 @@ def _outlive_the_launcher(trainer: L.Trainer, timeout: float = 15.0) -> None:
 
 
 def _non_finite(outputs: Any, pl_module: L.LightningModule) -> str | None:
-    """What went non-finite this iteration, the loss or the batch-norm state; None if nothing.
+    """What went non-finite, the loss or the batch-norm state, at which iteration; None if
+    nothing.
 
     The state counts too: with a large learning rate the loss can stay finite while the
     running variance overflows, and the network would then predict with infinities.
+    A module that writes its values out in blocks (`non_finite`) has checked them on the
+    device; others are checked here, at every iteration.
     """
+    if hasattr(pl_module, "non_finite"):
+        found = pl_module.non_finite
+        return None if found is None else f"{found[1]} at iteration {found[0]}"
     loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    at = f"at iteration {pl_module.global_step}"
     if loss is not None and not math.isfinite(float(loss)):
-        return f"the loss is {float(loss)}"
+        return f"the loss is {float(loss)} {at}"
     state = getattr(getattr(pl_module, "net", None), "state", {})
     for key, value in state.items():
         if not bool(torch.isfinite(value).all()):
-            return f"the batch-norm state {key} is not finite"
+            return f"the batch-norm state {key} is not finite {at}"
     return None
 
 

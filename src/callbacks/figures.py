@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
-from src.callbacks.progress import hms  # noqa: E402
+from src.callbacks.progress import epoch_number, hms  # noqa: E402
+from src.model.state import state_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class TrainingProgressPlot(L.Callback):
         self.iterations: list[int] = []
         self.losses: list[float] = []
         self.epoch_starts: list[int] = []
+        self._module: L.LightningModule | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._module = pl_module
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # From the epoch number, not the current step: a run resumed mid-epoch starts there.
@@ -52,16 +57,20 @@ class TrainingProgressPlot(L.Callback):
         if start not in self.epoch_starts:
             self.epoch_starts.append(start)
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self.iterations.append(trainer.global_step)
-            self.losses.append(float(loss))
+    def on_step_values(self, trainer: L.Trainer, pl_module: L.LightningModule, records) -> None:
+        """Every iteration's loss, a block at a time (`BNStateModule.flush_step_values`)."""
+        for record in records:
+            if "train/loss" in record.scalars:
+                self.iterations.append(record.step + 1)
+                self.losses.append(float(record.scalars["train/loss"]))
+
+    def _flush(self) -> None:
+        if self._module is not None and hasattr(self._module, "flush_step_values"):
+            self._module.flush_step_values()
 
     # kept in checkpoints, so a resumed run draws its whole history
     def state_dict(self) -> dict[str, Any]:
+        self._flush()  # the values of iterations not yet written out belong in it too
         return {"iterations": self.iterations, "losses": self.losses, "epochs": self.epoch_starts}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -71,6 +80,7 @@ class TrainingProgressPlot(L.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush()
         if not self.iterations:
             return
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
@@ -83,7 +93,7 @@ class TrainingProgressPlot(L.Callback):
         ax.set_ylabel("Loss")
         ax.grid(True, alpha=0.4)
         elapsed = pl_module.elapsed() if hasattr(pl_module, "elapsed") else 0.0
-        ax.set_title(f"Epoch: {trainer.current_epoch}, Elapsed: {hms(elapsed)}")
+        ax.set_title(f"Epoch: {epoch_number(trainer)}, Elapsed: {hms(elapsed)}")
         fig.tight_layout()
         path = save_figure(trainer, fig, self.filename, "train/progress")
         log.info("Training progress plot: %s", path)
@@ -127,7 +137,8 @@ class ConfusionMatrixReport(L.Callback):
         if matrix is None:
             return
         stats = getattr(pl_module, "bn_stats", "running")
+        label = state_label(stats, getattr(pl_module, "update_state", True))
         acc = np.trace(matrix) / max(matrix.sum(), 1)
-        fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({stats} statistics)")
+        fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({label})")
         path = save_figure(trainer, fig, self.filename, "test/confusion_matrix")
         log.info("Confusion matrix: %s", path)

@@ -27,6 +27,16 @@ class InMemoryBatches(Dataset):
     def __init__(self, images: Tensor, labels: Tensor) -> None:
         self.images, self.labels = images, labels
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.images, self.labels))
+
+    def to(self, device: torch.device) -> None:
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -56,6 +66,7 @@ class EpochBatchSampler(Sampler[Tensor]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} is not in [0, world_size={world_size})")
@@ -65,6 +76,9 @@ class EpochBatchSampler(Sampler[Tensor]):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.rank, self.world_size = rank, world_size
+        # Where the indices go: the data's device, so that indexing data resident on a GPU
+        # needs no copy per batch (the epoch's permutation moves there once).
+        self.device = device
         self.batches_done = 0  # of the current epoch's batches, handed out so far
         self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
 
@@ -88,6 +102,8 @@ class EpochBatchSampler(Sampler[Tensor]):
             order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(self.num_samples)
+        if self.device is not None:
+            order = order.to(self.device)
         start = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             start = self._resume[1]  # the restored epoch: carry on after its last trained batch
@@ -184,6 +200,8 @@ class DigitsDataModule(L.LightningDataModule):
         cache_dir: str | Path | None = None,
         val_fraction: float = 0.0,
         val_seed: int = 0,
+        on_device: bool | str = "auto",
+        overfit_batches: int = 0,
         **source_options: Any,
     ) -> None:
         super().__init__()
@@ -197,6 +215,12 @@ class DigitsDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.val_seed = val_seed
         self.source_options = source_options
+        # Keep the images on the trainer's GPU for the whole run: "auto" when they take at
+        # most half of its free memory; true: always; false: batches are copied one at a time.
+        self.on_device = on_device
+        # Above 0: train on the images of the first N mini-batches only, the same batches in
+        # the same order every epoch (a debugging check that the loop can fit anything).
+        self.overfit_batches = overfit_batches
         self.train_set: InMemoryBatches | None = None
         self.val_set: InMemoryBatches | None = None
         self.val_indices: np.ndarray | None = None  # positions in the source's training set
@@ -227,6 +251,8 @@ class DigitsDataModule(L.LightningDataModule):
             )
             # Only the images left to train on: the mean image and the batches come from them.
             train = DigitArrays(train.images[keep], train.labels[keep])
+        if self.overfit_batches:
+            train = self._first_batches(train)
         self.train_set = InMemoryBatches(
             torch.from_numpy(train.images), torch.from_numpy(train.labels)
         )
@@ -235,6 +261,22 @@ class DigitsDataModule(L.LightningDataModule):
         )
         # `mean(XTrain, 4)`, summed in float64 so the mean image does not depend on the order.
         self.mean_image = torch.from_numpy(train.images.mean(axis=0, dtype=np.float64)).float()
+
+    def _first_batches(self, train: DigitArrays) -> DigitArrays:
+        """data.overfit_batches=N: the images of the first N mini-batches a normal run's first
+        epoch would train on, in that order. (Lightning's trainer.overfit_batches would replace
+        the training loader's sampler, which is ours: see EpochLoader.)"""
+        wanted = self.overfit_batches * self.batch_size
+        if wanted > len(train):
+            raise DataError(
+                f"data.overfit_batches={self.overfit_batches} needs {wanted} training images "
+                f"(x data.batch_size={self.batch_size}); data source '{self.source}' has "
+                f"{len(train)}"
+            )
+        sampler = EpochBatchSampler(len(train), self.batch_size, True, self.shuffle_seed)
+        batches = iter(sampler)
+        chosen = torch.cat([next(batches) for _ in range(self.overfit_batches)]).numpy()
+        return DigitArrays(train.images[chosen], train.labels[chosen])
 
     def _check_split(self, labels: np.ndarray, keep: np.ndarray, val_idx: np.ndarray) -> None:
         """DataError naming data.val_fraction when the split leaves too little to train on."""
@@ -265,6 +307,21 @@ class DigitsDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
+    def _resident(self, data: InMemoryBatches) -> InMemoryBatches:
+        """`data`, moved once to the trainer's GPU if it should live there (`data.on_device`)."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else None
+        if device is None or device.type != "cuda" or data.device == device:
+            return data
+        if self.on_device is False or self.on_device == "false":
+            return data
+        if self.on_device == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            if data.nbytes() > free // 2:
+                return data
+        data.to(device)
+        return data
+
     def check_labels(self, num_classes: int | None) -> None:
         """DataError unless every label fits the network's `model.num_classes` outputs."""
         sets = (self.train_set, self.val_set, self.test_set)
@@ -280,10 +337,17 @@ class DigitsDataModule(L.LightningDataModule):
         The trainer must leave the sampler alone (`use_distributed_sampler: false`)."""
         assert self.train_set is not None, "call setup() first"
         rank, world_size = self._process_position()
+        data = self._resident(self.train_set)
+        if self.overfit_batches and self.overfit_batches % world_size:
+            raise DataError(
+                f"data.overfit_batches={self.overfit_batches} cannot be shared equally by "
+                f"{world_size} processes: use a multiple of {world_size}"
+            )
+        shuffle = not self.overfit_batches  # overfitting: the same batches in the same order
         sampler = EpochBatchSampler(
-            len(self.train_set), self.batch_size, True, self.shuffle_seed, rank, world_size
+            len(data), self.batch_size, shuffle, self.shuffle_seed, rank, world_size, data.device
         )
-        return EpochLoader(self.train_set, sampler=sampler, batch_size=None)
+        return EpochLoader(data, sampler=sampler, batch_size=None)
 
     def ordered_dataloader(
         self, split: str, batch_size: int | None = None, sharded: bool = False
@@ -297,7 +361,10 @@ class DigitsDataModule(L.LightningDataModule):
         assert data is not None, "call setup() first" if split != "val" else "no validation split"
         rank, world_size = self._process_position() if sharded else (0, 1)
         size = batch_size or self.test_batch_size
-        sampler = EpochBatchSampler(len(data), size, False, rank=rank, world_size=world_size)
+        data = self._resident(data)
+        sampler = EpochBatchSampler(
+            len(data), size, False, rank=rank, world_size=world_size, device=data.device
+        )
         return DataLoader(data, sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -15,8 +16,11 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
+from src.model.step_values import StepRecord, StepValues
+from src.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,11 @@ class BNStateModule(L.LightningModule):
         update_state: bool = True,
         bn_stats: str = "running",
         optimizer: OptimizerFactory | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         sync_batchnorm: bool = False,
+        log_block_steps: int = 100,
+        log_block_seconds: float = 2.0,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         if bn_stats not in BN_STATS_MODES:
@@ -43,12 +51,15 @@ class BNStateModule(L.LightningModule):
         # The optimizer factory is not a hyperparameter a checkpoint can rebuild; the run's
         # resolved config records it. Hyperparameters reach TensorBoard once, with the test
         # accuracy, from train.py (HParams tab), so not here.
-        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
         self.net = DigitsNet(
             num_classes, num_filters, bn_decay, bn_epsilon, sync_batchnorm=sync_batchnorm
         )
         self.optimizer_factory = optimizer
+        # {interval: step|epoch, scheduler: factory}, or None: a constant learning rate.
+        self.scheduler_config = scheduler
+        self.scheduler_interval: str | None = None
         self.update_state = update_state
         self.bn_stats = bn_stats
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -61,6 +72,20 @@ class BNStateModule(L.LightningModule):
         self._elapsed_before = 0.0  # seconds trained before a resume
         self.run_config: dict[str, Any] | None = None  # the run's resolved config, if known
         self._start: float | None = None
+        # Per-iteration values (loss, the state's watch) stay on the device and are written to
+        # the loggers every `log_block_steps` iterations or `log_block_seconds` seconds, and at
+        # every epoch end and checkpoint: no synchronisation per iteration (see step_values.py).
+        self.step_values = StepValues()
+        self.log_block_steps = log_block_steps
+        self.log_block_seconds = log_block_seconds
+        self._last_flush = time.monotonic()
+        # Host floats of the last values written out, for the progress bar and metrics.json.
+        self.latest: dict[str, float] = {}
+        # (iteration, what) of the first non-finite loss or state found when writing them out.
+        self.non_finite: tuple[int, str] | None = None
+        # model.cuda_graph: the training step captured once and replayed (src/model/cuda_graph.py)
+        self.cuda_graph = cuda_graph
+        self.captured_step: CapturedStep | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -69,10 +94,30 @@ class BNStateModule(L.LightningModule):
             # imageInputLayer('Mean', mean(XTrain,4)); a resumed checkpoint overwrites it.
             self.net.input.mean.copy_(dm.mean_image)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         if self.optimizer_factory is None:  # MATLAB's sgdmupdate defaults
-            return torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
-        return self.optimizer_factory(self.net.parameters())
+            optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
+        else:
+            optimizer = self.optimizer_factory(self.net.parameters())
+        trainer = self._trainer
+        built = build_scheduler(self.scheduler_config, optimizer, trainer)
+        if built is None:
+            return optimizer
+        scheduler, self.scheduler_interval = built
+        if self.scheduler_interval == "step":
+            # Stepped right after each update, inside training_step: before any callback's
+            # on_train_batch_end, where a checkpoint may be saved, so it holds the new rate.
+            optimizer.register_step_post_hook(self.on_optimizer_step_done)
+        # Returned to Lightning, which saves and restores its state with every checkpoint.
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    def on_optimizer_step_done(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        """After every optimizer update: a per-iteration schedule (`scheduler.interval=step`)
+        moves on to the next iteration's rate (OneCycleLR)."""
+        self.lr_schedulers().step()
 
     def forward(self, x: Tensor) -> Tensor:
         """Class scores (logits) with the stored state, as `predict` uses it."""
@@ -81,6 +126,18 @@ class BNStateModule(L.LightningModule):
     # -- the training loop ------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
+        if self.cuda_graph and self.captured_step is None:
+            optimizer = self.optimizers().optimizer  # torch's own: no Lightning hooks captured
+            for group in optimizer.param_groups:
+                if "capturable" in group:  # Adam, AdamW: step counts on the device
+                    group["capturable"] = True
+            # Outside the CLI (which refuses model.cuda_graph on a CPU) the same sequence runs
+            # eagerly on a CPU: how the tests check it trains exactly as the plain loop.
+            on_gpu = self.device.type == "cuda"
+            self.captured_step = CapturedStep(
+                lambda x, y: self.train_on_batch(x, y, optimizer, Tensor.backward),
+                backend=CudaGraphBackend() if on_gpu else EagerBackend(),
+            )
 
     def elapsed(self) -> float:
         """Seconds of training so far, across resumes (the example's `toc(start)`)."""
@@ -89,14 +146,36 @@ class BNStateModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
-        opt = self.optimizers()
+        if self.captured_step is None:
+            loss, state = self.train_on_batch(x, y, self.optimizers(), self.manual_backward)
+        else:  # model.cuda_graph: the same step, replayed as one graph
+            loss, state = self.captured_step(x, y)
+            # What Lightning's optimizer wrapper does at each step (the iteration count).
+            wrapper = self.optimizers()
+            wrapper._on_before_step()
+            wrapper._on_after_step()
+
+        # The training-progress plot: loss per iteration and the elapsed time, written out in
+        # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).
+        finite = torch.isfinite(torch.cat([loss.reshape(1), *state.values()])).all()
+        self.record_step(
+            **{"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
+        )
+        self.flush_step_values(when_due=True)
+        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
+        return {"loss": loss, "state": state}
+
+    def train_on_batch(
+        self, x: Tensor, y: Tensor, opt: Any, backward: Callable[[Tensor], None]
+    ) -> tuple[Tensor, State]:
+        """One iteration of the example's loop; returns the loss and the new state."""
         # [dlYPred, state] = forward(dlnet, dlX): scores and the new state; nothing stored yet.
         scores, state = self.net.forward_with_state(x, self.net.state)
         # loss = crossentropy(dlYPred, Y)
         loss = F.cross_entropy(scores, y)
         # gradients = dlgradient(loss, dlnet.Learnables)
         opt.zero_grad()
-        self.manual_backward(loss)
+        backward(loss)
         # Several processes (DDP): each computed its state from its own shard of the global batch.
         # Averaged here, so every process stores the same state and the checkpoint holds it;
         # the loss rides along, so what is logged is the global batch's. One process: as it was.
@@ -106,12 +185,55 @@ class BNStateModule(L.LightningModule):
             self.net.state = state
         # [dlnet, velocity] = sgdmupdate(dlnet, gradients, velocity, learnRate, momentum)
         opt.step()
+        return loss, state
 
-        # The training-progress plot: loss per iteration, the epoch and the elapsed time.
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(y))
-        self.log("train/elapsed_s", self.elapsed(), on_step=True, prog_bar=True, batch_size=len(y))
-        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
-        return {"loss": loss, "state": state}
+    # -- per-iteration values, written out in blocks ------------------------------------------
+    def record_step(self, **values: Tensor | float) -> None:
+        """Record values of the iteration just trained (tensors stay on the device)."""
+        step = self.global_step - 1  # the iteration's 0-based step, as Lightning logs it
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        self.step_values.add(step, to_loggers=(step + 1) % max(every, 1) == 0, **values)
+
+    def record_histogram(self, tag: str, values: Tensor) -> None:
+        self.step_values.add_histogram(self.global_step - 1, tag, values)
+
+    def flush_step_values(self, when_due: bool = False) -> list[StepRecord]:
+        """Copy the recorded values to the host in one transfer and write them to every logger,
+        each at its own step; callbacks with `on_step_values(trainer, module, records)` get
+        them too. `when_due`: only if the block is full or old enough."""
+        if when_due and len(self.step_values) < self.log_block_steps:
+            if time.monotonic() - self._last_flush < self.log_block_seconds:
+                return []
+        self._last_flush = time.monotonic()
+        records = self.step_values.take()
+        if not records:
+            return records
+        for record in records:
+            finite = record.scalars.pop("_finite", 1.0)
+            if not finite and self.non_finite is None:
+                self.non_finite = (record.step + 1, self._what_is_not_finite(record))
+            self.latest.update(record.scalars)
+        if self._trainer is None:
+            return records
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                for record in records:
+                    if record.to_loggers and record.scalars:
+                        logger.log_metrics(record.scalars, step=record.step)
+                logger.save()
+        for callback in self.trainer.callbacks:
+            if hasattr(callback, "on_step_values"):
+                callback.on_step_values(self.trainer, self, records)
+        return records
+
+    def _what_is_not_finite(self, record: StepRecord) -> str:
+        loss = record.scalars.get("train/loss")
+        if loss is not None and not math.isfinite(loss):
+            return f"the loss is {loss}"
+        for key, value in self.net.state.items():  # the first layer whose state is broken now
+            if not bool(torch.isfinite(value).all()):
+                return f"the batch-norm state {key} is not finite"
+        return "the batch-norm state is not finite"
 
     def mean_over_processes(self, state: State, loss: Tensor) -> tuple[State, Tensor]:
         """The state and the loss averaged over the DDP processes, identical on every process.
@@ -137,11 +259,16 @@ class BNStateModule(L.LightningModule):
 
     # -- after the last epoch: which statistics the network predicts with ------------------------
     def on_train_epoch_end(self) -> None:
-        # Runs before ModelCheckpoint saves this epoch, so the last checkpoint holds both states.
+        # Runs before the checkpoint callbacks save this epoch: the values written out first,
+        # and the last checkpoint holds both states.
+        self.flush_step_values()
         if self._is_last_epoch():
             self.finalise_state()
+        if self.scheduler_interval == "epoch":  # scheduler.interval=epoch: the next epoch's rate
+            self.lr_schedulers().step()
 
     def on_train_end(self) -> None:
+        self.flush_step_values()
         if self._finalised_at_step != self.global_step:  # stopped mid-epoch (max_steps, interrupt)
             self.finalise_state()
 

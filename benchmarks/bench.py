@@ -1,0 +1,278 @@
+"""What the project costs over a plain PyTorch loop: per iteration, per run, at start-up.
+
+    python benchmarks/bench.py                    # CPU, the example's settings, 3 repetitions
+    python benchmarks/bench.py --device cuda      # GPU (adds the CUDA-graph mode)
+
+Two measurements, each alternating the contenders so that a noisy machine hurts them alike:
+
+1. The training loop, in this one process: the plain loop of `benchmarks/plain_loop.py` (data
+   resident on the device) against the project's module and data module in a Lightning `Trainer`
+   with the default callbacks and TensorBoard logger, built by `src.train.train` from the real
+   config. Each repetition times iterations 2..N (the first one warms up), synchronising the
+   device only at the two ends; the table gives the median time an iteration, images a second,
+   and the ratio to the plain loop.
+2. The whole run, as a user starts it: `python -m src.train` against
+   `python benchmarks/plain_loop.py`, wall time from start to exit (start-up, data, training,
+   test, outputs), the fixed cost (wall time less the training loop) and peak memory (RSS).
+
+A markdown table is printed last; `--json FILE` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import lightning as L  # noqa: E402
+
+from benchmarks import plain_loop  # noqa: E402
+
+# Filled by IterationTimer during a project run: (seconds, iterations) after the first one.
+_TIMINGS: list[tuple[float, int]] = []
+
+
+def _timings() -> list[tuple[float, int]]:
+    """The list Hydra's instance of IterationTimer fills: `benchmarks.bench`'s, which is not
+    this module's when the file runs as a script."""
+    import importlib
+
+    return importlib.import_module("benchmarks.bench")._TIMINGS
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class IterationTimer(L.Callback):
+    """Times a project run's iterations 2..N, synchronising the device only at the two ends."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._step0 = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._t0 is None and trainer.global_step >= 1:
+            _sync(pl_module.device)
+            self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        _sync(pl_module.device)
+        if self._t0 is not None:
+            _timings().append((time.perf_counter() - self._t0, trainer.global_step - self._step0))
+
+
+def project_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    return [
+        f"trainer={accelerator}",
+        f"trainer.max_epochs={args.epochs}",
+        f"data.num_train_per_class={args.per_class[0]}",
+        f"data.num_test_per_class={args.per_class[1]}",
+        f"data.batch_size={args.batch_size}",
+        *extra,
+    ]
+
+
+def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float:
+    """Seconds an iteration of the project's training loop (one run, in this process)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from src.train import CONFIG_DIR, train
+
+    overrides = project_overrides(args, extra) + [
+        "test=false",
+        "+callbacks.iteration_timer._target_=benchmarks.bench.IterationTimer",
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        cfg.paths.cache_dir = str(args.cache_dir)
+        cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig.instance().set_config(cfg)
+    _timings().clear()
+    train(cfg)
+    seconds, iterations = _timings()[-1]
+    return seconds / iterations
+
+
+def plain_iteration(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> float:
+    """Seconds an iteration of the plain loop (iterations 2..N of one run)."""
+    device = torch.device(args.device)
+    images, labels = data[0], data[1]
+    net = plain_loop.make_network(images, 0, device)
+    seconds, iterations = plain_loop.train(
+        net, images, labels, args.epochs, args.batch_size, time_after_first=True
+    )
+    return seconds / iterations
+
+
+def run_process(cmd: list[str]) -> tuple[float, float, dict[str, Any]]:
+    """(wall seconds, peak RSS in MiB, the run's metrics.json) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, {}
+
+
+def whole_runs(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float]]:
+    """Wall time, fixed cost and peak memory of `python -m src.train` and the plain script."""
+    common = project_overrides(args, []) + [f"paths.cache_dir={args.cache_dir}"]
+    results: dict[str, list[tuple[float, float, float]]] = {"plain": [], "project": []}
+    for rep in range(args.reps):
+        for name in ("plain", "project") if rep % 2 == 0 else ("project", "plain"):
+            out = tmp / f"whole_{name}_{rep}"
+            if name == "plain":
+                cmd = [sys.executable, "benchmarks/plain_loop.py", "--device", args.device,
+                       "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                       "--per-class", *map(str, args.per_class),
+                       "--cache-dir", str(args.cache_dir), "--out", str(out)]  # fmt: skip
+            else:
+                cmd = [sys.executable, "-m", "src.train", *common, f"hydra.run.dir={out}"]
+            wall, rss, _ = run_process(cmd)
+            metrics = json.loads((out / "metrics.json").read_text())
+            loop = metrics["loop_s"] if name == "plain" else metrics["train/elapsed_s"]
+            results[name].append((wall, wall - loop, rss))
+    summary = {}
+    for name, rows in results.items():
+        summary[name] = {
+            "wall_s": statistics.median(r[0] for r in rows),
+            "fixed_s": statistics.median(r[1] for r in rows),
+            "peak_rss_mib": max(r[2] for r in rows),
+        }
+    return summary
+
+
+def loop_comparison(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float]]:
+    """Median seconds an iteration of each contender, alternating them every repetition."""
+    device = torch.device(args.device)
+    xtr, ytr, _, _ = plain_loop.load_digits(args.cache_dir, tuple(args.per_class))
+    data = (xtr.to(device), ytr.to(device))
+    contenders: dict[str, Any] = {
+        "plain loop": lambda rep: plain_iteration(args, data),
+        "project (default)": lambda rep: project_loop(args, [], tmp / f"loop_{rep}"),
+    }
+    if device.type == "cuda":
+        contenders["project, model.cuda_graph=true"] = lambda rep: project_loop(
+            args, ["model.cuda_graph=true"], tmp / f"graph_{rep}"
+        )
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    peaks: dict[str, int] = {}
+    names = list(contenders)
+    for rep in range(args.reps):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[name].append(contenders[name](rep))
+            if device.type == "cuda":
+                peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(device))
+    base = statistics.median(times["plain loop"])
+    summary = {}
+    for name, values in times.items():
+        median = statistics.median(values)
+        summary[name] = {
+            "ms_per_iter": median * 1e3,
+            "images_per_s": args.batch_size / median,
+            "ratio": median / base,
+            "all_ms": [v * 1e3 for v in values],
+        }
+        if name in peaks:
+            summary[name]["peak_gpu_mib"] = peaks[name] / 2**20
+    return summary
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    else:
+        gpu = "no GPU"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}")  # fmt: skip
+
+
+def table(loop: dict, whole: dict, args: argparse.Namespace) -> str:
+    lines = [
+        f"Benchmark {time.strftime('%Y-%m-%d')} on {machine()}; device {args.device}, "
+        f"{args.epochs} epochs, batch {args.batch_size}, {sum(args.per_class) * 10} images, "
+        f"{args.reps} repetitions (medians)",
+        "",
+        "| training loop | ms / iteration | images / s | ratio to plain |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in loop.items():
+        peak = f" (peak GPU {r['peak_gpu_mib']:.0f} MiB)" if "peak_gpu_mib" in r else ""
+        lines.append(f"| {name}{peak} | {r['ms_per_iter']:.2f} | {r['images_per_s']:.0f} | "
+                     f"{r['ratio']:.3f} |")  # fmt: skip
+    if whole:
+        p, q = whole["plain"], whole["project"]
+        lines += [
+            "",
+            "| whole run | wall s | fixed cost s (wall less loop) | peak RSS MiB |",
+            "| --- | --- | --- | --- |",
+            f"| plain script | {p['wall_s']:.2f} | {p['fixed_s']:.2f} | {p['peak_rss_mib']:.0f} |",
+            f"| python -m src.train | {q['wall_s']:.2f} | {q['fixed_s']:.2f} | "
+            f"{q['peak_rss_mib']:.0f} |",
+            f"| ratio / difference | {q['wall_s'] / p['wall_s']:.3f} | "
+            f"+{q['fixed_s'] - p['fixed_s']:.2f} s | "
+            f"x{q['peak_rss_mib'] / p['peak_rss_mib']:.2f} |",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--skip-whole", action="store_true", help="only the in-process loop timing")
+    p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        loop = loop_comparison(args, tmp)
+        whole = {} if args.skip_whole else whole_runs(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(table(loop, whole, args))
+    result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+              "loop": loop, "whole": whole}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

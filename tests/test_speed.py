@@ -1,0 +1,177 @@
+"""The speed work: values written in blocks, data resident on the device, the CUDA-graph step
+(checked on a CPU with the same sequence run eagerly), and the benchmark itself."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.model.cuda_graph import CapturedStep, EagerBackend
+from src.model.module import BNStateModule
+from src.model.step_values import StepValues
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+
+def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, **module_args):
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    model = BNStateModule(**module_args)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, model
+
+
+def test_step_values_come_back_in_one_block_each_with_its_step() -> None:
+    values = StepValues()
+    for step in range(5):
+        values.add(step, **{"train/loss": torch.tensor(step / 10), "elapsed": float(step)})
+        values.add_histogram(step, "bn1/running_mean", torch.full((3,), float(step)))
+    values.add(4, to_loggers=False, extra=torch.tensor(7.0))  # same step: the same record
+    records = values.take()
+    assert len(values) == 0 and [r.step for r in records] == [0, 1, 2, 3, 4]
+    assert [r.scalars["train/loss"] for r in records] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    assert all(isinstance(v, float) for r in records for v in r.scalars.values())
+    assert records[4].scalars["extra"] == 7.0 and not records[4].to_loggers
+    assert records[3].to_loggers
+    assert torch.equal(records[2].histograms["bn1/running_mean"], torch.full((3,), 2.0))
+
+
+def test_recorded_tensors_are_copies() -> None:
+    """A buffer reused by the next iteration (a replayed graph's output) cannot change them."""
+    values, buffer = StepValues(), torch.tensor(1.0)
+    values.add(0, loss=buffer)
+    buffer.fill_(2.0)
+    values.add(1, loss=buffer)
+    assert [r.scalars["loss"] for r in values.take()] == [1.0, 2.0]
+
+
+def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
+    """Blocks of 4 iterations: the plot's history and the latest values still hold every one."""
+    seen: list[int] = []
+
+    class Watch(L.Callback):
+        def on_step_values(self, trainer, pl_module, records) -> None:
+            seen.append(len(records))
+
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    model = BNStateModule(log_block_steps=4, log_block_seconds=3600)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[Watch()],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    # 6 iterations an epoch: a block of 4, then the epoch end writes the other 2.
+    assert seen == [4, 2] * 3
+    assert model.latest["train/loss"] > 0 and model.non_finite is None
+    assert model.latest["train/elapsed_s"] == pytest.approx(model.elapsed(), abs=1.0)
+
+
+def test_the_captured_step_trains_exactly_as_the_eager_loop(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """model.cuda_graph=true on a CPU (outside the CLI) runs its warm-up, capture and replays
+    eagerly: weights, state and the loss history must be the plain loop's, bit for bit."""
+    _, eager = fit(cache_dir, tmp_path / "a", epochs=2)
+    _, graphed = fit(cache_dir, tmp_path / "b", epochs=2, cuda_graph=True)
+    step = graphed.captured_step
+    assert step is not None and step.captured and isinstance(step.backend, EagerBackend)
+    assert step.backend.replays == 12 - 4  # 3 warm-up steps, 1 capture, then replays
+    for (name, a), (_, b) in zip(eager.state_dict().items(), graphed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert graphed.global_step == eager.global_step == 12
+    assert graphed.latest["train/loss"] == eager.latest["train/loss"]
+
+
+def test_captured_step_outputs_are_overwritten_in_place() -> None:
+    calls = []
+
+    def step(x, y):
+        calls.append(1)
+        return (x * 2).sum(), {"s": y + 1}
+
+    captured = CapturedStep(step, warmup=1, backend=EagerBackend())
+    first = captured(torch.ones(2), torch.zeros(2))  # warm-up
+    second = captured(torch.ones(2) * 2, torch.zeros(2))  # capture and run
+    third = captured(torch.ones(2) * 3, torch.ones(2))  # replay
+    assert float(first[0]) == 4 and float(third[0]) == 12
+    assert third[0] is second[0] and torch.equal(third[1]["s"], torch.full((2,), 2.0))
+
+
+def test_indices_follow_the_data_to_its_device() -> None:
+    """The epoch's permutation moves to the data's device once; batches index it there."""
+    sampler = EpochBatchSampler(10, 3, True, seed=1, device=torch.device("cpu"))
+    plain = EpochBatchSampler(10, 3, True, seed=1)
+    assert [b.tolist() for b in sampler] == [b.tolist() for b in plain]
+    assert all(b.device.type == "cpu" for b in sampler)
+
+
+def test_data_stays_on_the_cpu_when_training_on_the_cpu(cache_dir: Path, tmp_path: Path) -> None:
+    trainer, model = fit(cache_dir, tmp_path, epochs=1)
+    assert trainer.datamodule.train_set.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
+    trainer.fit(BNStateModule(cuda_graph=True), datamodule=dm)
+    assert dm.train_set.device.type == "cuda"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_cuda_graph_without_a_gpu_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("model.cuda_graph=true", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "model.cuda_graph=true", "no CUDA GPU")
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
+
+
+def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
+    from src.config_checks import ConfigError, _check_cuda_graph
+    from tests.conftest import compose_config
+
+    for extra, words in (
+        (["trainer=ddp_cpu"], "trainer"),
+        (["trainer=cpu"], "trainer"),
+        (["scheduler=cosine"], "scheduler=none"),
+    ):
+        cfg = compose_config(["model.cuda_graph=true", *extra], tmp_path, tmp_path)
+        with pytest.raises(ConfigError, match=r"model\.cuda_graph=true") as err:
+            _check_cuda_graph(cfg)
+        assert (words if torch.cuda.is_available() else "no CUDA GPU") in str(err.value)
+
+
+def test_benchmark_runs_and_prints_its_table(tmp_path: Path, cache_dir: Path) -> None:
+    """The README's benchmark on a tiny setting, so it cannot rot: both contenders train, the
+    whole-run comparison runs both commands, and the table and JSON carry the figures."""
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--per-class", "20", "10", "--epochs", "1",
+         "--batch-size", "32", "--reps", "1", "--cache-dir", str(cache_dir), "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    loop = result["loop"]
+    assert set(loop) == {"plain loop", "project (default)"}
+    assert loop["plain loop"]["ratio"] == 1.0 and loop["project (default)"]["ms_per_iter"] > 0
+    assert result["whole"]["project"]["wall_s"] > result["whole"]["project"]["fixed_s"] > 0
+    assert result["whole"]["plain"]["peak_rss_mib"] > 50
+    assert "| python -m src.train |" in proc.stdout and "ratio to plain" in proc.stdout
