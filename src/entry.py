@@ -23,6 +23,7 @@ from src.callbacks.checkpoint import RunStopped, TrainingDiverged
 from src.checkpoint import CheckpointError
 from src.config_checks import ConfigError, check_config, one_line, preflight
 from src.data.arrays import DataError
+from src.output import route_output
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -67,22 +68,23 @@ def run_job(job: Callable[[], Any]) -> Any:
     after printing its line, or an unexpected error's traceback: the sweep goes on with the next
     job, and `src.sweep.SweepSummary` reports the failure and sets the sweep's exit code.
     """
+    route_output()  # Lightning's lines and warnings into the run's log file; bar-safe console
     try:
         return job()
     except Exception as err:
+        import traceback
+
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         known = failure(err)
         if known is None:
+            trace = "".join(traceback.format_exception(err)).rstrip()
+            _to_log_files(trace)  # the run's log file keeps what the terminal shows
             if not multirun:
                 raise
-            import traceback
-
             # A bug: its traceback now, as a single run would print it, and the sweep goes on.
-            trace = "".join(traceback.format_exception(err)).rstrip()
-            _to_log_files(trace)
             print(trace, file=sys.stderr, flush=True)
             reason = str(err).strip().splitlines()[:1]
             line, code = f"error: {': '.join([type(err).__name__, *reason])}", 1

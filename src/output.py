@@ -1,0 +1,147 @@
+"""What a run prints, and where it goes.
+
+- Log lines never share a line with the progress bar: the console handler Hydra installs writes
+  through `BarSafeStream`, which lifts a live bar off its line while a message is written.
+- The run's log file (Hydra's `train.log`) holds what the terminal shows: Lightning's own lines
+  (its `lightning.pytorch` logger otherwise prints to stderr past Hydra's handlers) and Python
+  warnings go through the root logger too (`route_output`).
+- The composed config, printed as a tree at the start and saved as `config_tree.log`
+  (`print_config_tree`); rich is imported only then.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Loggers that print by themselves, past Hydra's handlers: Lightning gives `lightning` a stderr
+# handler of its own, and the other two one as well when imported before logging is configured.
+OWN_HANDLER_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+# The order a person reads the config in; other keys follow in the config's own order.
+TREE_ORDER = ("data", "model", "optimizer", "trainer", "callbacks", "logger", "paths")
+
+
+def is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class BarSafeStream:
+    """A console stream that clears any live tqdm bar before a message and redraws it after,
+    so the message starts a line of its own and the bar stays below it. Without a live bar
+    (no terminal, no training) it writes straight through."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from tqdm import tqdm  # already imported by Lightning
+
+        if not getattr(tqdm, "_instances", None):
+            return self.stream.write(text)
+        with tqdm.external_write_mode(file=self.stream):
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self.stream, name)
+
+
+def route_output() -> None:
+    """Once a job's logging is configured (Hydra's console and file handlers on the root
+    logger): send Lightning's lines and Python warnings through those handlers, so they reach
+    `train.log` and are printed once, and make the console handlers bar-safe."""
+    root = logging.getLogger()
+    if not root.handlers:  # no job logging (a test calling train() directly): leave it as is
+        return
+    logging.captureWarnings(True)
+    for name in OWN_HANDLER_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers[:]:
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+    for handler in root.handlers:
+        stream = getattr(handler, "stream", None)
+        console = type(handler) is logging.StreamHandler
+        if console and stream is not None and not isinstance(stream, BarSafeStream):
+            handler.setStream(BarSafeStream(stream))  # type: ignore[arg-type]
+
+
+def log_to_files(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
+    """Log to the run's log file(s) only, not to the terminal (which shows it another way)."""
+    record = logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
+
+
+def _groups(cfg: DictConfig) -> Iterable[str]:
+    keys = [str(k) for k in cfg.keys() if k != "hydra"]
+    yield from (k for k in TREE_ORDER if k in keys)
+    yield from (k for k in keys if k not in TREE_ORDER)
+
+
+def config_tree(cfg: DictConfig, colour: bool = False, width: int = 100) -> tuple[str, str]:
+    """The resolved config as a rich tree: each group a branch holding its YAML, the run's own
+    settings (seed, test, ...) as leaves. Returns what to print (YAML keys coloured if `colour`;
+    no pygments, which costs more start-up than the whole tree) and the same as plain text."""
+    from rich.console import Console
+    from rich.text import Text
+    from rich.tree import Tree
+
+    def yaml(node: Any) -> Text:
+        text = Text()
+        for line in OmegaConf.to_yaml(node, resolve=True).rstrip("\n").splitlines():
+            key, colon, value = line.partition(": ") if ": " in line else line.rpartition(":")
+            if colon and not key.lstrip().startswith(("'", '"')):
+                text.append(key, style="cyan").append(colon).append(value + "\n")
+            else:  # a list item or a value on its own
+                text.append(line + "\n")
+        text.rstrip()
+        return text
+
+    tree = Tree("config", guide_style="dim")
+    for key in _groups(cfg):
+        node = cfg[key]
+        if isinstance(node, DictConfig):
+            tree.add(Text(key, style="bold")).add(yaml(node))
+        else:
+            tree.add(yaml({key: node}))
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, force_terminal=colour, no_color=not colour,
+        color_system="auto" if colour else None, highlight=False, record=True,
+    )  # fmt: skip
+    console.print(tree)
+
+    def trimmed(text: str) -> str:
+        return "".join(line.rstrip() + "\n" for line in text.splitlines())
+
+    return trimmed(buffer.getvalue()), trimmed(console.export_text(styles=False))
+
+
+def print_config_tree(cfg: DictConfig, path: Path | None = None) -> None:
+    """Print the config tree (in colour only in a terminal) and save it as plain text at
+    `path`; the run's log file gets the plain text too."""
+    colour = is_terminal(sys.stdout)
+    width = shutil.get_terminal_size((100, 24)).columns if colour else 100
+    shown, plain = config_tree(cfg, colour=colour, width=width)
+    if path is not None:
+        path.write_text(plain)
+    sys.stdout.write(shown)
+    sys.stdout.flush()
+    log_to_files(log, logging.INFO, "Config (saved as %s):\n%s", path, plain.rstrip("\n"))
