@@ -15,6 +15,7 @@ from src.model.network import (
     BatchNorm,
     DigitsNet,
 )
+from src.model.state import state_label
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class StateReport(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         which = getattr(pl_module, "bn_stats", "running")
         log.info(
-            "State after training (bn_stats=%s, used for prediction):\n%s",
-            which,
+            "State after training (%s, used for prediction):\n%s",
+            state_label(which, getattr(pl_module, "update_state", True)),
             state_table(pl_module.net, True),
         )

@@ -18,6 +18,24 @@ BN_STATS_DESCRIPTIONS = {
 BN_STATS_MODES = tuple(BN_STATS_DESCRIPTIONS)
 
 
+def state_label(bn_stats: str, update_state: bool = True) -> str:
+    """A few words for the state a network predicts with, for titles and result lines. With
+    `model.update_state=false` the loop stored nothing, so `running` is the state it began with."""
+    if bn_stats == "running" and not update_state:
+        return "initial state, not carried"
+    return f"{bn_stats} statistics"
+
+
+def describe_state(bn_stats: str, update_state: bool = True, resumed: bool = False) -> str:
+    """The state a network predicts with, as the log says it."""
+    if bn_stats == "running" and not update_state:
+        start = "the initial state (mean 0, variance 1)"
+        if resumed:
+            start = "the state the checkpoint held"
+        return f"{start}: model.update_state=false, nothing was carried"
+    return BN_STATS_DESCRIPTIONS[bn_stats]
+
+
 @torch.no_grad()
 def population_statistics(
     net: DigitsNet,
