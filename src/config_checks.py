@@ -795,11 +795,17 @@ def preflight(
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
 
+            done: dict[tuple[str, ...], DictConfig] = {}
+
             def composed(overrides: list[str]) -> DictConfig:
-                try:
-                    return compose(args.config_name or config_name, overrides, True)
-                except (HydraException, ValueError) as err:  # ValueError: e.g. callbacks=null
-                    raise ConfigError(one_line(err)) from err
+                """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
+                key = tuple(overrides)
+                if key not in done:
+                    try:
+                        done[key] = compose(args.config_name or config_name, overrides, True)
+                    except (HydraException, ValueError) as err:  # ValueError: callbacks=null
+                        raise ConfigError(one_line(err)) from err
+                return done[key]
 
             # The config's own search space (hparams_search=optuna) is swept too: each value of it.
             searched = _sweeper_params(composed(runs[0]), args.overrides, args.multirun)

@@ -309,8 +309,8 @@ class DigitsDataModule(L.LightningDataModule):
 
     def _resident(self, data: InMemoryBatches) -> InMemoryBatches:
         """`data`, moved once to the trainer's GPU if it should live there (`data.on_device`)."""
-        trainer = getattr(self, "trainer", None)
-        device = trainer.strategy.root_device if trainer is not None else None
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        device = getattr(strategy, "root_device", None)
         if device is None or device.type != "cuda" or data.device == device:
             return data
         if self.on_device is False or self.on_device == "false":
