@@ -110,7 +110,7 @@ def _cached_pair(
 _JUNK_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
 
 
-def _is_junk(name: str) -> bool:
+def is_junk(name: str) -> bool:
     # Hidden names cover .DS_Store, macOS's ._* resource forks and .ipynb_checkpoints.
     return name.startswith(".") or name.lower() in _JUNK_FILES
 
@@ -138,7 +138,7 @@ def _class_folders(folder: Path) -> dict[int, list[os.DirEntry]]:
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if _is_junk(entry.name):
+        if is_junk(entry.name):
             continue
         if not entry.is_dir():
             ignored.append(entry.name)
@@ -149,7 +149,7 @@ def _class_folders(folder: Path) -> dict[int, list[os.DirEntry]]:
                 f"sub-folder of {folder} must be named by the class of the images inside"
             )
         with os.scandir(entry.path) as it:
-            files = sorted((f for f in it if not _is_junk(f.name)), key=lambda f: f.name)
+            files = sorted((f for f in it if not is_junk(f.name)), key=lambda f: f.name)
         for f in files:
             if f.is_dir():
                 raise DataError(
@@ -209,8 +209,10 @@ def _pixels(im: Any, path: str, grayscale: bool) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def _decode(path: str, resize: bool, grayscale: bool) -> np.ndarray:
-    """One image file as a float32 28x28 array in [0, 1]."""
+def decode_image(path: str, resize: bool, grayscale: bool) -> np.ndarray:
+    """One image file as a float32 28x28 array in [0, 1]; DataError naming the file otherwise.
+
+    Also what `python -m src.predict` reads its images with, so both refuse and convert alike."""
     from PIL import Image
 
     try:
@@ -239,7 +241,7 @@ def _decode_set(
     """(path, label) pairs decoded into one checked DigitArrays."""
     images = np.empty((len(files), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i, (path, _) in enumerate(files):
-        images[i, 0] = _decode(path, resize, grayscale)
+        images[i, 0] = decode_image(path, resize, grayscale)
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     return DigitArrays(images, labels).check(origin)
 
