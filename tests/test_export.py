@@ -1,0 +1,178 @@
+"""`python -m src.export`: ONNX and MATLAB .mat files that compute what the trained network does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import scipy.io
+import torch
+import torch.nn.functional as F
+
+from src.checkpoint import model_settings, read_checkpoint
+from src.export import export
+from src.model.module import BNStateModule
+from src.model.network import DigitsNet
+from src.train import train
+from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config
+from tests.test_sources import digits
+
+LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "fc")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A tiny training run's last checkpoint."""
+    run = tmp_path_factory.mktemp("train")
+    train(compose_config([*TINY, "logger=none"], run, cache_dir))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def net(ckpt: Path) -> DigitsNet:
+    """The checkpoint's network, loaded here without src.export."""
+    saved = read_checkpoint(ckpt)
+    module = BNStateModule(**model_settings(saved))
+    module.load_state_dict(saved["state_dict"])
+    return module.net.eval()
+
+
+def run_export(ckpt: Path, fmt: str, out: Path, cache_dir: Path) -> dict:
+    cfg = compose_config([f"ckpt_path={ckpt}", f"format={fmt}"], out, cache_dir, "export")
+    record = export(cfg)
+    assert json.loads((out / "export.json").read_text()) == record
+    return record
+
+
+def test_onnx_round_trip(ckpt: Path, net: DigitsNet, tmp_path: Path, cache_dir: Path) -> None:
+    record = run_export(ckpt, "onnx", tmp_path, cache_dir)
+    path = tmp_path / "model.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert record["opset"] == 13 and [o.version for o in model.opset_import] == [13]
+    ops = [n.op_type for n in model.graph.node]
+    # the state is in the file as batch-norm layers, not folded into the convolutions
+    assert ops == ["Sub", *["Conv", "BatchNormalization", "Relu"] * 3, "Flatten", "Gemm", "Softmax"]
+    assert {"bn1.running_mean", "bn3.running_var", "input.mean"} <= {
+        i.name for i in model.graph.initializer
+    }
+    assert record["num_images"] == 100 and record["same_label"] == 100
+    assert record["max_abs_diff"] < 1e-5
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = digits(1, per_class=2).images
+    for batch in (images[:1], images[:7], images):  # the batch axis is dynamic
+        (got,) = session.run(["probabilities"], {"images": batch})
+        with torch.no_grad():
+            want = net.predict(torch.from_numpy(batch)).numpy()
+        assert got.shape == (len(batch), 10)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def field(m: dict, layer: str, param: str) -> np.ndarray:
+    return m[layer][param][0, 0]
+
+
+def test_mat_round_trip(ckpt: Path, net: DigitsNet, tmp_path: Path, cache_dir: Path) -> None:
+    record = run_export(ckpt, "mat", tmp_path, cache_dir)
+    assert record["max_abs_diff"] < 1e-5 and record["same_label"] == record["num_images"]
+    m = scipy.io.loadmat(str(tmp_path / "model.mat"))
+    assert {"input", *LAYERS, "Learnables", "State", "Info"} <= set(m)
+    f, classes, side = 20, 10, 24
+
+    # names, shapes and values against the checkpoint's tensors
+    mean = field(m, "input", "Mean")
+    assert mean.shape == (28, 28, 1) and mean.dtype == np.float32
+    np.testing.assert_array_equal(mean[:, :, 0], net.input.mean[0].numpy())
+    for name, c in (("conv1", 1), ("conv2", f), ("conv3", f)):
+        conv = getattr(net, name)
+        k = conv.kernel_size[0]
+        w, b = field(m, name, "Weights"), field(m, name, "Bias")
+        assert w.shape == (k, k, c, f) and b.shape == (1, 1, f)
+        # MATLAB's Weights(i, j, c, n) is PyTorch's weight[n, c, i, j]
+        np.testing.assert_array_equal(w[1, 2, 0, 3], conv.weight[3, 0, 1, 2].item())
+        np.testing.assert_array_equal(w.transpose(3, 2, 0, 1), conv.weight.detach().numpy())
+        np.testing.assert_array_equal(b.reshape(-1), conv.bias.detach().numpy())
+    for name in ("bn1", "bn2", "bn3"):
+        bn = getattr(net, name)
+        for param, tensor in (("Scale", bn.weight), ("Offset", bn.bias),
+                              ("TrainedMean", bn.running_mean),
+                              ("TrainedVariance", bn.running_var)):  # fmt: skip
+            value = field(m, name, param)
+            assert value.shape == (1, 1, f), (name, param)
+            np.testing.assert_array_equal(value.reshape(-1), tensor.detach().numpy())
+        assert field(m, name, "Epsilon").item() == bn.epsilon
+    w, b = field(m, "fc", "Weights"), field(m, "fc", "Bias")
+    assert w.shape == (classes, f * side * side) and b.shape == (classes, 1)
+    np.testing.assert_array_equal(b[:, 0], net.fc.bias.detach().numpy())
+    # column h + 24*w + 576*c of MATLAB's (column-major H x W x C) is PyTorch's c*576 + h*24 + w
+    torch_w = net.fc.weight.detach().numpy()
+    rng = np.random.default_rng(0)
+    for o, c, h, x in zip(*(rng.integers(0, n, 50) for n in (classes, f, side, side))):
+        assert w[o, h + side * x + side * side * c] == torch_w[o, c * side * side + h * side + x]
+
+    # the MATLAB-layout arrays, applied as MATLAB would, give the network's logits
+    images = torch.from_numpy(digits(1, per_class=2).images)
+    a = images - torch.from_numpy(mean).permute(2, 0, 1)
+    for name in LAYERS[:-1]:
+        if name.startswith("conv"):
+            weight = torch.from_numpy(field(m, name, "Weights").transpose(3, 2, 0, 1).copy())
+            bias = torch.from_numpy(field(m, name, "Bias").reshape(-1))
+            a = F.conv2d(a, weight, bias, padding=getattr(net, name).padding)
+        else:
+            mu, var, scale, offset = (
+                torch.from_numpy(field(m, name, p).reshape(-1))
+                for p in ("TrainedMean", "TrainedVariance", "Scale", "Offset")
+            )
+            eps = field(m, name, "Epsilon").item()
+            a = F.relu((a - mu[:, None, None]) / torch.sqrt(var[:, None, None] + eps)
+                       * scale[:, None, None] + offset[:, None, None])  # fmt: skip
+    # MATLAB's activations are H x W x C x N; fullyConnectedLayer flattens each image's
+    # H x W x C column-major
+    hwcn = a.numpy().transpose(2, 3, 1, 0)
+    logits = (w @ hwcn.reshape(-1, len(images), order="F") + b).T
+    with torch.no_grad():
+        want = net(images).numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    assert np.abs(want).max() > 0.1  # not a comparison of near-zeros
+
+    # the flat listings, as dlnet.Learnables and dlnet.State (struct2table in MATLAB)
+    def rows(table: str) -> list[tuple[str, str]]:
+        t = m[table][0, 0]
+        return [(str(la[0]), str(p[0])) for la, p in zip(t["Layer"][:, 0], t["Parameter"][:, 0])]
+
+    learnables = [(n, p) for n in LAYERS for p in (
+        ("Offset", "Scale") if n.startswith("bn") else ("Weights", "Bias"))]  # fmt: skip
+    assert rows("Learnables") == learnables
+    assert rows("State") == [(n, p) for n in ("bn1", "bn2", "bn3")
+                             for p in ("TrainedMean", "TrainedVariance")]  # fmt: skip
+    values = m["Learnables"][0, 0]["Value"][:, 0]
+    for (layer, param), value in zip(learnables, values):
+        np.testing.assert_array_equal(value, field(m, layer, param))
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["format=tflite"], ["format='tflite'", "onnx", "mat"]),
+        (["opset=99"], ["opset=99", "[7, 20]"]),
+        (["ckpt_path={tmp}/cut.ckpt"], ["ckpt_path={tmp}/cut.ckpt", "damaged"]),
+        (["ckpt_path={tmp}/none.ckpt"], ["ckpt_path={tmp}/none.ckpt", "no such checkpoint"]),
+    ],
+    ids=["format", "opset", "damaged", "missing"],
+)
+def test_bad_input_is_one_line_and_no_run_folder(
+    ckpt: Path, tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    (tmp_path / "cut.ckpt").write_bytes(ckpt.read_bytes()[:5000])
+    run = tmp_path / "run"
+    given = [a.format(tmp=tmp_path) for a in args]
+    proc = cli_in_process(f"ckpt_path={ckpt}", *given, f"hydra.run.dir={run}", module="src.export")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *(n.format(tmp=tmp_path) for n in needles))
+    assert not run.exists()
