@@ -1,0 +1,366 @@
+"""The lightning-hydra-template's conventions: debug configs, loggers, optimizers and schedules,
+callbacks=none, tags, train=false, and entries without a _target_."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import DictConfig, open_dict
+
+from src.checkpoint import read_checkpoint
+from src.config_checks import check_config
+from src.train import train
+from tests.conftest import (
+    TINY,
+    Crash,
+    assert_one_line_error,
+    cli_in_process,
+    compose_config,
+)
+
+# MLflow's SQL store (mlflow-skinny 3.17) still uses a loader strategy SQLAlchemy 2.1 deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+
+ITERS = 200 // 32  # iterations an epoch in the TINY setting
+# TINY without its epoch count, for configs that set their own
+TINY_DATA = [o for o in TINY if not o.startswith("trainer.max_epochs")]
+# Only the callbacks that checkpoint, show progress and log the learning rate: faster runs
+LEAN = [
+    f"~callbacks.{name}"
+    for name in ("state_report", "bn_state_monitor", "training_progress_plot", "confusion_matrix")
+]
+
+
+def csv_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict[str, str]], key: str) -> dict[int, float]:
+    """{step: value} of one metric of the CSV logger."""
+    return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+# ---------------------------------------------------------------------------------------------
+# debug=...
+
+
+DEBUG_CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "debug").glob("*"))
+
+
+def test_debug_configs_exist_and_write_apart_from_real_runs(tmp_path: Path) -> None:
+    assert DEBUG_CONFIGS == ["default", "fdr", "limit", "overfit", "profiler"]
+    for name in DEBUG_CONFIGS:
+        cfg = compose_config([f"debug={name}"], tmp_path, tmp_path)
+        check_config(cfg)
+        assert cfg.task_name == "debug"
+        assert str(cfg.hydra.run.dir).startswith("outputs/debug/runs/")
+        assert str(cfg.hydra.sweep.dir).startswith("outputs/debug/multiruns/")
+        assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
+    normal = compose_config([], tmp_path, tmp_path)
+    assert normal.task_name == "train"
+    assert str(normal.hydra.run.dir).startswith("outputs/train/runs/")
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("default", ["trainer.max_epochs=1"]),
+        ("fdr", []),
+        # 10% of 25 training batches of 8 images: 2 an epoch; of 10 test batches of 10: 1
+        ("limit", ["data.batch_size=8", "data.test_batch_size=10"]),
+        ("profiler", []),
+    ],
+)
+def test_debug_config_runs(tmp_path: Path, cache_dir: Path, name: str, extra: list[str]) -> None:
+    run = tmp_path / "run"
+    metrics = train(compose_config([*TINY_DATA, f"debug={name}", *extra], run, cache_dir))
+    assert 0 <= metrics["test/acc"] <= 1
+    saved = json.loads((run / "metrics.json").read_text())
+    expected_steps = {"default": ITERS, "fdr": 1, "limit": 3 * 2, "profiler": ITERS}[name]
+    assert saved["global_step"] == expected_steps
+    if name == "profiler":
+        report = (run / "fit-profiler.txt").read_text()
+        assert "run_training_batch" in report and "training_step" in report
+        assert (run / "test-profiler.txt").is_file()
+    if name == "fdr":  # Lightning logs nothing in a fast_dev_run: no TensorBoard folder either
+        assert not (run / "tensorboard").exists()
+    else:
+        assert (run / "tensorboard").is_dir()
+
+
+def test_debug_overfit_fits_the_same_three_batches(tmp_path: Path, cache_dir: Path) -> None:
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY_DATA, "debug=overfit", "logger=csv", *LEAN], run, cache_dir)
+    assert cfg.data.overfit_batches == 3 and cfg.trainer.max_epochs == 20
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 5  # of its 20 epochs: enough to see the loss fall
+    metrics = train(cfg)
+    assert metrics["global_step"] == 5 * 3  # 3 batches an epoch
+    loss = column(csv_rows(run), "train/loss")
+    assert sorted(loss) == list(range(15))
+    assert loss[0] > 1.0 and loss[14] < 0.1  # 96 images all but memorised
+
+
+def test_overfit_batches_are_the_first_epochs_first_batches_every_epoch(cache_dir: Path) -> None:
+    from src.data.datamodule import DigitsDataModule
+
+    options = dict(num_train_per_class=20, num_test_per_class=10, cache_dir=cache_dir)
+    full = DigitsDataModule(batch_size=32, shuffle_seed=3, **options)
+    full.setup()
+    first_epoch = list(full.train_dataloader())
+    small = DigitsDataModule(batch_size=32, shuffle_seed=3, overfit_batches=2, **options)
+    small.setup()
+    loader = small.train_dataloader()
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        batches = list(loader)
+        assert len(batches) == 2
+        for (x, y), (fx, fy) in zip(batches, first_epoch[:2]):
+            assert torch.equal(x, fx) and torch.equal(y, fy)
+
+
+# ---------------------------------------------------------------------------------------------
+# logger=csv|mlflow|many_loggers, tags
+
+
+def mlflow_settings(cfg: DictConfig, where: Path) -> None:
+    """The MLflow store of this test under tmp, not outputs/ of the working copy."""
+    with open_dict(cfg):
+        cfg.logger.mlflow.tracking_uri = f"sqlite:///{where / 'mlflow.db'}"
+        cfg.logger.mlflow.artifact_location = str(where / "mlflow-artifacts")
+
+
+def test_logger_configs_compose(tmp_path: Path) -> None:
+    cfg = compose_config(["logger=mlflow"], tmp_path, tmp_path)
+    assert cfg.logger.mlflow.tracking_uri == "sqlite:///./outputs/mlflow.db"  # no server
+    assert cfg.logger.mlflow.experiment_name == "train"
+    cfg = compose_config(["logger=many_loggers", "tags=[a,b]"], tmp_path / "2025_run", tmp_path)
+    assert set(cfg.logger) == {"csv", "mlflow", "tensorboard"}
+    assert cfg.logger.mlflow.run_name == "a-b_2025_run"
+    assert cfg.logger.mlflow.tags == {"a": "true", "b": "true"}
+    check_config(cfg)
+    # src.evaluate has tags too, so its logger=mlflow resolves
+    cfg = compose_config(["logger=mlflow"], tmp_path / "ev", tmp_path, config_name="evaluate")
+    assert cfg.logger.mlflow.run_name == "dev_ev"
+    assert cfg.logger.mlflow.experiment_name == "evaluate"
+
+
+def test_mlflow_stays_offline_and_quiet() -> None:
+    import logging
+
+    from mlflow.telemetry.utils import is_telemetry_disabled
+
+    assert is_telemetry_disabled()  # MLflow 3 would otherwise post usage data
+    assert logging.getLogger("mlflow").getEffectiveLevel() >= logging.WARNING
+
+
+def test_many_loggers_receive_every_value(tmp_path: Path, cache_dir: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "logger=many_loggers", "tags=[dev,tiny]"], run, cache_dir)
+    mlflow_settings(cfg, tmp_path)
+    metrics = train(cfg)
+    assert yaml.safe_load((run / "config.yaml").read_text())["tags"] == ["dev", "tiny"]
+
+    # CSV: one loss a training iteration, the learning rate, the test accuracy, the settings
+    rows = csv_rows(run)
+    assert sorted(column(rows, "train/loss")) == list(range(ITERS))
+    assert column(rows, "lr-SGD") == {step: 0.01 for step in range(ITERS)}
+    assert list(column(rows, "test/acc").values()) == [pytest.approx(metrics["test/acc"])]
+    assert column(rows, "hparams/test_acc") == {ITERS: pytest.approx(metrics["test/acc"])}
+    hparams = yaml.safe_load((run / "csv" / "hparams.yaml").read_text())
+    assert hparams["tags"] == "dev,tiny" and hparams["optimizer.lr"] == 0.01
+
+    # MLflow, read back from its SQLite store
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("train")
+    (found,) = client.search_runs([experiment.experiment_id])
+    run_id = found.info.run_id
+    assert found.info.run_name == "dev-tiny_run"
+    assert found.data.tags["dev"] == "true" and found.data.tags["tiny"] == "true"
+    assert found.data.params["optimizer.lr"] == "0.01" and found.data.params["tags"] == "dev,tiny"
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(ITERS))
+    assert [m.value for m in client.get_metric_history(run_id, "test/acc")] == [
+        pytest.approx(metrics["test/acc"])
+    ]
+    assert len(client.get_metric_history(run_id, "lr-SGD")) == ITERS
+    assert found.info.status == "FINISHED"
+
+    # TensorBoard still gets the HParams with the real test accuracy
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_without_a_logger_the_learning_rate_monitor_stands_aside(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg = compose_config([*TINY, *LEAN, "logger=none"], tmp_path / "run", cache_dir)
+    assert "lr_monitor" in cfg.callbacks
+    metrics = train(cfg)  # Lightning's own LearningRateMonitor raises without a logger
+    assert metrics["global_step"] == ITERS and "test/acc" in metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer=..., scheduler=...
+
+
+def expected_rates(name: str, lr: float, epochs: int) -> list[float]:
+    """The learning rate of each iteration, computed here from each schedule's definition."""
+    steps = range(epochs * ITERS)
+    if name == "none":
+        return [lr for _ in steps]
+    if name == "piecewise":  # LearnRateDropFactor 0.5 every LearnRateDropPeriod 1 epoch
+        return [lr * 0.5 ** (s // ITERS) for s in steps]
+    if name == "cosine":  # over the run's epochs, eta_min 0
+        return [lr * (1 + math.cos(math.pi * (s // ITERS) / epochs)) / 2 for s in steps]
+    # onecycle, cosine annealing, 30% warm-up; torch's own formula, replayed step by step
+    total, start, peak, end = epochs * ITERS, lr / 25, lr, lr / 25 / 1e4
+    warm = 0.3 * total - 1
+    rates = []
+    for s in steps:
+        if s <= warm:
+            low, high, pct = start, peak, s / warm
+        else:
+            low, high, pct = peak, end, (s - warm) / (total - 1 - warm)
+        rates.append(high + (low - high) / 2 * (1 + math.cos(math.pi * pct)))
+    return rates
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "extra"),
+    [
+        ("sgdm", "none", []),
+        ("sgd", "piecewise", ["scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"]),
+        ("adam", "cosine", []),
+        ("adamw", "onecycle", []),
+    ],
+)
+def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
+    tmp_path: Path, cache_dir: Path, optimizer: str, scheduler: str, extra: list[str]
+) -> None:
+    run = tmp_path / "run"
+    settings = [*TINY_DATA, *LEAN, "trainer.max_epochs=2", "test=false", "logger=csv",
+                f"optimizer={optimizer}", f"scheduler={scheduler}", *extra]  # fmt: skip
+    cfg = compose_config(settings, run, cache_dir)
+    train(cfg)
+    name = {"sgdm": "SGD", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[optimizer]
+    rates = column(csv_rows(run), f"lr-{name}")
+    want = expected_rates(scheduler, cfg.optimizer.lr, 2)
+    assert sorted(rates) == list(range(2 * ITERS))
+    assert [rates[s] for s in sorted(rates)] == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["momentum" if optimizer.startswith("sgd") else "betas"] == {
+        "sgdm": 0.9, "sgd": 0.0, "adam": (0.9, 0.999), "adamw": (0.9, 0.999)
+    }[optimizer]  # fmt: skip
+    if optimizer == "adamw":
+        assert group["weight_decay"] == 0.01
+    # the schedule's own state is in the checkpoint (none: nothing to save)
+    assert len(ckpt["lr_schedulers"]) == (0 if scheduler == "none" else 1)
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_continues_the_schedule_exactly(tmp_path: Path, cache_dir: Path) -> None:
+    settings = [
+        *TINY_DATA,
+        *LEAN,
+        "trainer.max_epochs=2",
+        "test=false",
+        "logger=csv",
+        "scheduler=onecycle",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+    ]
+    train(compose_config(settings, tmp_path / "straight", cache_dir))
+
+    crashed = compose_config(settings, tmp_path / "crashed", cache_dir)
+    with open_dict(crashed):  # dies at iteration 10, after the checkpoint of iteration 9
+        crashed.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 10}
+    with pytest.raises(Crash.Died):
+        train(crashed)
+    ckpt_path = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(ckpt_path)["lr_schedulers"][0]["last_epoch"] == 9
+
+    resumed = compose_config(settings, tmp_path / "resumed", cache_dir)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(ckpt_path)
+    train(resumed)
+
+    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    straight = column(csv_rows(tmp_path / "straight"), "lr-SGD")
+    after = column(csv_rows(tmp_path / "resumed"), "lr-SGD")
+    assert sorted(after) == list(range(9, 2 * ITERS))
+    assert all(after[s] == straight[s] for s in after)
+
+
+# ---------------------------------------------------------------------------------------------
+# callbacks=none, train=false, entries without _target_
+
+
+def test_callbacks_none_still_trains_and_tests(tmp_path: Path, cache_dir: Path) -> None:
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "callbacks=none"], run, cache_dir)
+    assert not cfg.callbacks
+    metrics = train(cfg)
+    assert metrics["global_step"] == ITERS and 0 <= metrics["test/acc"] <= 1
+    assert not (run / "training_progress.png").exists()  # none of the project's callbacks ran
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("trained")
+    metrics = train(compose_config(TINY, run, cache_dir))
+    return run / "checkpoints" / "last.ckpt", metrics
+
+
+def test_train_false_tests_the_checkpoints_network(
+    tmp_path: Path, cache_dir: Path, trained: tuple[Path, dict]
+) -> None:
+    ckpt_path, trained_metrics = trained
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "train=false", f"ckpt_path={ckpt_path}"], run, cache_dir)
+    metrics = train(cfg)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test/acc"] == trained_metrics["test/acc"]  # the same network, the same data
+    assert saved["global_step"] == 0  # nothing trained in this run
+    assert not (run / "checkpoints").exists()
+    assert metrics["test/acc"] == saved["test/acc"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        (["train=false"], ["train=false", "ckpt_path"]),
+        (
+            ["+callbacks.early_stopping.monitor=val/acc"],
+            [
+                "callbacks.early_stopping has no _target_",
+                "monitor=val/acc",
+                "+callbacks/early_stopping=val_acc",
+            ],
+        ),
+        (["+logger.wandb.project=x"], ["logger.wandb has no _target_", "~logger.wandb"]),
+        (["scheduler=piecewise", "scheduler.interval=batch"], ["scheduler.interval='batch'"]),
+        (["data.overfit_batches=-1"], ["data.overfit_batches=-1"]),
+    ],
+)
+def test_refused_in_one_line_before_the_run_folder(
+    tmp_path: Path, overrides: list[str], needles: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = cli_in_process(*overrides, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *needles)
+    assert not run_dir.exists()
