@@ -124,7 +124,8 @@ def config_tree(cfg: DictConfig, colour: bool = False, width: int = 100) -> tupl
     buffer = io.StringIO()
     console = Console(
         file=buffer, width=width, force_terminal=colour, no_color=not colour,
-        color_system="auto" if colour else None, highlight=False, record=True,
+        color_system="auto" if colour else None, highlight=False, markup=False, emoji=False,
+        record=True,
     )  # fmt: skip
     console.print(tree)
 
