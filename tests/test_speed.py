@@ -175,3 +175,28 @@ def test_benchmark_runs_and_prints_its_table(tmp_path: Path, cache_dir: Path) ->
     assert result["whole"]["project"]["wall_s"] > result["whole"]["project"]["fixed_s"] > 0
     assert result["whole"]["plain"]["peak_rss_mib"] > 50
     assert "| python -m src.train |" in proc.stdout and "ratio to plain" in proc.stdout
+
+
+def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> None:
+    """The monitor's values, computed for all layers at once, are each layer's own."""
+    from src.callbacks.bn_state import BatchNormStateMonitor
+
+    L.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
+                          num_test_per_class=10)  # fmt: skip
+    model = BNStateModule()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[BatchNormStateMonitor()], log_every_n_steps=1,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    for name, bn in model.net.batch_norms().items():
+        assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
+            float(bn.running_mean.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/running_var_avg"] == pytest.approx(
+            float(bn.running_var.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/batch_var_ratio"] > 0
+        assert model.latest[f"{name}/batch_mean_gap"] >= 0

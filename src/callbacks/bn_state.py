@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.model.network import State
-from src.model.state import batch_statistics, clone_state, states_equal
+from src.model.state import clone_state, states_equal
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class BatchNormStateMonitor(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._before = clone_state(pl_module.net.state) if self._due(trainer, 1) else None
+        # The state before this iteration, each layer's means and variances stacked (a copy).
+        self._before = _stacked(pl_module.net.state) if self._due(trainer, 1) else None
 
     def _due(self, trainer: L.Trainer, ahead: int) -> bool:
         # The trainer's interval, not one of its own: Lightning re-sends a value logged with
@@ -72,25 +73,29 @@ class BatchNormStateMonitor(L.Callback):
         self._check_state_moved(trainer, pl_module)
         if self._before is None or not isinstance(outputs, dict) or "state" not in outputs:
             return
-        new_state: State = outputs["state"]
+        # All layers at once (a handful of device operations, not dozens): rows are layers.
+        names = list(pl_module.net.batch_norms())
         decay = pl_module.net.bn1.decay
-        batch_stats = batch_statistics(self._before, new_state, decay)
-        stored = pl_module.net.state
-        scalars: dict[str, torch.Tensor] = {}
-        for name in pl_module.net.batch_norms():
-            mean, var = stored[f"{name}.running_mean"], stored[f"{name}.running_var"]
-            old_mean = self._before[f"{name}.running_mean"]
-            old_var = self._before[f"{name}.running_var"]
-            scalars[f"{name}/running_mean_avg"] = mean.mean()
-            scalars[f"{name}/running_var_avg"] = var.mean()
-            gap = batch_stats[f"{name}.running_mean"] - old_mean
-            scalars[f"{name}/batch_mean_gap"] = gap.pow(2).mean().sqrt()
-            ratio = batch_stats[f"{name}.running_var"] / old_var
-            scalars[f"{name}/batch_var_ratio"] = ratio.mean()
-            if self._histograms_wanted(trainer):
-                pl_module.record_histogram(f"{name}/running_mean", mean)
-                pl_module.record_histogram(f"{name}/running_var", var)
-        pl_module.record_step(**scalars)
+        old_mean, old_var = self._before
+        new_mean, new_var = _stacked(outputs["state"])
+        mean, var = _stacked(pl_module.net.state)  # the stored state (unchanged if not carried)
+        # The mini-batch statistics folded into the new state: s_new = (1-d)*s_old + d*s_batch.
+        batch_mean = (new_mean - (1 - decay) * old_mean) / decay
+        batch_var = (new_var - (1 - decay) * old_var) / decay
+        values = torch.stack(
+            [
+                mean.mean(dim=1),
+                var.mean(dim=1),
+                (batch_mean - old_mean).pow(2).mean(dim=1).sqrt(),
+                (batch_var / old_var).mean(dim=1),
+            ]
+        )  # 4 x layers
+        keys = [f"{name}/{what}" for what in SCALARS for name in names]
+        pl_module.record_vector(keys, values.flatten())
+        if self._histograms_wanted(trainer):
+            for i, name in enumerate(names):
+                pl_module.record_histogram(f"{name}/running_mean", mean[i], copy=False)
+                pl_module.record_histogram(f"{name}/running_var", var[i], copy=False)
         self._before = None
 
     @staticmethod
@@ -127,6 +132,16 @@ class BatchNormStateMonitor(L.Callback):
             update = getattr(pl_module, "update_state", "?")
             _clear_progress_bar(trainer)
             rank_zero_only(log.warning)(FROZEN_STATE_WARNING, done, layers, str(update).lower())
+
+
+SCALARS = ("running_mean_avg", "running_var_avg", "batch_mean_gap", "batch_var_ratio")
+
+
+def _stacked(state: State) -> tuple[torch.Tensor, torch.Tensor]:
+    """(running means, running variances), one row a layer: new tensors, copies of the state."""
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    return torch.stack(means), torch.stack(variances)
 
 
 def _clear_progress_bar(trainer: L.Trainer) -> None:

@@ -27,12 +27,18 @@ LOSS_COLOUR = (0.85, 0.325, 0.098)
 
 def save_figure(trainer: L.Trainer, fig: plt.Figure, filename: str, tag: str) -> Path:
     """Write `fig` as a PNG in the run directory and, if TensorBoard logs, as image `tag`."""
+    from PIL import Image
+
     path = Path(trainer.default_root_dir) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # Drawn once: the same pixels go to the file and to TensorBoard (savefig and add_figure
+    # would each draw the figure again).
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    Image.fromarray(rgb).save(path, dpi=(fig.dpi, fig.dpi))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, fig, trainer.global_step, close=False)
+            logger.experiment.add_image(tag, rgb, trainer.global_step, dataformats="HWC")
     plt.close(fig)
     return path
 

@@ -158,9 +158,9 @@ class BNStateModule(L.LightningModule):
         # The training-progress plot: loss per iteration and the elapsed time, written out in
         # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).
         finite = torch.isfinite(torch.cat([loss.reshape(1), *state.values()])).all()
-        self.record_step(
-            **{"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
-        )
+        values = {"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
+        # A replayed graph overwrites its loss in place: only then is a copy needed.
+        self.record_step(copy=self.captured_step is not None, **values)
         self.flush_step_values(when_due=True)
         # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
         return {"loss": loss, "state": state}
@@ -188,14 +188,23 @@ class BNStateModule(L.LightningModule):
         return loss, state
 
     # -- per-iteration values, written out in blocks ------------------------------------------
-    def record_step(self, **values: Tensor | float) -> None:
+    def record_step(self, copy: bool = True, **values: Tensor | float) -> None:
         """Record values of the iteration just trained (tensors stay on the device)."""
-        step = self.global_step - 1  # the iteration's 0-based step, as Lightning logs it
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        self.step_values.add(step, to_loggers=(step + 1) % max(every, 1) == 0, **values)
+        self.step_values.add(self._step(), self._to_loggers(), copy, **values)
 
-    def record_histogram(self, tag: str, values: Tensor) -> None:
-        self.step_values.add_histogram(self.global_step - 1, tag, values)
+    def record_vector(self, keys: list[str], values: Tensor) -> None:
+        """Record several values computed as one tensor (`values[i]` is `keys[i]`'s)."""
+        self.step_values.add_vector(self._step(), keys, values, self._to_loggers())
+
+    def record_histogram(self, tag: str, values: Tensor, copy: bool = True) -> None:
+        self.step_values.add_histogram(self._step(), tag, values, copy)
+
+    def _step(self) -> int:
+        return self.global_step - 1  # the iteration's 0-based step, as Lightning logs it
+
+    def _to_loggers(self) -> bool:
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return (self._step() + 1) % max(every, 1) == 0
 
     def flush_step_values(self, when_due: bool = False) -> list[StepRecord]:
         """Copy the recorded values to the host in one transfer and write them to every logger,
