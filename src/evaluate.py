@@ -20,7 +20,7 @@ from src.checkpoint import CheckpointError, model_settings, read_checkpoint
 from src.config_checks import check_config
 from src.data.datamodule import DigitsDataModule
 from src.model.module import BNStateModule
-from src.model.state import BN_STATS_DESCRIPTIONS, population_statistics
+from src.model.state import describe_state, population_statistics
 from src.train import CONFIG_DIR, instantiate_group
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ def build_model(
         source = f"computed now over the {len(dm.train_set)} training images"
     else:
         source = "stored in the checkpoint's weights"
-    log.info("Predicting with bn_stats=%s (%s), %s.", chosen, BN_STATS_DESCRIPTIONS[chosen], source)
+    # A network trained with model.update_state=false predicts with the state it began with.
+    described = describe_state(chosen, bool(model.update_state))
+    log.info("Predicting with bn_stats=%s (%s), %s.", chosen, described, source)
     return model
 
 
