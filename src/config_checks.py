@@ -619,7 +619,8 @@ def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
     from src.checkpoint import loader_position, read_checkpoint
 
     path = _get(cfg, "ckpt_path")
-    if path is None or _get(cfg, "train") is False:  # train=false: tested, not resumed
+    # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
+    if path is None or _get(cfg, "train") in (False, None):
         return
     position = loader_position(read_checkpoint(Path(str(path))))
     if not position:
