@@ -795,7 +795,6 @@ def preflight(
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-
             done: dict[tuple[str, ...], DictConfig] = {}
 
             def composed(overrides: list[str]) -> DictConfig:
