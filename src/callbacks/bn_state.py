@@ -35,8 +35,8 @@ class BatchNormStateMonitor(L.Callback):
     After `check_after` iterations it warns once if the state has not moved from where it started.
 
     The values are computed on the device and recorded with the module's per-iteration values
-    (`BNStateModule.record_step`), which reach the loggers in blocks: nothing here waits for the
-    GPU at an iteration.
+    (`BNStateModule.record_vector`, `record_histogram`), which reach the loggers in blocks
+    (`src/model/step_values.py`): nothing here waits for the GPU at an iteration.
     """
 
     def __init__(self, check_after: int = 5) -> None:
@@ -103,22 +103,6 @@ class BatchNormStateMonitor(L.Callback):
         return trainer.is_global_zero and any(
             isinstance(logger, TensorBoardLogger) for logger in trainer.loggers
         )
-
-    def on_step_values(self, trainer: L.Trainer, pl_module: L.LightningModule, records) -> None:
-        """Histograms of a block of iterations, each at its own step (TensorBoard only)."""
-        if not trainer.is_global_zero:
-            return
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        for record in records:
-            for tag, values in record.histograms.items():
-                values = values[torch.isfinite(values)]
-                for writer in writers:
-                    try:
-                        writer.add_histogram(tag, values, record.step)
-                    except ValueError:
-                        # Only a diverging run's state is empty once NaNs are dropped or too
-                        # large to bin; RunCheckpoint stops such a run with its own message.
-                        pass
 
     def _check_state_moved(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._checked or self._at_start is None or not pl_module.training:

@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
-from src.model.step_values import StepRecord, StepValues
+from src.model.step_values import StepRecord, StepValues, write_records
 from src.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -226,9 +226,7 @@ class BNStateModule(L.LightningModule):
             return records
         if self.trainer.is_global_zero:
             for logger in self.loggers:
-                for record in records:
-                    if record.to_loggers and record.scalars:
-                        logger.log_metrics(record.scalars, step=record.step)
+                write_records(logger, records)
                 logger.save()
         for callback in self.trainer.callbacks:
             if hasattr(callback, "on_step_values"):
