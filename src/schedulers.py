@@ -101,8 +101,19 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
             super().on_train_start(trainer, *args, **kwargs)
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
+        if not trainer.loggers:
+            return
+        step_values = getattr(trainer.lightning_module, "step_values", None)
+        if step_values is None or self.logging_interval == "epoch":
             super().on_train_batch_start(trainer, *args, **kwargs)
+            return
+        # With the module's other per-iteration values, in the same block and the same
+        # TensorBoard event (one `add_scalar` an iteration cost as much as all of them).
+        if trainer._logger_connector.should_update_logs:
+            interval = "step" if self.logging_interval is None else "any"
+            stats = self._extract_stats(trainer, interval)
+            if stats:
+                step_values.add(trainer.fit_loop.epoch_loop._batches_that_stepped, **stats)
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
