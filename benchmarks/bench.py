@@ -128,19 +128,27 @@ def plain_iteration(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) ->
     return seconds / iterations
 
 
-def run_process(cmd: list[str]) -> tuple[float, float, dict[str, Any]]:
-    """(wall seconds, peak RSS in MiB, the run's metrics.json) of one command."""
+# Runs the command and reports its peak RSS. A child forked from this (large) process would
+# report this process's peak instead: Linux keeps the high-water mark across exec.
+_PEAK = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('PEAK_RSS_KB=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(r.returncode)"
+)
+
+
+def run_process(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one command."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, *cmd], cwd=ROOT, capture_output=True, text=True
     )
-    output = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, {}
+    peak_kb = int(proc.stdout.rsplit("PEAK_RSS_KB=", 1)[1].split()[0])
+    return wall, peak_kb / 1024
 
 
 def whole_runs(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float]]:
@@ -157,7 +165,7 @@ def whole_runs(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float
                        "--cache-dir", str(args.cache_dir), "--out", str(out)]  # fmt: skip
             else:
                 cmd = [sys.executable, "-m", "src.train", *common, f"hydra.run.dir={out}"]
-            wall, rss, _ = run_process(cmd)
+            wall, rss = run_process(cmd)
             metrics = json.loads((out / "metrics.json").read_text())
             loop = metrics["loop_s"] if name == "plain" else metrics["train/elapsed_s"]
             results[name].append((wall, wall - loop, rss))
@@ -184,6 +192,12 @@ def loop_comparison(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
         contenders["project, model.cuda_graph=true"] = lambda rep: project_loop(
             args, ["model.cuda_graph=true"], tmp / f"graph_{rep}"
         )
+    for i, variant in enumerate(args.variant):  # "NAME=override override ..."
+        name, _, overrides = variant.partition("=")
+        words = overrides.split()
+        contenders[f"project, {name}"] = lambda rep, i=i, o=words: project_loop(
+            args, o, tmp / f"variant{i}_{rep}"
+        )
     times: dict[str, list[float]] = {name: [] for name in contenders}
     peaks: dict[str, int] = {}
     names = list(contenders)
@@ -194,14 +208,15 @@ def loop_comparison(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
             times[name].append(contenders[name](rep))
             if device.type == "cuda":
                 peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(device))
-    base = statistics.median(times["plain loop"])
+    base = times["plain loop"]
     summary = {}
     for name, values in times.items():
         median = statistics.median(values)
         summary[name] = {
             "ms_per_iter": median * 1e3,
             "images_per_s": args.batch_size / median,
-            "ratio": median / base,
+            # each repetition's ratio to the plain loop's run beside it: drifts cancel
+            "ratio": statistics.median(v / b for v, b in zip(values, base)),
             "all_ms": [v * 1e3 for v in values],
         }
         if name in peaks:
@@ -224,7 +239,7 @@ def table(loop: dict, whole: dict, args: argparse.Namespace) -> str:
         f"{args.epochs} epochs, batch {args.batch_size}, {sum(args.per_class) * 10} images, "
         f"{args.reps} repetitions (medians)",
         "",
-        "| training loop | ms / iteration | images / s | ratio to plain |",
+        "| training loop | ms / iteration | images / s | ratio to plain (median of pairs) |",
         "| --- | --- | --- | --- |",
     ]
     for name, r in loop.items():
@@ -253,8 +268,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--skip-whole", action="store_true", help="only the in-process loop timing")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="also time the project with these Hydra overrides (space-separated), e.g. "
+        "'no monitor=~callbacks.bn_state_monitor'",
+    )
     p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
