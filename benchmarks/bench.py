@@ -238,10 +238,13 @@ def table(loop: dict, whole: dict, args: argparse.Namespace) -> str:
         f"Benchmark {time.strftime('%Y-%m-%d')} on {machine()}; device {args.device}, "
         f"{args.epochs} epochs, batch {args.batch_size}, {sum(args.per_class) * 10} images, "
         f"{args.reps} repetitions (medians)",
-        "",
-        "| training loop | ms / iteration | images / s | ratio to plain (median of pairs) |",
-        "| --- | --- | --- | --- |",
     ]
+    if loop:
+        lines += [
+            "",
+            "| training loop | ms / iteration | images / s | ratio to plain (median of pairs) |",
+            "| --- | --- | --- | --- |",
+        ]
     for name, r in loop.items():
         peak = f" (peak GPU {r['peak_gpu_mib']:.0f} MiB)" if "peak_gpu_mib" in r else ""
         lines.append(f"| {name}{peak} | {r['ms_per_iter']:.2f} | {r['images_per_s']:.0f} | "
@@ -270,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--skip-whole", action="store_true", help="only the in-process loop timing")
+    p.add_argument("--skip-loop", action="store_true", help="only the whole-run comparison")
     p.add_argument(
         "--variant",
         action="append",
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        loop = loop_comparison(args, tmp)
+        loop = {} if args.skip_loop else loop_comparison(args, tmp)
         whole = {} if args.skip_whole else whole_runs(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

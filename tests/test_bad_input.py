@@ -78,6 +78,7 @@ def test_bad_input_is_one_line_before_the_run_folder(
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["optimizer.lr=${nope}", "+optimizer.foo=1"])
 def test_bad_input_through_a_real_process(tmp_path: Path, override: str) -> None:
     """The same refusals from a fresh interpreter, as a user's shell runs them."""
@@ -325,6 +326,7 @@ def test_memory_is_measured_on_this_machine(tmp_path: Path) -> None:
     assert f"data.num_test_per_class={over}" in _error(tmp_path, f"data.num_test_per_class={over}")
 
 
+@pytest.mark.slow
 def test_fewer_classes_than_the_data_has_is_one_line(tmp_path: Path) -> None:
     """Found once the data is read, inside the run: one line there too, and in train.log."""
     from tests.conftest import TINY, assert_last_line_error

@@ -162,6 +162,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, cache_di
     assert loss_steps(tmp_path / "resumed") == list(range(93))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_exits_non_zero(
     tmp_path: Path, cache_dir: Path, signum: int, code: int
@@ -196,6 +197,7 @@ for step in range(1, 1000):
 """
 
 
+@pytest.mark.slow
 def test_killed_write_with_tmpdir_elsewhere_never_leaves_a_broken_file(tmp_path: Path) -> None:
     """SIGKILL during 48 MB writes, $TMPDIR on another filesystem (/dev/shm where there is one):
     `last.ckpt` is always a complete checkpoint, the old one or the new one."""
@@ -231,6 +233,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_full_disk_during_training_stops_with_one_line(tmp_path: Path, cache_dir: Path) -> None:
     """Through the CLI: the run stops with exit code 4 at the first failed write, names the
     file, and the checkpoint written before it is intact."""
@@ -265,6 +268,7 @@ def test_full_disk_during_training_stops_with_one_line(tmp_path: Path, cache_dir
     assert not (run_dir / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, cache_dir: Path
 ) -> None:
@@ -348,6 +352,7 @@ def test_each_bad_checkpoint_is_refused_before_the_run(
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import TINY, assert_one_line_error, cli_in_process, run_cli
 
 
+@pytest.mark.slow
 def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(*TINY, "optimizer.lr=0.05", f"paths.cache_dir={cache_dir}",
@@ -54,6 +55,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_a_key_the_model_does_not_take_is_one_line(tmp_path: Path, cache_dir: Path) -> None:
     """Caught when the model is built, after Hydra made the run directory: nothing else is."""
     run_dir = tmp_path / "run"
@@ -63,6 +65,7 @@ def test_a_key_the_model_does_not_take_is_one_line(tmp_path: Path, cache_dir: Pa
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_multirun_sweep_gives_each_job_its_own_directory(tmp_path: Path, cache_dir: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     proc = run_cli("--multirun", *TINY, "optimizer.lr=0.01,0.05", f"paths.cache_dir={cache_dir}",

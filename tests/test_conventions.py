@@ -153,6 +153,7 @@ def test_logger_configs_compose(tmp_path: Path) -> None:
     assert cfg.logger.mlflow.experiment_name == "evaluate"
 
 
+@pytest.mark.slow
 def test_mlflow_stays_offline_and_quiet() -> None:
     """In a user's process (not under pytest or CI, where MLflow turns telemetry off itself)."""
     import os
@@ -172,6 +173,7 @@ def test_mlflow_stays_offline_and_quiet() -> None:
     assert out == ["True", str(logging.WARNING)]  # MLflow 3 would otherwise post usage data
 
 
+@pytest.mark.slow
 def test_many_loggers_receive_every_value(tmp_path: Path, cache_dir: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -163,6 +163,7 @@ def two_process_pieces(tmp_path_factory: pytest.TempPathFactory) -> list[dict[st
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_equals_batch_norm_of_the_global_batch(two_process_pieces) -> None:
     x, grad, weight, bias = _global_batch()
     x = x.clone().requires_grad_()

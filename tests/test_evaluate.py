@@ -33,6 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[s
     return runs
 
 
+@pytest.mark.slow
 def test_cli_reproduces_the_training_runs_accuracy(
     trained: dict, tmp_path: Path, cache_dir: Path
 ) -> None:

@@ -131,6 +131,7 @@ def test_preflight_composes_sweeps_on_each_launcher(tmp_path: Path, launcher: st
     preflight([*argv, f"hydra.sweep.dir={tmp_path / 'sweep'}"], CONFIG_DIR, "config")
 
 
+@pytest.mark.slow
 def test_the_slurm_preset_submits_an_array_job(tmp_path: Path) -> None:
     """Through the CLI, the plugin and submitit up to `sbatch`: a stand-in `sbatch` keeps the
     script it is given and refuses it (no cluster here), so the sweep ends there."""
@@ -208,6 +209,7 @@ def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.Capt
 # -- Through the CLI ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_joblib_sweep_runs_jobs_in_parallel(tmp_path: Path, cache_dir: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.05",
@@ -233,6 +235,7 @@ def test_a_joblib_sweep_runs_jobs_in_parallel(tmp_path: Path, cache_dir: Path) -
     assert "Sweep: 2 jobs, 2 ok, 0 failed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir: Path) -> None:
     """Each job in its own process, as submitit starts it on a cluster node; the first one
     diverges: the other still runs, and the sweep ends with the diverged code."""

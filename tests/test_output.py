@@ -54,6 +54,7 @@ def plain_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     return proc, run_dir
 
 
+@pytest.mark.slow
 def test_output_to_a_pipe_has_no_bar_and_one_plain_line_per_epoch(plain_run) -> None:
     proc, _ = plain_run
     out = proc.stdout + proc.stderr
@@ -107,6 +108,7 @@ def test_config_tree_is_printed_and_saved_without_escape_codes(plain_run) -> Non
     assert tree.index("── data") < tree.index("── model") < tree.index("── trainer")
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_its_error_in_train_log(tmp_path: Path, cache_dir: Path) -> None:
     """A data error found after the run folder exists (10-class data, 3 classes)."""
     run_dir = tmp_path / "run"
@@ -183,6 +185,7 @@ def screen(raw: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_in_a_terminal_the_bar_never_shares_a_line_and_is_left_once(
     tmp_path: Path, cache_dir: Path
 ) -> None:

@@ -81,6 +81,7 @@ def test_predictions_are_the_networks_own(
     assert (run / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_cli_reads_a_glob_and_converts_on_request(
     ckpt: Path, net: DigitsNet, folder: Path, tmp_path: Path, cache_dir: Path
 ) -> None:

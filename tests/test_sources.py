@@ -564,6 +564,7 @@ def _fixture(kind: str, root: Path) -> list[str]:
     return ["data=mnist", f"data.root={root}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["folder-train-test", "folder-single-tree", "mat", "mnist"])
 def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
     run_dir = tmp_path / "run"
@@ -575,6 +576,7 @@ def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
     assert metrics["global_step"] == (20 if kind == "folder-single-tree" else 40) // 8
 
 
+@pytest.mark.slow
 def test_cli_bad_image_is_one_line_and_leaves_caches_and_runs_alone(tmp_path: Path) -> None:
     root, cache = tmp_path / "digits", tmp_path / "cache"
     write_two_trees(root)
@@ -598,6 +600,7 @@ def test_cli_bad_image_is_one_line_and_leaves_caches_and_runs_alone(tmp_path: Pa
     assert not (tmp_path / "runs" / "new" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_matlab_categorical_is_one_line_with_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "train.mat"
     buf = io.BytesIO()

@@ -134,6 +134,7 @@ def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path)
     assert dm.train_set.device.type == "cuda"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 def test_cuda_graph_without_a_gpu_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("model.cuda_graph=true", f"hydra.run.dir={tmp_path / 'run'}")
@@ -156,6 +157,7 @@ def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
         assert (words if torch.cuda.is_available() else "no CUDA GPU") in str(err.value)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_prints_its_table(tmp_path: Path, cache_dir: Path) -> None:
     """The README's benchmark on a tiny setting, so it cannot rot: both contenders train, the
     whole-run comparison runs both commands, and the table and JSON carry the figures."""

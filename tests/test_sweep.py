@@ -35,6 +35,7 @@ def _table_jobs(stdout: str, title: str) -> list[str]:
     return jobs
 
 
+@pytest.mark.slow
 def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.05", "seed=0,1",
@@ -85,6 +86,7 @@ def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> No
     assert sorted(runs) == [f"{name}/tensorboard" for name in names]
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:
     """The first job diverges (optimizer.lr=1000 overflows the batch-norm state within the first
     epoch): the next one still runs, and the sweep exits with the diverged code, 3."""

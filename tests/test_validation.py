@@ -188,6 +188,7 @@ def test_a_split_that_cannot_work_is_a_data_error(kw: dict, needle: str, cache_d
         datamodule(cache_dir, **{**SMALL, **kw})
 
 
+@pytest.mark.slow
 def test_early_stopping_without_a_split_is_one_line(tmp_path: Path) -> None:
     proc = run_cli(*TINY, "+callbacks/early_stopping=val_acc", f"hydra.run.dir={tmp_path}/r")
     assert_one_line_error(proc, "callbacks.early_stopping", "data.val_fraction")
@@ -211,6 +212,7 @@ def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
     assert default.data.val_fraction == 0 and default.optimized_metric is None
 
 
+@pytest.mark.slow
 def test_preflight_checks_every_end_of_the_search_space(tmp_path: Path) -> None:
     proc = run_cli("--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)",
                    f"hydra.sweep.dir={tmp_path}/s")  # fmt: skip
@@ -218,6 +220,7 @@ def test_preflight_checks_every_end_of_the_search_space(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_optuna_search_through_the_cli(tmp_path: Path, cache_dir: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli("--multirun", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY,
