@@ -157,26 +157,44 @@ def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
         assert (words if torch.cuda.is_available() else "no CUDA GPU") in str(err.value)
 
 
-@pytest.mark.slow
-def test_benchmark_runs_and_prints_its_table(tmp_path: Path, cache_dir: Path) -> None:
-    """The README's benchmark on a tiny setting, so it cannot rot: both contenders train, the
-    whole-run comparison runs both commands, and the table and JSON carry the figures."""
+def _bench(tmp_path: Path, cache_dir: Path, *extra: str) -> tuple[dict, str]:
     import subprocess
 
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--per-class", "20", "10", "--epochs", "1",
-         "--batch-size", "32", "--reps", "1", "--cache-dir", str(cache_dir), "--json", str(out)],
+         "--batch-size", "32", "--reps", "1", "--cache-dir", str(cache_dir), "--json", str(out),
+         *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_benchmark_times_both_loops_and_prints_its_table(tmp_path: Path, cache_dir: Path) -> None:
+    """The README's benchmark on a tiny setting, so it cannot rot: both contenders (and a
+    variant) train in one process and the table and JSON carry their figures."""
+    result, stdout = _bench(tmp_path, cache_dir, "--skip-whole",
+                            "--variant", "no monitor=~callbacks.bn_state_monitor")  # fmt: skip
     loop = result["loop"]
-    assert set(loop) == {"plain loop", "project (default)"}
-    assert loop["plain loop"]["ratio"] == 1.0 and loop["project (default)"]["ms_per_iter"] > 0
-    assert result["whole"]["project"]["wall_s"] > result["whole"]["project"]["fixed_s"] > 0
-    assert result["whole"]["plain"]["peak_rss_mib"] > 50
-    assert "| python -m src.train |" in proc.stdout and "ratio to plain" in proc.stdout
+    assert set(loop) == {"plain loop", "project (default)", "project, no monitor"}
+    assert loop["plain loop"]["ratio"] == 1.0
+    assert all(r["ms_per_iter"] > 0 and r["images_per_s"] > 0 for r in loop.values())
+    assert "| project (default) |" in stdout and "ratio to plain" in stdout
+    assert result["whole"] == {}
+
+
+@pytest.mark.slow
+def test_benchmark_whole_runs_compare_the_two_commands(tmp_path: Path, cache_dir: Path) -> None:
+    """The whole-run half: `python -m src.train` and the plain script, wall time, fixed cost
+    and each process's own peak memory."""
+    result, stdout = _bench(tmp_path, cache_dir, "--skip-loop")
+    whole = result["whole"]
+    assert whole["project"]["wall_s"] > whole["project"]["fixed_s"] > 0
+    assert whole["plain"]["wall_s"] > whole["plain"]["fixed_s"] > 0
+    # Each its own peak (not the benchmark's): the plain script imports no Lightning.
+    assert 50 < whole["plain"]["peak_rss_mib"] < whole["project"]["peak_rss_mib"]
+    assert "| python -m src.train |" in stdout and result["loop"] == {}
 
 
 def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> None:
