@@ -130,3 +130,25 @@ class Crash(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.at:
             raise Crash.Died
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A tiny training run's last checkpoint (one a test module)."""
+    from src.train import train
+
+    run = tmp_path_factory.mktemp("train")
+    train(compose_config([*TINY, "logger=none"], run, cache_dir))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def net(ckpt: Path):
+    """The checkpoint's network, loaded directly (not through the code under test)."""
+    from src.checkpoint import model_settings, read_checkpoint
+    from src.model.module import BNStateModule
+
+    saved = read_checkpoint(ckpt)
+    module = BNStateModule(**model_settings(saved))
+    module.load_state_dict(saved["state_dict"])
+    return module.net.eval()

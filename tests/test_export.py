@@ -13,32 +13,12 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-from src.checkpoint import model_settings, read_checkpoint
 from src.export import export
-from src.model.module import BNStateModule
 from src.model.network import DigitsNet
-from src.train import train
-from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import assert_one_line_error, cli_in_process, compose_config
 from tests.test_sources import digits
 
 LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "fc")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A tiny training run's last checkpoint."""
-    run = tmp_path_factory.mktemp("train")
-    train(compose_config([*TINY, "logger=none"], run, cache_dir))
-    return run / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def net(ckpt: Path) -> DigitsNet:
-    """The checkpoint's network, loaded here without src.export."""
-    saved = read_checkpoint(ckpt)
-    module = BNStateModule(**model_settings(saved))
-    module.load_state_dict(saved["state_dict"])
-    return module.net.eval()
 
 
 def run_export(ckpt: Path, fmt: str, out: Path, cache_dir: Path) -> dict:

@@ -13,31 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from src.checkpoint import model_settings, read_checkpoint
 from src.data.sources import decode_image
-from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.predict import predict
-from src.train import train
-from tests.conftest import ROOT, TINY, assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import ROOT, assert_one_line_error, cli_in_process, compose_config
 from tests.test_sources import as_uint8, digits, write_tree
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A tiny training run's last checkpoint."""
-    run = tmp_path_factory.mktemp("train")
-    train(compose_config([*TINY, "logger=none"], run, cache_dir))
-    return run / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def net(ckpt: Path) -> DigitsNet:
-    """The checkpoint's network, loaded here without src.predict."""
-    saved = read_checkpoint(ckpt)
-    module = BNStateModule(**model_settings(saved))
-    module.load_state_dict(saved["state_dict"])
-    return module.net.eval()
 
 
 @pytest.fixture(scope="module")
