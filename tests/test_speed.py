@@ -220,3 +220,22 @@ def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> 
         )
         assert model.latest[f"{name}/batch_var_ratio"] > 0
         assert model.latest[f"{name}/batch_mean_gap"] >= 0
+
+
+def test_block_histograms_equal_numpys() -> None:
+    """The state's histograms, computed for a whole block at once, are numpy's: same buckets,
+    counts and moments; a tensor with a NaN keeps only its finite values."""
+    import numpy as np
+
+    from src.model.step_values import _histograms
+
+    rows = [torch.randn(20) * (i + 1) for i in range(7)] + [torch.full((20,), 3.0)]
+    rows.append(torch.tensor([1.0, float("nan"), 2.0, 4.0]))
+    made = _histograms(rows)
+    for row, h in zip(rows[:7], made):
+        counts, edges = np.histogram(row.double().numpy(), bins=10)
+        assert list(h.bucket) == counts.tolist() and np.allclose(h.bucket_limit, edges[1:])
+        assert (h.min, h.max, h.num) == (float(row.min()), float(row.max()), 20)
+        assert h.sum == pytest.approx(float(row.double().sum()))
+    assert made[7].num == 20 and sum(made[7].bucket) == 20 and made[7].min == made[7].max == 3
+    assert made[8].num == 3 and (made[8].min, made[8].max) == (1.0, 4.0)

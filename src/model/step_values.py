@@ -111,16 +111,50 @@ def write_records(logger: Any, records: list[StepRecord]) -> None:
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     writer = logger.experiment._get_file_writer()
-    for record in records:
-        if not record.to_loggers:
-            continue
+    wanted = [r for r in records if r.to_loggers]
+    histograms = iter(_histograms([d for r in wanted for d in r.histograms.values()]))
+    for record in wanted:
         values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in record.scalars.items()]
-        for tag, data in record.histograms.items():
-            histogram = _histogram(data.numpy())
+        for tag in record.histograms:
+            histogram = next(histograms)
             if histogram is not None:
                 values.append(Summary.Value(tag=tag, histo=histogram))
         if values:
             writer.add_summary(Summary(value=values), record.step)
+
+
+def _histograms(tensors: list[Tensor], bins: int = 10) -> list[Any]:
+    """TensorBoard histograms (`bins` equal buckets from min to max) of many small tensors,
+    computed together: numpy's `histogram` costs about 0.1 ms a call, which at 6 histograms an
+    iteration was most of what watching the state cost on a CPU. Tensors with non-finite values,
+    or of another length than the first, take the slow path."""
+    from tensorboard.compat.proto.summary_pb2 import HistogramProto
+
+    out: list[Any] = [None] * len(tensors)
+    if not tensors:
+        return out
+    size = tensors[0].numel()
+    rows = [i for i, t in enumerate(tensors) if t.numel() == size]
+    data = torch.stack([tensors[i] for i in rows]).double().numpy()
+    finite = np.isfinite(data).all(axis=1)
+    ok = data[finite]
+    lo, hi = ok.min(axis=1), ok.max(axis=1)
+    width = np.where(hi > lo, hi - lo, 1.0)
+    index = np.clip(((ok - lo[:, None]) / width[:, None] * bins).astype(np.int64), 0, bins - 1)
+    counts = (index[:, :, None] == np.arange(bins)).sum(axis=1)
+    steps = np.arange(1, bins + 1) / bins
+    limits = np.where(hi > lo, 1.0, 0.0)[:, None] * width[:, None] * steps + lo[:, None]
+    sums, squares = ok.sum(axis=1), (ok * ok).sum(axis=1)
+    for j, i in enumerate(np.asarray(rows)[finite]):
+        out[i] = HistogramProto(
+            min=float(lo[j]), max=float(hi[j]), num=size, sum=float(sums[j]),
+            sum_squares=float(squares[j]), bucket_limit=limits[j].tolist(),
+            bucket=counts[j].astype(np.float64).tolist(),
+        )  # fmt: skip
+    for i, t in enumerate(tensors):  # the rare rest: one at a time
+        if out[i] is None:
+            out[i] = _histogram(t.numpy())
+    return out
 
 
 def _histogram(values: np.ndarray, bins: int = 10) -> Any:
