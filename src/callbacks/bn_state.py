@@ -114,7 +114,6 @@ class BatchNormStateMonitor(L.Callback):
         if states_equal(self._at_start, pl_module.net.state):
             layers = ", ".join(pl_module.net.batch_norms())
             update = getattr(pl_module, "update_state", "?")
-            _clear_progress_bar(trainer)
             rank_zero_only(log.warning)(FROZEN_STATE_WARNING, done, layers, str(update).lower())
 
 
@@ -126,11 +125,3 @@ def _stacked(state: State) -> tuple[torch.Tensor, torch.Tensor]:
     means = [v for k, v in state.items() if k.endswith("running_mean")]
     variances = [v for k, v in state.items() if k.endswith("running_var")]
     return torch.stack(means), torch.stack(variances)
-
-
-def _clear_progress_bar(trainer: L.Trainer) -> None:
-    """Erase the half-drawn progress bar line so a message printed now starts a line of its own."""
-    try:
-        trainer.progress_bar_callback.train_progress_bar.clear()  # type: ignore[union-attr]
-    except (AttributeError, TypeError):
-        pass
