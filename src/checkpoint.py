@@ -133,14 +133,121 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path
     return data
 
 
-def model_settings(ckpt: dict) -> dict[str, Any]:
-    """The network settings a checkpoint was trained with (`model.*`)."""
-    return dict(ckpt.get("hyper_parameters") or {})
+# A checkpoint is data, never code. What it stores is read as plain values and checked against
+# what this project's own classes take; nothing read from it chooses what is imported,
+# instantiated or called (its stored `_target_` may only name the project's own data module).
+DATA_MODULE_TARGET = "src.data.datamodule.DigitsDataModule"
+# BNStateModule's arguments that are not settings a checkpoint records (factories from the config).
+_NOT_STORED = ("optimizer", "scheduler")
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _untrusted(where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{where}: {what}; a checkpoint is data, never code, so it is refused (not run)"
+    )
+
+
+def _plain_value(value: Any, where: str, name: str) -> None:
+    """A stored setting must be a scalar or a list of scalars, with no interpolation in it."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if not isinstance(item, _SCALARS):
+            raise _untrusted(where, f"its stored {name} holds a {type(item).__name__}, not a value")
+        if isinstance(item, str) and "${" in item:
+            raise _untrusted(where, f"its stored {name}={item!r} is an interpolation, not a value")
+
+
+def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -> dict[str, Any]:
+    """The network settings a checkpoint was trained with (`model.*`), checked: only arguments
+    of `BNStateModule` that a checkpoint records, each of its default's type and in range."""
+    import inspect
+
+    from src.config_checks import ConfigError, check_model_settings
+    from src.model.module import BNStateModule
+
+    where = f"{key}={path}"
+    saved = ckpt.get("hyper_parameters") or {}
+    if not isinstance(saved, dict):
+        raise _untrusted(where, f"its hyper_parameters are a {type(saved).__name__}, not settings")
+    params = inspect.signature(BNStateModule).parameters
+    for name, value in saved.items():
+        if name not in params or name in _NOT_STORED:
+            raise _untrusted(where, f"hyper_parameters.{name} is not a setting of this network")
+        _plain_value(value, where, f"model.{name}")
+        default = params[name].default
+        kind = type(default)
+        fits = (
+            isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
+            if kind in (bool, int, str)
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not fits:
+            raise _untrusted(
+                where, f"its stored model.{name}={value!r} is not a {kind.__name__} value"
+            )
+    try:
+        check_model_settings({"model": saved})
+    except ConfigError as err:
+        raise CheckpointError(f"{where}: its stored {err}") from err
+    return dict(saved)
+
+
+def stored_data_settings(
+    ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
+) -> dict[str, Any] | None:
+    """The training run's `data` settings (None if it recorded none), checked: the project's own
+    data module, keys it or its data source takes, plain values in range. Never instantiated as
+    stored: the caller builds `DigitsDataModule(**settings)`."""
+    import inspect
+
+    from src.config_checks import ConfigError, check_data_settings
+    from src.data.datamodule import DigitsDataModule
+    from src.data.sources import SOURCES
+
+    where = f"{key}={path}"
+    config = ckpt.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise _untrusted(where, f"its stored config is a {type(config).__name__}, not settings")
+    data = config.get("data")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise _untrusted(where, f"its stored config.data is a {type(data).__name__}")
+    target = data.get("_target_", DATA_MODULE_TARGET)
+    if target != DATA_MODULE_TARGET:
+        raise _untrusted(
+            where,
+            f"its stored config.data._target_={target!r} is not this project's data module "
+            f"({DATA_MODULE_TARGET})",
+        )
+    source = data.get("source", "synthetic")
+    if source not in SOURCES:
+        known = sorted(SOURCES)
+        raise _untrusted(where, f"its stored data.source={source!r} is not one of {known}")
+    allowed = set(inspect.signature(DigitsDataModule).parameters) - {"source_options"}
+    allowed |= set(list(inspect.signature(SOURCES[source]).parameters)[1:])  # after cache_dir
+    for name, value in data.items():
+        if name == "_target_":
+            continue
+        if not isinstance(name, str) or name not in allowed:
+            raise _untrusted(
+                where, f"its stored data.{name} is not a setting of data source {source!r}"
+            )
+        _plain_value(value, where, f"data.{name}")
+    settings = {k: v for k, v in data.items() if k != "_target_"}
+    try:
+        check_data_settings({"data": settings})
+    except ConfigError as err:
+        raise CheckpointError(f"{where}: its stored {err}") from err
+    return settings
 
 
 def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ckpt_path") -> None:
     """CheckpointError unless the checkpoint's network has the shape `model_cfg` builds."""
-    saved = model_settings(ckpt)
+    saved = model_settings(ckpt, path, key)
     for name in ("num_filters", "num_classes"):
         want = model_cfg.get(name) if model_cfg is not None else None
         have = saved.get(name)

@@ -37,6 +37,8 @@ NULLABLE = {
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 # Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
 REQUIRED_TARGETS = ("data", "model", "trainer")
+# Filters a convolution may have: far past any use here, short of a network no memory can hold.
+MAX_FILTERS = 4096
 # Stands in for Hydra's runtime.output_dir, which only exists once Hydra has made the run folder.
 _PLACEHOLDER_OUTPUT_DIR = "<run folder>"
 
@@ -103,8 +105,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_resolvable(cfg, settings)
     _check_targets(cfg, settings)
     _check_group_entries(settings)
-    for key in ("model.update_state", "test", "data.resize", "data.grayscale", "model.cuda_graph"):
-        _boolean(cfg, key)
+    _boolean(cfg, "test")
     _boolean(cfg, "train")
     _check_train_or_test(cfg)
     interval = _get(cfg, "scheduler.interval")
@@ -112,23 +113,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"scheduler.interval={interval!r} must be 'step' (after every iteration) or 'epoch'"
         )
-    on_device = _get(cfg, "data.on_device")
-    if on_device is not None and on_device not in (True, False, "auto"):
-        raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
-    _require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
-    _require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
-    bn_stats = _get(cfg, "model.bn_stats")
-    if bn_stats is not None and bn_stats not in BN_STATS_MODES:
-        raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
-    _require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
-    _require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)
-    _require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
-    _require(cfg, "data.num_test_per_class", lambda v: v >= 1, "at least 1", integer=True)
-    _require(cfg, "data.seed", lambda v: v >= 0, "0 or more", integer=True)
-    _require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
-    _require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
-    _require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
-    _require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
     # A callback that watches a validation metric (EarlyStopping on val/acc) needs the split.
     for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
         monitor = node.get("monitor") if isinstance(node, DictConfig) else None
@@ -138,6 +122,8 @@ def check_config(cfg: DictConfig) -> None:
                 f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
                 f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
             )
+    check_model_settings(cfg)
+    check_data_settings(cfg)
     _check_optuna_storage(cfg)
     _require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
     if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
@@ -148,7 +134,29 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "trainer.max_epochs", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
     _require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
-    _require(cfg, "model.num_filters", lambda v: v >= 1, "at least 1", integer=True)
+    _check_batch_limits(cfg)
+    _check_memory(cfg)
+    _check_checkpoint(cfg)
+    _check_accelerator(cfg)
+    _check_cuda_graph(cfg)
+
+
+def _as_config(cfg: DictConfig | dict) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def check_model_settings(cfg: DictConfig | dict) -> None:
+    """The `model.*` values, alone: also what a checkpoint's stored settings must pass."""
+    cfg = _as_config(cfg)
+    for key in ("model.update_state", "model.cuda_graph", "model.sync_batchnorm"):
+        _boolean(cfg, key)
+    _require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
+    bn_stats = _get(cfg, "model.bn_stats")
+    if bn_stats is not None and bn_stats not in BN_STATS_MODES:
+        raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
+    _require(cfg, "model.num_filters", lambda v: 1 <= v <= MAX_FILTERS,
+             f"in [1, {MAX_FILTERS}]", integer=True)  # fmt: skip
     _require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")
     _require(cfg, "model.bn_epsilon", lambda v: v > 0, "above 0")
     # The digit sources label 0-9: more classes would never be seen, fewer cannot hold the labels.
@@ -159,11 +167,25 @@ def check_config(cfg: DictConfig) -> None:
         f"in [2, {NUM_CLASSES}] (the digit labels are 0-{NUM_CLASSES - 1})",
         integer=True,
     )
-    _check_batch_limits(cfg)
-    _check_memory(cfg)
-    _check_checkpoint(cfg)
-    _check_accelerator(cfg)
-    _check_cuda_graph(cfg)
+
+
+def check_data_settings(cfg: DictConfig | dict) -> None:
+    """The `data.*` values, alone: also what a checkpoint's stored settings must pass."""
+    cfg = _as_config(cfg)
+    for key in ("data.resize", "data.grayscale"):
+        _boolean(cfg, key)
+    on_device = _get(cfg, "data.on_device")
+    if on_device is not None and on_device not in (True, False, "auto"):
+        raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
+    _require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "data.num_test_per_class", lambda v: v >= 1, "at least 1", integer=True)
+    _require(cfg, "data.seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
+    _require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
+    _require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
 
 
 def _check_cuda_graph(cfg: DictConfig) -> None:

@@ -16,7 +16,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import entry
 from src.callbacks.figures import ConfusionMatrixReport
-from src.checkpoint import CheckpointError, model_settings, read_checkpoint
+from src.checkpoint import (
+    DATA_MODULE_TARGET,
+    CheckpointError,
+    model_settings,
+    read_checkpoint,
+    stored_data_settings,
+)
 from src.config_checks import check_config
 from src.data.datamodule import DigitsDataModule
 from src.model.module import BNStateModule
@@ -38,20 +44,24 @@ def checked_checkpoint(cfg: DictConfig) -> dict:
             "bn_stats": bn_stats,
         }
     check_config(probe)
-    return read_checkpoint(Path(cfg.ckpt_path))
+    ckpt = read_checkpoint(Path(cfg.ckpt_path))
+    # Untrusted until checked: its settings are refused now, before any run folder exists.
+    model_settings(ckpt, cfg.ckpt_path)
+    stored_data_settings(ckpt, cfg.ckpt_path)
+    return ckpt
 
 
 def data_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     """The training run's data with this command line's `data.KEY` overrides on top; a data
     group named on the command line (`data=folder ...`) replaces it."""
-    stored = (ckpt.get("config") or {}).get("data")
+    stored = stored_data_settings(ckpt, cfg.ckpt_path)  # checked values; CheckpointError
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
     if any(o.key_or_group == "data" for o in overrides):
         return cfg.data
     if stored is None:
         log.warning("The checkpoint records no data settings; testing on the configured data.")
         return cfg.data
-    data = OmegaConf.create(stored)
+    data = OmegaConf.create({"_target_": DATA_MODULE_TARGET, **stored})
     for o in overrides:
         if o.key_or_group.startswith("data."):
             key = o.key_or_group.removeprefix("data.")
@@ -71,7 +81,7 @@ def build_model(
     saved = ckpt.get("bn_statistics") or {}
     used = saved.get("used", "running")  # what the state_dict holds
     chosen = bn_stats or used
-    model = BNStateModule(**{**model_settings(ckpt), "bn_stats": chosen})
+    model = BNStateModule(**{**model_settings(ckpt, path), "bn_stats": chosen})
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:  # hyper_parameters and weights disagree: not this project's
@@ -96,6 +106,16 @@ def build_model(
     return model
 
 
+def build_datamodule(data: DictConfig) -> DigitsDataModule:
+    """The project's data module from `data` settings, called directly: the settings may come
+    from a checkpoint, so their `_target_` is never imported or instantiated."""
+    settings = OmegaConf.to_container(data, resolve=True)
+    target = settings.pop("_target_", DATA_MODULE_TARGET)
+    if target != DATA_MODULE_TARGET:  # the command line's own data group names another class
+        return hydra.utils.instantiate(data)
+    return DigitsDataModule(**settings)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint, write `metrics.json` in the run directory, and return the metrics."""
     ckpt = checked_checkpoint(cfg)
@@ -107,9 +127,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     resolved = {**{k: v for k, v in cfg.items() if k != "hydra"}, "data": data}
     OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
 
-    datamodule: DigitsDataModule = hydra.utils.instantiate(data)
+    datamodule = build_datamodule(data)
     datamodule.setup("fit")  # the training set too: population statistics may need it
-    datamodule.check_labels(model_settings(ckpt).get("num_classes"))
+    datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"))
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

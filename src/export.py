@@ -285,7 +285,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         write_mat(net, path, props)
         log.info("Wrote %s (MATLAB names and layout)", path)
         other = lambda p, x: mat_probabilities(p, net, x)  # noqa: E731
-    images, origin = comparison_images(CheckpointData(ckpt, cfg.paths.cache_dir))
+    images, origin = comparison_images(CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path))
     want = probabilities(net, images)
     got = other(path, images)
     diff = float(np.abs(got.astype(np.float64) - want).max())

@@ -24,8 +24,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import entry
+from src.checkpoint import stored_data_settings
 from src.config_checks import ConfigError
 from src.data.arrays import IMAGE_SIZE, DataError
+from src.data.datamodule import DigitsDataModule
 from src.data.sources import decode_image, is_junk
 from src.evaluate import build_model, checked_checkpoint
 from src.model.network import DigitsNet
@@ -68,18 +70,18 @@ class CheckpointData:
     only to compute population statistics the checkpoint does not hold.
     """
 
-    def __init__(self, ckpt: dict, cache_dir: str | Path) -> None:
+    def __init__(self, ckpt: dict, cache_dir: str | Path, path: str | Path = "?") -> None:
         self.ckpt = ckpt
         self.cache_dir = cache_dir
+        self.path = path
 
     @functools.cached_property
     def module(self) -> Any:
-        stored = (self.ckpt.get("config") or {}).get("data")
+        stored = stored_data_settings(self.ckpt, self.path)  # checked values, never code
         if stored is None:
             raise DataError("the checkpoint records no data settings: its images are unknown")
-        data = OmegaConf.create(stored)
-        data.cache_dir = str(self.cache_dir)  # this machine's cache, not the training machine's
-        datamodule = hydra.utils.instantiate(data)
+        # This machine's cache, not the training machine's.
+        datamodule = DigitsDataModule(**{**stored, "cache_dir": str(self.cache_dir)})
         try:
             datamodule.setup("fit")
         except DataError as err:
@@ -94,7 +96,7 @@ class CheckpointData:
 
 def trained_network(cfg: DictConfig, ckpt: dict) -> DigitsNet:
     """The checkpoint's network in prediction mode, with the statistics `model.bn_stats` picks."""
-    data = CheckpointData(ckpt, cfg.paths.cache_dir)
+    data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), data)
     return model.net.eval()
 

@@ -1,0 +1,120 @@
+"""A checkpoint is data, never code: nothing read from one chooses what is imported or called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from src.checkpoint import CheckpointError, model_settings, stored_data_settings
+from tests.conftest import assert_one_line_error, cli_in_process, compose_config
+
+VICTIM_TEXT = "a file the checkpoint must not touch\n"
+
+
+def tampered(ckpt: Path, folder: Path, change: Any) -> Path:
+    """A copy of `ckpt` with `change(data)` applied, saved as plain tensors, dicts and values."""
+    data = torch.load(ckpt, weights_only=True)
+    change(data)
+    path = folder / "tampered.ckpt"
+    torch.save(data, path)
+    return path
+
+
+def _open_victim(victim: Path):
+    def change(data: dict) -> None:
+        # Instantiated, this opens `victim` for writing (emptying it) before complaining about
+        # the cache_dir the entry points add: what the stored config did before it was checked.
+        data["config"]["data"] = {
+            "_target_": "logging.basicConfig",
+            "filename": str(victim),
+            "filemode": "w",
+            "force": True,
+        }
+
+    return change
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim.txt"
+    path.write_text(VICTIM_TEXT)
+    return path
+
+
+@pytest.mark.parametrize("module", ["src.evaluate", "src.predict", "src.export"])
+def test_a_stored_target_is_refused_before_anything_runs(
+    ckpt: Path, tmp_path: Path, victim: Path, module: str
+) -> None:
+    bad = tampered(ckpt, tmp_path, _open_victim(victim))
+    run_dir = tmp_path / "run"
+    extra = [f"images={victim}"] if module == "src.predict" else []
+    proc = cli_in_process(f"ckpt_path={bad}", f"hydra.run.dir={run_dir}", *extra, module=module)
+    assert proc.returncode == 2
+    line = assert_one_line_error(proc, f"ckpt_path={bad}", "logging.basicConfig", "never code")
+    assert "data._target_" in line
+    assert victim.read_text() == VICTIM_TEXT
+    assert not run_dir.exists()
+
+
+def test_the_job_itself_never_instantiates_a_stored_target(
+    ckpt: Path, tmp_path: Path, victim: Path, cache_dir: Path
+) -> None:
+    """Past the command-line check too (a job started another way): refused, file intact."""
+    from src.evaluate import evaluate
+
+    bad = tampered(ckpt, tmp_path, _open_victim(victim))
+    cfg = compose_config([f"ckpt_path={bad}"], tmp_path / "run", cache_dir, "evaluate")
+    with pytest.raises(CheckpointError, match="never code"):
+        evaluate(cfg)
+    assert victim.read_text() == VICTIM_TEXT
+
+
+def _set(path: str, value: Any):
+    def change(data: dict) -> None:
+        node = data
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (_set("config.data._target_", "os.system"), ["data._target_", "os.system"]),
+        (_set("config.data._args_", ["rm -rf /"]), ["data._args_"]),
+        (_set("config.data.seed", {"_target_": "os.system"}), ["data.seed", "dict"]),
+        (_set("config.data.seed", "${oc.env:HOME}"), ["data.seed", "interpolation"]),
+        (_set("config.data.batch_size", -3), ["data.batch_size=-3"]),
+        (_set("config.data.source", "pickle"), ["data.source='pickle'"]),
+        (_set("config", ["not", "settings"]), ["stored config"]),
+        (_set("hyper_parameters.optimizer", {"_target_": "os.system"}), ["optimizer"]),
+        (_set("hyper_parameters.num_filters", 10**9), ["model.num_filters"]),
+        (_set("hyper_parameters.num_classes", "10"), ["model.num_classes"]),
+        (_set("hyper_parameters.update_state", 1), ["model.update_state"]),
+        (_set("hyper_parameters.bn_stats", "${oc.env:HOME}"), ["interpolation"]),
+    ],
+)
+def test_stored_settings_are_values_checked_like_the_config(
+    ckpt: Path, tmp_path: Path, change: Any, needles: list[str]
+) -> None:
+    data = torch.load(tampered(ckpt, tmp_path, change), weights_only=True)
+    with pytest.raises(CheckpointError) as caught:
+        model_settings(data, "X")
+        stored_data_settings(data, "X")
+    message = str(caught.value)
+    assert message.startswith("ckpt_path=X: ") and "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_an_honest_checkpoint_still_reads(ckpt: Path) -> None:
+    data = torch.load(ckpt, weights_only=True)
+    assert model_settings(data, ckpt)["num_filters"] == 20
+    settings = stored_data_settings(data, ckpt)
+    assert settings["source"] == "synthetic" and "_target_" not in settings
