@@ -15,17 +15,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.utilities import rank_zero_only
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file and what is wrong."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
+from src.errors import CheckpointError, CheckpointWriteError, first_line
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "epoch")
@@ -88,11 +78,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(Path(path), map_location=map_location)
 
 
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path") -> dict:
     """A training checkpoint of this project, loaded with `weights_only=True`.
 
@@ -115,7 +100,7 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path
             ) from err
         raise CheckpointError(
             f"{where}: cannot be read: the file is damaged, truncated or not a PyTorch "
-            f"checkpoint ({_reason(err)})"
+            f"checkpoint ({first_line(err)})"
         ) from err
     if not isinstance(data, dict):
         raise CheckpointError(
@@ -163,7 +148,8 @@ def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -
     of `BNStateModule` that a checkpoint records, each of its default's type and in range."""
     import inspect
 
-    from src.config_checks import ConfigError, check_model_settings
+    from src.config_checks import check_model_settings
+    from src.errors import ConfigError
     from src.model.module import BNStateModule
 
     where = f"{key}={path}"
@@ -201,9 +187,10 @@ def stored_data_settings(
     stored: the caller builds `DigitsDataModule(**settings)`."""
     import inspect
 
-    from src.config_checks import ConfigError, check_data_settings
+    from src.config_checks import check_data_settings
     from src.data.datamodule import DigitsDataModule
     from src.data.sources import SOURCES
+    from src.errors import ConfigError
 
     where = f"{key}={path}"
     config = ckpt.get("config")

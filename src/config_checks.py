@@ -18,12 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
+from src.errors import ConfigError, first_line, one_line
 from src.model.state import BN_STATS_MODES
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
-
 
 _ABSENT = object()
 # Keys whose null means something (use the default): every other checked key must hold a value.
@@ -309,12 +305,6 @@ def _check_checkpoint(cfg: DictConfig) -> None:
             )
 
 
-def _reason(err: BaseException) -> str:
-    """The first line of an exception's message, or its type when it has none."""
-    lines = str(err).strip().splitlines()
-    return lines[0].strip() if lines else type(err).__name__
-
-
 def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, unresolved value) for every leaf of a plain container."""
     if isinstance(node, dict):
@@ -356,7 +346,7 @@ def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
             try:
                 OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
             except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
-                raise ConfigError(f"{key}={raw}: cannot be resolved ({_reason(err)})") from err
+                raise ConfigError(f"{key}={raw}: cannot be resolved ({first_line(err)})") from err
 
 
 def _target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
@@ -438,7 +428,7 @@ def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
         target = _locate(name)
     except Exception as err:  # an import can fail in any way its module's code does
         # Hydra's own message spans lines; the error it wraps says what went wrong in one.
-        reason = _reason(err.__cause__ or err)
+        reason = first_line(err.__cause__ or err)
         raise ConfigError(f"{key}={name}: cannot be imported ({reason})") from err
     found = _parameters(target)
     if found is None:
@@ -553,7 +543,7 @@ def _device_count(cfg: DictConfig, accelerator: str) -> int:
         try:
             ids = _parse_gpu_ids(devices, include_cuda=True)
         except Exception as err:  # Lightning's MisconfigurationException and TypeError
-            raise ConfigError(f"trainer.devices={devices}: {_reason(err)}") from err
+            raise ConfigError(f"trainer.devices={devices}: {first_line(err)}") from err
         return len(ids or [])
     if accelerator not in ("cpu", "auto"):
         return 1  # mps and others: Lightning checks them itself
@@ -657,18 +647,6 @@ def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
         )
 
 
-def one_line(err: BaseException) -> str:
-    """Hydra's composition errors span many lines; keep what names the key or option."""
-    text = str(err).split("Config search path:")[0]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        first = str(cause).strip().splitlines()[0]
-        if first not in lines:
-            lines.append(first)
-    return "; ".join(ln.rstrip(".") for ln in lines).replace(":;", ":")
-
-
 def _compositions(overrides: list[str]) -> list[list[str]]:
     """The override lists to try: every value of every sweep appears in at least one of them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -750,7 +728,7 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
     try:
         folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
     except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
-        raise ConfigError(f"{key}: cannot be resolved ({_reason(err)})") from err
+        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
     if folder is None or not str(folder).strip():
         raise ConfigError(f"{key} must be set to the folder the run writes into")
     try:

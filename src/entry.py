@@ -19,10 +19,15 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from src.callbacks.checkpoint import RunStopped, TrainingDiverged
-from src.checkpoint import CheckpointError
-from src.config_checks import ConfigError, check_config, one_line, preflight
-from src.data.arrays import DataError
+from src.config_checks import check_config, preflight
+from src.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RunStopped,
+    TrainingDiverged,
+    one_line,
+)
 from src.output import route_output
 
 EXIT_BAD_INPUT = 2
@@ -95,7 +100,7 @@ def run_job(job: Callable[[], Any]) -> Any:
                 print(line, file=sys.stderr, flush=True)
             if not multirun:
                 sys.exit(code)
-        from src.sweep import JobFailed
+        from src.errors import JobFailed
 
         raise JobFailed(line, code) from err
 

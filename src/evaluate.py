@@ -16,15 +16,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import entry
 from src.callbacks.figures import ConfusionMatrixReport
-from src.checkpoint import (
-    DATA_MODULE_TARGET,
-    CheckpointError,
-    model_settings,
-    read_checkpoint,
-    stored_data_settings,
-)
+from src.checkpoint import DATA_MODULE_TARGET, model_settings, read_checkpoint, stored_data_settings
 from src.config_checks import check_config
 from src.data.datamodule import DigitsDataModule
+from src.errors import CheckpointError
 from src.model.module import BNStateModule
 from src.model.state import describe_state, population_statistics
 from src.train import CONFIG_DIR, instantiate_group

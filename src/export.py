@@ -24,8 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from src import entry
-from src.config_checks import ConfigError
-from src.data.arrays import DataError
+from src.errors import ConfigError, DataError
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
     MATLAB_LEARNABLE_NAMES,

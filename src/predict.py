@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import entry
 from src.checkpoint import stored_data_settings
-from src.config_checks import ConfigError
-from src.data.arrays import IMAGE_SIZE, DataError
+from src.data.arrays import IMAGE_SIZE
 from src.data.datamodule import DigitsDataModule
 from src.data.sources import decode_image, is_junk
+from src.errors import ConfigError, DataError
 from src.evaluate import build_model, checked_checkpoint
 from src.model.network import DigitsNet
 from src.train import CONFIG_DIR

@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from src import config_checks
-from src.config_checks import ConfigError, check_config, check_output_folder, preflight
+from src.config_checks import check_config, check_output_folder, preflight
+from src.errors import ConfigError
 from tests.conftest import CONF, assert_one_line_error, cli_in_process, compose_config, run_cli
 
 # Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.

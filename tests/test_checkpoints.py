@@ -17,7 +17,8 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import src.checkpoint as checkpoint_module
-from src.checkpoint import CheckpointWriteError, read_checkpoint, write_atomically
+from src.checkpoint import read_checkpoint, write_atomically
+from src.errors import CheckpointWriteError
 from src.train import train
 from tests.conftest import (
     ROOT,
@@ -337,8 +338,8 @@ def _bad_checkpoints(good: Path, where: Path) -> dict[str, tuple[Path, list[str]
 def test_each_bad_checkpoint_is_refused_before_the_run(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
-    from src.checkpoint import CheckpointError
     from src.config_checks import preflight
+    from src.errors import CheckpointError
     from src.train import CONFIG_DIR
 
     run_dir = tmp_path / "run"

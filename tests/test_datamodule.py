@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from src.data import cache
-from src.data.arrays import DataError, DigitArrays
+from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.errors import DataError
 
 
 def test_train_batches_are_floor_n_over_b_and_reshuffled_every_epoch() -> None:

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from omegaconf import open_dict, read_write
 
 from src.checkpoint import loader_position, read_checkpoint
-from src.config_checks import ConfigError, check_config, preflight
-from src.data.arrays import DataError
+from src.config_checks import check_config, preflight
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.model.network import BatchNorm, DigitsNet
 from src.model.state import population_statistics

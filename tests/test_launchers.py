@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import entry
 from src.config_checks import preflight
+from src.errors import JobFailed
 from src.launch import (
     JOBLIB,
     SUBMITIT_LOCAL,
@@ -32,7 +33,7 @@ from src.launch import (
     configure_threads,
     joblib_workers,
 )
-from src.sweep import BASIC_SWEEPER, STATUS_FILE, JobFailed, SweepSummary
+from src.sweep import BASIC_SWEEPER, STATUS_FILE, SweepSummary
 from src.train import CONFIG_DIR
 from tests.conftest import ROOT, TINY, run_cli
 

@@ -21,11 +21,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from src.config_checks import ConfigError, preflight
-from src.data.arrays import DataError, DigitArrays
+from src.config_checks import preflight
+from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule
 from src.data.sources import SOURCES, folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
+from src.errors import ConfigError, DataError
 from tests.conftest import CONF, assert_one_line_error, run_cli
 
 # ---------------------------------------------------------------------------------------------

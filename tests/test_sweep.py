@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 import src.sweep as sweep_module
 from src import entry
-from src.data.arrays import DataError
-from src.sweep import MAX_NAME, JobFailed, job_name, plan_of, sweep_subdir
+from src.errors import DataError, JobFailed
+from src.sweep import MAX_NAME, job_name, plan_of, sweep_subdir
 from tests.conftest import TINY, run_cli
 
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.config_checks import ConfigError
+from src.errors import ConfigError
 from src.train import train
 from tests.conftest import TINY
 

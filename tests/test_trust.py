@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from src.checkpoint import CheckpointError, model_settings, stored_data_settings
+from src.checkpoint import model_settings, stored_data_settings
+from src.errors import CheckpointError
 from tests.conftest import assert_one_line_error, cli_in_process, compose_config
 
 VICTIM_TEXT = "a file the checkpoint must not touch\n"

@@ -13,10 +13,10 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
-from src.config_checks import ConfigError, check_config
-from src.data.arrays import DataError
+from src.config_checks import check_config
 from src.data.datamodule import DigitsDataModule, validation_indices
 from src.data.sources import load_source
+from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.train import train
 from tests.conftest import TINY, assert_one_line_error, compose_config, run_cli

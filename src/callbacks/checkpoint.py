@@ -18,25 +18,9 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
+from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged
+
 log = logging.getLogger(__name__)
-
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-
-
-class RunStopped(Exception):
-    """Training stopped on a signal; `path` is the checkpoint of the last completed iteration."""
-
-    def __init__(self, signum: int, path: Path | None, iteration: int) -> None:
-        self.signum, self.path, self.iteration = signum, path, iteration
-        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
-        if path is None:
-            super().__init__(f"{name} again: stopped at once without saving")
-        else:
-            super().__init__(f"{name}: stopped after iteration {iteration}; saved {path}")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number; the message names the iteration."""
 
 
 class RunCheckpoint(Checkpoint):

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.errors import DataError  # noqa: F401  (src/data/sources imports it from here)
+
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
-
-
-class DataError(ValueError):
-    """Bad data on disk or in a generator's output; the message names the file or value."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from src.data.arrays import DataError, DigitArrays
+from src.data.arrays import DigitArrays
 from src.data.sources import load_source
+from src.errors import DataError
 
 # Without a validation split val_dataloader returns an empty list, and Lightning remarks once
 # that its length is zero: intended (no validation loop), so not a warning.

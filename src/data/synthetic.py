@@ -21,7 +21,8 @@ import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DataError, DigitArrays
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
+from src.errors import DataError
 
 # Part of the callers' cache key: bump it whenever the output for the same arguments changes.
 GENERATOR_VERSION = 1
