@@ -1,0 +1,65 @@
+"""Where digit images come from: each source returns a (train, test) pair of DigitArrays.
+
+`synthetic` is the built-in generator; `folder`, `mat` and `mnist` read digit data from disk. Every
+reader raises DataError with one line naming the file or folder at fault, and checks everything it
+read before it writes any cache, so a failed load leaves the caches as they were.
+
+`data=NAME` picks `SOURCES[NAME]`; each source lives in its own file of this package:
+
+    builtin.py        data=synthetic  `synthetic`: draws of src/data/synthetic.py's generator
+    image_folders.py  data=folder     `folder`: class folders of image files; `decode_image`
+                                      (also src.predict's reader), `is_junk`, `split_class`
+    mat_files.py      data=mat        `mat`: MATLAB .mat files (v4-v7)
+    idx.py            data=mnist      `mnist`: the four MNIST IDX files; `read_idx`
+    common.py         what the readers from disk share: the config's options, error reasons and
+                      the train/test cache that writes nothing unless both sets built cleanly
+
+Code elsewhere imports from `src.data.sources` only: every public name is re-exported here. The
+files are not named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the
+loader function, never a module that an import of the file would put in its place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from src.data.arrays import DataError, DigitArrays
+from src.data.sources.builtin import synthetic
+from src.data.sources.common import SPLITS
+from src.data.sources.idx import MNIST_FILES, mnist, read_idx
+from src.data.sources.image_folders import (
+    FOLDER_READER_VERSION,
+    decode_image,
+    folder,
+    is_junk,
+    split_class,
+)
+from src.data.sources.mat_files import mat
+
+__all__ = [
+    "FOLDER_READER_VERSION",
+    "MNIST_FILES",
+    "SOURCES",
+    "SPLITS",
+    "decode_image",
+    "folder",
+    "is_junk",
+    "load_source",
+    "mat",
+    "mnist",
+    "read_idx",
+    "split_class",
+    "synthetic",
+]
+
+SOURCES = {"synthetic": synthetic, "folder": folder, "mat": mat, "mnist": mnist}
+
+
+def load_source(
+    name: str, cache_dir: str | Path | None, options: dict[str, Any]
+) -> tuple[DigitArrays, DigitArrays]:
+    """Load the named source with its options; DataError for an unknown name."""
+    if name not in SOURCES:
+        raise DataError(f"data.source={name!r} is not one of {sorted(SOURCES)}")
+    return SOURCES[name](cache_dir, **options)

@@ -1,0 +1,25 @@
+"""data=synthetic: the built-in generator (src/data/synthetic.py), its draws cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from src.data.arrays import DigitArrays
+from src.data.cache import cached
+
+
+def synthetic(
+    cache_dir: str | Path | None,
+    seed: int = 0,
+    num_train_per_class: int = 500,
+    num_test_per_class: int = 500,
+) -> tuple[DigitArrays, DigitArrays]:
+    """The built-in generator: independent train and test draws that depend only on `seed`."""
+    from src.data import synthetic as gen
+
+    sets = []
+    for split, stream, n in (("train", 0, num_train_per_class), ("test", 1, num_test_per_class)):
+        key = {"split": split, "seed": seed, "num_per_class": n, **gen.generator_settings()}
+        build = lambda n=n, stream=stream: gen.generate_digits(n, [seed, stream])  # noqa: E731
+        sets.append(cached(cache_dir, f"synthetic-{split}", key, build).check(f"synthetic {split}"))
+    return sets[0], sets[1]
