@@ -1,0 +1,130 @@
+"""Which keys a sweep varies, and the job folder names built from them (`hydra.sweep.subdir`)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+MAX_NAME = 100  # characters of a job folder's name after the number (names are ASCII)
+
+
+# -- Which keys the sweep varies, and the job folder names built from them --------------------
+
+
+@dataclass
+class _Plan:
+    keys: list[str] = field(default_factory=list)  # swept keys, in command-line order
+    jobs: int | None = None  # how many jobs the sweep launches, where known
+
+
+def _current_plan() -> _Plan | None:
+    """The plan `on_multirun_start` set in this process. It is kept on the package,
+    `src.sweep._plan` (see src/sweep/__init__.py), where src.launch reads it and tests patch it."""
+    from src import sweep
+
+    return sweep._plan
+
+
+def _parse(lines: Iterable[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(lines))
+
+
+def plan_of(master: DictConfig) -> _Plan:
+    """The swept keys of a multirun config (command line and `hydra.sweeper.params`)."""
+    lines = list(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
+    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
+    lines += [f"{key}={value}" for key, value in params.items()]
+    plan, jobs = _Plan(), 1
+    for o in _parse(lines):
+        if not o.is_sweep_override() or o.key_or_group in plan.keys:
+            continue
+        plan.keys.append(o.key_or_group)
+        try:
+            jobs *= len(list(o.sweep_string_iterator()))
+        except Exception:  # an interval or other sweep without a fixed list of values
+            jobs = 0
+    plan.jobs = jobs or None
+    trials = OmegaConf.select(master, "hydra.sweeper.n_trials", default=None)  # e.g. Optuna's
+    if plan.jobs is None and isinstance(trials, int) and trials > 0:
+        plan.jobs = trials
+    return plan
+
+
+def _value(o: Any) -> str:
+    """An override's value as typed, without the quotes that protect it."""
+    value = o.value()
+    return value if isinstance(value, str) else o.get_value_element_as_str()
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """`optimizer.lr` -> `lr`, unless another key would read the same."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
+
+
+def swept_values(overrides: Iterable[str], keys: list[str]) -> dict[str, str]:
+    """`{key: value}` of a job's overrides, for the swept keys, in the sweep's order."""
+    found = {o.key_or_group: _value(o) for o in _parse(overrides) if not o.is_delete()}
+    return {k: found[k] for k in keys if k in found}
+
+
+def shown(value: str) -> str:
+    """A value as the names and tables show it: a sampled 0.0034567890123 as 0.003457."""
+    if re.fullmatch(r"[-+]?\d*\.\d{7,}(e[-+]?\d+)?", value):  # more digits than anyone types
+        return f"{float(value):.4g}"
+    return value
+
+
+def _readable(value: str) -> str:
+    value = shown(value)
+    if "/" in value.rstrip("/"):
+        value = value.rstrip("/").rsplit("/", 1)[-1]  # a path: its last component
+    return re.sub(r"[^\w.+\-~@%]+", "_", value, flags=re.ASCII).strip("_") or "_"
+
+
+def job_name(values: dict[str, str]) -> str:
+    """`lr=0.05,seed=1`: a folder name (no slash, ASCII, at most MAX_NAME characters)."""
+    names = short_names(list(values))
+    name = ",".join(f"{_readable(names[k])}={_readable(v)}" for k, v in values.items())
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_NAME - 9]}~{digest}"
+    return name
+
+
+def _plan_from_sweep_folder(root: DictConfig) -> _Plan:
+    """Where the callback did not run in this process: the sweep's saved `multirun.yaml`."""
+    try:
+        saved = Path(str(OmegaConf.select(root, "hydra.sweep.dir"))) / "multirun.yaml"
+        return plan_of(OmegaConf.load(saved))
+    except Exception:
+        return _Plan()
+
+
+def sweep_subdir(*, _root_: DictConfig) -> str:
+    """`hydra.sweep.subdir`: `<job number>_<swept key=value,...>`, or the number alone."""
+    num = int(OmegaConf.select(_root_, "hydra.job.num", default=0) or 0)
+    plan = _current_plan() or _plan_from_sweep_folder(_root_)
+    width = len(str(plan.jobs - 1)) if plan.jobs else 1
+    overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
+    name = job_name(swept_values(overrides, plan.keys))
+    return f"{num:0{width}d}_{name}" if name else f"{num:0{width}d}"
+
+
+# -- Set-up ---------------------------------------------------------------------------------------
+
+
+def register_resolvers() -> None:
+    """Register `${sweep_subdir:}` (conf/hydra/default.yaml's `hydra.sweep.subdir`) with OmegaConf.
+
+    Called when `src.sweep` is imported (src/sweep/__init__.py), as the registration always
+    happened at import; an explicit set-up call can take it over from there."""
+    OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)

@@ -1,0 +1,85 @@
+"""The summary's rows: a job's row, the order of the table, and the plain text tables."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The metrics in the summary, in column order, and whether higher is better.
+METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
+
+
+@dataclass
+class Row:
+    job: int
+    values: dict[str, str]  # swept key -> value
+    overrides: list[str]
+    status: str = "ok"
+    error: str = ""
+    code: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+    run_dir: str = ""
+
+    @property
+    def folder(self) -> str:
+        return Path(self.run_dir).name
+
+
+def _read_metrics(run_dir: Path) -> dict[str, float]:
+    import json
+
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    return {k: float(saved[k]) for k in METRICS if isinstance(saved.get(k), (int, float))}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def text_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    """A plain aligned table: reads the same on a terminal and in a log file."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return "  " + "  ".join(out).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def sort_metric(rows: list[Row]) -> str | None:
+    done = [r for r in rows if r.status == "ok"]
+    return next((m for m in METRICS if any(m in r.metrics for r in done)), None)
+
+
+def sorted_rows(rows: list[Row], metric: str | None) -> list[Row]:
+    """Completed jobs best first by `metric`, then jobs without it, then failed jobs."""
+
+    def key(r: Row) -> tuple:
+        value = r.metrics.get(metric) if metric else None
+        if value is None or math.isnan(value):
+            return (r.status != "ok", 1, 0.0, r.job)
+        return (False, 0, -value if METRICS[metric] else value, r.job)
+
+    return sorted(rows, key=key)
+
+
+def _jobs(n: int | None) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"

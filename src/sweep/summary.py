@@ -1,0 +1,255 @@
+"""The Hydra callback `SweepSummary`: a row for every job, failed jobs that do not stop the sweep,
+and at the end `summary.csv`, the printed tables, `summary.txt` and the seed tables (see the
+package docstring, src/sweep/__init__.py)."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from src.sweep.failure import _failure_of
+from src.sweep.naming import job_name, plan_of, short_names, shown, swept_values
+from src.sweep.rows import (
+    METRICS,
+    Row,
+    _fmt,
+    _jobs,
+    _read_metrics,
+    _time,
+    sort_metric,
+    sorted_rows,
+    text_table,
+)
+from src.sweep.seeds import SEED_KEY, _seed_order, plot_seeds, seed_groups, stats
+
+log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
+
+# Exit codes of a job stopped by a signal (src.entry.EXIT_SIGNAL): they stop the whole sweep.
+STOP_CODES = {130, 143}
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
+
+
+class SweepSummary(Callback):
+    """Hydra callback (`hydra.callbacks.sweep_summary` in conf/hydra/default.yaml)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.planned: int | None = None  # jobs the sweep launches, where known
+        self.rows: dict[int, Row] = {}
+        self.started: dict[int, float] = {}
+        self.sweep_id = ""  # tags this sweep's status files (a reused sweep folder has old ones)
+        self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
+
+    # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from src import sweep  # the plan is kept on the package: see src/sweep/__init__.py
+
+        plan = sweep._plan = plan_of(config)
+        self.keys, self.planned = list(plan.keys), plan.jobs
+        self.rows, self.started = {}, {}
+        self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _multirun(config):
+            self.started[_num(config)] = time.perf_counter()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not _multirun(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        num, failed = _num(config), job_return.status == JobStatus.FAILED
+        row = self.rows[num] = Row(num, {}, [])
+        if failed:
+            row.error, row.code = _failure_of(job_return._return_value)
+            row.status = "stopped" if row.code in STOP_CODES else "failed"
+            if OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER:
+                # Recorded in the summary: the sweeper must not re-raise it (package docstring).
+                job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+                # The failed job's trainer is free now: its progress bar closes with the job.
+                gc.collect()
+        started = self.started.pop(num, None)
+        row.wall_s = None if started is None else time.perf_counter() - started
+        row.run_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir") or "")
+        try:
+            row.overrides = [str(o) for o in (job_return.overrides or [])]
+            row.values = swept_values(row.overrides, self.keys)
+            if not failed:
+                row.metrics = _read_metrics(Path(row.run_dir))
+        except Exception as err:  # the row stays, with what is known
+            log.warning("Job %d: incomplete row in the sweep summary (%s).", num, err)
+        self.save_row(row)
+        if row.code in STOP_CODES and os.getpid() == self.pid:  # elsewhere: package docstring
+            self.finish(Path(str(config.hydra.sweep.dir)), stopped=row)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.gather(sweep_dir)
+        stopped = [self.rows[k] for k in sorted(self.rows) if self.rows[k].status == "stopped"]
+        self.finish(sweep_dir, stopped=stopped[0] if stopped else None)
+
+    # Rows of jobs run in other processes
+
+    def save_row(self, row: Row) -> None:
+        if not row.run_dir:
+            return
+        try:
+            text = json.dumps({"sweep": self.sweep_id, **asdict(row)}, indent=2)
+            (Path(row.run_dir) / STATUS_FILE).write_text(text + "\n")
+        except (OSError, TypeError, ValueError) as err:
+            log.warning("Job %d: %s not written (%s).", row.job, STATUS_FILE, err)
+
+    def gather(self, sweep_dir: Path) -> None:
+        """Add the rows of this sweep's jobs that ran in other processes, from their files."""
+        try:
+            paths = sorted(sweep_dir.rglob(STATUS_FILE))
+        except OSError:
+            return
+        for path in paths:
+            try:
+                saved = json.loads(path.read_text())
+                if saved.pop("sweep", None) != self.sweep_id or saved["job"] in self.rows:
+                    continue
+                self.rows[int(saved["job"])] = Row(**saved)
+            except (OSError, ValueError, TypeError, KeyError) as err:
+                print(f"warning: sweep summary: {path}: {err}", file=sys.stderr)
+
+    # The outputs
+
+    def finish(self, sweep_dir: Path, stopped: Row | None = None) -> None:
+        """Write and print everything, then end a sweep with failures with its exit code."""
+        # A failed job's trainer lingers in reference cycles until collected; its progress bar
+        # then prints its last state: let that happen before the tables, not after them.
+        gc.collect()
+        rows = [self.rows[k] for k in sorted(self.rows)]
+        text: list[str] = []
+        for step in (self.write_csv, self.summary_text, self.seeds):
+            try:
+                part = step(sweep_dir, rows)
+            except Exception as err:  # one broken output must not hide the others
+                print(f"warning: sweep summary: {step.__name__} failed: {err}", file=sys.stderr)
+                continue
+            if part:
+                print(f"\n{part}", flush=True)
+                text.append(part)
+        if text:
+            try:
+                (sweep_dir / "summary.txt").write_text("\n\n".join(text) + "\n")
+            except OSError as err:
+                print(f"warning: sweep summary: {err}", file=sys.stderr)
+        summary = sweep_dir / "summary.csv"
+        if stopped is not None:
+            left = f" of {self.planned}" if self.planned else ""
+            print(
+                f"stopped: the sweep stops after job {stopped.job}{left} ({stopped.folder}); "
+                f"see {summary}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(stopped.code)
+        failed = [r for r in rows if r.status != "ok"]
+        if failed:
+            codes = {r.code for r in failed}
+            names = ", ".join(r.folder or str(r.job) for r in failed)
+            print(
+                f"error: {len(failed)} of {_jobs(len(rows))} failed ({names}); see {summary}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(codes.pop() if len(codes) == 1 else 1)
+
+    def write_csv(self, sweep_dir: Path, rows: list[Row]) -> str:
+        header = ["job", "name", *self.keys, "status", "error", *METRICS, "wall_time_s"]
+        header += ["overrides", "run_dir"]
+        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for r in rows:
+                writer.writerow(
+                    [r.job, job_name(r.values), *(r.values.get(k, "") for k in self.keys)]
+                    + [r.status, r.error, *(r.metrics.get(m, "") for m in METRICS)]
+                    + ["" if r.wall_s is None else round(r.wall_s, 2), " ".join(r.overrides)]
+                    + [r.run_dir]
+                )
+        return ""
+
+    def summary_text(self, sweep_dir: Path, rows: list[Row]) -> str:
+        metric = sort_metric(rows)
+        columns = [m for m in METRICS if any(m in r.metrics for r in rows)]
+        names = short_names(self.keys)
+        header = ["job", *(names[k] for k in self.keys), "status", *columns, "time", "folder"]
+        right = {0, *range(len(self.keys) + 2, len(self.keys) + 3 + len(columns))}
+        cells = [
+            [str(r.job), *(shown(r.values.get(k, "")) for k in self.keys), r.status]
+            + [_fmt(r.metrics.get(m)) for m in columns]
+            + [_time(r.wall_s), r.folder]
+            for r in sorted_rows(rows, metric)
+        ]
+        counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "stopped")}
+        run = f"{len(rows)} of {_jobs(self.planned)} run" if len(rows) < (self.planned or 0) else ""
+        title = f"Sweep: {run or _jobs(len(rows))}, " + ", ".join(
+            f"{n} {s}" for s, n in counts.items() if n or s != "stopped"
+        )
+        if metric:
+            title += f"; by {metric}, {'highest' if METRICS[metric] else 'lowest'} first"
+        title += f"\n  in {sweep_dir}"
+        errors = [f"  job {r.job} ({r.folder}): {r.error}" for r in rows if r.status != "ok"]
+        return "\n".join([title, text_table(header, cells, right), *errors])
+
+    def seeds(self, sweep_dir: Path, rows: list[Row]) -> str:
+        if SEED_KEY not in self.keys:
+            return ""
+        groups = seed_groups(rows, self.keys)
+        others = [k for k in self.keys if k != SEED_KEY]
+        metrics = [m for m in METRICS if any(m in g.metrics for g in groups)]
+        names = short_names(others)
+        header = [*(names[k] for k in others), "metric", "mean", "std", "min", "max", "n"]
+        cells, records = [], []
+        for g in groups:
+            for i, m in enumerate(metrics or ["-"]):
+                s = stats(g.metrics.get(m, []))
+                records.append([*g.values.values(), m, *s.values()])
+                label = [shown(v) for v in g.values.values()] if i == 0 else [""] * len(others)
+                numbers = [_fmt(s[k]) for k in ("mean", "std", "min", "max")]
+                cells.append([*label, m, *numbers, str(s["n"])])
+        with open(sweep_dir / "seeds.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([*others, "metric", "mean", "std", "min", "max", "n"])
+            writer.writerows([["" if v is None else v for v in rec] for rec in records])
+        note = ""
+        try:
+            plot_seeds(groups, others, metrics, sweep_dir / "sweep.png")
+        except Exception as err:  # the tables are written: a missing figure is one line
+            note = f"\n  (sweep.png not drawn: {err})"
+        seeds = sorted({s for g in groups for s in g.seeds}, key=_seed_order)
+        by = f"grouped by {', '.join(names[k] for k in others)}; " if others else ""
+        title = (
+            f"Over {SEED_KEY}={','.join(seeds)} ({by}completed jobs only; std: sample standard "
+            "deviation)"
+        )
+        right = set(range(len(others) + 1, len(header)))
+        return "\n".join([title, text_table(header, cells, right)]) + note
+
+
+def _multirun(config: DictConfig) -> bool:
+    from hydra.types import RunMode
+
+    return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+
+
+def _num(config: DictConfig) -> int:
+    return int(OmegaConf.select(config, "hydra.job.num", default=0) or 0)
