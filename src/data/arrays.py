@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.errors import DataError  # noqa: F401  (src/data/sources imports it from here)
+from src.errors import DataError
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10

@@ -3,17 +3,7 @@ and exit code the summary records for any failure."""
 
 from __future__ import annotations
 
-
-class JobFailed(Exception):
-    """A sweep job ended by a known failure: its one `error:` line was already printed."""
-
-    def __init__(self, line: str, code: int) -> None:
-        super().__init__(line, code)  # both in args: it pickles, for launchers in other processes
-        self.line = line
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.line
+from src.errors import JobFailed
 
 
 def _failure_of(err: BaseException) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from src.data.arrays import DataError, DigitArrays
+from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
 from src.data.sources.common import SPLITS
 from src.data.sources.idx import MNIST_FILES, mnist, read_idx
@@ -36,6 +36,7 @@ from src.data.sources.image_folders import (
     split_class,
 )
 from src.data.sources.mat_files import mat
+from src.errors import DataError
 
 __all__ = [
     "FOLDER_READER_VERSION",

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.data.arrays import DataError, DigitArrays
+from src.data.arrays import DigitArrays
 from src.data.cache import cache_path, load_cached, save_cached
+from src.errors import DataError
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
 log = logging.getLogger(__package__)
@@ -34,12 +35,6 @@ def _bool_option(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise DataError(f"{key} must be true or false, got {value!r}")
     return value
-
-
-def _reason(err: BaseException) -> str:
-    """The first line of an exception's message, or its type when it has none."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _existing(path: Path, key: str, want_dir: bool) -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DataError, DigitArrays
-from src.data.sources.common import _existing, _path_option, _reason
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
+from src.data.sources.common import _existing, _path_option
+from src.errors import DataError, first_line
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -38,7 +39,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:  # EOFError: a cut-off .gz
-        raise DataError(f"{path}: cannot be read ({_reason(err)})") from err
+        raise DataError(f"{path}: cannot be read ({first_line(err)})") from err
     what = "image" if magic == _IDX_IMAGES else "label"
     if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
         found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DataError, DigitArrays
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
 from src.data.sources.common import (
     SPLITS,
     _bool_option,
     _cached_pair,
     _existing,
     _path_option,
-    _reason,
 )
+from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
 log = logging.getLogger(__package__)
@@ -147,7 +147,7 @@ def decode_image(path: str, resize: bool, grayscale: bool) -> np.ndarray:
     except DataError:
         raise
     except Exception as err:  # Pillow raises many types for unreadable or truncated files
-        raise DataError(f"{path}: cannot be read as an image ({_reason(err)})") from err
+        raise DataError(f"{path}: cannot be read as an image ({first_line(err)})") from err
     if a.shape != (IMAGE_SIZE, IMAGE_SIZE):
         if not resize:
             raise DataError(

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from src.data.arrays import IMAGE_SIZE, DataError, DigitArrays
-from src.data.sources.common import _existing, _path_option, _reason
+from src.data.arrays import IMAGE_SIZE, DigitArrays
+from src.data.sources.common import _existing, _path_option
+from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
 log = logging.getLogger(__package__)
@@ -136,7 +137,9 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
             f"with: save('{path.name}', '{x_name}', '{y_name}', '-v7')"
         ) from err
     except Exception as err:  # scipy raises many types for files that are not .mat or are cut
-        raise DataError(f"{path}: cannot be read as a MATLAB .mat file ({_reason(err)})") from err
+        raise DataError(
+            f"{path}: cannot be read as a MATLAB .mat file ({first_line(err)})"
+        ) from err
 
     for name in (x_name, y_name):
         if name in contents:
