@@ -111,8 +111,11 @@ def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from src.train import CONFIG_DIR, train
+    from src.cli import setup
+    from src.runtime.build import CONFIG_DIR
+    from src.train import train
 
+    setup()  # as the command line does first
     overrides = project_overrides(args, extra) + [
         "test=false",
         "+callbacks.iteration_timer._target_=benchmarks.bench.IterationTimer",

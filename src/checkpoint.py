@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.errors import CheckpointError, CheckpointWriteError, first_line
@@ -68,12 +67,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (whose local "atomic" save copies across filesystems when `$TMPDIR` is elsewhere)."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         write_atomically(checkpoint, Path(path))
 
     def load_checkpoint(
-        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return read_checkpoint(Path(path), map_location=map_location)
 
@@ -148,7 +147,7 @@ def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -
     of `BNStateModule` that a checkpoint records, each of its default's type and in range."""
     import inspect
 
-    from src.config_checks import check_model_settings
+    from src.config.schema import check_model_settings
     from src.errors import ConfigError
     from src.model.module import BNStateModule
 
@@ -187,7 +186,7 @@ def stored_data_settings(
     stored: the caller builds `DigitsDataModule(**settings)`."""
     import inspect
 
-    from src.config_checks import check_data_settings
+    from src.config.schema import check_data_settings
     from src.data.datamodule import DigitsDataModule
     from src.data.sources import SOURCES
     from src.errors import ConfigError

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from src import entry
+from src.cli import run, run_job
 from src.errors import ConfigError, DataError
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
@@ -32,8 +32,14 @@ from src.model.network import (
     BatchNorm,
     DigitsNet,
 )
-from src.predict import CheckpointData, checked_run, probabilities, trained_network
-from src.train import CONFIG_DIR
+from src.runtime.build import (
+    CONFIG_DIR,
+    CheckpointData,
+    checked_run,
+    probabilities,
+    save_resolved_config,
+    trained_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +267,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     ckpt = checked_export(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {k: v for k, v in cfg.items() if k != "hydra"}
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+    save_resolved_config(cfg, output_dir)
 
     net = trained_network(cfg, ckpt)
     bn_stats = cfg.model.get("bn_stats") or (ckpt.get("bn_statistics") or {}).get("used", "running")
@@ -315,12 +320,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     """CLI entry point."""
-    entry.run_job(lambda: export(cfg))
+    run_job(lambda: export(cfg))
 
 
 def cli() -> None:
     """`python -m src.export`: the config and checkpoint checked, then the export."""
-    entry.cli(main, CONFIG_DIR, "export", check=checked_export)
+    run(main, CONFIG_DIR, "export", check=checked_export)
 
 
 if __name__ == "__main__":

@@ -8,97 +8,36 @@ scaling to [0, 1] as the images the network learnt from; the mean image is insid
 
 from __future__ import annotations
 
-import copy
 import csv
 import functools
 import glob
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from src import entry
-from src.checkpoint import stored_data_settings
+from src.cli import run, run_job
 from src.data.arrays import IMAGE_SIZE
-from src.data.datamodule import DigitsDataModule
 from src.data.sources import decode_image, is_junk
 from src.errors import ConfigError, DataError
-from src.evaluate import build_model, checked_checkpoint
-from src.model.network import DigitsNet
-from src.train import CONFIG_DIR
+from src.runtime.build import (
+    CONFIG_DIR,
+    checked_run,
+    probabilities,
+    save_resolved_config,
+    trained_network,
+)
 
 log = logging.getLogger(__name__)
 
 # The `data=folder` settings that apply to image files; any other data.KEY is refused.
 DATA_KEYS = ("resize", "grayscale")
-# Images a forward pass (memory, not results: every image is predicted on its own statistics).
-BATCH = 1024
 # Rows of the table printed to the log; predictions.csv holds them all.
 SHOWN = 10
-
-
-def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
-    """`src.evaluate.checked_checkpoint` for a command that builds no data module or trainer:
-    the same one-line refusals (unset or unresolvable keys, bad `model.bn_stats`, a missing,
-    damaged or foreign checkpoint), then the checkpoint itself."""
-    data = OmegaConf.select(cfg, "data", default=None) or {}
-    for key in data:
-        if key not in data_keys:
-            allowed = " and ".join(f"data.{k}" for k in data_keys)
-            takes = f"only {allowed}" if data_keys else "no data settings"
-            raise ConfigError(f"data.{key}: {cfg.task_name} takes {takes}")
-    probe = copy.deepcopy(cfg)
-    with open_dict(probe):
-        # What check_config asks of a training config, neither of them built here: a data
-        # module reading image files with these settings, and a one-process CPU trainer.
-        raw = OmegaConf.to_container(data, resolve=False) if data else {}
-        probe.data = {"_target_": "src.data.datamodule.DigitsDataModule", "source": "folder", **raw}
-        probe.trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu"}
-    return checked_checkpoint(probe)
-
-
-class CheckpointData:
-    """The data of the checkpoint's training run (its stored `data` settings), read on first use.
-
-    Stands in for the data module `src.evaluate.build_model` takes: it reads the training images
-    only to compute population statistics the checkpoint does not hold.
-    """
-
-    def __init__(self, ckpt: dict, cache_dir: str | Path, path: str | Path = "?") -> None:
-        self.ckpt = ckpt
-        self.cache_dir = cache_dir
-        self.path = path
-
-    @functools.cached_property
-    def module(self) -> Any:
-        stored = stored_data_settings(self.ckpt, self.path)  # checked values, never code
-        if stored is None:
-            raise DataError("the checkpoint records no data settings: its images are unknown")
-        # This machine's cache, not the training machine's.
-        datamodule = DigitsDataModule(**{**stored, "cache_dir": str(self.cache_dir)})
-        try:
-            datamodule.setup("fit")
-        except DataError as err:
-            raise DataError(f"the checkpoint's data cannot be read here: {err}") from err
-        return datamodule
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "module":  # its construction failed with an AttributeError: no recursion
-            raise AttributeError(name)
-        return getattr(self.module, name)
-
-
-def trained_network(cfg: DictConfig, ckpt: dict) -> DigitsNet:
-    """The checkpoint's network in prediction mode, with the statistics `model.bn_stats` picks."""
-    data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
-    model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), data)
-    return model.net.eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,13 +124,6 @@ def checked_inputs(cfg: DictConfig) -> None:
 # The run
 
 
-@torch.inference_mode()
-def probabilities(net: DigitsNet, images: np.ndarray) -> np.ndarray:
-    """MATLAB's `predict(dlnet, X)`: class probabilities with the stored state, N x classes."""
-    x = torch.from_numpy(images)
-    return torch.cat([net.predict(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]).numpy()
-
-
 def table(files: list[str], labels: np.ndarray, probs: np.ndarray) -> str:
     """The first SHOWN predictions as aligned text, and how many there are in all."""
     shown = files[:SHOWN]
@@ -211,8 +143,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     files, images = read_images(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {k: v for k, v in cfg.items() if k != "hydra"}
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+    save_resolved_config(cfg, output_dir)
 
     net = trained_network(cfg, ckpt)
     probs = probabilities(net, images)
@@ -232,12 +163,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """CLI entry point."""
-    entry.run_job(lambda: predict(cfg))
+    run_job(lambda: predict(cfg))
 
 
 def cli() -> None:
     """`python -m src.predict`: the config, checkpoint and images checked, then the run."""
-    entry.cli(main, CONFIG_DIR, "predict", check=checked_inputs)
+    run(main, CONFIG_DIR, "predict", check=checked_inputs)
 
 
 if __name__ == "__main__":

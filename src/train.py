@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,49 +13,16 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src import entry
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
-from src.config_checks import check_config
-from src.launch import configure_threads
-from src.loggers import log_hyperparams  # also keeps MLflow offline; conf/logger's resolvers
+from src.cli import run, run_job
+from src.config.rules import check_config
+from src.console import print_config_tree
 from src.model.state import describe_state, state_label
-from src.output import print_config_tree
+from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
+from src.runtime.loggers import log_hyperparams
+from src.runtime.threads import configure_threads
 
 log = logging.getLogger(__name__)
-
-
-class _DropAdverts(logging.Filter):
-    """Lightning advertises a cloud logger at every start; with no network it is only noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
-
-# In-memory batches need no worker processes; Lightning's advice to add some does not apply.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-# Lightning 2.6 on torch 2.13 trips over a torch deprecation in its own pytree helper.
-warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
-
-
-def instantiate_group(
-    group: DictConfig | None, extra: dict[type, dict[str, Any]] | None = None
-) -> list[Any]:
-    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers).
-
-    `extra` maps a class to keyword arguments added for entries whose target is that class or a
-    subclass of it (the resume step for TensorBoard, say)."""
-    if not group:
-        return []
-    built = []
-    for c in group.values():
-        if not c or "_target_" not in c:
-            continue
-        target = hydra.utils.get_class(c._target_)
-        kwargs = next((kw for cls, kw in (extra or {}).items() if issubclass(target, cls)), {})
-        built.append(hydra.utils.instantiate(c, **kwargs))
-    return built
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -134,8 +100,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if training:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     else:  # its weights and batch-norm state (model.bn_stats picks which), as src.evaluate does
-        from src.evaluate import build_model  # (src.evaluate imports this module)
-
         ckpt = read_checkpoint(Path(ckpt_path))
         model = build_model(ckpt, Path(ckpt_path), cfg.model.get("bn_stats"), datamodule)
         log.info("Testing %s (iteration %d); no training (train=false).", ckpt_path,
@@ -169,20 +133,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-# An absolute path: works whether this runs as `python -m src.train` or is imported.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-    metrics = entry.run_job(lambda: train(cfg))
+    metrics = run_job(lambda: train(cfg))
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 
 def cli() -> None:
-    entry.cli(main, CONFIG_DIR, "config")
+    """`python -m src.train`: the command line checked, then the run."""
+    run(main, CONFIG_DIR, "config")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,14 @@ TINY = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """What each entry point's command line sets up first (resolvers, MLflow's environment),
+    for the configs the tests compose and run in-process."""
+    from src.cli import setup
+
+    setup()
+
+
 def compose_config(
     overrides: list[str], output_dir: Path, cache_dir: Path, config_name: str = "config"
 ) -> DictConfig:

@@ -12,8 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src import config_checks
-from src.config_checks import check_config, check_output_folder, preflight
+from src.config import rules as config_rules
+from src.config.compose import check_output_folder, preflight
+from src.config.rules import check_config
 from src.errors import ConfigError
 from tests.conftest import CONF, assert_one_line_error, cli_in_process, compose_config, run_cli
 
@@ -313,10 +314,10 @@ def test_batch_limits_that_cannot_work_fail(tmp_path: Path, override: str, needl
 def test_memory_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 100 + 50 per class: exactly what fits, then one image's worth over.
     exact = 150 * IMAGE_BYTES_PER_CLASS_STEP
-    monkeypatch.setattr(config_checks, "_physical_memory", lambda: exact)
+    monkeypatch.setattr(config_rules, "_physical_memory", lambda: exact)
     args = ("data.num_train_per_class=100", "data.num_test_per_class=50")
     _passes(tmp_path, *args)
-    monkeypatch.setattr(config_checks, "_physical_memory", lambda: exact - 1)
+    monkeypatch.setattr(config_rules, "_physical_memory", lambda: exact - 1)
     message = _error(tmp_path, *args)
     assert message.startswith("data.num_train_per_class=100, data.num_test_per_class=50: ")
     assert "GiB of memory" in message

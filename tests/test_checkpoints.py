@@ -338,9 +338,9 @@ def _bad_checkpoints(good: Path, where: Path) -> dict[str, tuple[Path, list[str]
 def test_each_bad_checkpoint_is_refused_before_the_run(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
-    from src.config_checks import preflight
+    from src.config.compose import preflight
     from src.errors import CheckpointError
-    from src.train import CONFIG_DIR
+    from src.runtime.build import CONFIG_DIR
 
     run_dir = tmp_path / "run"
     for name, (path, needles) in _bad_checkpoints(tiny_checkpoint, tmp_path).items():

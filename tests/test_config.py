@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config_checks import check_config
+from src.config.rules import check_config
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, open_dict
 
 from src.checkpoint import read_checkpoint
-from src.config_checks import check_config
+from src.config.rules import check_config
 from src.train import train
 from tests.conftest import (
     TINY,
@@ -161,7 +161,7 @@ def test_mlflow_stays_offline_and_quiet() -> None:
     import sys
 
     script = (
-        "import logging, src.loggers, mlflow\n"
+        "import logging, src.runtime.loggers, mlflow\n"
         "from mlflow.telemetry.utils import is_telemetry_disabled\n"
         "print(is_telemetry_disabled(), logging.getLogger('mlflow').getEffectiveLevel())\n"
     )

@@ -26,13 +26,15 @@ import torch.nn.functional as F
 from omegaconf import open_dict, read_write
 
 from src.checkpoint import loader_position, read_checkpoint
-from src.config_checks import check_config, preflight
+from src.config.compose import preflight
+from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.model.network import BatchNorm, DigitsNet
 from src.model.state import population_statistics
-from src.train import CONFIG_DIR, train
+from src.runtime.build import CONFIG_DIR
+from src.train import train
 from tests.conftest import ROOT, TINY, Crash, compose_config
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}

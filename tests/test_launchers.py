@@ -21,10 +21,11 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 from omegaconf import DictConfig, OmegaConf
 
-from src import entry
-from src.config_checks import preflight
+from src import cli as entry
+from src.config.compose import preflight
 from src.errors import JobFailed
-from src.launch import (
+from src.runtime.build import CONFIG_DIR
+from src.runtime.threads import (
     JOBLIB,
     SUBMITIT_LOCAL,
     SUBMITIT_SLURM,
@@ -34,7 +35,6 @@ from src.launch import (
     joblib_workers,
 )
 from src.sweep import BASIC_SWEEPER, STATUS_FILE, SweepSummary
-from src.train import CONFIG_DIR
 from tests.conftest import ROOT, TINY, run_cli
 
 BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}

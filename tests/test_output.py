@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from src import entry
+from src import cli as entry
 from src.callbacks import figures
 from src.callbacks.progress import ProgressBar, epoch_number, progress_values
 from tests.conftest import ROOT, TINY, assert_last_line_error, run_cli
@@ -81,7 +81,7 @@ def test_train_log_holds_lightning_lines_warnings_and_progress(plain_run) -> Non
     assert len([ln for ln in log.splitlines() if PROGRESS.search(ln)]) == 2
     # everything printed as a log line is in the file, in the same order
     printed = [ln for ln in proc.stdout.splitlines() if LOG_PREFIX.match(ln)]
-    logged = [ln for ln in log.splitlines() if LOG_PREFIX.match(ln) and "[src.output]" not in ln]
+    logged = [ln for ln in log.splitlines() if LOG_PREFIX.match(ln) and "[src.console]" not in ln]
     assert printed == logged
 
 
@@ -116,7 +116,7 @@ def test_a_failed_run_leaves_its_error_in_train_log(tmp_path: Path, cache_dir: P
                    f"hydra.run.dir={run_dir}", timeout=120)  # fmt: skip
     line = assert_last_line_error(proc, "model.num_classes=3")
     log = (run_dir / "train.log").read_text()
-    assert f"[src.entry][ERROR] - {line}" in log
+    assert f"[src.cli][ERROR] - {line}" in log
     assert (run_dir / "config_tree.log").is_file()
     assert "\r" not in proc.stdout + proc.stderr
 

@@ -21,7 +21,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from src.config_checks import preflight
+from src.config.compose import preflight
 from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule
 from src.data.sources import SOURCES, folder, mat, mnist, split_class

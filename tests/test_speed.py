@@ -143,7 +143,7 @@ def test_cuda_graph_without_a_gpu_is_one_line(tmp_path: Path) -> None:
 
 
 def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
-    from src.config_checks import _check_cuda_graph
+    from src.config.rules import _check_cuda_graph
     from src.errors import ConfigError
     from tests.conftest import compose_config
 

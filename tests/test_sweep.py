@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import src.sweep as sweep_module
-from src import entry
+from src import cli as entry
 from src.errors import DataError, JobFailed
 from src.sweep import MAX_NAME, job_name, plan_of, sweep_subdir
 from tests.conftest import TINY, run_cli

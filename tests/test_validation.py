@@ -13,7 +13,7 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
-from src.config_checks import check_config
+from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule, validation_indices
 from src.data.sources import load_source
 from src.errors import ConfigError, DataError

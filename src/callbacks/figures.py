@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
+import numpy as np
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-
-from src.callbacks.progress import epoch_number, hms  # noqa: E402
-from src.model.state import state_label  # noqa: E402
+from src.callbacks.progress import epoch_number, hms
+from src.model.state import state_label
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,15 @@ log = logging.getLogger(__name__)
 LOSS_COLOUR = (0.85, 0.325, 0.098)
 
 
-def save_figure(trainer: L.Trainer, fig: plt.Figure, filename: str, tag: str) -> Path:
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure drawn into memory by Agg: files and TensorBoard only, never a window, and no
+    pyplot (whose backend choice would be process-wide state)."""
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure(trainer: L.Trainer, fig: Figure, filename: str, tag: str) -> Path:
     """Write `fig` as a PNG in the run directory and, if TensorBoard logs, as image `tag`."""
     from PIL import Image
 
@@ -39,7 +46,6 @@ def save_figure(trainer: L.Trainer, fig: plt.Figure, filename: str, tag: str) ->
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, rgb, trainer.global_step, dataformats="HWC")
-    plt.close(fig)
     return path
 
 
@@ -89,7 +95,7 @@ class TrainingProgressPlot(L.Callback):
         self._flush()
         if not self.iterations:
             return
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        fig, ax = new_figure(8, 4.5)
         ax.plot(self.iterations, self.losses, color=LOSS_COLOUR, linewidth=1.2)
         for start in sorted(set(self.epoch_starts))[1:]:
             ax.axvline(start + 0.5, color="0.6", linestyle="--", linewidth=0.8)
@@ -105,10 +111,10 @@ class TrainingProgressPlot(L.Callback):
         log.info("Training progress plot: %s", path)
 
 
-def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
+def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
     """A labelled confusion matrix, counts in the cells, per-class accuracy on the right."""
     n = matrix.shape[0]
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    fig, ax = new_figure(7, 6)
     ax.imshow(matrix, cmap="Blues")
     peak = matrix.max() if matrix.size else 0
     for i in range(n):

@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from src.output import is_terminal, log_to_files
+from src.console import is_terminal, log_to_files
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from src.data.arrays import DigitArrays
 from src.data.sources import load_source
 from src.errors import DataError
-
-# Without a validation split val_dataloader returns an empty list, and Lightning remarks once
-# that its length is zero: intended (no validation loop), so not a warning.
-warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 
 
 class InMemoryBatches(Dataset):

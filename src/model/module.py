@@ -16,11 +16,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from src.compat import count_optimizer_step
 from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
+from src.model.schedulers import build_scheduler
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
 from src.model.step_values import StepRecord, StepValues, write_records
-from src.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,7 @@ class BNStateModule(L.LightningModule):
         else:  # model.cuda_graph: the same step, replayed as one graph
             loss, state = self.captured_step(x, y)
             # What Lightning's optimizer wrapper does at each step (the iteration count).
-            wrapper = self.optimizers()
-            wrapper._on_before_step()
-            wrapper._on_after_step()
+            count_optimizer_step(self.optimizers())
 
         # The training-progress plot: loss per iteration and the elapsed time, written out in
         # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from src.compat import event_file_writer
+
 
 @dataclass
 class StepRecord:
@@ -110,7 +112,7 @@ def write_records(logger: Any, records: list[StepRecord]) -> None:
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    writer = logger.experiment._get_file_writer()
+    writer = event_file_writer(logger.experiment)
     wanted = [r for r in records if r.to_loggers]
     histograms = iter(_histograms([d for r in wanted for d in r.histograms.values()]))
     for record in wanted:

@@ -17,7 +17,7 @@ its last name unless two would read the same, paths by their last component, sam
 4 significant digits, cut to `MAX_NAME` characters; the number is zero-padded when the number of
 jobs is known. Point TensorBoard at the sweep folder and its run list shows these names.
 
-A failed job does not stop the sweep. In a sweep `src.entry.run_job` prints the job's one
+A failed job does not stop the sweep. In a sweep `src.cli.run_job` prints the job's one
 `error:` line and raises `JobFailed`; Hydra records the job as FAILED and calls `on_job_end`.
 Hydra's basic sweeper would re-raise the first failure once every job of the batch has run,
 skipping `on_multirun_end` and printing a traceback, so `on_job_end` records the failure and
@@ -27,7 +27,7 @@ goes on). After the summary, a sweep with failed jobs ends with one `error:` lin
 and exit code:
 
 - the code every failed job would have exited with on its own, when they all share one
-  (2 bad input, 3 diverged, 4 an output could not be written; see `src.entry`);
+  (2 bad input, 3 diverged, 4 an output could not be written; see `src.cli`);
 - 1 when the failures differ, or one was unexpected (its traceback is printed when it fails).
 
 A job stopped by SIGINT or SIGTERM (exit code 130 or 143 on its own) stops the sweep there:
@@ -49,7 +49,7 @@ The package, one concern a module:
   conf/hydra/default.yaml): each job's row, failed and stopped jobs, the outputs, the exit code.
 - `rows`: a job's `Row`, the order of the summary table, and the plain text tables.
 - `seeds`: the jobs grouped over seeds, their statistics (`seeds.csv`) and `sweep.png`.
-- `failure`: `JobFailed`, how `src.entry.run_job` ends a failed job in a sweep.
+- `failure`: `JobFailed`, how `src.cli.run_job` ends a failed job in a sweep.
 """
 
 from __future__ import annotations
@@ -97,10 +97,6 @@ __all__ = [
 ]
 
 # The plan of the sweep this process launches: set by SweepSummary.on_multirun_start, read by
-# naming.sweep_subdir (the job folder names) and src.launch.sweep_batch. It is kept here, on the
-# package, because `src.sweep._plan` is where src.launch reads it and tests patch it.
+# naming.sweep_subdir (the job folder names) and src.runtime.threads.sweep_batch. It is kept
+# here, on the package, because `src.sweep._plan` is where threads.py reads it and tests patch it.
 _plan: _Plan | None = None
-
-# `${sweep_subdir:}` (the job folders of conf/hydra/default.yaml) is registered at import, as
-# when src.sweep was one module. To be moved into an explicit set-up call.
-register_resolvers()

@@ -1,4 +1,4 @@
-"""A failed job of a sweep: `JobFailed`, raised by `src.entry.run_job` in a sweep, and the line
+"""A failed job of a sweep: `JobFailed`, raised by `src.cli.run_job` in a sweep, and the line
 and exit code the summary records for any failure."""
 
 from __future__ import annotations

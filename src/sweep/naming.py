@@ -25,7 +25,8 @@ class _Plan:
 
 def _current_plan() -> _Plan | None:
     """The plan `on_multirun_start` set in this process. It is kept on the package,
-    `src.sweep._plan` (see src/sweep/__init__.py), where src.launch reads it and tests patch it."""
+    `src.sweep._plan` (see src/sweep/__init__.py), where src.runtime.threads reads it and tests
+    patch it."""
     from src import sweep
 
     return sweep._plan
@@ -125,6 +126,7 @@ def sweep_subdir(*, _root_: DictConfig) -> str:
 def register_resolvers() -> None:
     """Register `${sweep_subdir:}` (conf/hydra/default.yaml's `hydra.sweep.subdir`) with OmegaConf.
 
-    Called when `src.sweep` is imported (src/sweep/__init__.py), as the registration always
-    happened at import; an explicit set-up call can take it over from there."""
+    Called by `src.cli.setup` in the process that starts a sweep, and by `SweepSummary` when a
+    launcher unpickles it in a job process (joblib, submitit), where Hydra resolves the job's
+    folder before any code of the job runs."""
     OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)

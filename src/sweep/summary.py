@@ -19,8 +19,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.compat import BASIC_SWEEPER, job_error
 from src.sweep.failure import _failure_of
-from src.sweep.naming import job_name, plan_of, short_names, shown, swept_values
+from src.sweep.naming import (
+    job_name,
+    plan_of,
+    register_resolvers,
+    short_names,
+    shown,
+    swept_values,
+)
 from src.sweep.rows import (
     METRICS,
     Row,
@@ -36,9 +44,8 @@ from src.sweep.seeds import SEED_KEY, _seed_order, plot_seeds, seed_groups, stat
 
 log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
 
-# Exit codes of a job stopped by a signal (src.entry.EXIT_SIGNAL): they stop the whole sweep.
+# Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
 STOP_CODES = {130, 143}
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
 
 
@@ -52,6 +59,12 @@ class SweepSummary(Callback):
         self.started: dict[int, float] = {}
         self.sweep_id = ""  # tags this sweep's status files (a reused sweep folder has old ones)
         self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
+        # folder, `${sweep_subdir:}`, before the job runs any code of ours.
+        self.__dict__.update(state)
+        register_resolvers()
 
     # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
 
@@ -75,7 +88,7 @@ class SweepSummary(Callback):
         num, failed = _num(config), job_return.status == JobStatus.FAILED
         row = self.rows[num] = Row(num, {}, [])
         if failed:
-            row.error, row.code = _failure_of(job_return._return_value)
+            row.error, row.code = _failure_of(job_error(job_return))
             row.status = "stopped" if row.code in STOP_CODES else "failed"
             if OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER:
                 # Recorded in the summary: the sweeper must not re-raise it (package docstring).

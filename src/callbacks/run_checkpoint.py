@@ -16,8 +16,8 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
+from src.compat import is_script_launcher
 from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class RunCheckpoint(Checkpoint):
         """The processes Lightning's launcher started from this one (DDP), if any: killed, as
         Lightning does on Ctrl-C, since they would wait for this one forever."""
         launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
-        if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
+        if is_script_launcher(launcher) and launcher.procs:
             launcher.kill(signal.SIGKILL)
 
     def _restore_handlers(self) -> None:
@@ -177,7 +177,7 @@ def _outlive_the_launcher(trainer: L.Trainer, timeout: float = 15.0) -> None:
     SIGKILLs the main process, its exit line and code unsaid, if it sees a child end non-zero."""
     environment = getattr(trainer.strategy, "cluster_environment", None)
     launched = isinstance(environment, LightningEnvironment) and trainer.local_rank > 0
-    if not launched or not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    if not launched or not is_script_launcher(trainer.strategy.launcher):
         return
     parent = os.getppid()
 

@@ -1,10 +1,11 @@
-"""What every entry point (`src.train`, `src.evaluate`) shares: check the command line before
-Hydra makes a run folder, and end each known failure with one line and a documented exit code.
+"""What every entry point (`src.train`, `evaluate`, `predict`, `export`) shares: the process's
+set-up (`setup`), the command line checked before Hydra makes a run folder (`run`), and each known
+failure ended with one line and a documented exit code (`run_job`).
 
 Exit codes: 0 done; 2 bad input (a config value, data file or checkpoint; one `error:` line);
 3 training diverged (non-finite loss); 4 an output could not be written (full disk, no
 permission); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving a checkpoint;
-1 anything unexpected (a bug: the traceback is printed).
+1 anything unexpected (a bug: the traceback is printed). The types are in `src.errors`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from src.config_checks import check_config, preflight
+from src.config.compose import preflight
+from src.config.rules import check_config
+from src.console import route_output
 from src.errors import (
     CheckpointError,
     ConfigError,
@@ -28,7 +32,8 @@ from src.errors import (
     TrainingDiverged,
     one_line,
 )
-from src.output import route_output
+from src.runtime.loggers import setup_loggers
+from src.sweep.naming import register_resolvers
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -36,6 +41,31 @@ EXIT_WRITE_FAILED = 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 log = logging.getLogger(__name__)
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning advertises a cloud logger at every start; with no network it is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def setup() -> None:
+    """Everything a process sets once before composing a config: OmegaConf's resolvers, MLflow's
+    environment, the warnings and log lines that are noise here. Safe to call again; nothing
+    is set up by importing a module."""
+    register_resolvers()  # ${sweep_subdir:}
+    setup_loggers()  # ${run_name:}, ${tag_dict:}, MLflow offline and quiet
+    adverts = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in adverts.filters):
+        adverts.addFilter(_DropAdverts())
+    # In-memory batches need no worker processes; Lightning's advice to add some does not apply.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # Lightning 2.6 on torch 2.13 trips over a torch deprecation in its own pytree helper.
+    warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+    # Without a validation split val_dataloader returns an empty list, and Lightning remarks
+    # once that its length is zero: intended (no validation loop), so not a warning.
+    warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 
 
 def _to_log_files(message: str) -> None:
@@ -73,6 +103,7 @@ def run_job(job: Callable[[], Any]) -> Any:
     after printing its line, or an unexpected error's traceback: the sweep goes on with the next
     job, and `src.sweep.SweepSummary` reports the failure and sets the sweep's exit code.
     """
+    setup()  # again: a launcher may run the job in a process of its own
     route_output()  # Lightning's lines and warnings into the run's log file; bar-safe console
     try:
         return job()
@@ -105,7 +136,7 @@ def run_job(job: Callable[[], Any]) -> Any:
         raise JobFailed(line, code) from err
 
 
-def cli(
+def run(
     main: Callable[[], Any],
     config_dir: str,
     config_name: str,
@@ -113,6 +144,7 @@ def cli(
 ) -> None:
     """Check the command line's config first (`check` on every composition, sweeps included),
     so mistakes cost one line and no run folder."""
+    setup()
     try:
         preflight(sys.argv[1:], config_dir, config_name, check)
     except (ConfigError, CheckpointError) as err:

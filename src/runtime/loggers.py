@@ -1,8 +1,8 @@
 """What the loggers of conf/logger need: the run's name and tags from its `tags`, MLflow offline
 and quiet, and hyperparameters every logger takes.
 
-Imported by the entry points before any logger is built: MLflow reads its settings from the
-environment when it is first imported.
+`setup_loggers()` runs before any logger is built (`src.cli.setup`): MLflow reads its settings from
+the environment when it is first imported.
 """
 
 from __future__ import annotations
@@ -16,20 +16,12 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
 
-# MLflow 3 sends usage telemetry to its servers unless told not to; a run here stays offline.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Its INFO lines (creating the database tables on the first run) are noise in a training log.
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
 
 class _DropExperimentCreated(logging.Filter):
     """Lightning's MLFlowLogger warns when it creates an experiment: expected on a first run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "not found. Creating it" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(_DropExperimentCreated())
 
 
 def run_name(tags: Iterable[str] | None, output_dir: str) -> str:
@@ -44,8 +36,18 @@ def tag_dict(tags: Iterable[str] | None) -> dict[str, str]:
     return {str(t): "true" for t in (tags or [])}
 
 
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
-OmegaConf.register_new_resolver("tag_dict", tag_dict, replace=True)
+def setup_loggers() -> None:
+    """MLflow offline and quiet, and the resolvers conf/logger uses (`${run_name:...}`,
+    `${tag_dict:...}`); safe to call again."""
+    # MLflow 3 sends usage telemetry to its servers unless told not to; a run here stays offline.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Its INFO lines (creating the database tables on the first run) are noise in a training log.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    mlflow_logger = logging.getLogger("lightning.pytorch.loggers.mlflow")
+    if not any(isinstance(f, _DropExperimentCreated) for f in mlflow_logger.filters):
+        mlflow_logger.addFilter(_DropExperimentCreated())
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("tag_dict", tag_dict, replace=True)
 
 
 def log_hyperparams(

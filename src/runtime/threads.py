@@ -33,12 +33,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.compat import BASIC_LAUNCHER
+
 log = logging.getLogger(__name__)
 
 _PLUGINS = "hydra_plugins"
 JOBLIB = f"{_PLUGINS}.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT_LOCAL = f"{_PLUGINS}.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
-BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SUBMITIT_SLURM = f"{_PLUGINS}.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
@@ -106,7 +107,7 @@ def choose_threads(
         return _shared(cores, (batch or 1) * tasks, note)
     if not multirun:
         return ThreadChoice(None, "num_threads=null, a single run")
-    if target in (BASIC, ""):
+    if target in (BASIC_LAUNCHER, ""):
         return ThreadChoice(None, "num_threads=null, one job at a time")
     unknown = target.rsplit(".", 1)[-1]
     return ThreadChoice(None, f"num_threads=null; {unknown} is not known here: set num_threads")

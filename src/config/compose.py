@@ -1,0 +1,196 @@
+"""The command line composed as Hydra will compose it (every sweep value too) and checked before
+Hydra makes a run folder, so a mistake costs one line and no folder."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.compat import hydra_args_parser
+from src.config.rules import check_config
+from src.errors import ConfigError, first_line, one_line
+
+
+def _compositions(overrides: list[str]) -> list[list[str]]:
+    """The override lists to try: every value of every sweep appears in at least one of them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
+
+    def line(o: Any, value: str) -> str:
+        return f"{prefix.get(o.type, '')}{o.get_key_element()}={value}"
+
+    values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
+    base = [line(o, v[0]) if v else o.input_line for o, v in zip(parsed, values)]
+    runs = [base]
+    for i, (o, vs) in enumerate(zip(parsed, values)):
+        for v in (vs or [])[1:]:
+            runs.append([*base[:i], line(o, v), *base[i + 1 :]])
+    return runs
+
+
+def _sweep_values(o: Any) -> list[str]:
+    """A sweep's values: every one of a list or range; an interval's two ends, the upper one just
+    below it for floats (Optuna samples a float interval in [start, end), an int one in both)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = o.value()
+    if not isinstance(value, IntervalSweep):
+        return list(o.sweep_string_iterator())
+    start, end = value.start, value.end
+    if isinstance(start, int) and isinstance(end, int):
+        return [str(start), str(end)]
+    return [repr(float(start)), repr(math.nextafter(float(end), float(start)))]
+
+
+def _sweeper_params(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
+    """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
+    lines, but for the keys the command line sets itself (they replace the config's)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    if not (multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN):
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+    return [f"{key}={value}" for key, value in params.items() if key not in given]
+
+
+def _probe_folder(folder: Path) -> None:
+    """Create `folder` and its missing parents for real, then remove what this created."""
+    missing = []
+    existing = Path(os.path.abspath(folder))  # relative to the working directory, as Hydra does
+    while not os.path.exists(existing):
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    created: list[Path] = []
+    try:
+        if missing:
+            for path in reversed(missing):
+                path.mkdir()
+                created.append(path)
+        else:  # Hydra writes into a run folder that already exists: try writing there too
+            created.append(Path(tempfile.mkdtemp(dir=existing)))
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
+                path.rmdir()
+
+
+def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
+    """Raise ConfigError unless the folder Hydra is about to create (run or sweep) can be made."""
+    from hydra.types import RunMode
+
+    if multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
+        key, what = "hydra.sweep.dir", "sweep folder"
+    else:
+        key, what = "hydra.run.dir", "run folder"
+    try:
+        folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
+        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
+    if folder is None or not str(folder).strip():
+        raise ConfigError(f"{key} must be set to the folder the run writes into")
+    try:
+        _probe_folder(Path(str(folder)))
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise ConfigError(
+            f"{key}={folder}: cannot create the {what} ({where}{err.strerror})"
+        ) from err
+
+
+def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
+    """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    mode = OmegaConf.select(cfg, "hydra.mode", default=None)
+    multirun = multirun or str(mode).endswith("MULTIRUN")
+    if not multirun:
+        for o in OverridesParser.create().parse_overrides(overrides):
+            if o.is_sweep_override():
+                raise ConfigError(
+                    f"{o.input_line} is a sweep: add --multirun "
+                    f"(or give {o.key_or_group} one value)"
+                )
+        return
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if "optuna" not in sweeper.lower():
+        return
+    metric = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if not metric or str(metric).startswith("test/"):
+        got = f"optimized_metric={metric}" if metric else "optimized_metric is not set"
+        raise ConfigError(
+            f"{got}: an Optuna search needs a validation metric to maximise, not the test set's; "
+            "use hparams_search=optuna (val/acc on a 10% split), or optimized_metric=val/acc "
+            "with data.val_fraction=0.1"
+        )
+
+
+def preflight(
+    argv: list[str],
+    config_dir: str,
+    config_name: str,
+    check: Callable[[DictConfig], Any] = check_config,
+) -> None:
+    """Compose the config the CLI will run (each sweep value too) and check it with `check`
+    (default: check_config), then check that its run (or sweep) folder can be created.
+
+    Raises ConfigError with one line for an unknown group, option or key, or a bad value, or a
+    run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
+    report, and no run directory is made.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    args = hydra_args_parser().parse_args(argv)
+    if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
+        return  # another search path or an informational call: leave it all to Hydra
+    try:
+        runs = _compositions(args.overrides)
+    except HydraException as err:
+        raise ConfigError(one_line(err)) from err
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            done: dict[tuple[str, ...], DictConfig] = {}
+
+            def composed(overrides: list[str]) -> DictConfig:
+                """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
+                key = tuple(overrides)
+                if key not in done:
+                    try:
+                        done[key] = compose(args.config_name or config_name, overrides, True)
+                    except (HydraException, ValueError) as err:  # ValueError: callbacks=null
+                        raise ConfigError(one_line(err)) from err
+                return done[key]
+
+            # The config's own search space (hparams_search=optuna) is swept too: each value of it.
+            searched = _sweeper_params(composed(runs[0]), args.overrides, args.multirun)
+            if searched:
+                try:
+                    runs = _compositions([*searched, *args.overrides])
+                except HydraException as err:
+                    raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
+            first = composed(runs[0])
+            _check_sweep_mode(first, args.overrides, args.multirun)
+            for overrides in runs:
+                cfg = composed(overrides)
+                check(cfg)
+                if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
+                    check_output_folder(cfg, args.multirun)
+    finally:
+        GlobalHydra.instance().clear()

@@ -1,0 +1,390 @@
+"""The checks of a whole composed config: each group's values (`schema`), its classes
+(`targets`), and the rules that tie groups together (devices and processes, the CUDA graph mode,
+resuming a checkpoint, memory), each a `ConfigError` naming the key."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from lightning.fabric.accelerators.cuda import CUDAAccelerator
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from src.checkpoint import check_network_matches, loader_position, read_checkpoint
+from src.config.schema import (
+    check_data_settings,
+    check_model_settings,
+    leaves,
+    number_at,
+    require,
+    require_bool,
+    unset_keys,
+    value_at,
+)
+from src.config.targets import check_group_entries, check_targets
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
+from src.errors import ConfigError, first_line
+
+# Stands in for Hydra's runtime.output_dir, which only exists once Hydra has made the run folder.
+_PLACEHOLDER_OUTPUT_DIR = "<run folder>"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value cannot work."""
+    settings = OmegaConf.to_container(cfg, resolve=False)
+    settings.pop("hydra", None)
+    unset = unset_keys(settings)
+    if unset:
+        raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
+    # First: every check below reads resolved values, and an unresolvable one would be a traceback.
+    _check_resolvable(cfg, settings)
+    check_targets(cfg, settings)
+    check_group_entries(settings)
+    require_bool(cfg, "test")
+    require_bool(cfg, "train")
+    _check_train_or_test(cfg)
+    interval = value_at(cfg, "scheduler.interval")
+    if interval is not None and interval not in ("step", "epoch"):
+        raise ConfigError(
+            f"scheduler.interval={interval!r} must be 'step' (after every iteration) or 'epoch'"
+        )
+    # A callback that watches a validation metric (EarlyStopping on val/acc) needs the split.
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        fraction = value_at(cfg, "data.val_fraction") or 0
+        if isinstance(monitor, str) and monitor.startswith("val/") and not fraction:
+            raise ConfigError(
+                f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
+                f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
+            )
+    check_model_settings(cfg)
+    check_data_settings(cfg)
+    _check_optuna_storage(cfg)
+    require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
+    if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
+        require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
+    require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
+    require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
+    require(cfg, "trainer.max_epochs", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
+    _check_batch_limits(cfg)
+    _check_memory(cfg)
+    _check_checkpoint(cfg)
+    _check_accelerator(cfg)
+    _check_cuda_graph(cfg)
+
+
+def _check_cuda_graph(cfg: DictConfig) -> None:
+    """`model.cuda_graph=true` replays one captured training step on one GPU; refuse what it
+    cannot honour, in one line, rather than fall back silently."""
+    if not value_at(cfg, "model.cuda_graph"):
+        return
+    accelerator = str(value_at(cfg, "trainer.accelerator") or "auto").lower()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    problem = None
+    if not torch.cuda.is_available():
+        problem = (
+            f"PyTorch sees no CUDA GPU on this machine (torch {torch.__version__}); CUDA graphs "
+            "capture GPU work only: drop model.cuda_graph=true to train on the CPU"
+        )
+    elif not on_gpu:
+        problem = f"trainer.accelerator={accelerator} runs on the CPU: use trainer=gpu"
+    elif _device_count(cfg, accelerator) != 1 or value_at(cfg, "trainer.strategy") not in (
+        None,
+        *ONE_PROCESS_STRATEGIES,
+    ):
+        problem = "it captures one process's step: use trainer=gpu (one GPU), not DDP"
+    elif value_at(cfg, "model.sync_batchnorm"):
+        problem = "model.sync_batchnorm=true needs collectives the graph cannot hold: set it false"
+    elif value_at(cfg, "data.on_device") is False:
+        problem = "the graph indexes data resident on the GPU: set data.on_device=auto or true"
+    else:
+        scheduler = OmegaConf.select(cfg, "scheduler.scheduler", default=None)
+        if scheduler:
+            problem = (
+                "a learning-rate schedule changes the rate the graph captured as a constant: "
+                "use scheduler=none"
+            )
+    if problem:
+        raise ConfigError(f"model.cuda_graph=true: {problem}")
+
+
+def _check_train_or_test(cfg: DictConfig) -> None:
+    """train=false tests the network of a checkpoint: it needs one, and testing."""
+    if value_at(cfg, "train") is not False:
+        return
+    if value_at(cfg, "ckpt_path") is None:
+        raise ConfigError(
+            "train=false needs ckpt_path=PATH: the checkpoint whose network is tested instead "
+            "of training one"
+        )
+    if value_at(cfg, "test") is False:
+        raise ConfigError("train=false with test=false would do nothing: set test=true")
+
+
+def _check_optuna_storage(cfg: DictConfig) -> None:
+    """hparams_search=optuna: hydra-optuna-sweeper 1.3 needs optuna<3, whose database storage
+    (RDBStorage) fails with SQLAlchemy 2 (an AssertionError on opening); in memory works."""
+    storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not storage or "optuna" not in target or str(storage).startswith("redis"):
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        optuna, sqlalchemy = version("optuna"), version("sqlalchemy")
+    except PackageNotFoundError:
+        return
+    if int(optuna.split(".")[0]) < 3 and int(sqlalchemy.split(".")[0]) >= 2:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: optuna {optuna} (hydra-optuna-sweeper needs "
+            f"optuna<3) cannot keep a study in a database with SQLAlchemy {sqlalchemy}; use "
+            "hydra.sweeper.storage=null (in memory)"
+        )
+
+
+def _check_checkpoint(cfg: DictConfig) -> None:
+    """A `ckpt_path` to resume from must be a sound checkpoint this run can continue."""
+    path = value_at(cfg, "ckpt_path")
+    if path is None:
+        return
+    ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
+    check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
+    position = loader_position(ckpt)
+    if not position or value_at(cfg, "train") is False:  # train=false: only tested, not resumed
+        return
+    per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
+    if not 0 < position["batches_done"] < per_epoch:
+        return  # an epoch boundary: the next epoch may be cut differently
+    for key, saved in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
+        value = value_at(cfg, key)
+        if value is not None and value != position[saved]:
+            raise ConfigError(
+                f"{key}={value}: ckpt_path={path} stopped in the middle of epoch "
+                f"{position['epoch'] + 1}, whose batches were cut with {key}={position[saved]}; "
+                f"resume with {key}={position[saved]} (or from an end-of-epoch checkpoint)"
+            )
+
+
+@contextlib.contextmanager
+def _hydra_runtime(cfg: DictConfig) -> Iterator[None]:
+    """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() or "hydra" not in cfg:
+        yield  # inside a run: the real runtime config answers
+        return
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe), read_write(probe):
+        probe.hydra.runtime.output_dir = _PLACEHOLDER_OUTPUT_DIR
+    instance = HydraConfig.instance()
+    instance.set_config(probe)
+    try:
+        yield
+    finally:
+        instance.cfg = None
+
+
+def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
+    """Every interpolation outside the `hydra` node resolves (unknown keys, resolvers, env vars)."""
+    with _hydra_runtime(cfg):
+        for key, raw in leaves(settings):
+            if not (isinstance(raw, str) and "${" in raw):
+                continue
+            try:
+                OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+            except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
+                raise ConfigError(f"{key}={raw}: cannot be resolved ({first_line(err)})") from err
+
+
+def _check_batch_limits(cfg: DictConfig) -> None:
+    """Lightning's limit_*_batches: null, a count or a fraction, and never zero where used."""
+    for split, used in (("train", True), ("test", bool(value_at(cfg, "test")))):
+        key = f"trainer.limit_{split}_batches"
+        value = number_at(cfg, key)
+        if value is None:
+            continue
+        if value < 0 or (isinstance(value, float) and value > 1):
+            raise ConfigError(
+                f"{key}={value!r} is out of range: it must be null (all batches), a whole number "
+                "of batches, or a fraction in [0.0, 1.0]"
+            )
+        if value == 0 and split == "train":
+            raise ConfigError(
+                f"{key}={value!r} leaves no training batches: use null (all), a number of "
+                "batches, or a fraction above 0"
+            )
+        if value == 0 and used:
+            raise ConfigError(
+                f"{key}={value!r} leaves no test batches while test=true: use test=false to "
+                "skip testing"
+            )
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM in this machine; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system, or the name is unknown
+        return None
+
+
+def _check_memory(cfg: DictConfig) -> None:
+    """Refuse a built-in data set whose images alone could never fit in this machine's memory."""
+    train = value_at(cfg, "data.num_train_per_class") or 0
+    test = value_at(cfg, "data.num_test_per_class") or 0
+    available = _physical_memory()
+    # float32 images, both sets held at once. Generating them briefly needs more (float64), so
+    # this is a floor: it refuses only what cannot work, never what might.
+    needed = (train + test) * NUM_CLASSES * IMAGE_SIZE * IMAGE_SIZE * 4
+    if available is not None and needed > available:
+        gib = 2**30
+        raise ConfigError(
+            f"data.num_train_per_class={train}, data.num_test_per_class={test}: the images "
+            f"would need {needed / gib:.1f} GiB of memory, more than this machine's "
+            f"{available / gib:.1f} GiB"
+        )
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    accelerator = str(value_at(cfg, "trainer.accelerator") or "auto").lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) but PyTorch sees no "
+            f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
+            "or, for several CPU processes, trainer=ddp_cpu"
+        )
+    _check_processes(cfg, accelerator)
+
+
+# What `trainer.strategy` may be: one process, or DDP with one process a device launched by
+# Lightning (`ddp`). The others would run differently from what this project reports: `dp`,
+# `fsdp` and `deepspeed` shard or split the model; `ddp_spawn`/`ddp_fork` run training in
+# processes whose state never reaches the one that writes metrics.json and handles signals.
+ONE_PROCESS_STRATEGIES = ("auto", "single_device")
+DDP_STRATEGY = "ddp"
+_USE_DDP = "use trainer=ddp_cpu (CPU processes) or trainer=ddp (GPUs)"
+
+
+def _device_count(cfg: DictConfig, accelerator: str) -> int:
+    """Processes a node: what Lightning makes of `trainer.devices` for this accelerator."""
+    devices = value_at(cfg, "trainer.devices")
+    if devices is None:
+        return 1
+    if isinstance(devices, DictConfig) or isinstance(devices, bool):
+        raise ConfigError(f"trainer.devices must be a number, a list or 'auto', got {devices!r}")
+    if OmegaConf.is_list(devices):
+        devices = list(devices)
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        if devices == "auto":
+            return torch.cuda.device_count()
+        try:
+            ids = CUDAAccelerator.parse_devices(devices)
+        except Exception as err:  # Lightning's MisconfigurationException and TypeError
+            raise ConfigError(f"trainer.devices={devices}: {first_line(err)}") from err
+        return len(ids or [])
+    if accelerator not in ("cpu", "auto"):
+        return 1  # mps and others: Lightning checks them itself
+    if devices == "auto":
+        return 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(
+            f"trainer.devices={devices}: on the CPU it is the number of processes, a whole "
+            "number of 1 or more (trainer=ddp_cpu: 2)"
+        )
+    return devices
+
+
+def _check_processes(cfg: DictConfig, accelerator: str) -> None:
+    """Several processes only with DDP (and DDP only with several), in a single run; no setting
+    of the trainer's that would silently change what the run does."""
+    strategy = value_at(cfg, "trainer.strategy")
+    if strategy is None:
+        strategy = "auto"
+    if not isinstance(strategy, str):
+        raise ConfigError(
+            f"trainer.strategy must be the name of a strategy (auto or ddp), got {strategy!r}"
+        )
+    strategy = strategy.lower()
+    if strategy not in (*ONE_PROCESS_STRATEGIES, DDP_STRATEGY):
+        raise ConfigError(
+            f"trainer.strategy={strategy} is not supported: use trainer.strategy=auto (one "
+            f"process), or for data-parallel training {_USE_DDP} (strategy ddp)"
+        )
+    require(cfg, "trainer.num_nodes", lambda v: v >= 1, "at least 1", integer=True)
+    nodes = value_at(cfg, "trainer.num_nodes") or 1
+    devices = value_at(cfg, "trainer.devices")
+    processes = _device_count(cfg, accelerator) * nodes
+    if processes < 1:
+        raise ConfigError(f"trainer.devices={devices} selects no device on this machine")
+    if strategy != DDP_STRATEGY and nodes > 1:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} needs trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
+        )
+    if strategy != DDP_STRATEGY and processes > 1:
+        # Each process would carry its own batch-norm state and the checkpoint hold rank 0's.
+        raise ConfigError(
+            f"trainer.devices={devices} starts {processes} processes, which needs "
+            f"trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
+        )
+    if strategy == DDP_STRATEGY and processes == 1:
+        raise ConfigError(
+            f"trainer.strategy=ddp with a single process (trainer.devices={devices}) would run "
+            f"differently from a plain run for nothing: {_USE_DDP} for several processes, or "
+            "set trainer.strategy=auto"
+        )
+    if value_at(cfg, "trainer.sync_batchnorm"):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true converts torch's BatchNorm layers, which this network "
+            "does not use (it carries its own state): set model.sync_batchnorm=true instead"
+        )
+    _check_resume_processes(cfg, processes)
+    if processes == 1:
+        return
+    if value_at(cfg, "trainer.use_distributed_sampler") is not False:
+        raise ConfigError(
+            "trainer.use_distributed_sampler must be false with several processes: the data "
+            "module deals each process its shard of the epoch itself"
+        )
+    _check_multirun_ddp()
+
+
+def _check_multirun_ddp() -> None:
+    """Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
+    multirun that command is the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
+            "launches would re-run the whole sweep): run each configuration as its own run"
+        )
+
+
+def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
+    """A run stopped inside an epoch resumes only with the number of processes that cut it."""
+    path = value_at(cfg, "ckpt_path")
+    # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
+    if path is None or value_at(cfg, "train") in (False, None):
+        return
+    position = loader_position(read_checkpoint(Path(str(path))))
+    if not position:
+        return
+    saved = position.get("world_size", 1)
+    per_epoch = position["num_samples"] // (position["batch_size"] * saved)
+    if saved != processes and 0 < position["batches_done"] < per_epoch:
+        raise ConfigError(
+            f"trainer.devices={value_at(cfg, 'trainer.devices')}: ckpt_path={path} stopped in the "
+            f"middle of epoch {position['epoch'] + 1}, whose batches were dealt to {saved} "
+            f"process(es); resume with {saved} (or from an end-of-epoch checkpoint)"
+        )

@@ -1,0 +1,147 @@
+"""Each group's values on their own: types and ranges, one `ConfigError` line naming the key.
+
+Also what a checkpoint's stored settings must pass (`check_model_settings`, `check_data_settings`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.arrays import NUM_CLASSES
+from src.errors import ConfigError
+from src.model.state import BN_STATS_MODES
+
+ABSENT = object()
+
+
+# Keys whose null means something (use the default): every other checked key must hold a value.
+NULLABLE = {
+    "data.test_batch_size",
+    "ckpt_path",
+    "trainer.limit_train_batches",
+    "trainer.limit_test_batches",
+}
+
+
+# The network computes in float32: a setting beyond this becomes inf, then NaN, at the first step.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+# Filters a convolution may have: far past any use here, short of a network no memory can hold.
+MAX_FILTERS = 4096
+
+
+def value_at(cfg: DictConfig, key: str) -> Any:
+    """The value at `key`; None when the key is absent (not every data source has every key)."""
+    value = OmegaConf.select(cfg, key, default=ABSENT, throw_on_missing=False)
+    if value is ABSENT:
+        return None
+    if value is None and key not in NULLABLE:
+        raise ConfigError(f"{key} must be set, got null")
+    return value
+
+
+def number_at(cfg: DictConfig, key: str, integer: bool = False) -> float | int | None:
+    """The number at `key` (None when absent); ConfigError unless it is one the network can use."""
+    value = value_at(cfg, key)
+    if value is None:
+        return None
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    if integer and not isinstance(value, int):  # 1e3 parses as a float; PyTorch wants an int
+        raise ConfigError(f"{key} must be {kind} (written without a decimal point), got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        raise ConfigError(
+            f"{key}={value!r} overflows float32, which the network computes in (largest "
+            f"float32: {FLOAT32_MAX:.4g})"
+        )
+    return value
+
+
+def require(
+    cfg: DictConfig, key: str, ok: Callable[[Any], bool], what: str, integer: bool = False
+) -> None:
+    value = number_at(cfg, key, integer)
+    if value is not None and not ok(value):
+        raise ConfigError(f"{key}={value!r} is out of range: it must be {what}")
+
+
+def require_bool(cfg: DictConfig, key: str) -> None:
+    value = value_at(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def unset_keys(node: Any, prefix: str = "") -> list[str]:
+    """Keys still at `???` (Hydra's mandatory value), found without resolving anything."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in unset_keys(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
+
+
+def as_config(cfg: DictConfig | dict) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def check_model_settings(cfg: DictConfig | dict) -> None:
+    """The `model.*` values, alone: also what a checkpoint's stored settings must pass."""
+    cfg = as_config(cfg)
+    for key in ("model.update_state", "model.cuda_graph", "model.sync_batchnorm"):
+        require_bool(cfg, key)
+    require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
+    bn_stats = value_at(cfg, "model.bn_stats")
+    if bn_stats is not None and bn_stats not in BN_STATS_MODES:
+        raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
+    require(cfg, "model.num_filters", lambda v: 1 <= v <= MAX_FILTERS,
+             f"in [1, {MAX_FILTERS}]", integer=True)  # fmt: skip
+    require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")
+    require(cfg, "model.bn_epsilon", lambda v: v > 0, "above 0")
+    # The digit sources label 0-9: more classes would never be seen, fewer cannot hold the labels.
+    require(
+        cfg,
+        "model.num_classes",
+        lambda v: 2 <= v <= NUM_CLASSES,
+        f"in [2, {NUM_CLASSES}] (the digit labels are 0-{NUM_CLASSES - 1})",
+        integer=True,
+    )
+
+
+def check_data_settings(cfg: DictConfig | dict) -> None:
+    """The `data.*` values, alone: also what a checkpoint's stored settings must pass."""
+    cfg = as_config(cfg)
+    for key in ("data.resize", "data.grayscale"):
+        require_bool(cfg, key)
+    on_device = value_at(cfg, "data.on_device")
+    if on_device is not None and on_device not in (True, False, "auto"):
+        raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
+    require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "data.num_test_per_class", lambda v: v >= 1, "at least 1", integer=True)
+    require(cfg, "data.seed", lambda v: v >= 0, "0 or more", integer=True)
+    require(cfg, "data.split_seed", lambda v: v >= 0, "0 or more", integer=True)
+    require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
+    require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
+    require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
+
+
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, unresolved value) for every leaf of a plain container."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        yield prefix, node
+        return
+    for key, value in items:
+        yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))

@@ -1,0 +1,150 @@
+"""Config entries that name a class (`_target_`): each importable, taking every key it is given."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from src.config.schema import ABSENT, leaves
+from src.errors import ConfigError, first_line
+
+# Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
+REQUIRED_TARGETS = ("data", "model", "trainer")
+
+
+# Groups of named entries that train.py builds one by one: an entry without `_target_` would be
+# skipped without a word (`+callbacks.early_stopping.monitor=val/acc` without its group).
+NAMED_ENTRY_GROUPS = ("callbacks", "logger")
+
+
+def check_group_entries(settings: dict) -> None:
+    """Every entry of callbacks and logger names what to build (null or empty: switched off)."""
+    for group in NAMED_ENTRY_GROUPS:
+        entries = settings.get(group)
+        if not isinstance(entries, dict):
+            continue
+        for name, node in entries.items():
+            if node is None or node == {} or (isinstance(node, dict) and "_target_" in node):
+                continue
+            held = ", ".join(f"{k}={v}" for k, v in leaves(node)) if node != "" else "nothing"
+            options = Path(__file__).resolve().parents[2] / "conf" / group / str(name)
+            if options.is_dir():
+                names = sorted(p.stem for p in options.glob("*.yaml"))
+                fix = f"add it with +{group}/{name}={names[0] if names else 'NAME'}"
+            else:
+                fix = f"set {group}.{name}._target_=CLASS or remove it with ~{group}.{name}"
+            raise ConfigError(
+                f"{group}.{name} has no _target_, so nothing would be built from it (it holds "
+                f"{held}): {fix}"
+            )
+
+
+def _target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted key, node) for every node with a `_target_`, nested ones included."""
+    if not isinstance(node, dict):
+        return
+    if "_target_" in node:
+        yield path, node
+    for key, value in node.items():
+        yield from _target_nodes(value, f"{path}.{key}" if path else str(key))
+
+
+def check_targets(cfg: DictConfig, settings: dict) -> None:
+    """Each group train.py builds names a class, and no node holds a key its class does not take."""
+    for group in (*REQUIRED_TARGETS, "optimizer"):
+        node = settings.get(group, ABSENT)
+        if node is ABSENT and group == "optimizer":
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"{group} must be set: choose one with +{group}=NAME (see conf/{group})"
+            )
+        if "_target_" not in node:
+            raise ConfigError(
+                f"{group}._target_ must be set: the {group} config names no class to build"
+            )
+    for path, node in _target_nodes(settings):
+        _check_arguments(cfg, path, node)
+
+
+def _parameters(target: Any) -> tuple[list[str], bool] | None:
+    """The keyword arguments `target` takes and whether it takes **kwargs; None if unknowable."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # some builtins have no signature to read
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = signature.parameters.values()
+    names = [p.name for p in params if p.kind in kinds]
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+    """DigitsDataModule passes its **kwargs to the data source named by `source`."""
+    from src.data.sources import SOURCES
+
+    default = inspect.signature(target).parameters["source"].default
+    name = OmegaConf.select(cfg, f"{path}.source", default=default)
+    if name not in SOURCES:
+        raise ConfigError(f"{path}.source={name!r} is not one of {sorted(SOURCES)}")
+    # The first argument, cache_dir, is passed by the data module itself.
+    return list(inspect.signature(SOURCES[name]).parameters)[1:], f" with {path}.source={name}"
+
+
+def _summary_writer_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+    """TensorBoardLogger passes its **kwargs to SummaryWriter, except log_dir, which it sets."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return [n for n in inspect.signature(SummaryWriter).parameters if n != "log_dir"], ""
+
+
+# Targets whose **kwargs go on to a known callee: what that callee takes, and a note for the
+# message. Any other target with **kwargs is given the benefit of the doubt.
+_KWARGS_TAKEN: dict[str, Callable[[DictConfig, str, Any], tuple[list[str], str]]] = {
+    "src.data.datamodule.DigitsDataModule": _source_options,
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": _summary_writer_options,
+}
+
+
+def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
+    """Refuse keys of `node` that its `_target_` would reject when instantiated."""
+    key = f"{path}._target_"
+    name = OmegaConf.select(cfg, key)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{key} must name a class or function, got {name!r}")
+    try:
+        target = hydra.utils.get_object(name)
+    except Exception as err:  # an import can fail in any way its module's code does
+        # Hydra's own message spans lines; the error it wraps says what went wrong in one.
+        reason = first_line(err.__cause__ or err)
+        raise ConfigError(f"{key}={name}: cannot be imported ({reason})") from err
+    found = _parameters(target)
+    if found is None:
+        return
+    taken, open_kwargs = found
+    note = ""
+    extra = [k for k in map(str, node) if not k.startswith("_") and k not in taken]
+    if extra and open_kwargs:
+        passed_on = _KWARGS_TAKEN.get(f"{target.__module__}.{target.__qualname__}")
+        if passed_on is None:
+            return
+        more, note = passed_on(cfg, path, target)
+        taken = [*taken, *more]
+        extra = [k for k in extra if k not in taken]
+    if extra:
+        raise ConfigError(f"{path}.{extra[0]}: {name}{note} {_takes_no(extra[0], taken)}")
+
+
+def _takes_no(argument: str, taken: list[str]) -> str:
+    """'takes no argument X (did you mean / it takes: ...)'; long lists are cut short."""
+    close = difflib.get_close_matches(argument, taken, n=1)
+    if close:
+        return f"takes no argument {argument!r} (did you mean {close[0]!r}?)"
+    shown = ", ".join(taken[:12]) + (", ..." if len(taken) > 12 else "")
+    return f"takes no argument {argument!r} (it takes: {shown or 'nothing'})"

@@ -1,0 +1,218 @@
+"""What the entry points build from a config or a checkpoint: the data, the trained network, the
+callbacks and loggers, and the checks a checkpoint passes before anything is built from it."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.checkpoint import (
+    DATA_MODULE_TARGET,
+    model_settings,
+    read_checkpoint,
+    stored_data_settings,
+)
+from src.config.rules import check_config
+from src.data.datamodule import DigitsDataModule
+from src.errors import CheckpointError, ConfigError, DataError
+from src.model.module import BNStateModule
+from src.model.network import DigitsNet
+from src.model.state import describe_state, population_statistics
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(
+    group: DictConfig | None, extra: dict[type, dict[str, Any]] | None = None
+) -> list[Any]:
+    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers).
+
+    `extra` maps a class to keyword arguments added for entries whose target is that class or a
+    subclass of it (the resume step for TensorBoard, say)."""
+    if not group:
+        return []
+    built = []
+    for c in group.values():
+        if not c or "_target_" not in c:
+            continue
+        target = hydra.utils.get_class(c._target_)
+        kwargs = next((kw for cls, kw in (extra or {}).items() if issubclass(target, cls)), {})
+        built.append(hydra.utils.instantiate(c, **kwargs))
+    return built
+
+
+# An absolute path: works whether an entry point runs as `python -m src.train` or is imported.
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def checked_checkpoint(cfg: DictConfig) -> dict:
+    """Check the config as `check_config` does, then read the checkpoint it names."""
+    # `model` here only picks the statistics; the network is the checkpoint's to build.
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        bn_stats = probe.model.get("bn_stats") or "running"
+        probe.model = {
+            **probe.model,
+            "_target_": "src.model.module.BNStateModule",
+            "bn_stats": bn_stats,
+        }
+    check_config(probe)
+    ckpt = read_checkpoint(Path(cfg.ckpt_path))
+    # Untrusted until checked: its settings are refused now, before any run folder exists.
+    model_settings(ckpt, cfg.ckpt_path)
+    stored_data_settings(ckpt, cfg.ckpt_path)
+    return ckpt
+
+
+def data_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
+    """The training run's data with this command line's `data.KEY` overrides on top; a data
+    group named on the command line (`data=folder ...`) replaces it."""
+    stored = stored_data_settings(ckpt, cfg.ckpt_path)  # checked values; CheckpointError
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    if any(o.key_or_group == "data" for o in overrides):
+        return cfg.data
+    if stored is None:
+        log.warning("The checkpoint records no data settings; testing on the configured data.")
+        return cfg.data
+    data = OmegaConf.create({"_target_": DATA_MODULE_TARGET, **stored})
+    for o in overrides:
+        if o.key_or_group.startswith("data."):
+            key = o.key_or_group.removeprefix("data.")
+            if o.is_delete():
+                data.pop(key, None)
+            else:  # the composed value: parsed, typed and checked by preflight already
+                OmegaConf.update(data, key, OmegaConf.select(cfg, o.key_or_group))
+    # The cache belongs to this machine: the training machine's folder may not exist here.
+    data.cache_dir = cfg.paths.cache_dir
+    return data
+
+
+def build_model(
+    ckpt: dict, path: Path, bn_stats: str | None, dm: DigitsDataModule
+) -> BNStateModule:
+    """The trained network, predicting with `bn_stats` (None: what the checkpoint predicts with)."""
+    saved = ckpt.get("bn_statistics") or {}
+    used = saved.get("used", "running")  # what the state_dict holds
+    chosen = bn_stats or used
+    model = BNStateModule(**{**model_settings(ckpt, path), "bn_stats": chosen})
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # hyper_parameters and weights disagree: not this project's
+        lines = str(err).strip().splitlines()  # the first only says "Error(s) in loading"
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CheckpointError(
+            f"ckpt_path={path}: its weights do not fit the network it describes ({detail})"
+        ) from err
+    if chosen != used and saved.get(chosen) is not None:
+        model.net.state = saved[chosen]
+        source = "stored in the checkpoint's bn_statistics"
+    elif chosen != used and chosen == "population":  # trained and saved with the running estimate
+        model.net.state = population_statistics(
+            model.net, lambda: (x for x, _ in dm.ordered_dataloader("train"))
+        )
+        source = f"computed now over the {len(dm.train_set)} training images"
+    else:
+        source = "stored in the checkpoint's weights"
+    # A network trained with model.update_state=false predicts with the state it began with.
+    described = describe_state(chosen, bool(model.update_state))
+    log.info("Predicting with bn_stats=%s (%s), %s.", chosen, described, source)
+    return model
+
+
+def build_datamodule(data: DictConfig) -> DigitsDataModule:
+    """The project's data module from `data` settings, called directly: the settings may come
+    from a checkpoint, so their `_target_` is never imported or instantiated."""
+    settings = OmegaConf.to_container(data, resolve=True)
+    target = settings.pop("_target_", DATA_MODULE_TARGET)
+    if target != DATA_MODULE_TARGET:  # the command line's own data group names another class
+        return hydra.utils.instantiate(data)
+    return DigitsDataModule(**settings)
+
+
+# Images a forward pass (memory, not results: every image is predicted on its own statistics).
+BATCH = 1024
+
+
+def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
+    """`src.evaluate.checked_checkpoint` for a command that builds no data module or trainer:
+    the same one-line refusals (unset or unresolvable keys, bad `model.bn_stats`, a missing,
+    damaged or foreign checkpoint), then the checkpoint itself."""
+    data = OmegaConf.select(cfg, "data", default=None) or {}
+    for key in data:
+        if key not in data_keys:
+            allowed = " and ".join(f"data.{k}" for k in data_keys)
+            takes = f"only {allowed}" if data_keys else "no data settings"
+            raise ConfigError(f"data.{key}: {cfg.task_name} takes {takes}")
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        # What check_config asks of a training config, neither of them built here: a data
+        # module reading image files with these settings, and a one-process CPU trainer.
+        raw = OmegaConf.to_container(data, resolve=False) if data else {}
+        probe.data = {"_target_": "src.data.datamodule.DigitsDataModule", "source": "folder", **raw}
+        probe.trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu"}
+    return checked_checkpoint(probe)
+
+
+class CheckpointData:
+    """The data of the checkpoint's training run (its stored `data` settings), read on first use.
+
+    Stands in for the data module `src.evaluate.build_model` takes: it reads the training images
+    only to compute population statistics the checkpoint does not hold.
+    """
+
+    def __init__(self, ckpt: dict, cache_dir: str | Path, path: str | Path = "?") -> None:
+        self.ckpt = ckpt
+        self.cache_dir = cache_dir
+        self.path = path
+
+    @functools.cached_property
+    def module(self) -> Any:
+        stored = stored_data_settings(self.ckpt, self.path)  # checked values, never code
+        if stored is None:
+            raise DataError("the checkpoint records no data settings: its images are unknown")
+        # This machine's cache, not the training machine's.
+        datamodule = DigitsDataModule(**{**stored, "cache_dir": str(self.cache_dir)})
+        try:
+            datamodule.setup("fit")
+        except DataError as err:
+            raise DataError(f"the checkpoint's data cannot be read here: {err}") from err
+        return datamodule
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "module":  # its construction failed with an AttributeError: no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+
+def trained_network(cfg: DictConfig, ckpt: dict) -> DigitsNet:
+    """The checkpoint's network in prediction mode, with the statistics `model.bn_stats` picks."""
+    data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
+    model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), data)
+    return model.net.eval()
+
+
+@torch.inference_mode()
+def probabilities(net: DigitsNet, images: np.ndarray) -> np.ndarray:
+    """MATLAB's `predict(dlnet, X)`: class probabilities with the stored state, N x classes."""
+    x = torch.from_numpy(images)
+    return torch.cat([net.predict(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]).numpy()
+
+
+def save_resolved_config(cfg: DictConfig, output_dir: Path, data: Any = None) -> None:
+    """`config.yaml` in the run folder: what the run actually used, every value resolved
+    (`.hydra/config.yaml` keeps the interpolations); `data` replaces the data group."""
+    resolved = {k: v for k, v in cfg.items() if k != "hydra"}
+    if data is not None:
+        resolved["data"] = data
+    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)

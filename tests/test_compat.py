@@ -1,0 +1,92 @@
+"""The library internals `src.compat` relies on: each test names the one a new release changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src import compat
+from tests.conftest import compose_config
+
+
+def test_hydra_parses_the_command_line_as_its_app_does() -> None:
+    args = compat.hydra_args_parser().parse_args(["--multirun", "seed=1,2", "--cfg", "job"])
+    assert args.multirun is True and args.overrides == ["seed=1,2"] and args.cfg == "job"
+    assert args.config_dir is None and args.help is False
+
+
+def test_hydras_own_launcher_and_sweeper_have_these_class_paths(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    import hydra
+
+    cfg = compose_config([], tmp_path, cache_dir)
+    assert cfg.hydra.launcher._target_ == compat.BASIC_LAUNCHER
+    assert cfg.hydra.sweeper._target_ == compat.BASIC_SWEEPER
+    for path in (compat.BASIC_LAUNCHER, compat.BASIC_SWEEPER):
+        assert isinstance(hydra.utils.get_class(path), type)
+
+
+def test_a_failed_jobs_error_is_read_without_raising() -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    err = ValueError("bad")
+    job = JobReturn(status=JobStatus.FAILED)
+    job.return_value = err
+    assert compat.job_error(job) is err
+
+
+def test_lightnings_ddp_launcher_is_recognised() -> None:
+    import lightning as L
+
+    ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    assert compat.is_script_launcher(ddp.strategy.launcher)
+    one = L.Trainer(accelerator="cpu", devices=1, logger=False)
+    assert not compat.is_script_launcher(one.strategy.launcher)
+
+
+def test_a_counted_step_moves_the_trainers_iteration_count() -> None:
+    """The hooks the CUDA-graph mode calls for a replayed step: each counts one iteration."""
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            compat.count_optimizer_step(self.optimizers())  # no optimizer.step() of Lightning's
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.zeros(6, 2), batch_size=2)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(Module(), data)
+    assert trainer.global_step == 3
+
+
+def test_one_summary_of_the_event_writer_is_one_event(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    values = [Summary.Value(tag=t, simple_value=v) for t, v in (("a", 1.5), ("b", 2.5))]
+    compat.event_file_writer(writer).add_summary(Summary(value=values), 7)
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("a")] == [(7, 1.5)]
+    assert [(e.step, e.value) for e in events.Scalars("b")] == [(7, 2.5)]
+
+
+@pytest.mark.parametrize("name", ["hydra_args_parser", "job_error", "is_script_launcher"])
+def test_each_shim_says_why_no_public_api_serves(name: str) -> None:
+    assert "public" in (getattr(compat, name).__doc__ or "") or "Lightning" in (
+        getattr(compat, name).__doc__ or ""
+    )
