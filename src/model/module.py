@@ -88,6 +88,48 @@ class BNStateModule(L.LightningModule):
         self.cuda_graph = cuda_graph
         self.captured_step: CapturedStep | None = None
 
+    # -- the training loop: the example's, line for line ----------------------------------------
+    def train_on_batch(
+        self, x: Tensor, y: Tensor, opt: Any, backward: Callable[[Tensor], None]
+    ) -> tuple[Tensor, State]:
+        """One iteration of the example's loop; returns the loss and the new state."""
+        # [dlYPred, state] = forward(dlnet, dlX): scores and the new state; nothing stored yet.
+        scores, state = self.net.forward_with_state(x, self.net.state)
+        # loss = crossentropy(dlYPred, Y)
+        loss = F.cross_entropy(scores, y)
+        # gradients = dlgradient(loss, dlnet.Learnables)
+        opt.zero_grad()
+        backward(loss)
+        # Several processes (DDP): each computed its state from its own shard of the global batch.
+        # Averaged here, so every process stores the same state and the checkpoint holds it;
+        # the loss rides along, so what is logged is the global batch's. One process: as it was.
+        state, loss = self.mean_over_processes(state, loss.detach())
+        # dlnet.State = state
+        if self.update_state:
+            self.net.state = state
+        # [dlnet, velocity] = sgdmupdate(dlnet, gradients, velocity, learnRate, momentum)
+        opt.step()
+        return loss, state
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        x, y = batch
+        if self.captured_step is None:
+            loss, state = self.train_on_batch(x, y, self.optimizers(), self.manual_backward)
+        else:  # model.cuda_graph: the same step, replayed as one graph
+            loss, state = self.captured_step(x, y)
+            # What Lightning's optimizer wrapper does at each step (the iteration count).
+            count_optimizer_step(self.optimizers())
+
+        # The training-progress plot: loss per iteration and the elapsed time, written out in
+        # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).
+        finite = torch.isfinite(torch.cat([loss.reshape(1), *state.values()])).all()
+        values = {"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
+        # A replayed graph overwrites its loss in place: only then is a copy needed.
+        self.record_step(copy=self.captured_step is not None, **values)
+        self.flush_step_values(when_due=True)
+        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
+        return {"loss": loss, "state": state}
+
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -124,7 +166,7 @@ class BNStateModule(L.LightningModule):
         """Class scores (logits) with the stored state, as `predict` uses it."""
         return self.net(x)
 
-    # -- the training loop ------------------------------------------------------------------------
+    # -- the training loop's start; the CUDA-graph mode --------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
         if self.cuda_graph and self.captured_step is None:
@@ -144,47 +186,6 @@ class BNStateModule(L.LightningModule):
         """Seconds of training so far, across resumes (the example's `toc(start)`)."""
         running = 0.0 if self._start is None else time.monotonic() - self._start
         return self._elapsed_before + running
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
-        x, y = batch
-        if self.captured_step is None:
-            loss, state = self.train_on_batch(x, y, self.optimizers(), self.manual_backward)
-        else:  # model.cuda_graph: the same step, replayed as one graph
-            loss, state = self.captured_step(x, y)
-            # What Lightning's optimizer wrapper does at each step (the iteration count).
-            count_optimizer_step(self.optimizers())
-
-        # The training-progress plot: loss per iteration and the elapsed time, written out in
-        # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).
-        finite = torch.isfinite(torch.cat([loss.reshape(1), *state.values()])).all()
-        values = {"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
-        # A replayed graph overwrites its loss in place: only then is a copy needed.
-        self.record_step(copy=self.captured_step is not None, **values)
-        self.flush_step_values(when_due=True)
-        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
-        return {"loss": loss, "state": state}
-
-    def train_on_batch(
-        self, x: Tensor, y: Tensor, opt: Any, backward: Callable[[Tensor], None]
-    ) -> tuple[Tensor, State]:
-        """One iteration of the example's loop; returns the loss and the new state."""
-        # [dlYPred, state] = forward(dlnet, dlX): scores and the new state; nothing stored yet.
-        scores, state = self.net.forward_with_state(x, self.net.state)
-        # loss = crossentropy(dlYPred, Y)
-        loss = F.cross_entropy(scores, y)
-        # gradients = dlgradient(loss, dlnet.Learnables)
-        opt.zero_grad()
-        backward(loss)
-        # Several processes (DDP): each computed its state from its own shard of the global batch.
-        # Averaged here, so every process stores the same state and the checkpoint holds it;
-        # the loss rides along, so what is logged is the global batch's. One process: as it was.
-        state, loss = self.mean_over_processes(state, loss.detach())
-        # dlnet.State = state
-        if self.update_state:
-            self.net.state = state
-        # [dlnet, velocity] = sgdmupdate(dlnet, gradients, velocity, learnRate, momentum)
-        opt.step()
-        return loss, state
 
     # -- per-iteration values, written out in blocks ------------------------------------------
     def record_step(self, copy: bool = True, **values: Tensor | float) -> None:
