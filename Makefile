@@ -17,7 +17,7 @@ $(PY):
 # torch is pinned and installed first: otherwise pip resolves the newest build with GBs of CUDA.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 train: $(STAMP)
