@@ -50,7 +50,7 @@ def checked_export(cfg: DictConfig) -> dict:
     if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
         raise ConfigError(
             f"opset={opset!r} must be a whole number in [{low}, {high}], the ONNX opsets torch's "
-            "TorchScript exporter writes (13: see the README for MATLAB's importer)"
+            "TorchScript exporter writes (13: see docs/predict-and-export.md for MATLAB's importer)"
         )
     return ckpt
 

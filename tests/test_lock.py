@@ -4,11 +4,11 @@ the lock is portable (CPU torch, no CUDA, no local paths), and `pip install .` s
 from __future__ import annotations
 
 import re
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ def is_junk(name: str) -> bool:
 
 
 def split_class(names: Sequence[str], label: int, split_seed: int) -> tuple[list[int], list[int]]:
-    """Indices of one class's files for training and for testing, in the README's seeded rule.
+    """Indices of one class's files for training and for testing (the seeded rule of docs/data.md).
 
     The files are ordered by the SHA-256 hex digest of "<split_seed>/<label>/<file name>"; the
     first ceil(n/2) train, the rest test. Hashes rather than a random generator, so the split is
@@ -85,7 +85,9 @@ def _class_folders(folder: Path) -> dict[int, list[os.DirEntry]]:
             raise DataError(f"{entry.path}: class folder {entry.name} holds no image files")
         classes[int(entry.name)] = files
     if not classes:
-        raise DataError(f"{folder}: holds no class folders named 0-9 (see the README's layouts)")
+        raise DataError(
+            f"{folder}: holds no class folders named 0-9 (see the layouts in docs/data.md)"
+        )
     if ignored:
         log.warning(
             "Ignored %d file(s) beside the class folders in %s (e.g. %s).",
