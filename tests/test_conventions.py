@@ -161,7 +161,9 @@ def test_mlflow_stays_offline_and_quiet() -> None:
     import sys
 
     script = (
-        "import logging, src.runtime.loggers, mlflow\n"
+        "import logging, src.cli\n"
+        "src.cli.setup()  # what every entry point does first\n"
+        "import mlflow\n"
         "from mlflow.telemetry.utils import is_telemetry_disabled\n"
         "print(is_telemetry_disabled(), logging.getLogger('mlflow').getEffectiveLevel())\n"
     )
