@@ -2,15 +2,17 @@
 
     python benchmarks/bench.py                    # CPU, the example's settings, 3 repetitions
     python benchmarks/bench.py --device cuda      # GPU (adds the CUDA-graph mode)
+    python benchmarks/bench.py --host-overhead    # batch 2: each contender's own cost an iteration
 
 Two measurements, each alternating the contenders so that a noisy machine hurts them alike:
 
 1. The training loop, in this one process: the plain loop of `benchmarks/plain_loop.py` (data
-   resident on the device) against the project's module and data module in a Lightning `Trainer`
-   with the default callbacks and TensorBoard logger, built by `src.train.train` from the real
-   config. Each repetition times iterations 2..N (the first one warms up), synchronising the
-   device only at the two ends; the table gives the median time an iteration, images a second,
-   and the ratio to the plain loop.
+   resident on the device), Lightning's floor (the same step in a bare LightningModule,
+   `benchmarks/lightning_floor.py`) and the project's module and data module in a Lightning
+   `Trainer` with the default callbacks and TensorBoard logger, built by `src.train.train` from
+   the real config. Each repetition times iterations 2..N (the first one warms up),
+   synchronising the device only at the two ends; the table gives the median time an iteration,
+   images a second, and the ratio to and difference from the plain loop.
 2. The whole run, as a user starts it: `python -m src.train` against
    `python benchmarks/plain_loop.py`, wall time from start to exit (start-up, data, training,
    test, outputs), the fixed cost (wall time less the training loop) and peak memory (RSS).
@@ -134,6 +136,19 @@ def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float
     return seconds / iterations
 
 
+def floor_iteration(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> float:
+    """Seconds an iteration of the bare LightningModule (Lightning's floor), iterations 2..N."""
+    from benchmarks.lightning_floor import fit
+
+    device = torch.device(args.device)
+    images, labels = data[0], data[1]
+    net = plain_loop.make_network(images, 0, device)
+    _timings().clear()
+    fit(net, images, labels, args.epochs, args.batch_size, [IterationTimer()])
+    seconds, iterations = _timings()[-1]
+    return seconds / iterations
+
+
 def plain_iteration(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> float:
     """Seconds an iteration of the plain loop (iterations 2..N of one run)."""
     device = torch.device(args.device)
@@ -203,6 +218,7 @@ def loop_comparison(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
     data = (xtr.to(device), ytr.to(device))
     contenders: dict[str, Any] = {
         "plain loop": lambda rep: plain_iteration(args, data),
+        "Lightning's floor (bare module)": lambda rep: floor_iteration(args, data),
         "project (default)": lambda rep: project_loop(args, [], tmp / f"loop_{rep}"),
     }
     if device.type == "cuda":
@@ -234,6 +250,8 @@ def loop_comparison(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
             "images_per_s": args.batch_size / median,
             # each repetition's ratio to the plain loop's run beside it: drifts cancel
             "ratio": statistics.median(v / b for v, b in zip(values, base)),
+            # ... and its difference, the host cost a GPU user pays at every iteration
+            "over_plain_ms": statistics.median((v - b) * 1e3 for v, b in zip(values, base)),
             "all_ms": [v * 1e3 for v in values],
         }
         if name in peaks:
@@ -259,13 +277,13 @@ def table(loop: dict, whole: dict, args: argparse.Namespace) -> str:
     if loop:
         lines += [
             "",
-            "| training loop | ms / iteration | images / s | ratio to plain (median of pairs) |",
-            "| --- | --- | --- | --- |",
+            "| training loop | ms / iteration | images / s | ratio to plain | ms over plain |",
+            "| --- | --- | --- | --- | --- |",
         ]
     for name, r in loop.items():
         peak = f" (peak GPU {r['peak_gpu_mib']:.0f} MiB)" if "peak_gpu_mib" in r else ""
         lines.append(f"| {name}{peak} | {r['ms_per_iter']:.2f} | {r['images_per_s']:.0f} | "
-                     f"{r['ratio']:.3f} |")  # fmt: skip
+                     f"{r['ratio']:.3f} | {r['over_plain_ms']:+.2f} |")  # fmt: skip
     if whole:
         p, q = whole["plain"], whole["project"]
         lines += [
@@ -289,6 +307,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument(
+        "--host-overhead",
+        action="store_true",
+        help="the host-overhead setting: batch 2, 50+50 images a class, 2 epochs, loop only; the "
+        "arithmetic shrinks to nothing, so what is left is each contender's own cost an "
+        "iteration (on a GPU, an iteration is mostly this)",
+    )
     p.add_argument("--skip-whole", action="store_true", help="only the in-process loop timing")
     p.add_argument("--skip-loop", action="store_true", help="only the whole-run comparison")
     p.add_argument(
@@ -302,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.host_overhead:
+        args.batch_size, args.per_class, args.epochs, args.skip_whole = 2, (50, 50), 2, True
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))

@@ -178,7 +178,8 @@ def test_benchmark_times_both_loops_and_prints_its_table(tmp_path: Path, cache_d
     result, stdout = _bench(tmp_path, cache_dir, "--skip-whole",
                             "--variant", "no monitor=~callbacks.bn_state_monitor")  # fmt: skip
     loop = result["loop"]
-    assert set(loop) == {"plain loop", "project (default)", "project, no monitor"}
+    assert set(loop) == {"plain loop", "Lightning's floor (bare module)", "project (default)",
+                         "project, no monitor"}  # fmt: skip
     assert loop["plain loop"]["ratio"] == 1.0
     assert all(r["ms_per_iter"] > 0 and r["images_per_s"] > 0 for r in loop.values())
     assert "| project (default) |" in stdout and "ratio to plain" in stdout

@@ -21,6 +21,7 @@ from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
 from src.model.schedulers import build_scheduler
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
+from src.model.step_block import StepBlock, block_records
 from src.model.step_values import StepRecord, StepValues, write_records
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,20 @@ class BNStateModule(L.LightningModule):
         self._elapsed_before = 0.0  # seconds trained before a resume
         self.run_config: dict[str, Any] | None = None  # the run's resolved config, if known
         self._start: float | None = None
-        # Per-iteration values (loss, the state's watch) stay on the device and are written to
-        # the loggers every `log_block_steps` iterations or `log_block_seconds` seconds, and at
-        # every epoch end and checkpoint: no synchronisation per iteration (see step_values.py).
+        # Per-iteration values (the loss and the new state: one row of a device tensor an
+        # iteration, src/model/step_block.py) stay on the device and are written to the loggers
+        # every `log_block_steps` iterations or `log_block_seconds` seconds, and at every epoch
+        # end and checkpoint: no synchronisation per iteration. Values other code records
+        # (`record_step`, ...) join them from `step_values`.
+        self.block: StepBlock | None = None
         self.step_values = StepValues()
+        # Set by the callbacks that want them (BatchNormStateMonitor, LearningRateMonitor): the
+        # state's watch values and histograms, and the rate's tag, derived when a block is
+        # written out, so that watching costs the training step nothing.
+        self.watch_state = False
+        self.watch_histograms = False
+        self.lr_key: str | None = None
+        self._lr_group: dict[str, Any] = {}
         self.log_block_steps = log_block_steps
         self.log_block_seconds = log_block_seconds
         self._last_flush = time.monotonic()
@@ -113,22 +124,35 @@ class BNStateModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
+        lr = self._lr_group["lr"] if self.lr_key else None  # the rate this iteration uses
+        block = self._block()
+        if block.n == 0:
+            block.begin(self.net.state)  # the state this block of iterations starts from
         if self.captured_step is None:
             loss, state = self.train_on_batch(x, y, self.optimizers(), self.manual_backward)
-        else:  # model.cuda_graph: the same step, replayed as one graph
+            block.write(loss, state)  # the loss and the new state: one row, on the device
+        else:  # model.cuda_graph: the same step and its row, replayed as one graph
             loss, state = self.captured_step(x, y)
             # What Lightning's optimizer wrapper does at each step (the iteration count).
             count_optimizer_step(self.optimizers())
+        block.note(self.global_step - 1, self.elapsed(), lr)
+        if (
+            block.n >= block.capacity
+            or time.monotonic() - self._last_flush > self.log_block_seconds
+        ):
+            self.flush_step_values()
+        return {"loss": loss}
 
-        # The training-progress plot: loss per iteration and the elapsed time, written out in
-        # blocks; `_finite` is whether the loss and the state are finite numbers (RunCheckpoint).
-        finite = torch.isfinite(torch.cat([loss.reshape(1), *state.values()])).all()
-        values = {"train/loss": loss, "train/elapsed_s": self.elapsed(), "_finite": finite}
-        # A replayed graph overwrites its loss in place: only then is a copy needed.
-        self.record_step(copy=self.captured_step is not None, **values)
-        self.flush_step_values(when_due=True)
-        # The new state goes to the callbacks that watch it (BatchNormStateMonitor).
-        return {"loss": loss, "state": state}
+    def _block(self) -> StepBlock:
+        if self.block is None:
+            self.block = StepBlock(max(self.log_block_steps, 1), self.net.state, self.device)
+        return self.block
+
+    def _captured_body(self, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> Any:
+        """What a CUDA graph captures: the step and the row it writes, nothing else."""
+        loss, state = self.train_on_batch(x, y, optimizer, Tensor.backward)
+        self._block().write_at_cursor(loss, state)
+        return loss, state
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -169,6 +193,7 @@ class BNStateModule(L.LightningModule):
     # -- the training loop's start; the CUDA-graph mode --------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
+        self._lr_group = self.optimizers().optimizer.param_groups[0]  # read when lr_key is set
         if self.cuda_graph and self.captured_step is None:
             optimizer = self.optimizers().optimizer  # torch's own: no Lightning hooks captured
             for group in optimizer.param_groups:
@@ -177,8 +202,9 @@ class BNStateModule(L.LightningModule):
             # Outside the CLI (which refuses model.cuda_graph on a CPU) the same sequence runs
             # eagerly on a CPU: how the tests check it trains exactly as the plain loop.
             on_gpu = self.device.type == "cuda"
+            self._block()  # its rows exist before the capture: the graph writes into them
             self.captured_step = CapturedStep(
-                lambda x, y: self.train_on_batch(x, y, optimizer, Tensor.backward),
+                lambda x, y: self._captured_body(x, y, optimizer),
                 backend=CudaGraphBackend() if on_gpu else EagerBackend(),
             )
 
@@ -214,9 +240,11 @@ class BNStateModule(L.LightningModule):
             if time.monotonic() - self._last_flush < self.log_block_seconds:
                 return []
         self._last_flush = time.monotonic()
-        records = self.step_values.take()
+        records = self._block_records() + self.step_values.take()
         if not records:
             return records
+        if len({r.step for r in records}) < len(records):  # values recorded for the same step
+            records = _merged(records)
         for record in records:
             finite = record.scalars.pop("_finite", 1.0)
             if not finite and self.non_finite is None:
@@ -232,6 +260,20 @@ class BNStateModule(L.LightningModule):
             if hasattr(callback, "on_step_values"):
                 callback.on_step_values(self.trainer, self, records)
         return records
+
+    def _block_records(self) -> list[StepRecord]:
+        if self.block is None or self.block.n == 0:
+            return []
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return block_records(
+            self.block,
+            every=max(every, 1),
+            decay=float(self.net.bn1.decay),
+            carried=bool(self.update_state),
+            watch=self.watch_state,
+            histograms=self.watch_histograms,
+            lr_key=self.lr_key,
+        )
 
     def _what_is_not_finite(self, record: StepRecord) -> str:
         loss = record.scalars.get("train/loss")
@@ -370,3 +412,15 @@ class BNStateModule(L.LightningModule):
             # Training goes on, so the end-of-training pair is out of date until the new end;
             # checkpoints written meanwhile hold the running state only, as any mid-run one does.
             self.running_state = self.population_state = None
+
+
+def _merged(records: list[StepRecord]) -> list[StepRecord]:
+    """Records of the same step joined into one (the block's and others' values), in step order."""
+    by_step: dict[int, StepRecord] = {}
+    for record in records:
+        kept = by_step.setdefault(record.step, record)
+        if kept is not record:
+            kept.scalars.update(record.scalars)
+            kept.histograms.update(record.histograms)
+            kept.to_loggers = kept.to_loggers and record.to_loggers
+    return sorted(by_step.values(), key=lambda r: r.step)

@@ -96,12 +96,31 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
     scheduler changes the rate or not), except that a run without a logger (`logger=none`)
     trains on without it instead of stopping."""
 
+    _module_records = False
+
     def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_start(trainer, *args, **kwargs)
+        if not trainer.loggers:
+            return
+        super().on_train_start(trainer, *args, **kwargs)
+        module = trainer.lightning_module
+        optimizers = trainer.optimizers
+        simple = (
+            hasattr(module, "lr_key")
+            and len(optimizers) == 1
+            and len(optimizers[0].param_groups) == 1
+            and len(self.lrs) == 1
+            and not self.log_momentum
+            and not self.log_weight_decay
+            and self.logging_interval != "epoch"
+        )
+        if simple:
+            # The module notes the rate with each iteration's row and writes it out with the
+            # block, under Lightning's own tag (lr-SGD): nothing to do here per iteration.
+            module.lr_key = next(iter(self.lrs))
+            self._module_records = True
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if not trainer.loggers:
+        if self._module_records or not trainer.loggers:
             return
         step_values = getattr(trainer.lightning_module, "step_values", None)
         if step_values is None or self.logging_interval == "epoch":
