@@ -104,7 +104,7 @@ DATASETS: dict[str, IdxDataset] = {
             "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134"),
         ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
     ),
-    # One 562 MB archive of every EMNIST split; only the digits' four members are unpacked.
+    # One archive (about 560 MB) of every EMNIST split; only the digits' four members are unpacked.
     "emnist_digits": IdxDataset(
         "EMNIST digits",
         "EMNIST",
