@@ -286,6 +286,54 @@ def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, monkeypatch: pytest
     assert (tmp_path / "d" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
 
+def test_torchvisions_folder_is_read_without_fetching(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What torchvision leaves in ROOT/<Name>/raw (the unpacked files) counts as downloaded."""
+    serve("qmnist", mirror.folder, monkeypatch)
+    raw = tmp_path / "data" / "QMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, payload in packed_files("qmnist").items():
+        (raw / stem).write_bytes(gzip.decompress(payload))
+    got = mnist(None, str(tmp_path / "data"), "qmnist", download=True, mirrors=[mirror.url])
+    assert_equal(got, sets())
+    assert mirror.requests == []
+
+
+def test_a_checked_archive_left_by_an_interrupted_unpacking_is_used_not_fetched(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = serve("emnist_digits", mirror.folder, monkeypatch)
+    raw = tmp_path / "data" / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "gzip.zip").write_bytes(served["gzip.zip"])
+    got = mnist(None, str(tmp_path / "data"), "emnist_digits", True, [mirror.url])
+    assert_equal(got, sets())
+    assert mirror.requests == [] and not (raw / "gzip.zip").exists()
+
+
+def test_the_table_holds_torchvisions_names_checksums_and_mirrors() -> None:
+    """Copied from torchvision.datasets.mnist: a file fetched here is the one torchvision gets."""
+    table = {n: {r.name: r.md5 for r in spec.resources} for n, spec in DATASETS.items()}
+    assert table["mnist"] == {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }
+    assert table["fashion_mnist"]["t10k-labels-idx1-ubyte.gz"] == "bb300cfdad3c16e7a12a480ee83cd310"
+    assert table["kmnist"]["train-images-idx3-ubyte.gz"] == "bdb82020997e1d708af4cf47b453dcf7"
+    assert table["emnist_digits"] == {"gzip.zip": "58c8d27c78d21e728a6bc7b3cc06412e"}
+    assert table["qmnist"]["qmnist-test-labels-idx2-int.gz"] == "5b5b05890a5e13444e108efe57b788aa"
+    assert DATASETS["mnist"].mirrors == (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    assert [spec.folder for spec in DATASETS.values()] == [
+        "MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # The config's checks and the command line
 
