@@ -185,11 +185,12 @@ def fetch_archive(
     name: str, md5: str, mirrors: Sequence[str], folder: Path, members: Sequence[str]
 ) -> list[Path]:
     """The gzipped `members` of zip archive `name`, fetched and checked like `fetch`, unpacked
-    into `folder`; the archive itself is deleted then (only these members are ever read)."""
+    into `folder`; the archive is deleted once they all are (only these members are read)."""
     archive = folder / name
-    if not (archive.is_file() and file_md5(archive) == md5):  # kept by an interrupted unpacking
+    # An archive already there was renamed into place only once checked, but an unpacking cut
+    # short (Ctrl-C) keeps it: check it again rather than fetch hundreds of megabytes anew.
+    if not (archive.is_file() and file_md5(archive) == md5):
         fetch(name, md5, mirrors, archive)
-    try:
-        return unpack_members(archive, members, folder)
-    finally:
-        archive.unlink(missing_ok=True)
+    written = unpack_members(archive, members, folder)
+    archive.unlink(missing_ok=True)
+    return written
