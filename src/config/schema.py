@@ -22,6 +22,7 @@ ABSENT = object()
 # Keys whose null means something (use the default): every other checked key must hold a value.
 NULLABLE = {
     "data.test_batch_size",
+    "data.mirrors",  # null: the data set's own mirrors
     "ckpt_path",
     "trainer.limit_train_batches",
     "trainer.limit_test_batches",
@@ -118,8 +119,9 @@ def check_model_settings(cfg: DictConfig | dict) -> None:
 def check_data_settings(cfg: DictConfig | dict) -> None:
     """The `data.*` values, alone: also what a checkpoint's stored settings must pass."""
     cfg = as_config(cfg)
-    for key in ("data.resize", "data.grayscale"):
+    for key in ("data.resize", "data.grayscale", "data.download"):
         require_bool(cfg, key)
+    _check_idx_dataset(cfg)
     on_device = value_at(cfg, "data.on_device")
     if on_device is not None and on_device not in (True, False, "auto"):
         raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
@@ -132,6 +134,24 @@ def check_data_settings(cfg: DictConfig | dict) -> None:
     require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
     require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
     require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
+
+
+def _check_idx_dataset(cfg: DictConfig) -> None:
+    """data=mnist's `dataset` (one of the family) and `mirrors` (null or a list of URLs)."""
+    dataset, mirrors = value_at(cfg, "data.dataset"), value_at(cfg, "data.mirrors")
+    if dataset is None and mirrors is None:
+        return
+    # Imported here: the data sources (Pillow, scipy) load only for a config that needs them.
+    from src.data.sources.download import mirrors_problem
+    from src.data.sources.idx import dataset_problem
+
+    if OmegaConf.is_list(mirrors):
+        mirrors = OmegaConf.to_container(mirrors)
+    problem = (dataset_problem(dataset) if dataset is not None else None) or mirrors_problem(
+        mirrors
+    )
+    if problem:
+        raise ConfigError(problem)
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -1,0 +1,421 @@
+"""data=mnist data.download=true: the MNIST family fetched from a mirror, checked, never half
+written.
+
+No test leaves this machine: each starts an HTTP server on 127.0.0.1 (port 0, in a thread) that
+serves small IDX files written here, and gives their MD5s to the data set's table through the
+documented hook (`DATASETS[name]` replaced; users can only change the mirrors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.config.compose import preflight
+from src.data.arrays import DigitArrays
+from src.data.sources import download, mnist
+from src.data.sources.idx import DATASETS
+from src.errors import ConfigError
+from tests.conftest import CONF, ROOT, assert_last_line_error, cli_in_process
+from tests.test_sources import RUN, as_uint8, digits, fail
+
+FAMILY = list(DATASETS)
+
+
+# ---------------------------------------------------------------------------------------------
+# A local mirror
+
+
+class Mirror:
+    """An HTTP server on 127.0.0.1 serving the files of `folder`, and the paths asked of it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=str(folder), **kwargs)
+
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args) -> None:  # not on the test's stderr
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)  # a stuck test fails in seconds, not minutes
+    (tmp_path / "mirror").mkdir()
+    served = Mirror(tmp_path / "mirror")
+    yield served
+    served.close()
+
+
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small files of each data set, as its mirrors serve them
+
+
+def idx_bytes(array: np.ndarray, magic: int, dtype: str = ">u1") -> bytes:
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+@functools.cache
+def sets() -> tuple[DigitArrays, DigitArrays]:
+    return digits(0), digits(1, per_class=2)
+
+
+def packed_files(name: str) -> dict[str, bytes]:
+    """Each data file of `name`, gzipped, by its name without .gz (what a copy by hand holds)."""
+    spec, files = DATASETS[name], {}
+    for split, data in zip(("train", "test"), sets()):
+        images_name, labels_name = spec.files[split]
+        files[images_name] = idx_bytes(as_uint8(data.images[:, 0]), 2051)
+        if name == "qmnist":  # 8 int32 columns an image, the class first
+            table = np.arange(len(data) * 8, dtype=np.int64).reshape(-1, 8) + 100
+            table[:, 0] = data.labels
+            files[labels_name] = idx_bytes(table, 3074, ">i4")
+        else:
+            files[labels_name] = idx_bytes(data.labels.astype(np.uint8), 2049)
+    return {stem: gzip.compress(payload, mtime=0) for stem, payload in files.items()}
+
+
+def serve(name: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Write `name`'s resources into `folder` and give the table their MD5s; the files served."""
+    spec, packed = DATASETS[name], packed_files(name)
+    served = {}
+    for resource in spec.resources:
+        if resource.members:  # EMNIST: one zip of every split; a letters member is never read
+            buf = folder / resource.name
+            with zipfile.ZipFile(buf, "w") as zf:
+                for member in resource.members:
+                    zf.writestr(member, packed[Path(member).name.removesuffix(".gz")])
+                zf.writestr("gzip/emnist-letters-train-images-idx3-ubyte.gz", b"not read")
+            served[resource.name] = buf.read_bytes()
+        else:
+            served[resource.name] = packed[resource.name.removesuffix(".gz")]
+            (folder / resource.name).write_bytes(served[resource.name])
+    resources = tuple(
+        dataclasses.replace(r, md5=hashlib.md5(served[r.name]).hexdigest()) for r in spec.resources
+    )
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(spec, resources=resources))
+    return served
+
+
+def assert_equal(got: tuple[DigitArrays, DigitArrays], want: tuple[DigitArrays, DigitArrays]):
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.images, w.images)
+        np.testing.assert_array_equal(g.labels, w.labels)
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file under `folder` (hidden ones too), relative, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_download_fetches_each_file_once_into_torchvisions_layout(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str, caplog
+) -> None:
+    served = serve(name, mirror.folder, monkeypatch)
+    root = tmp_path / "data"
+    with caplog.at_level(logging.INFO, logger="src.data.sources"):
+        got = mnist(None, str(root), dataset=name, download=True, mirrors=[mirror.url])
+    assert_equal(got, sets())
+    assert sorted(mirror.requests) == sorted(f"/{n}" for n in served)
+    fetched = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Downloaded")]
+    assert len(fetched) == len(served)
+    assert all(mirror.url in line and "MD5 checked" in line for line in fetched)
+    # torchvision's raw/ folder: the plain files (and the .gz as fetched; no zip kept).
+    raw = f"{DATASETS[name].folder}/raw/"
+    stems = [s for split in ("train", "test") for s in DATASETS[name].files[split]]
+    kept = [] if name == "emnist_digits" else [f"{n}" for n in served]
+    assert files_under(root) == sorted(raw + f for f in [*stems, *kept])
+
+    mnist(None, str(root), dataset=name, download=True, mirrors=[mirror.url])
+    assert len(mirror.requests) == len(served), "a second run fetched again"
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_downloaded_files_read_as_the_same_files_copied_by_hand(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    serve(name, mirror.folder, monkeypatch)
+    fetched = mnist(None, str(tmp_path / "a"), dataset=name, download=True, mirrors=[mirror.url])
+    by_hand = tmp_path / "b"
+    by_hand.mkdir()
+    for stem, payload in packed_files(name).items():
+        (by_hand / f"{stem}.gz").write_bytes(payload)
+    assert_equal(mnist(None, str(by_hand), dataset=name), fetched)
+
+
+def test_corrupted_download_is_one_line_and_leaves_no_file(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve("mnist", mirror.folder, monkeypatch)
+    labels = mirror.folder / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-3] + b"bad")
+    root = tmp_path / "data"
+    msg = fail(
+        lambda: mnist(None, str(root), download=True, mirrors=[mirror.url]),
+        f"{root / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte.gz'}: could not be downloaded",
+        f"{mirror.url}train-labels-idx1-ubyte.gz: MD5 mismatch",
+        DATASETS["mnist"].resources[1].md5,
+    )
+    assert "expected" in msg
+    # The images came first and were good; of the labels, nothing: no partial, no temporary.
+    assert files_under(root) == [
+        "MNIST/raw/train-images-idx3-ubyte",
+        "MNIST/raw/train-images-idx3-ubyte.gz",
+    ]
+
+
+def test_an_interrupted_download_leaves_no_temporary_file(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve("mnist", mirror.folder, monkeypatch)
+
+    def interrupted(url: str, md5: str, out) -> int:
+        out.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "_copy_checked", interrupted)
+    root = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        mnist(None, str(root), download=True, mirrors=[mirror.url])
+    assert files_under(root) == []
+
+
+def test_a_mirror_without_the_file_falls_through_to_the_next(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    serve("kmnist", mirror.folder, monkeypatch)
+    mirrors = [f"{mirror.url}nothing-here/", closed_port_url(), mirror.url]
+    with caplog.at_level(logging.INFO, logger="src.data.sources"):
+        got = mnist(None, str(tmp_path / "data"), dataset="kmnist", download=True, mirrors=mirrors)
+    assert_equal(got, sets())
+    assert "/nothing-here/train-images-idx3-ubyte.gz" in mirror.requests
+    assert any("HTTP 404" in r.getMessage() for r in caplog.records)
+
+
+def test_all_mirrors_failing_is_one_line_naming_the_file_and_each_mirror(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve("mnist", mirror.folder, monkeypatch)
+    refused = closed_port_url()
+    mirrors = [f"{mirror.url}nothing-here", refused]  # a base URL without its slash works too
+    root = tmp_path / "data"
+    fail(
+        lambda: mnist(None, str(root), download=True, mirrors=mirrors),
+        "train-images-idx3-ubyte.gz: could not be downloaded",
+        f"{mirror.url}nothing-here/train-images-idx3-ubyte.gz: HTTP 404",
+        f"{refused}train-images-idx3-ubyte.gz: ",
+        "refused",
+    )
+    assert files_under(root) == []
+
+
+def test_without_download_nothing_is_fetched_and_the_error_says_how(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve("mnist", mirror.folder, monkeypatch)
+    (tmp_path / "data").mkdir()
+    fail(
+        lambda: mnist(None, str(tmp_path / "data"), mirrors=[mirror.url]),
+        "no MNIST file train-images-idx3-ubyte",
+        "add data.download=true to fetch it",
+    )
+    fail(
+        lambda: mnist(None, str(tmp_path / "nowhere"), dataset="qmnist", mirrors=[mirror.url]),
+        "no such folder",
+        "add data.download=true",
+    )
+    assert mirror.requests == []
+
+
+def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    serve("fashion_mnist", folder, monkeypatch)
+    got = mnist(None, str(tmp_path / "d"), "fashion_mnist", True, [folder.as_uri() + "/"])
+    assert_equal(got, sets())
+    assert (tmp_path / "d" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_torchvisions_folder_is_read_without_fetching(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What torchvision leaves in ROOT/<Name>/raw (the unpacked files) counts as downloaded."""
+    serve("qmnist", mirror.folder, monkeypatch)
+    raw = tmp_path / "data" / "QMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, payload in packed_files("qmnist").items():
+        (raw / stem).write_bytes(gzip.decompress(payload))
+    got = mnist(None, str(tmp_path / "data"), "qmnist", download=True, mirrors=[mirror.url])
+    assert_equal(got, sets())
+    assert mirror.requests == []
+
+
+def test_a_checked_archive_left_by_an_interrupted_unpacking_is_used_not_fetched(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = serve("emnist_digits", mirror.folder, monkeypatch)
+    raw = tmp_path / "data" / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "gzip.zip").write_bytes(served["gzip.zip"])
+    got = mnist(None, str(tmp_path / "data"), "emnist_digits", True, [mirror.url])
+    assert_equal(got, sets())
+    assert mirror.requests == [] and not (raw / "gzip.zip").exists()
+
+
+def test_the_table_holds_torchvisions_names_checksums_and_mirrors() -> None:
+    """Copied from torchvision.datasets.mnist: a file fetched here is the one torchvision gets."""
+    table = {n: {r.name: r.md5 for r in spec.resources} for n, spec in DATASETS.items()}
+    assert table["mnist"] == {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }
+    assert table["fashion_mnist"]["t10k-labels-idx1-ubyte.gz"] == "bb300cfdad3c16e7a12a480ee83cd310"
+    assert table["kmnist"]["train-images-idx3-ubyte.gz"] == "bdb82020997e1d708af4cf47b453dcf7"
+    assert table["emnist_digits"] == {"gzip.zip": "58c8d27c78d21e728a6bc7b3cc06412e"}
+    assert table["qmnist"]["qmnist-test-labels-idx2-int.gz"] == "5b5b05890a5e13444e108efe57b788aa"
+    assert DATASETS["mnist"].mirrors == (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    assert [spec.folder for spec in DATASETS.values()] == [
+        "MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The config's checks and the command line
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),
+        ("data.download=yes", "data.download must be true or false"),
+        ("data.mirrors=http://host/mnist/", "data.mirrors must be a list of base URLs"),
+        ("data.mirrors=[ftp://host/mnist/]", "'ftp://host/mnist/' is not an http://"),
+        ("data.mirrors=[https:///mnist/]", "names no host"),
+        ("data.mirrors=[]", "data.mirrors is empty"),
+    ],
+)
+def test_bad_download_settings_are_one_line(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        preflight(["data=mnist", "data.root=/data", override], str(CONF), "config")
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_bad_mirror_is_one_line_before_any_run_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = cli_in_process(
+        "data=mnist", f"data.root={tmp_path}", "data.mirrors=[ftp://host/]",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert_last_line_error(proc, "data.mirrors: 'ftp://host/' is not an http://")
+    assert not run_dir.exists()
+
+
+def test_cli_corrupted_download_is_one_line_exit_2(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve("mnist", mirror.folder, monkeypatch)
+    (mirror.folder / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not MNIST")
+    proc = cli_in_process(
+        *RUN,
+        "data=mnist",
+        f"data.root={tmp_path / 'data'}",
+        "data.download=true",
+        f"data.mirrors=[{mirror.url}]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 2
+    assert_last_line_error(proc, "train-images-idx3-ubyte.gz", "MD5 mismatch", mirror.url)
+    assert files_under(tmp_path / "data") == []
+
+
+# The real command: the table's MD5s are given before src.train runs, as the tests above do.
+_PATCHED_TRAIN = """
+import dataclasses, json, runpy, sys
+from src.data.sources import idx
+md5s = json.loads(sys.argv.pop(1))
+spec = idx.DATASETS["mnist"]
+idx.DATASETS["mnist"] = dataclasses.replace(
+    spec, resources=tuple(dataclasses.replace(r, md5=md5s[r.name]) for r in spec.resources))
+runpy.run_module("src.train", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_cli_trains_on_mnist_downloaded_from_a_mirror(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    served = serve("mnist", mirror.folder, monkeypatch)
+    md5s = {name: hashlib.md5(payload).hexdigest() for name, payload in served.items()}
+    run_dir, root = tmp_path / "run", tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PATCHED_TRAIN, json.dumps(md5s), *RUN, "data=mnist",
+         f"data.root={root}", "data.download=true", f"data.mirrors=[{mirror.url}]",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 40 // 8
+    assert sorted(mirror.requests) == sorted(f"/{n}" for n in served)
+    log = (run_dir / "train.log").read_text()
+    assert f"Downloaded {mirror.url}train-images-idx3-ubyte.gz" in log
+    assert (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
