@@ -224,6 +224,11 @@ def stored_data_settings(
             )
         _plain_value(value, where, f"data.{name}")
     settings = {k: v for k, v in data.items() if k != "_target_"}
+    # Reading a checkpoint never reaches the network: the data it names are read from disk,
+    # fetched only if this command line asks (data.download=true, with its own mirrors).
+    if settings.get("download"):
+        settings["download"] = False
+    settings.pop("mirrors", None)
     try:
         check_data_settings({"data": settings})
     except ConfigError as err:

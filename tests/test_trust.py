@@ -119,3 +119,19 @@ def test_an_honest_checkpoint_still_reads(ckpt: Path) -> None:
     assert model_settings(data, ckpt)["num_filters"] == 20
     settings = stored_data_settings(data, ckpt)
     assert settings["source"] == "synthetic" and "_target_" not in settings
+
+
+def test_a_checkpoint_never_asks_for_a_download(ckpt: Path, tmp_path: Path) -> None:
+    """Its stored data.download and data.mirrors choose no network request: only this command
+    line can (data.download=true with its own mirrors)."""
+
+    def change(data: dict) -> None:
+        data["config"]["data"].update(
+            source="mnist", root=str(tmp_path), download=True, mirrors=["http://example.com/"]
+        )
+        for key in ("num_train_per_class", "num_test_per_class", "seed"):
+            data["config"]["data"].pop(key, None)
+
+    data = torch.load(tampered(ckpt, tmp_path, change), weights_only=True)
+    settings = stored_data_settings(data, "X")
+    assert settings["download"] is False and "mirrors" not in settings

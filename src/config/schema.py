@@ -142,8 +142,7 @@ def _check_idx_dataset(cfg: DictConfig) -> None:
     if dataset is None and mirrors is None:
         return
     # Imported here: the data sources (Pillow, scipy) load only for a config that needs them.
-    from src.data.sources.download import mirrors_problem
-    from src.data.sources.idx import dataset_problem
+    from src.data.sources import dataset_problem, mirrors_problem
 
     if OmegaConf.is_list(mirrors):
         mirrors = OmegaConf.to_container(mirrors)

@@ -10,7 +10,10 @@ read before it writes any cache, so a failed load leaves the caches as they were
     image_folders.py  data=folder     `folder`: class folders of image files; `decode_image`
                                       (also src.predict's reader), `is_junk`, `split_class`
     mat_files.py      data=mat        `mat`: MATLAB .mat files (v4-v7)
-    idx.py            data=mnist      `mnist`: the four MNIST IDX files; `read_idx`
+    idx.py            data=mnist      `mnist`: MNIST and its family (data.dataset) as IDX files;
+                                      `read_idx`; `DATASETS`, their files, checksums and mirrors
+    download.py       data.download=true: a file fetched from the mirrors in turn, MD5-checked,
+                      renamed into place only when whole
     common.py         what the readers from disk share: the config's options, error reasons and
                       the train/test cache that writes nothing unless both sets built cleanly
 
@@ -27,7 +30,8 @@ from typing import Any
 from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
 from src.data.sources.common import SPLITS
-from src.data.sources.idx import MNIST_FILES, mnist, read_idx
+from src.data.sources.download import mirrors_problem
+from src.data.sources.idx import DATASETS, MNIST_FILES, dataset_problem, mnist, read_idx
 from src.data.sources.image_folders import (
     FOLDER_READER_VERSION,
     decode_image,
@@ -39,15 +43,18 @@ from src.data.sources.mat_files import mat
 from src.errors import DataError
 
 __all__ = [
+    "DATASETS",
     "FOLDER_READER_VERSION",
     "MNIST_FILES",
     "SOURCES",
     "SPLITS",
+    "dataset_problem",
     "decode_image",
     "folder",
     "is_junk",
     "load_source",
     "mat",
+    "mirrors_problem",
     "mnist",
     "read_idx",
     "split_class",
