@@ -18,14 +18,15 @@ from src.model.step_values import StepValues
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
-def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, **module_args):
+def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, accelerator: str = "cpu",
+        **module_args):  # fmt: skip
     L.seed_everything(0, verbose=False)
     dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
                           num_test_per_class=10)  # fmt: skip
     model = BNStateModule(**module_args)
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     return trainer, model
@@ -123,6 +124,7 @@ def test_data_stays_on_the_cpu_when_training_on_the_cpu(cache_dir: Path, tmp_pat
     assert trainer.datamodule.train_set.device.type == "cpu"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path) -> None:
     L.seed_everything(0, verbose=False)
@@ -132,6 +134,40 @@ def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path)
                         enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
     trainer.fit(BNStateModule(cuda_graph=True), datamodule=dm)
     assert dm.train_set.device.type == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_path: Path) -> None:
+    """Replayed as a real CUDA graph, the step and the rows it writes (loss and state) match
+    the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph)."""
+    from src.model.cuda_graph import CudaGraphBackend
+
+    _, eager = fit(cache_dir, tmp_path / "a", epochs=2, accelerator="gpu")
+    _, graphed = fit(cache_dir, tmp_path / "b", epochs=2, accelerator="gpu", cuda_graph=True)
+    assert isinstance(graphed.captured_step.backend, CudaGraphBackend)
+    assert graphed.captured_step.captured and graphed.global_step == eager.global_step == 12
+    for (name, a), (_, b) in zip(eager.state_dict().items(), graphed.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+    assert graphed.latest["train/loss"] == pytest.approx(eager.latest["train/loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py's sequence, on the CPU and tiny, so that it cannot rot."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 5
+    figures = {s["name"]: s["figures"] for s in steps}
+    assert "test/acc" in figures["trainer=gpu, end to end"]
+    assert "Lightning's floor (bare module)" in figures["benchmark, host overhead"]
+    assert "gpu_check" not in proc.stdout.splitlines()[-1] and "| step |" in proc.stdout
 
 
 @pytest.mark.slow
