@@ -26,7 +26,8 @@ def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, accelerator: str = "cp
     model = BNStateModule(**module_args)
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     return trainer, model
