@@ -17,6 +17,7 @@ SRC = ROOT / "src"
 PRIVATE = re.compile(
     r"hydra\._internal|_parse_gpu_ids|_SubprocessScriptLauncher|\._on_(before|after)_step"
     r"|_get_file_writer|\._return_value|lightning\.fabric\.utilities\.types\._"
+    r"|_logger_connector|_batches_that_stepped|\._extract_stats"
 )
 
 

@@ -22,7 +22,7 @@ from src.model.network import DigitsNet, State
 from src.model.schedulers import build_scheduler
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
 from src.model.step_block import StepBlock, block_records
-from src.model.step_values import StepRecord, StepValues, write_records
+from src.model.step_values import StepRecord, StepValues, merged, write_records
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class BNStateModule(L.LightningModule):
         if not records:
             return records
         if len({r.step for r in records}) < len(records):  # values recorded for the same step
-            records = _merged(records)
+            records = merged(records)
         for record in records:
             finite = record.scalars.pop("_finite", 1.0)
             if not finite and self.non_finite is None:
@@ -412,15 +412,3 @@ class BNStateModule(L.LightningModule):
             # Training goes on, so the end-of-training pair is out of date until the new end;
             # checkpoints written meanwhile hold the running state only, as any mid-run one does.
             self.running_state = self.population_state = None
-
-
-def _merged(records: list[StepRecord]) -> list[StepRecord]:
-    """Records of the same step joined into one (the block's and others' values), in step order."""
-    by_step: dict[int, StepRecord] = {}
-    for record in records:
-        kept = by_step.setdefault(record.step, record)
-        if kept is not record:
-            kept.scalars.update(record.scalars)
-            kept.histograms.update(record.histograms)
-            kept.to_loggers = kept.to_loggers and record.to_loggers
-    return sorted(by_step.values(), key=lambda r: r.step)

@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 
+from src.compat import lr_monitor_stats
+
 INTERVALS = ("step", "epoch")
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -128,11 +130,9 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
             return
         # With the module's other per-iteration values, in the same block and the same
         # TensorBoard event (one `add_scalar` an iteration cost as much as all of them).
-        if trainer._logger_connector.should_update_logs:
-            interval = "step" if self.logging_interval is None else "any"
-            stats = self._extract_stats(trainer, interval)
-            if stats:
-                step_values.add(trainer.fit_loop.epoch_loop._batches_that_stepped, **stats)
+        due = lr_monitor_stats(self, trainer)
+        if due is not None and due[1]:
+            step_values.add(due[0], **due[1])
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:

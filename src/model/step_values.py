@@ -179,3 +179,15 @@ def _histogram(values: np.ndarray, bins: int = 10) -> Any:
         bucket_limit=edges[1:].tolist(),
         bucket=counts.astype(np.float64).tolist(),
     )
+
+
+def merged(records: list[StepRecord]) -> list[StepRecord]:
+    """Records of the same step joined into one (the block's and others' values), in step order."""
+    by_step: dict[int, StepRecord] = {}
+    for record in records:
+        kept = by_step.setdefault(record.step, record)
+        if kept is not record:
+            kept.scalars.update(record.scalars)
+            kept.histograms.update(record.histograms)
+            kept.to_loggers = kept.to_loggers and record.to_loggers
+    return sorted(by_step.values(), key=lambda r: r.step)
