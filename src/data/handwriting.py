@@ -13,6 +13,7 @@ coverage of the nearest pen disc, which leaves a bright core and a soft edge.
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import numpy as np
@@ -41,8 +42,8 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
     ],
     1: [
         [[(0.35, 0.0), (0.35, 1.0)]],
-        [[(0.08, 0.22), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)]],
-        [[(0.08, 0.24), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)], [(0.08, 1.0), (0.68, 1.0)]],
+        [[(0.2, 0.2), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)]],
+        [[(0.16, 0.22), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)], [(0.08, 1.0), (0.68, 1.0)]],
     ],
     2: [
         [
@@ -117,8 +118,8 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
         ],
     ],
     7: [
-        [[(0.0, 0.02), (0.74, 0.0)], [(0.74, 0.0), (0.26, 1.0)]],
-        [[(0.0, 0.02), (0.74, 0.0)], [(0.74, 0.0), (0.3, 1.0)], [(0.18, 0.52), (0.7, 0.5)]],
+        [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.3, 1.0)]],
+        [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.34, 1.0)], [(0.18, 0.52), (0.7, 0.5)]],
         [[(0.0, 0.1), (0.05, 0.0), (0.72, 0.02)], [(0.72, 0.02), (0.48, 0.45), (0.36, 1.0)]],
     ],
     8: [
@@ -234,17 +235,17 @@ def template_counts() -> list[int]:
 
 
 # Per-sample variation, all uniform unless said otherwise. Lengths in output pixels.
-JITTER = 0.02  # control-point jitter (standard deviation, in template heights)
+JITTER = 0.015  # control-point jitter (standard deviation, in template heights)
 SLANT = (-0.3, 0.1)  # shear of x by -slant * y: more digits lean right, as handwriting does
-HEIGHT = (11.5, 20.5)  # height of the upright digit
+HEIGHT = (11.0, 19.5)  # height of the upright digit
 ASPECT = (0.55, 1.25)  # extra horizontal stretch
-WIDTH = (1.6, 3.5)  # pen width
-PRESSURE = (0.8, 1.05)  # peak ink; above 1 the pen's core saturates at 1
+WIDTH = (1.7, 3.6)  # pen width
+PRESSURE = (0.7, 1.03)  # peak ink; above 1 the pen's core saturates at 1
 ALONG = 0.15  # how much width and pressure swing along the strokes
-ELASTIC = 0.35  # amplitude of each of the elastic field's three waves (standard deviation, px)
+ELASTIC = 0.3  # amplitude of each of the elastic field's three waves (standard deviation, px)
 WAVELENGTH = (12.0, 30.0)  # of those waves
 SHIFT = 1.0  # largest shift of the ink's centre from the image centre
-EDGE = (0.6, 1.5)  # the pen's rim fades over +-EDGE px (a smoothstep): from crisp to blurred
+EDGE = (0.5, 1.2)  # the pen's rim fades over +-EDGE px (a smoothstep): from crisp to blurred
 _MARGIN = 1.0  # output pixels kept free of ink along every edge
 _CENTRE = (0.37, 0.5)  # the middle of a template's box
 _MAX_CTRL = 12  # the most control points of any template
@@ -253,13 +254,14 @@ _CHUNK = 1 << 20  # pixel-segment pairs drawn at a time (1 MB a float32 array)
 
 def settings() -> dict:
     """Everything that shapes the output besides the random draws, for the cache key."""
-    return {
+    # Through JSON: the cache key compares as JSON reads it back (lists, never tuples).
+    return json.loads(json.dumps({
         "templates": {str(d): TEMPLATES[d] for d in range(NUM_CLASSES)},
         "segments": [_SPAN_SEGMENTS, _LINE_SEGMENTS],
         "jitter": JITTER, "slant": SLANT, "height": HEIGHT, "aspect": ASPECT, "width": WIDTH,
         "pressure": PRESSURE, "along": ALONG, "elastic": ELASTIC, "wavelength": WAVELENGTH,
         "shift": SHIFT, "edge": EDGE, "margin": _MARGIN,
-    }  # fmt: skip
+    }))  # fmt: skip
 
 
 def draw(labels: np.ndarray, angles: np.ndarray, rng: np.random.Generator) -> np.ndarray:

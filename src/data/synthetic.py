@@ -14,7 +14,9 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
+import PIL
 import torch
 
 from src.data import handwriting, print_fonts
@@ -26,9 +28,9 @@ from src.errors import DataError
 GENERATOR_VERSION = 2
 
 STYLES = ("mixed", "handwriting", "print")
-# Share of print digits per style. A fifth in `mixed`: enough that a network also reads print,
-# few enough that it learns handwriting first (FACTS: both appear in MATLAB's set).
-PRINT_SHARE = {"mixed": 0.2, "handwriting": 0.0, "print": 1.0}
+# Share of print digits per style. 30 % in `mixed`: MATLAB's set has both looks, and a network
+# trained on it must read both; handwriting stays the large majority.
+PRINT_SHARE = {"mixed": 0.3, "handwriting": 0.0, "print": 1.0}
 ANGLE_RANGE = (-45, 45)  # whole degrees, counter-clockwise positive like MATLAB's imrotate
 
 
@@ -50,7 +52,12 @@ def generator_settings(style: str = "mixed") -> dict:
         "style": style,
         "print_share": PRINT_SHARE[style],
         "angle_range": list(ANGLE_RANGE),
-        "versions": {"numpy": np.__version__, "torch": torch.__version__.split("+")[0]},
+        "versions": {
+            "numpy": np.__version__,
+            "torch": torch.__version__.split("+")[0],
+            "pillow": PIL.__version__,
+            "matplotlib": matplotlib.__version__,
+        },
     }
     if PRINT_SHARE[style] < 1:
         settings["handwriting"] = handwriting.settings()
