@@ -106,7 +106,9 @@ def test_debug_overfit_fits_the_same_three_batches(tmp_path: Path, cache_dir: Pa
     assert metrics["global_step"] == 5 * 3  # 3 batches an epoch
     loss = column(csv_rows(run), "train/loss")
     assert sorted(loss) == list(range(15))
-    assert loss[0] > 1.0 and loss[14] < 0.1  # 96 images all but memorised
+    # 96 images being memorised: handwriting (generator version 2) takes longer than print did
+    # (0.29 after 15 iterations, where the print fonts were under 0.1).
+    assert loss[0] > 1.0 and loss[14] < 0.5
 
 
 def test_overfit_batches_are_the_first_epochs_first_batches_every_epoch(cache_dir: Path) -> None:

@@ -13,13 +13,15 @@ def synthetic(
     seed: int = 0,
     num_train_per_class: int = 500,
     num_test_per_class: int = 500,
+    style: str = "mixed",
 ) -> tuple[DigitArrays, DigitArrays]:
-    """The built-in generator: independent train and test draws that depend only on `seed`."""
+    """The built-in generator: independent train and test draws that depend only on `seed`
+    (and `style`: handwriting, print or mixed)."""
     from src.data import synthetic as gen
 
     sets = []
     for split, stream, n in (("train", 0, num_train_per_class), ("test", 1, num_test_per_class)):
-        key = {"split": split, "seed": seed, "num_per_class": n, **gen.generator_settings()}
-        build = lambda n=n, stream=stream: gen.generate_digits(n, [seed, stream])  # noqa: E731
+        key = {"split": split, "seed": seed, "num_per_class": n, **gen.generator_settings(style)}
+        build = lambda n=n, stream=stream: gen.generate_digits(n, [seed, stream], style)  # noqa: E731
         sets.append(cached(cache_dir, f"synthetic-{split}", key, build).check(f"synthetic {split}"))
     return sets[0], sets[1]

@@ -1,0 +1,42 @@
+"""The first training batch is written once as a picture: first_batch.png and train/first_batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.callbacks.first_batch import FirstBatchGrid
+from tests.conftest import TINY, compose_config
+
+
+def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> None:
+    from src.train import train
+
+    run = tmp_path / "run"
+    calls: list[int] = []
+    original = FirstBatchGrid.on_train_batch_start
+
+    def counting(self, trainer, pl_module, batch, batch_idx) -> None:
+        calls.append(batch_idx)
+        original(self, trainer, pl_module, batch, batch_idx)
+
+    FirstBatchGrid.on_train_batch_start = counting
+    try:
+        # 200 images in batches of 32: 6 iterations an epoch, two epochs.
+        train(compose_config([*TINY, "trainer.max_epochs=2", "test=false"], run, cache_dir))
+    finally:
+        FirstBatchGrid.on_train_batch_start = original
+    assert len(calls) == 12
+
+    grid = np.asarray(Image.open(run / "first_batch.png"))
+    assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)  # 32 images, 6 a row
+    assert grid.max() > 128  # digits, not a blank picture
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "train/first_batch" in events.Tags()["images"]
+    images = events.Images("train/first_batch")
+    assert len(images) == 1 and images[0].step == 0

@@ -1,0 +1,49 @@
+"""benchmarks/transfer.py: real handwritten digits (scikit-learn's) read by a checkpoint."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.transfer import SIDE, sklearn_digits, to_28x28
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_upscaled_digits_are_centred_28x28_in_the_unit_range() -> None:
+    images, labels = sklearn_digits()
+    assert images.shape == (1797, 1, SIDE, SIDE) and images.dtype == np.float32
+    assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(10))
+    assert images.min() == 0.0 and images.max() == 1.0
+    x = images[:, 0]
+    # A margin like the generated digits': nothing in the outer 3 pixels.
+    assert not x[:, :3].any() and not x[:, -3:].any()
+    assert not x[:, :, :3].any() and not x[:, :, -3:].any()
+
+
+def test_to_28x28_keeps_the_aspect_ratio() -> None:
+    bar = np.zeros((8, 8))
+    bar[:, 3:5] = 16.0  # 8 tall, 2 wide
+    ink = to_28x28(bar) > 0.5
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    assert 18 <= len(rows) <= 21 and 4 <= len(cols) <= 7
+
+
+def test_transfer_script_prints_an_accuracy(ckpt: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "benchmarks/transfer.py", str(ckpt)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out.stdout)
+    assert found, out.stdout
+    assert 0.0 <= float(found.group(1)) <= 1.0
+    per_class = out.stdout.splitlines()[-1].split()
+    assert per_class[0] == "accuracy" and len(per_class) == 11
