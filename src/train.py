@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
 from src.cli import run, run_job
 from src.config.rules import check_config
+from src.config.schema import tag_list
 from src.console import print_config_tree
 from src.model.state import describe_state, state_label
 from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
@@ -30,7 +31,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     groups = ("data", "model", "optimizer", "scheduler", "trainer")
     chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
     chosen["seed"] = cfg.get("seed")
-    chosen["tags"] = ",".join(map(str, cfg.get("tags") or []))
+    chosen["tags"] = ",".join(tag_list(cfg.get("tags")))  # tags=one: a list of one
     chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
     chosen.get("model", {}).pop("scheduler", None)  # and as the scheduler group
     flat: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.checkpoint import check_network_matches, loader_position, read_checkpoint
 from src.config.schema import (
     check_data_settings,
+    check_group_values,
     check_model_settings,
     leaves,
     number_at,
@@ -63,6 +64,7 @@ def check_config(cfg: DictConfig) -> None:
             )
     check_model_settings(cfg)
     check_data_settings(cfg)
+    check_group_values(cfg)
     _check_optuna_storage(cfg)
     require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
     if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic

@@ -16,6 +16,8 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
 
+from src.config.schema import tag_list
+
 
 class _DropExperimentCreated(logging.Filter):
     """Lightning's MLFlowLogger warns when it creates an experiment: expected on a first run."""
@@ -24,16 +26,16 @@ class _DropExperimentCreated(logging.Filter):
         return "not found. Creating it" not in record.getMessage()
 
 
-def run_name(tags: Iterable[str] | None, output_dir: str) -> str:
+def run_name(tags: Iterable[str] | str | None, output_dir: str) -> str:
     """`<tag>-<tag>_<run folder name>`: dev_2025-01-31_12-00-00, or a sweep job's dev_3_lr=0.05."""
     folder = PurePath(str(output_dir)).name
-    joined = "-".join(str(t) for t in (tags or []))
+    joined = "-".join(tag_list(tags))
     return f"{joined}_{folder}" if joined else folder
 
 
-def tag_dict(tags: Iterable[str] | None) -> dict[str, str]:
+def tag_dict(tags: Iterable[str] | str | None) -> dict[str, str]:
     """The run's `tags` list as MLflow run tags: each label a tag whose value is "true"."""
-    return {str(t): "true" for t in (tags or [])}
+    return {t: "true" for t in tag_list(tags)}
 
 
 def setup_loggers() -> None:
