@@ -26,11 +26,16 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and what is wrong."""
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
+class OutputWriteError(OSError):
+    """An output file could not be written (full disk, no permission); the file that was there
+    before, if any, is intact. Its message is the whole line (exit code 4)."""
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class CheckpointWriteError(OutputWriteError):
+    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
 
 
 class TrainingDiverged(RuntimeError):
