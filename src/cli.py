@@ -33,7 +33,7 @@ from src.errors import (
     one_line,
     stop_on_signals,
 )
-from src.runtime.loggers import setup_loggers
+from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
 from src.sweep.naming import register_resolvers
 
 EXIT_BAD_INPUT = 2
@@ -155,7 +155,9 @@ def run(
     try:
         setup()
         try:
-            preflight(sys.argv[1:], config_dir, config_name, check)
+            multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
+            if multirun:  # parallel jobs would each create it, at once: here, once, first
+                prepare_mlflow_stores(configs)
         except (ConfigError, CheckpointError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
