@@ -37,6 +37,7 @@ from src.sweep.rows import (
     _jobs,
     _read_metrics,
     _time,
+    saved_row,
     sort_metric,
     sorted_rows,
     text_table,
@@ -136,11 +137,14 @@ class SweepSummary(Callback):
         for path in paths:
             try:
                 saved = json.loads(path.read_text())
-                if saved.pop("sweep", None) != self.sweep_id or saved["job"] in self.rows:
+                # Untrusted (a reused or copied sweep folder): checked field by field.
+                if not isinstance(saved, dict) or saved.pop("sweep", None) != self.sweep_id:
                     continue
-                self.rows[int(saved["job"])] = Row(**saved)
-            except (OSError, ValueError, TypeError, KeyError) as err:
-                print(f"warning: sweep summary: {path}: {err}", file=sys.stderr)
+                row = saved_row(saved)
+                if row.job not in self.rows:
+                    self.rows[row.job] = row
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as err:
+                print(f"warning: sweep summary: {path}: not used ({err})", file=sys.stderr)
 
     # The outputs
 
