@@ -290,11 +290,33 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
             )
 
 
-def loader_position(ckpt: dict) -> dict[str, int] | None:
-    """The training data loader's saved position (EpochLoader.state_dict), if any."""
-    loops = ckpt.get("loops") or {}
-    states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
-    return states[0] if states else None
+def loader_position(
+    ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
+) -> dict[str, int] | None:
+    """The training data loader's saved position (EpochLoader.state_dict), if any, checked:
+    whole numbers in range (CheckpointError otherwise: it is read from a file)."""
+    try:
+        loops = ckpt.get("loops") or {}
+        states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
+        position = states[0] if states else None
+    except (AttributeError, TypeError, KeyError, IndexError) as err:
+        raise _untrusted(f"{key}={path}", f"its loops state is malformed ({err})") from err
+    if position is None:
+        return None
+    lowest = {"epoch": 0, "batches_done": 0, "batch_size": 1, "num_samples": 0, "seed": 0,
+              "world_size": 1}  # fmt: skip
+    if not isinstance(position, dict):
+        raise _untrusted(f"{key}={path}", "its data loader position is not a table of numbers")
+    for name, value in position.items():
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < lowest.get(name, 0) or name not in lowest:
+            raise _untrusted(
+                f"{key}={path}", f"its data loader position {name}={value!r:.40} is not valid"
+            )
+    for name in ("epoch", "batches_done", "batch_size", "num_samples"):
+        if name not in position:
+            raise _untrusted(f"{key}={path}", f"its data loader position has no {name}")
+    return position
 
 
 def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:

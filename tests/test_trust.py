@@ -214,3 +214,22 @@ def test_a_plain_multirun_yaml_gives_the_plan(tmp_path: Path) -> None:
     )
     plan = saved_plan(tmp_path)
     assert plan is not None and plan.keys == ["optimizer.lr"] and plan.jobs == 2
+
+
+@pytest.mark.parametrize(
+    "position",
+    [{"batch_size": 0}, {"num_samples": "x"}, {"world_size": -1}, {"evil": 1}, {"epoch": 1.5}],
+)
+def test_a_hostile_loader_position_is_one_line(ckpt: Path, tmp_path: Path, position: dict) -> None:
+    """batch_size=0 was a ZeroDivisionError traceback at the resume check."""
+
+    def change(data: dict) -> None:
+        loader = data["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+        loader.update(position)
+
+    path = tampered(ckpt, tmp_path, change)
+    run = tmp_path / "run"
+    proc = cli_in_process(f"ckpt_path={path}", f"hydra.run.dir={run}", "trainer=cpu")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert_one_line_error(proc, "data loader position")
+    assert not run.exists()

@@ -158,7 +158,7 @@ def _check_checkpoint(cfg: DictConfig) -> None:
         return
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
-    position = loader_position(ckpt)
+    position = loader_position(ckpt, path)
     if not position or value_at(cfg, "train") is False:  # train=false: only tested, not resumed
         return
     per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
@@ -379,7 +379,7 @@ def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
     # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
     if path is None or value_at(cfg, "train") in (False, None):
         return
-    position = loader_position(read_checkpoint(Path(str(path))))
+    position = loader_position(read_checkpoint(Path(str(path))), path)
     if not position:
         return
     saved = position.get("world_size", 1)
