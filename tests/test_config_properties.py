@@ -129,18 +129,10 @@ def bad_values(kind: str, key: str) -> st.SearchStrategy[str]:
     return choices
 
 
-@pytest.mark.parametrize(("key", "kind", "default", "option"), KEYS, ids=[k[0] for k in KEYS])
-@settings(
-    max_examples=2,  # each a composition (~0.3 s); the keys are many
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(data=st.data())
-def test_every_key_refuses_bad_values(
-    key: str, kind: str, default: Any, option: list[str], data: st.DataObject
-) -> None:
+def refused_in_one_line(key: str, kind: str, option: list[str], data: st.DataObject) -> None:
+    """One bad value drawn for `key`, given through `cli()`: exit 2, one line naming the key."""
     text = data.draw(bad_values(kind, key), label=key)
+    # --cfg job: were the value ever accepted, Hydra would print the config, not train.
     args = [
         *option,
         *_override(key, text, option),
@@ -155,6 +147,33 @@ def test_every_key_refuses_bad_values(
     assert "Traceback" not in proc.stderr
     head = key.rpartition(".")[0] if key.rpartition(".")[2].isdigit() else key
     assert head in lines[0], (args, lines[0])
+
+
+PER_KEY = pytest.mark.parametrize(
+    ("key", "kind", "default", "option"), KEYS, ids=[k[0] for k in KEYS]
+)
+# Each example is a composition (~0.3 s) and the keys are many: one example a key in the quick
+# loop (a new draw every run), more in the slow one.
+COMMON = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
+
+
+@PER_KEY
+@settings(max_examples=1, **COMMON)
+@given(data=st.data())
+def test_every_key_refuses_a_bad_value(
+    key: str, kind: str, default: Any, option: list[str], data: st.DataObject
+) -> None:
+    refused_in_one_line(key, kind, option, data)
+
+
+@pytest.mark.slow
+@PER_KEY
+@settings(max_examples=6, **COMMON)
+@given(data=st.data())
+def test_every_key_refuses_bad_values(
+    key: str, kind: str, default: Any, option: list[str], data: st.DataObject
+) -> None:
+    refused_in_one_line(key, kind, option, data)
 
 
 def test_the_keys_cover_every_group() -> None:
@@ -190,7 +209,8 @@ def test_the_keys_cover_every_group() -> None:
 def test_the_issues_samples_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     """Issue 17's samples: accepted, or a traceback mid-run with a run folder; now one line."""
     run_dir = tmp_path / "run"
-    proc = cli_in_process(*args, f"hydra.run.dir={run_dir}")
+    # --cfg job: code that accepted the value prints the config instead of training for minutes
+    proc = cli_in_process(*args, f"hydra.run.dir={run_dir}", "--cfg", "job")
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -138,7 +138,15 @@ def test_a_signal_before_training_stops_at_once(
 
 
 @pytest.mark.parametrize("signum", BOTH)
-@pytest.mark.parametrize("phase", ["first_iteration", "mid_epoch", "epoch_end", "figures"])
+@pytest.mark.parametrize(
+    "phase",
+    [
+        "first_iteration",
+        "mid_epoch",
+        pytest.param("epoch_end", marks=pytest.mark.slow),  # the figures' path, nearly
+        "figures",
+    ],
+)
 def test_a_signal_in_training_saves_and_stops(
     tmp_path: Path, cache_dir: Path, phase: str, signum: int
 ) -> None:
