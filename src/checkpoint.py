@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from src.errors import CheckpointError, CheckpointWriteError, first_line
+from src.errors import CheckpointError, CheckpointWriteError, OutputWriteError, first_line
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "epoch")
@@ -26,25 +29,41 @@ def write_atomically(data: Any, path: Path) -> None:
     The rename is atomic because the temporary file is in the same folder (same filesystem),
     whatever `$TMPDIR` is, so `path` always holds either the previous complete checkpoint or
     the new complete one, even if the process is killed or the disk fills up mid-write.
+    torch.save reports a full disk as a RuntimeError (`unexpected pos ...`), not an OSError:
+    it is a failed write too (exit code 4), not a bug.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with output_file(path, "checkpoint", also=(RuntimeError,)) as tmp, open(tmp, "wb") as f:
+        torch.save(data, f)
+
+
+@contextlib.contextmanager
+def output_file(
+    path: Path, what: str = "file", also: tuple[type[BaseException], ...] = ()
+) -> Iterator[Path]:
+    """The one way this project writes a file: yields a temporary path beside `path` (same
+    folder, so same filesystem; same suffix, for writers that go by it), which the caller
+    writes; it is then fsynced and renamed over `path`. `path` so always holds the previous
+    complete file or the new complete one, whatever stops the write (a full disk, a signal, a
+    kill). A failure (OSError, or one of `also`) becomes `OutputWriteError`: one line naming
+    the file, exit code 4; the temporary file is removed.
+    """
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+        )
+        os.close(fd)
+    except OSError as err:
+        raise _write_error(path, what, err) from err
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is an ordinary file
+        yield tmp
+        _commit(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            reason = err.strerror or str(err)
-            raise CheckpointWriteError(
-                err.errno,
-                f"could not write checkpoint {path}: {reason}; the previous "
-                "checkpoint there (if any) is intact",
-            ) from err
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, (OSError, *also)) and not isinstance(err, OutputWriteError):
+            raise _write_error(path, what, err) from err
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -54,6 +73,32 @@ def write_atomically(data: Any, path: Path) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # not every filesystem lets a folder be fsynced; the file itself is complete
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """The written temporary file made durable, then put in place."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_error(path: Path, what: str, err: BaseException) -> OutputWriteError:
+    reason = (err.strerror if isinstance(err, OSError) else None) or first_line(err)
+    code = err.errno if isinstance(err, OSError) else errno.EIO
+    cls = CheckpointWriteError if what == "checkpoint" else OutputWriteError
+    return cls(
+        code,
+        f"could not write {what} {path}: {reason}; the previous {what} there (if any) is intact",
+    )
+
+
+def write_text(path: Path, text: str, what: str = "file") -> None:
+    """`text` written to `path` through `output_file`."""
+    with output_file(path, what) as tmp:
+        tmp.write_text(text)
 
 
 def _umask() -> int:
@@ -250,11 +295,33 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
             )
 
 
-def loader_position(ckpt: dict) -> dict[str, int] | None:
-    """The training data loader's saved position (EpochLoader.state_dict), if any."""
-    loops = ckpt.get("loops") or {}
-    states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
-    return states[0] if states else None
+def loader_position(
+    ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
+) -> dict[str, int] | None:
+    """The training data loader's saved position (EpochLoader.state_dict), if any, checked:
+    whole numbers in range (CheckpointError otherwise: it is read from a file)."""
+    try:
+        loops = ckpt.get("loops") or {}
+        states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
+        position = states[0] if states else None
+    except (AttributeError, TypeError, KeyError, IndexError) as err:
+        raise _untrusted(f"{key}={path}", f"its loops state is malformed ({err})") from err
+    if position is None:
+        return None
+    lowest = {"epoch": 0, "batches_done": 0, "batch_size": 1, "num_samples": 0, "seed": 0,
+              "world_size": 1}  # fmt: skip
+    if not isinstance(position, dict):
+        raise _untrusted(f"{key}={path}", "its data loader position is not a table of numbers")
+    for name, value in position.items():
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < lowest.get(name, 0) or name not in lowest:
+            raise _untrusted(
+                f"{key}={path}", f"its data loader position {name}={value!r:.40} is not valid"
+            )
+    for name in ("epoch", "batches_done", "batch_size", "num_samples"):
+        if name not in position:
+            raise _untrusted(f"{key}={path}", f"its data loader position has no {name}")
+    return position
 
 
 def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:

@@ -31,8 +31,9 @@ from src.errors import (
     RunStopped,
     TrainingDiverged,
     one_line,
+    stop_on_signals,
 )
-from src.runtime.loggers import setup_loggers
+from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
 from src.sweep.naming import register_resolvers
 
 EXIT_BAD_INPUT = 2
@@ -88,6 +89,11 @@ def failure(err: BaseException) -> tuple[str, int] | None:
         code = EXIT_SIGNAL.get(err.signum, 128 + err.signum)
         if err.path is None:
             return f"stopped: {err}", code
+        if err.finished:
+            return (
+                f"stopped: {err}. Test it with: python -m src.evaluate ckpt_path={err.path}",
+                code,
+            )
         return f"stopped: {err}. Resume with: python -m src.train ckpt_path={err.path}", code
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err) else ""
@@ -105,9 +111,10 @@ def run_job(job: Callable[[], Any]) -> Any:
     """
     setup()  # again: a launcher may run the job in a process of its own
     route_output()  # Lightning's lines and warnings into the run's log file; bar-safe console
+    stop_on_signals()  # again: in a launcher's own process too; and no checkpoint kept yet
     try:
         return job()
-    except Exception as err:
+    except (Exception, RunStopped) as err:
         import traceback
 
         from hydra.core.hydra_config import HydraConfig
@@ -144,10 +151,21 @@ def run(
 ) -> None:
     """Check the command line's config first (`check` on every composition, sweeps included),
     so mistakes cost one line and no run folder."""
-    setup()
+    previous = stop_on_signals()  # first: Ctrl-C at any moment stops the run
     try:
-        preflight(sys.argv[1:], config_dir, config_name, check)
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    main()
+        setup()
+        try:
+            multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
+            if multirun:  # parallel jobs would each create it, at once: here, once, first
+                prepare_mlflow_stores(configs)
+        except (ConfigError, CheckpointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        main()
+    except RunStopped as err:  # before the job began, or in Hydra's own code around it
+        line, code = failure(err)
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(code)
+    finally:  # run in-process (tests, a notebook): the caller's handlers again
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
@@ -26,27 +28,81 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and what is wrong."""
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
+class OutputWriteError(OSError):
+    """An output file could not be written (full disk, no permission); the file that was there
+    before, if any, is intact. Its message is the whole line (exit code 4)."""
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class CheckpointWriteError(OutputWriteError):
+    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
 
 
 class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number; the message names the iteration."""
 
 
-class RunStopped(Exception):
-    """Training stopped on a signal; `path` is the checkpoint of the last completed iteration."""
+class RunStopped(BaseException):
+    """The run stopped on a signal. `path`: the checkpoint kept (None: none); `iteration`: the
+    last completed iteration it holds (-1: not known); `finished`: training had ended, so the
+    checkpoint is the finished run's.
 
-    def __init__(self, signum: int, path: Path | None, iteration: int) -> None:
-        self.signum, self.path, self.iteration = signum, path, iteration
+    A BaseException, like KeyboardInterrupt: raised by a signal handler at any point, it must
+    not be taken for a failure of the code it interrupts (`except Exception` turning it into a
+    data error, say, or Hydra's report of a failed job).
+    """
+
+    def __init__(
+        self,
+        signum: int,
+        path: Path | None,
+        iteration: int,
+        finished: bool = False,
+        again: bool = False,
+    ) -> None:
+        self.signum, self.path, self.iteration, self.finished = signum, path, iteration, finished
         name = SIGNAL_NAMES.get(signum, f"signal {signum}")
-        if path is None:
-            super().__init__(f"{name} again: stopped at once without saving")
+        if again:
+            message = f"{name} again: stopped at once without saving"
+        elif finished:
+            message = f"{name} after training: stopped; the training checkpoint {path} is complete"
+        elif path is None:
+            message = f"{name}: stopped; no file was left half-written"
         else:
-            super().__init__(f"{name}: stopped after iteration {iteration}; saved {path}")
+            message = f"{name}: stopped after iteration {iteration}; saved {path}"
+        super().__init__(message)
+
+
+# The checkpoint of a run whose training has ended (set by RunCheckpoint), for the line a
+# signal during testing or the last writes ends the run with; reset by `stop_on_signals`.
+_kept: dict[str, Path | None] = {"checkpoint": None}
+
+
+def keep_checkpoint(path: Path | None) -> None:
+    """Training has ended with `path` complete: a later stop says so."""
+    _kept["checkpoint"] = path
+
+
+def _stop_now(signum: int, frame: FrameType | None) -> None:
+    path = _kept["checkpoint"]
+    raise RunStopped(signum, path, -1, finished=path is not None)
+
+
+def stop_on_signals() -> dict[int, Any]:
+    """SIGINT and SIGTERM stop the process at once, wherever it is (`RunStopped`; the files it
+    writes are atomic, so none is left half-written). Training replaces this with its own
+    handler, which finishes the iteration and saves a checkpoint first (RunCheckpoint).
+
+    Installed even where the signal was ignored: a job started in the background by a shell
+    inherits SIGINT ignored, and `kill -INT` must still stop it. Returns the handlers it
+    replaced."""
+    _kept["checkpoint"] = None
+    previous = {signum: signal.getsignal(signum) for signum in SIGNAL_NAMES}
+    for signum in SIGNAL_NAMES:
+        signal.signal(signum, _stop_now)
+    return previous
 
 
 class JobFailed(Exception):

@@ -12,7 +12,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from src.callbacks.figures import ConfusionMatrixReport
-from src.checkpoint import model_settings
+from src.checkpoint import model_settings, write_text
 from src.cli import run, run_job
 from src.runtime.build import (
     CONFIG_DIR,
@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["test/acc"],
         metrics["num_test_images"],
     )
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("Outputs in %s", output_dir)
     return metrics
 

@@ -18,6 +18,7 @@ import numpy as np
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from src.checkpoint import write_text
 from src.cli import run, run_job
 from src.errors import ConfigError, DataError
 from src.runtime.build import (
@@ -130,7 +131,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         agree,
         len(images),
     )
-    (output_dir / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(output_dir / "export.json", json.dumps(record, indent=2) + "\n")
     log.info("Outputs in %s", output_dir)
     return record
 

@@ -20,6 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoint import output_file
 from src.cli import run, run_job
 from src.data.arrays import IMAGE_SIZE
 from src.data.sources import decode_image, is_junk
@@ -149,7 +150,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     probs = probabilities(net, images)
     labels = probs.argmax(axis=1)
     classes = probs.shape[1]
-    with open(output_dir / "predictions.csv", "w", newline="") as f:
+    with output_file(output_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "predicted", *(f"prob_{k}" for k in range(classes))])
         for name, label, p in zip(files, labels, probs):

@@ -13,9 +13,16 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
+from src.checkpoint import (
+    AtomicCheckpointIO,
+    continue_tensorboard,
+    output_file,
+    read_checkpoint,
+    write_text,
+)
 from src.cli import run, run_job
 from src.config.rules import check_config
+from src.config.schema import tag_list
 from src.console import print_config_tree
 from src.model.state import describe_state, state_label
 from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
@@ -30,7 +37,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     groups = ("data", "model", "optimizer", "scheduler", "trainer")
     chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
     chosen["seed"] = cfg.get("seed")
-    chosen["tags"] = ",".join(map(str, cfg.get("tags") or []))
+    chosen["tags"] = ",".join(tag_list(cfg.get("tags")))  # tags=one: a list of one
     chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
     chosen.get("model", {}).pop("scheduler", None)  # and as the scheduler group
     flat: dict[str, Any] = {}
@@ -69,7 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if rank_zero_only.rank == 0:  # DDP: the processes Lightning launches write no outputs
-        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+        with output_file(output_dir / "config.yaml", "config") as tmp:
+            OmegaConf.save(OmegaConf.create(resolved), tmp, resolve=True)
         print_config_tree(cfg, output_dir / "config_tree.log")
     else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
         for handler in logging.getLogger().handlers[:]:
@@ -128,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     saved = {**metrics, "overrides": overrides}
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+        write_text(output_dir / "metrics.json", json.dumps(saved, indent=2, sort_keys=True) + "\n")
     log.info("Outputs in %s", output_dir)
     return metrics
 

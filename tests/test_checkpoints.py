@@ -216,7 +216,7 @@ def test_killed_write_with_tmpdir_elsewhere_never_leaves_a_broken_file(tmp_path:
         data = torch.load(target, weights_only=True)
         assert torch.all(data["w"] == data["global_step"])
     assert [p.name for p in target.parent.iterdir()] != [] and all(
-        p.name == "last.ckpt" or p.name.endswith(".tmp") for p in target.parent.iterdir()
+        p.name == "last.ckpt" or p.name.endswith(".tmp.ckpt") for p in target.parent.iterdir()
     )
 
 
@@ -248,7 +248,8 @@ def test_full_disk_during_training_stops_with_one_line(tmp_path: Path, cache_dir
         "calls = []\n"
         "def fsync(fd):\n"
         "    calls.append(fd)\n"
-        "    if len(calls) == 5:  # each write fsyncs the file, then the folder\n"
+        # each write fsyncs the file, then the folder; config.yaml is the first write
+        "    if len(calls) == 7:\n"
         "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
         "    os.fsync(fd)\n"
         "full = types.ModuleType('os')\n"

@@ -35,7 +35,7 @@ from src.runtime.threads import (
     joblib_workers,
 )
 from src.sweep import BASIC_SWEEPER, STATUS_FILE, SweepSummary
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, compose_config, run_cli
 
 BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
 
@@ -254,3 +254,43 @@ def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir:
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit's own results
     for folder in ("0_lr=1000", "1_lr=0.05"):
         assert "torch threads: " in (sweep / folder / "train.log").read_text()
+
+
+@pytest.mark.slow  # MLflow's import and migrations: seconds
+def test_the_mlflow_store_is_made_once_before_the_jobs(tmp_path: Path) -> None:
+    """Parallel jobs each ran MLflow's migrations on one new SQLite file at once, and all failed
+    (`table _alembic_tmp_tags already exists`): the launching process makes it first."""
+    from mlflow.tracking import MlflowClient
+
+    from src.runtime.loggers import prepare_mlflow_stores
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    cfg = compose_config(
+        ["logger=many_loggers", f"logger.mlflow.tracking_uri={uri}",
+         f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}"],
+        tmp_path / "run", tmp_path,
+    )  # fmt: skip
+    prepare_mlflow_stores([cfg, cfg])
+    prepare_mlflow_stores([cfg])  # a second sweep on the same store
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("train") is not None
+
+
+@pytest.mark.slow
+def test_a_parallel_mlflow_sweep_on_a_new_store_logs_every_run(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    sweep = tmp_path / "sweep"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("--multirun", *TINY, "optimizer.lr=0.01,0.02,0.03,0.05", "logger=mlflow",
+                   f"logger.mlflow.tracking_uri={uri}",
+                   f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sweep: 4 jobs, 4 ok, 0 failed" in proc.stdout
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("train")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)

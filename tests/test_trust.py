@@ -135,3 +135,117 @@ def test_a_checkpoint_never_asks_for_a_download(ckpt: Path, tmp_path: Path) -> N
     data = torch.load(tampered(ckpt, tmp_path, change), weights_only=True)
     settings = stored_data_settings(data, "X")
     assert settings["download"] is False and "mirrors" not in settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep files are data too: a sweep folder may be reused, copied or written by someone else
+
+
+HOSTILE_ROWS = [
+    ["not", "a", "row"],
+    {"job": "abc"},
+    {"job": 1, "code": 10**9},
+    {"job": 1, "status": "pwned"},
+    {"job": 1, "metrics": {"test/acc": "0.9; rm -rf /"}},
+    {"job": 1, "values": {"lr": {"nested": "object"}}},
+    {"job": 1, "overrides": "lr=0.1"},
+    {"job": 1, "wall_s": "soon"},
+    {"job": True},
+    {"job": 1, "metrics": {"test/acc": 0.5}, "run_dir": ["x"]},
+]
+
+
+@pytest.mark.parametrize("saved", HOSTILE_ROWS, ids=range(len(HOSTILE_ROWS)))
+def test_a_hostile_sweep_job_file_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture, saved: Any
+) -> None:
+    import json
+
+    from src.sweep import STATUS_FILE, SweepSummary
+
+    summary = SweepSummary()
+    summary.sweep_id = "this-sweep"
+    job = tmp_path / "1_lr=0.1"
+    job.mkdir()
+    if isinstance(saved, dict):
+        saved = {"sweep": "this-sweep", **saved}
+    (job / STATUS_FILE).write_text(json.dumps(saved))
+    summary.gather(tmp_path)
+    err = capsys.readouterr().err
+    if isinstance(saved, list):  # not this sweep's: skipped without a word
+        assert summary.rows == {} and err == ""
+        return
+    assert summary.rows == {}
+    assert err.startswith("warning: sweep summary: ") and "not used" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_good_sweep_job_file_is_read(tmp_path: Path) -> None:
+    import json
+
+    from src.sweep import STATUS_FILE, SweepSummary
+
+    summary = SweepSummary()
+    summary.sweep_id = "s"
+    (tmp_path / "0").mkdir()
+    row = {"sweep": "s", "job": 0, "values": {"optimizer.lr": "0.1"}, "overrides": [],
+           "status": "failed", "error": "error: x", "code": 2, "metrics": {"train/loss": 1.5},
+           "wall_s": 1.0, "run_dir": str(tmp_path / "0")}  # fmt: skip
+    (tmp_path / "0" / STATUS_FILE).write_text(json.dumps(row))
+    summary.gather(tmp_path)
+    assert summary.rows[0].code == 2 and summary.rows[0].metrics == {"train/loss": 1.5}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hydra: !!python/object/apply:os.system ['touch {victim}']\n",
+        "hydra:\n  overrides:\n    task: ['lr=${oc.env:HOME},1']\n",
+        "hydra:\n  overrides:\n    task: [{a: 1}]\n",
+        "hydra:\n  sweeper:\n    n_trials: lots\n",
+        "[unclosed\n",
+        "just a string\n",
+    ],
+)
+def test_a_hostile_multirun_yaml_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture, text: str
+) -> None:
+    from src.sweep import saved_plan
+
+    victim = tmp_path / "PWNED"
+    (tmp_path / "multirun.yaml").write_text(text.replace("{victim}", str(victim)))
+    assert saved_plan(tmp_path) is None
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"warning: {tmp_path / 'multirun.yaml'}: not used") and err.count("\n") == 1
+    )
+    assert not victim.exists()
+
+
+def test_a_plain_multirun_yaml_gives_the_plan(tmp_path: Path) -> None:
+    from src.sweep import saved_plan
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: ['optimizer.lr=0.1,0.2', seed=0]\n"
+    )
+    plan = saved_plan(tmp_path)
+    assert plan is not None and plan.keys == ["optimizer.lr"] and plan.jobs == 2
+
+
+@pytest.mark.parametrize(
+    "position",
+    [{"batch_size": 0}, {"num_samples": "x"}, {"world_size": -1}, {"evil": 1}, {"epoch": 1.5}],
+)
+def test_a_hostile_loader_position_is_one_line(ckpt: Path, tmp_path: Path, position: dict) -> None:
+    """batch_size=0 was a ZeroDivisionError traceback at the resume check."""
+
+    def change(data: dict) -> None:
+        loader = data["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+        loader.update(position)
+
+    path = tampered(ckpt, tmp_path, change)
+    run = tmp_path / "run"
+    proc = cli_in_process(f"ckpt_path={path}", f"hydra.run.dir={run}", "trainer=cpu")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert_one_line_error(proc, "data loader position")
+    assert not run.exists()

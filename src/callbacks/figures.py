@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from src.callbacks.progress import epoch_number, hms
+from src.checkpoint import output_file
 from src.model.state import state_label
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def save_figure(trainer: L.Trainer, fig: Figure, filename: str, tag: str) -> Pat
     # would each draw the figure again).
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    Image.fromarray(rgb).save(path, dpi=(fig.dpi, fig.dpi))
+    with output_file(path, "figure") as tmp:  # the suffix is .tmp.png: say the format
+        Image.fromarray(rgb).save(tmp, format="PNG", dpi=(fig.dpi, fig.dpi))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, rgb, trainer.global_step, dataformats="HWC")

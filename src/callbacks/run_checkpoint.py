@@ -18,7 +18,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 
 from src.compat import is_script_launcher
-from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged
+from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged, keep_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class RunCheckpoint(Checkpoint):
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is not None:  # asked twice: stop now, keep the last periodic checkpoint
             self._kill_launched_processes()
-            raise RunStopped(signum, None, -1)
+            raise RunStopped(signum, None, -1, again=True)
         self._signal = signum
         log.warning(
             "%s received: finishing this iteration, then saving a checkpoint and stopping "
@@ -161,6 +161,11 @@ class RunCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
+        done = self._saved_at == trainer.global_step
+        if self._signal is not None:  # came after the last iteration: at its save, or figures
+            path = self.last_path if done else self.save(trainer)
+            raise RunStopped(self._signal, path, trainer.global_step)
+        keep_checkpoint(self.last_path if done else None)  # a stop while testing says so
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

@@ -144,9 +144,10 @@ def preflight(
     config_dir: str,
     config_name: str,
     check: Callable[[DictConfig], Any] = check_config,
-) -> None:
+) -> tuple[bool, list[DictConfig]]:
     """Compose the config the CLI will run (each sweep value too) and check it with `check`
     (default: check_config), then check that its run (or sweep) folder can be created.
+    Returns whether it is a multirun, and the configs composed (none for an informational call).
 
     Raises ConfigError with one line for an unknown group, option or key, or a bad value, or a
     run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
@@ -158,7 +159,7 @@ def preflight(
 
     args = hydra_args_parser().parse_args(argv)
     if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
-        return  # another search path or an informational call: leave it all to Hydra
+        return False, []  # another search path or an informational call: leave it to Hydra
     try:
         runs = _compositions(args.overrides)
     except HydraException as err:
@@ -192,5 +193,9 @@ def preflight(
                 check(cfg)
                 if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                     check_output_folder(cfg, args.multirun)
+            multirun = args.multirun or str(OmegaConf.select(first, "hydra.mode")).endswith(
+                "MULTIRUN"
+            )
+            return multirun and not args.cfg, list(done.values())
     finally:
         GlobalHydra.instance().clear()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.checkpoint import check_network_matches, loader_position, read_checkpoint
 from src.config.schema import (
     check_data_settings,
+    check_group_values,
     check_model_settings,
     leaves,
     number_at,
@@ -63,6 +64,7 @@ def check_config(cfg: DictConfig) -> None:
             )
     check_model_settings(cfg)
     check_data_settings(cfg)
+    check_group_values(cfg)
     _check_optuna_storage(cfg)
     require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
     if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
@@ -156,7 +158,7 @@ def _check_checkpoint(cfg: DictConfig) -> None:
         return
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
-    position = loader_position(ckpt)
+    position = loader_position(ckpt, path)
     if not position or value_at(cfg, "train") is False:  # train=false: only tested, not resumed
         return
     per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
@@ -377,7 +379,7 @@ def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
     # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
     if path is None or value_at(cfg, "train") in (False, None):
         return
-    position = loader_position(read_checkpoint(Path(str(path))))
+    position = loader_position(read_checkpoint(Path(str(path))), path)
     if not position:
         return
     saved = position.get("world_size", 1)

@@ -59,6 +59,8 @@ def number_at(cfg: DictConfig, key: str, integer: bool = False) -> float | int |
         raise ConfigError(f"{key} must be {kind} (written without a decimal point), got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{key} must be finite, got {value!r}")
+    if integer and abs(value) >= 2**63:  # past a C long: torch and Lightning overflow on it
+        raise ConfigError(f"{key}={value!r} is out of range: it must fit in 64 bits")
     if isinstance(value, float) and abs(value) > FLOAT32_MAX:
         raise ConfigError(
             f"{key}={value!r} overflows float32, which the network computes in (largest "
@@ -151,6 +153,77 @@ def _check_idx_dataset(cfg: DictConfig) -> None:
     )
     if problem:
         raise ConfigError(problem)
+
+
+# The other groups' numbers, each one line when wrong: (key, the test, what it must be, whole).
+# A key absent from the composed config (another option of its group) is skipped.
+GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
+    ("optimizer.eps", lambda v: v > 0, "above 0", False),
+    ("optimizer.dampening", lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    ("scheduler.scheduler.step_size", lambda v: v >= 1, "at least 1 (epochs)", True),
+    ("scheduler.scheduler.gamma", lambda v: v > 0, "above 0", False),
+    ("scheduler.scheduler.T_max", lambda v: v >= 1, "at least 1", True),
+    ("scheduler.scheduler.eta_min", lambda v: v >= 0, "0 or more", False),
+    ("scheduler.scheduler.pct_start", lambda v: 0 < v < 1, "in (0, 1)", False),
+    ("scheduler.scheduler.div_factor", lambda v: v > 0, "above 0", False),
+    ("scheduler.scheduler.final_div_factor", lambda v: v > 0, "above 0", False),
+    ("callbacks.model_checkpoint.every_n_epochs", lambda v: v >= 0, "0 or more (0: last)", True),
+    ("callbacks.model_checkpoint.every_n_train_steps", lambda v: v >= 0, "0 or more", True),
+    ("callbacks.progress_bar.refresh_rate", lambda v: v >= 0, "0 or more (0: no bar)", True),
+    ("callbacks.progress_bar.every_n_iterations", lambda v: v >= 0, "0 or more (0: off)", True),
+    ("callbacks.early_stopping.patience", lambda v: v >= 0, "0 or more", True),
+    ("callbacks.early_stopping.min_delta", lambda v: v >= 0, "0 or more", False),
+    ("trainer.num_sanity_val_steps", lambda v: v >= -1, "-1 (all) or more", True),
+)  # fmt: skip
+# Keys that are null (automatic) or a number.
+GROUP_NULL_NUMBERS = (("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),)
+GROUP_BOOLS = (
+    "optimizer._partial_",
+    "optimizer.amsgrad",
+    "optimizer.nesterov",
+    "scheduler.scheduler._partial_",
+    "scheduler.scheduler.cycle_momentum",
+    "callbacks.early_stopping.check_on_train_epoch_end",
+    "callbacks.early_stopping.verbose",
+    "logger.mlflow.log_model",
+    "logger.tensorboard.default_hp_metric",
+    "trainer.enable_model_summary",
+    "trainer.use_distributed_sampler",
+)
+
+
+def check_group_values(cfg: DictConfig) -> None:
+    """The optimizer's, scheduler's, callbacks', loggers' and trainer's own numbers and switches,
+    and `tags`: refused here in one line, not by the class that gets them mid-run."""
+    for key in GROUP_BOOLS:
+        require_bool(cfg, key)
+    deterministic = value_at(cfg, "trainer.deterministic")
+    if deterministic is not None and deterministic not in (True, False, "warn"):
+        raise ConfigError(f"trainer.deterministic={deterministic!r} must be true, false or warn")
+    for key, ok, what, integer in GROUP_NUMBERS:
+        require(cfg, key, ok, what, integer)
+    for key, ok, what, integer in GROUP_NULL_NUMBERS:
+        if OmegaConf.select(cfg, key, default=None) is not None:
+            require(cfg, key, ok, what, integer)
+    betas = value_at(cfg, "optimizer.betas")
+    if betas is not None:
+        if not OmegaConf.is_list(betas) or len(betas) != 2:
+            raise ConfigError(f"optimizer.betas must be two numbers [b1, b2], got {betas!r}")
+        for i in range(2):
+            require(cfg, f"optimizer.betas.{i}", lambda v: 0 <= v < 1, "in [0, 1)")
+    tags = value_at(cfg, "tags")
+    if tags is not None and not isinstance(tags, str):
+        if not OmegaConf.is_list(tags) or not all(isinstance(t, (str, int)) for t in tags):
+            raise ConfigError(f"tags must be a list of labels ([a,b]) or one label, got {tags!r}")
+
+
+def tag_list(tags: Any) -> list[str]:
+    """`tags` as a list of labels: one label given as a plain string is a list of one."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        return [tags]
+    return [str(t) for t in tags]
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.checkpoint import (
     DATA_MODULE_TARGET,
     model_settings,
+    output_file,
     read_checkpoint,
     stored_data_settings,
 )
@@ -215,4 +216,5 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path, data: Any = None) ->
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if data is not None:
         resolved["data"] = data
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml", resolve=True)
+    with output_file(output_dir / "config.yaml", "config") as tmp:
+        OmegaConf.save(OmegaConf.create(resolved), tmp, resolve=True)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.checkpoint import output_file
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
     MATLAB_LEARNABLE_NAMES,
@@ -40,6 +41,11 @@ def write_onnx(net: DigitsNet, path: Path, opset: int, props: dict[str, str]) ->
     """`model.onnx` with torch's TorchScript exporter (`dynamo=False`: works offline, without
     onnxscript). No constant folding, so each batch-norm layer stays a BatchNormalization node
     holding its state (mean, var) instead of being folded into the convolution before it."""
+    with output_file(path, "model") as tmp:
+        _write_onnx(net, tmp, opset, props)
+
+
+def _write_onnx(net: DigitsNet, path: Path, opset: int, props: dict[str, str]) -> None:
     import onnx
 
     model = _Probabilities(net).eval()
@@ -156,7 +162,8 @@ def write_mat(net: DigitsNet, path: Path, props: dict[str, str]) -> None:
     contents["Learnables"] = _listing(plain, state=False)
     contents["State"] = _listing(plain, state=True)
     contents["Info"] = dict(props)
-    scipy.io.savemat(str(path), contents, do_compression=True, oned_as="column")
+    with output_file(path, "model") as tmp:
+        scipy.io.savemat(str(tmp), contents, do_compression=True, oned_as="column")
 
 
 def _mat_field(contents: dict, layer: str, param: str) -> Tensor:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
+
+from src.config.schema import tag_list
+from src.errors import ConfigError
 
 
 class _DropExperimentCreated(logging.Filter):
@@ -24,16 +28,16 @@ class _DropExperimentCreated(logging.Filter):
         return "not found. Creating it" not in record.getMessage()
 
 
-def run_name(tags: Iterable[str] | None, output_dir: str) -> str:
+def run_name(tags: Iterable[str] | str | None, output_dir: str) -> str:
     """`<tag>-<tag>_<run folder name>`: dev_2025-01-31_12-00-00, or a sweep job's dev_3_lr=0.05."""
     folder = PurePath(str(output_dir)).name
-    joined = "-".join(str(t) for t in (tags or []))
+    joined = "-".join(tag_list(tags))
     return f"{joined}_{folder}" if joined else folder
 
 
-def tag_dict(tags: Iterable[str] | None) -> dict[str, str]:
+def tag_dict(tags: Iterable[str] | str | None) -> dict[str, str]:
     """The run's `tags` list as MLflow run tags: each label a tag whose value is "true"."""
-    return {str(t): "true" for t in (tags or [])}
+    return {t: "true" for t in tag_list(tags)}
 
 
 def setup_loggers() -> None:
@@ -62,3 +66,48 @@ def log_hyperparams(
     logger.log_hyperparams(params)
     if metrics:
         logger.log_metrics(metrics, step=step)
+
+
+def prepare_mlflow_stores(configs: Iterable[Any]) -> None:
+    """Create (and migrate) each MLflow SQLite store the configs log to, and its experiment, in
+    this process, before a sweep launches jobs. Jobs running in parallel would otherwise each
+    run MLflow's database migrations on the same new file at once, and all fail
+    (`table _alembic_tmp_tags already exists`), or race to create the experiment."""
+    done: set[tuple[str, str]] = set()
+    for cfg in configs:
+        for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
+            if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
+                continue
+            key = f"logger.{name}"
+            try:
+                uri = str(OmegaConf.select(cfg, f"{key}.tracking_uri"))
+                experiment = str(OmegaConf.select(cfg, f"{key}.experiment_name"))
+                artifacts = OmegaConf.select(cfg, f"{key}.artifact_location", default=None)
+            except Exception as err:  # an unresolvable value: the job reports it itself
+                logging.getLogger(__name__).debug("MLflow store not prepared: %s", err)
+                continue
+            if not uri.startswith("sqlite:") or (uri, experiment) in done:
+                continue
+            done.add((uri, experiment))
+            _prepare_store(key, uri, experiment, None if artifacts is None else str(artifacts))
+
+
+def _prepare_store(key: str, uri: str, experiment: str, artifacts: str | None) -> None:
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    database = uri.removeprefix("sqlite:///")
+    try:
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        client = MlflowClient(tracking_uri=uri)
+        with warnings.catch_warnings():  # its SQL store uses a loader SQLAlchemy 2.1 deprecates
+            warnings.filterwarnings("ignore", ".*noload.*")
+            if client.get_experiment_by_name(experiment) is None:  # opening it migrates it
+                client.create_experiment(experiment, artifact_location=artifacts)
+    except Exception as err:  # MLflow wraps SQLAlchemy's and the filesystem's errors alike
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{key}.tracking_uri={uri}: cannot open the MLflow store ({reason})"
+        ) from err

@@ -126,10 +126,7 @@ def sweep_batch(hydra_cfg: DictConfig) -> int | None:
 
     plan = sweep._plan
     if plan is None:  # a job in another process: the sweep's saved multirun.yaml
-        try:
-            plan = sweep.plan_of(OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"))
-        except Exception:
-            plan = None
+        plan = sweep.saved_plan(Path(str(hydra_cfg.sweep.dir)))  # untrusted: checked
     sweeper = hydra_cfg.get("sweeper") or {}
     sizes = [plan.jobs if plan else None, sweeper.get("max_batch_size"), sweeper.get("n_jobs")]
     known = [s for s in map(_positive, sizes) if s is not None]

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.errors import first_line
+
 MAX_NAME = 100  # characters of a job folder's name after the number (names are ASCII)
 
 
@@ -104,10 +106,43 @@ def job_name(values: dict[str, str]) -> str:
 def _plan_from_sweep_folder(root: DictConfig) -> _Plan:
     """Where the callback did not run in this process: the sweep's saved `multirun.yaml`."""
     try:
-        saved = Path(str(OmegaConf.select(root, "hydra.sweep.dir"))) / "multirun.yaml"
-        return plan_of(OmegaConf.load(saved))
-    except Exception:
+        sweep_dir = Path(str(OmegaConf.select(root, "hydra.sweep.dir")))
+    except Exception:  # an unresolvable folder: Hydra reports it itself
         return _Plan()
+    return saved_plan(sweep_dir) or _Plan()
+
+
+def saved_plan(sweep_dir: Path) -> _Plan | None:
+    """The plan in a sweep folder's `multirun.yaml`, read as untrusted data: plain YAML (no
+    tags, no objects), only the keys a plan needs, only strings and numbers, no interpolation
+    resolved. None, with one warning line, for a file that is missing, malformed or hostile."""
+    import sys
+
+    import yaml
+
+    path = sweep_dir / "multirun.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+        hydra = saved.get("hydra") or {}
+        task = list((hydra.get("overrides") or {}).get("task") or [])
+        sweeper = hydra.get("sweeper") or {}
+        params = dict(sweeper.get("params") or {})
+        trials = sweeper.get("n_trials")
+        texts = [*task, *params.keys(), *params.values()]
+        if not all(isinstance(t, (str, int, float)) for t in texts):
+            raise ValueError("an override that is not a plain value")
+        if any("${" in str(t) for t in texts):
+            raise ValueError("an interpolation, which is never resolved from a saved file")
+        if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)):
+            raise ValueError(f"hydra.sweeper.n_trials={trials!r} is not a whole number")
+        plain = {"overrides": {"task": [str(t) for t in task]},
+                 "sweeper": {"params": {str(k): str(v) for k, v in params.items()},
+                             "n_trials": trials}}  # fmt: skip
+        return plan_of(OmegaConf.create({"hydra": plain}))
+    except Exception as err:  # a file from outside: any fault is a warning, never a traceback
+        if not isinstance(err, FileNotFoundError):
+            print(f"warning: {path}: not used ({first_line(err)})", file=sys.stderr)
+        return None
 
 
 def sweep_subdir(*, _root_: DictConfig) -> str:

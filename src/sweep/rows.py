@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # The metrics in the summary, in column order, and whether higher is better.
 METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
@@ -25,6 +27,51 @@ class Row:
     @property
     def folder(self) -> str:
         return Path(self.run_dir).name
+
+
+STATUSES = ("ok", "failed", "stopped")
+
+
+def saved_row(saved: Any) -> Row:
+    """A job's row from its `sweep_job.json`, read as untrusted data: each field of its type
+    (ValueError naming the first that is not), nothing else kept."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"holds a {type(saved).__name__}, not a row")
+
+    def field_of(name: str, ok: Callable[[Any], bool], default: Any = None) -> Any:
+        value = saved.get(name, default)
+        if not ok(value):
+            raise ValueError(f"{name}={value!r:.80} is not a valid value")
+        return value
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def texts(v: Any) -> bool:
+        return isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values()))
+
+    return Row(
+        job=field_of("job", lambda v: whole(v) and v >= 0),
+        values=field_of("values", texts, {}),
+        overrides=field_of(
+            "overrides", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), []
+        ),  # fmt: skip
+        status=field_of("status", lambda v: v in STATUSES, "ok"),
+        error=field_of("error", lambda v: isinstance(v, str), ""),
+        code=field_of("code", lambda v: whole(v) and 0 <= v <= 255, 0),
+        metrics=field_of(
+            "metrics",
+            lambda v: (
+                isinstance(v, dict) and all(isinstance(k, str) and number(x) for k, x in v.items())
+            ),
+            {},
+        ),  # fmt: skip
+        wall_s=field_of("wall_s", lambda v: v is None or number(v)),
+        run_dir=field_of("run_dir", lambda v: isinstance(v, str), ""),
+    )
 
 
 def _read_metrics(run_dir: Path) -> dict[str, float]:

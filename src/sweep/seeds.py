@@ -8,6 +8,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.checkpoint import output_file
 from src.sweep.naming import short_names
 from src.sweep.rows import Row, _number
 
@@ -98,4 +99,5 @@ def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: P
     seeds = sorted({s for g in groups for s in g.seeds}, key=_seed_order)
     fig.suptitle(f"Over {SEED_KEY}={','.join(seeds)}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with output_file(Path(path), "figure") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")

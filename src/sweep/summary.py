@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoint import output_file, write_text
 from src.compat import BASIC_SWEEPER, job_error
 from src.sweep.failure import _failure_of
 from src.sweep.naming import (
@@ -36,6 +37,7 @@ from src.sweep.rows import (
     _jobs,
     _read_metrics,
     _time,
+    saved_row,
     sort_metric,
     sorted_rows,
     text_table,
@@ -122,7 +124,7 @@ class SweepSummary(Callback):
             return
         try:
             text = json.dumps({"sweep": self.sweep_id, **asdict(row)}, indent=2)
-            (Path(row.run_dir) / STATUS_FILE).write_text(text + "\n")
+            write_text(Path(row.run_dir) / STATUS_FILE, text + "\n")
         except (OSError, TypeError, ValueError) as err:
             log.warning("Job %d: %s not written (%s).", row.job, STATUS_FILE, err)
 
@@ -135,11 +137,14 @@ class SweepSummary(Callback):
         for path in paths:
             try:
                 saved = json.loads(path.read_text())
-                if saved.pop("sweep", None) != self.sweep_id or saved["job"] in self.rows:
+                # Untrusted (a reused or copied sweep folder): checked field by field.
+                if not isinstance(saved, dict) or saved.pop("sweep", None) != self.sweep_id:
                     continue
-                self.rows[int(saved["job"])] = Row(**saved)
-            except (OSError, ValueError, TypeError, KeyError) as err:
-                print(f"warning: sweep summary: {path}: {err}", file=sys.stderr)
+                row = saved_row(saved)
+                if row.job not in self.rows:
+                    self.rows[row.job] = row
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as err:
+                print(f"warning: sweep summary: {path}: not used ({err})", file=sys.stderr)
 
     # The outputs
 
@@ -150,9 +155,13 @@ class SweepSummary(Callback):
         gc.collect()
         rows = [self.rows[k] for k in sorted(self.rows)]
         text: list[str] = []
+        unwritten: list[OSError] = []  # a failed write is exit code 4, after the other outputs
         for step in (self.write_csv, self.summary_text, self.seeds):
             try:
                 part = step(sweep_dir, rows)
+            except OSError as err:
+                unwritten.append(err)
+                continue
             except Exception as err:  # one broken output must not hide the others
                 print(f"warning: sweep summary: {step.__name__} failed: {err}", file=sys.stderr)
                 continue
@@ -161,9 +170,9 @@ class SweepSummary(Callback):
                 text.append(part)
         if text:
             try:
-                (sweep_dir / "summary.txt").write_text("\n\n".join(text) + "\n")
+                write_text(sweep_dir / "summary.txt", "\n\n".join(text) + "\n")
             except OSError as err:
-                print(f"warning: sweep summary: {err}", file=sys.stderr)
+                unwritten.append(err)
         summary = sweep_dir / "summary.csv"
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
@@ -184,11 +193,14 @@ class SweepSummary(Callback):
                 flush=True,
             )
             sys.exit(codes.pop() if len(codes) == 1 else 1)
+        if unwritten:
+            print(f"error: sweep summary: {unwritten[0]}", file=sys.stderr, flush=True)
+            sys.exit(4)  # src.cli.EXIT_WRITE_FAILED (src.sweep sits below src.cli)
 
     def write_csv(self, sweep_dir: Path, rows: list[Row]) -> str:
         header = ["job", "name", *self.keys, "status", "error", *METRICS, "wall_time_s"]
         header += ["overrides", "run_dir"]
-        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        with output_file(sweep_dir / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             for r in rows:
@@ -239,13 +251,15 @@ class SweepSummary(Callback):
                 label = [shown(v) for v in g.values.values()] if i == 0 else [""] * len(others)
                 numbers = [_fmt(s[k]) for k in ("mean", "std", "min", "max")]
                 cells.append([*label, m, *numbers, str(s["n"])])
-        with open(sweep_dir / "seeds.csv", "w", newline="") as f:
+        with output_file(sweep_dir / "seeds.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow([*others, "metric", "mean", "std", "min", "max", "n"])
             writer.writerows([["" if v is None else v for v in rec] for rec in records])
         note = ""
         try:
             plot_seeds(groups, others, metrics, sweep_dir / "sweep.png")
+        except OSError:
+            raise  # a failed write: exit code 4 (finish)
         except Exception as err:  # the tables are written: a missing figure is one line
             note = f"\n  (sweep.png not drawn: {err})"
         seeds = sorted({s for g in groups for s in g.seeds}, key=_seed_order)

@@ -178,7 +178,10 @@ def _listing_digest(classes: dict[int, list[os.DirEntry]], root: Path) -> str:
     h = hashlib.sha256()
     for files in classes.values():
         for f in files:
-            st = f.stat()
+            try:
+                st = f.stat()
+            except OSError as err:  # a broken link, say: a read problem of the input (exit 2)
+                raise DataError(f"{f.path}: cannot be read ({err.strerror})") from err
             h.update(f"{os.path.relpath(f.path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

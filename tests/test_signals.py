@@ -1,0 +1,249 @@
+"""SIGINT and SIGTERM at each phase of a run: the documented exit code (130, 143), one `stopped:`
+line, and every file left behind complete.
+
+The run signals itself at a named phase: `SignalAt`, a test-only callback added on the command
+line (`+callbacks.signal_at._target_=tests.test_signals.SignalAt`), or a patched function for
+the phases before the trainer exists. In-process through `cli()`; a few real processes (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import yaml
+
+import src.checkpoint as checkpoint_module
+from src.checkpoint import read_checkpoint
+from src.data.datamodule import DigitsDataModule
+from tests.conftest import ROOT, TINY, cli_in_process
+
+CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class SignalAt(L.Callback):
+    """Sends `signum` to this process once, at `phase` (a Lightning hook's moment)."""
+
+    def __init__(self, phase: str, signum: int = int(signal.SIGINT)) -> None:
+        self.phase, self.signum, self.sent = phase, signum, False
+
+    def _send(self, phase: str) -> None:
+        if phase == self.phase and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._send("first_iteration" if batch_idx == 0 else "")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._send("mid_epoch" if batch_idx == 1 else "")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._send("epoch_end")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._send("figures")  # before RunCheckpoint's own end and the progress figure's
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._send("test")
+
+
+def complete_files(run: Path) -> list[str]:
+    """Every file in the run folder read back whole; no temporary file left."""
+    from PIL import Image
+
+    seen = []
+    for path in sorted(p for p in run.rglob("*") if p.is_file()):
+        assert ".tmp" not in path.name, path
+        if path.suffix == ".ckpt":
+            read_checkpoint(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+        elif path.suffix == ".png":
+            with Image.open(path) as im:
+                im.load()
+        seen.append(path.name)
+    return seen
+
+
+def stopped_line(proc: subprocess.CompletedProcess, signum: int) -> str:
+    assert proc.returncode == CODES[signum], proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("stopped: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not any(ln.startswith("error: ") for ln in lines), proc.stderr[-3000:]
+    return lines[-1]
+
+
+def run_args(run: Path, cache_dir: Path, *extra: str) -> list[str]:
+    return [*TINY, "logger=tensorboard", f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={run}", *extra]  # fmt: skip
+
+
+def with_signal(phase: str, signum: int) -> list[str]:
+    return [
+        "+callbacks.signal_at._target_=tests.test_signals.SignalAt",
+        f"+callbacks.signal_at.phase={phase}",
+        f"+callbacks.signal_at.signum={int(signum)}",
+    ]
+
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+# SIGTERM takes the same path as SIGINT once a handler runs: its runs are in the slow loop.
+BOTH = [
+    pytest.param(signal.SIGINT, id="SIGINT"),
+    pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", ["startup", "data"])
+def test_a_signal_before_training_stops_at_once(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, phase: str, signum: int
+) -> None:
+    """It was ignored before the first iteration: the run trained, tested and exited 0."""
+    if phase == "startup":
+        import src.cli
+
+        real = src.cli.setup
+
+        def setup() -> None:
+            os.kill(os.getpid(), signum)
+            real()
+
+        monkeypatch.setattr(src.cli, "setup", setup)
+    else:
+        real_setup = DigitsDataModule.setup
+
+        def data_setup(self, stage=None):
+            os.kill(os.getpid(), signum)
+            return real_setup(self, stage)
+
+        monkeypatch.setattr(DigitsDataModule, "setup", data_setup)
+    run = tmp_path / "run"
+    line = stopped_line(cli_in_process(*run_args(run, cache_dir)), signum)
+    assert "no file was left half-written" in line
+    assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
+    if run.exists():
+        complete_files(run)
+
+
+@pytest.mark.parametrize("signum", BOTH)
+@pytest.mark.parametrize(
+    "phase",
+    [
+        "first_iteration",
+        "mid_epoch",
+        pytest.param("epoch_end", marks=pytest.mark.slow),  # the figures' path, nearly
+        "figures",
+    ],
+)
+def test_a_signal_in_training_saves_and_stops(
+    tmp_path: Path, cache_dir: Path, phase: str, signum: int
+) -> None:
+    run = tmp_path / "run"
+    proc = cli_in_process(*run_args(run, cache_dir, *with_signal(phase, signum)))
+    line = stopped_line(proc, signum)
+    assert "Resume with: python -m src.train ckpt_path=" in line
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    if phase in ("first_iteration", "mid_epoch"):  # the iteration it came in, finished
+        assert ckpt["global_step"] == {"first_iteration": 1, "mid_epoch": 2}[phase], line
+    assert f"iteration {ckpt['global_step']}" in line
+    assert not (run / "metrics.json").exists()  # never tested
+    complete_files(run)
+
+
+@pytest.mark.parametrize("signum", BOTH)
+def test_a_signal_at_a_checkpoint_write_keeps_it_whole(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """Arriving while last.ckpt is written: the write completes, then the run stops."""
+    commit = checkpoint_module._commit
+    sent = []
+
+    def commit_with_signal(tmp: Path, path: Path) -> None:
+        if path.name == "last.ckpt" and not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signum)
+        commit(tmp, path)
+
+    monkeypatch.setattr(checkpoint_module, "_commit", commit_with_signal)
+    run = tmp_path / "run"
+    args = run_args(run, cache_dir, "callbacks.model_checkpoint.every_n_train_steps=1")
+    line = stopped_line(cli_in_process(*args), signum)
+    assert "stopped after iteration" in line
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    complete_files(run)
+
+
+@pytest.mark.parametrize("signum", BOTH)
+def test_a_signal_while_testing_stops_and_keeps_the_checkpoint(
+    tmp_path: Path, cache_dir: Path, signum: int
+) -> None:
+    """It was ignored: testing finished and the run exited 0."""
+    run = tmp_path / "run"
+    proc = cli_in_process(*run_args(run, cache_dir, *with_signal("test", signum)))
+    line = stopped_line(proc, signum)
+    assert "after training" in line and "is complete" in line and "src.evaluate" in line
+    read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert not (run / "metrics.json").exists()
+    complete_files(run)
+
+
+def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_dir: Path) -> None:
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    cli_in_process("optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}")
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes
+
+
+def _popen(run: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", *run_args(run, cache_dir, *extra)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background job: SIGINT ignored from the start, as the issue's run had it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+
+
+@pytest.mark.slow
+def test_sigint_soon_after_start_stops_a_real_process(tmp_path: Path, cache_dir: Path) -> None:
+    """SIGINT once the command line is read (here: when the run folder appears)."""
+    run = tmp_path / "run"
+    proc = _popen(run, cache_dir, "trainer.max_epochs=50")
+    deadline = time.monotonic() + 120
+    while not run.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    stopped_line(done, signal.SIGINT)
+    assert not (run / "metrics.json").exists()
+    complete_files(run)
+
+
+@pytest.mark.slow
+def test_sigterm_while_testing_stops_a_real_process(tmp_path: Path, cache_dir: Path) -> None:
+    run = tmp_path / "run"
+    proc = _popen(run, cache_dir, *with_signal("test", signal.SIGTERM))
+    out, err = proc.communicate(timeout=180)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert "after training" in stopped_line(done, signal.SIGTERM)
+    complete_files(run)

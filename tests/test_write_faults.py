@@ -1,0 +1,246 @@
+"""Every file the project writes, made to fail as a full disk fails it: one `error:` line, exit
+code 4, and the file that was there before intact (`src.checkpoint.output_file`)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import src.checkpoint as checkpoint_module
+from src.checkpoint import output_file, read_checkpoint, write_atomically, write_text
+from src.errors import OutputWriteError
+from tests.conftest import TINY, cli_in_process
+
+PREVIOUS = b"the previous file\n"
+
+
+def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Path]:
+    """Writes of a file called `name` fail as a full disk fails them, once written in part: the
+    partial temporary file exists when the error comes. Returns the paths that failed."""
+    failed: list[Path] = []
+    commit = checkpoint_module._commit
+
+    def failing(tmp: Path, path: Path) -> None:
+        if path.name != name:
+            return commit(tmp, path)
+        failed.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "_commit", failing)
+    return failed
+
+
+def assert_write_failed(proc, name: str) -> str:
+    """Exit code 4 and one `error:` line naming `name` (the last line of stderr), no traceback."""
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-3000:]
+    assert name in errors[0] and "No space left on device" in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return errors[0]
+
+
+def no_temporary_files(folder: Path) -> None:
+    left = [p for p in folder.rglob("*") if ".tmp" in p.name]
+    assert not left, left
+
+
+# ---------------------------------------------------------------------------------------------
+# The one write path itself
+
+
+def test_output_file_keeps_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_bytes(PREVIOUS)
+    with pytest.raises(OutputWriteError) as caught:
+        with output_file(path, "metrics") as tmp:
+            tmp.write_text("half of it")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert path.read_bytes() == PREVIOUS
+    assert str(caught.value).startswith(f"could not write metrics {path}: No space left")
+    no_temporary_files(tmp_path)
+
+
+def test_output_file_keeps_the_previous_file_on_any_stop(tmp_path: Path) -> None:
+    """A signal's exception (or a bug) mid-write: the file as before, the exception unchanged."""
+    path = tmp_path / "summary.csv"
+    path.write_bytes(PREVIOUS)
+    with pytest.raises(KeyboardInterrupt):
+        with output_file(path) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == PREVIOUS
+    no_temporary_files(tmp_path)
+
+
+def test_torch_save_on_a_full_disk_is_a_write_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save raises RuntimeError, not OSError, when the disk fills: it was exit 1 with
+    torch.serialization's traceback (`unexpected pos ...`)."""
+    path = tmp_path / "last.ckpt"
+    write_atomically({"a": torch.zeros(3)}, path)
+
+    def full(data, f) -> None:
+        f.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 576 vs 470")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    with pytest.raises(OutputWriteError, match="could not write checkpoint .*unexpected pos"):
+        write_atomically({"a": torch.ones(3)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(3))
+    no_temporary_files(tmp_path)
+
+
+def test_write_text_maps_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputWriteError, match="could not write file"):
+        write_text(tmp_path / "file" / "sub" / "a.json", "{}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the commands: exit code 4, one line, the previous file intact
+
+
+def test_a_full_disk_at_a_checkpoint_is_exit_4(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third checkpoint write fails inside torch.save; last.ckpt stays the second one."""
+    saves = []
+    real_save = torch.save
+
+    def save(data, f) -> None:
+        saves.append(1)
+        if len(saves) == 3:
+            f.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
+        real_save(data, f)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    run = tmp_path / "run"
+    args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
+    proc = cli_in_process(*args, "callbacks.model_checkpoint.every_n_train_steps=1")
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert line.startswith("error: could not write checkpoint") and "unexpected pos" in line
+    assert "Traceback" not in proc.stderr
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    no_temporary_files(run)
+
+
+TRAIN_FILES = ["metrics.json", "config.yaml", "training_progress.png", "confusion_matrix.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TRAIN_FILES)
+def test_a_full_disk_in_training_is_exit_4(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    failed = full_disk_at(monkeypatch, name)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_bytes(PREVIOUS)
+    args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
+    assert_write_failed(cli_in_process(*args), name)
+    assert failed and (run / name).read_bytes() == PREVIOUS
+    no_temporary_files(run)
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "name"),
+    [
+        ("src.export", ["format=onnx"], "model.onnx"),
+        pytest.param("src.export", ["format=mat"], "model.mat", marks=pytest.mark.slow),
+        pytest.param("src.export", ["format=onnx"], "export.json", marks=pytest.mark.slow),
+        pytest.param("src.evaluate", [], "metrics.json", marks=pytest.mark.slow),
+        pytest.param("src.evaluate", [], "confusion_matrix.png", marks=pytest.mark.slow),
+    ],
+)
+def test_a_full_disk_in_a_command_is_exit_4(
+    ckpt: Path,
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    args: list[str],
+    name: str,
+) -> None:
+    """`src.export format=onnx` on a full disk left a corrupt model.onnx behind."""
+    failed = full_disk_at(monkeypatch, name)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_bytes(PREVIOUS)
+    extra = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
+    assert_write_failed(cli_in_process(*args, *extra, module=module), name)
+    assert failed and (run / name).read_bytes() == PREVIOUS
+    no_temporary_files(run)
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_predict_is_exit_4(
+    ckpt: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28)).save(image)
+    failed = full_disk_at(monkeypatch, "predictions.csv")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.csv").write_bytes(PREVIOUS)
+    extra = [f"ckpt_path={ckpt}", f"images={image}", f"hydra.run.dir={run}"]
+    assert_write_failed(cli_in_process(*extra, module="src.predict"), "predictions.csv")
+    assert failed and (run / "predictions.csv").read_bytes() == PREVIOUS
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "summary.txt", "seeds.csv", "sweep.png"])
+def test_a_full_disk_at_the_sweep_summary_is_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, name: str
+) -> None:
+    """It was a warning and exit 0; the other outputs are still written."""
+    from src.sweep import Row, SweepSummary
+
+    failed = full_disk_at(monkeypatch, name)
+    (tmp_path / name).write_bytes(PREVIOUS)
+    summary = SweepSummary()
+    summary.keys = ["optimizer.lr", "seed"]
+    for job, (lr, seed) in enumerate([("0.1", "0"), ("0.1", "1")]):
+        values = {"optimizer.lr": lr, "seed": seed}
+        summary.rows[job] = Row(job, values, [f"{k}={v}" for k, v in values.items()])
+        summary.rows[job].metrics = {"test/acc": 0.5 + job / 10}
+    with pytest.raises(SystemExit) as stop:
+        summary.finish(tmp_path)
+    assert stop.value.code == 4
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: sweep summary: could not write")
+    assert name in lines[0]
+    assert failed and (tmp_path / name).read_bytes() == PREVIOUS
+    others = {"summary.csv", "summary.txt", "seeds.csv"} - {name}
+    assert all((tmp_path / o).exists() for o in others)
+    json.dumps(lines)
+
+
+def test_a_broken_link_in_an_image_folder_is_bad_input(tmp_path: Path, cache_dir: Path) -> None:
+    """It was exit 4, 'write failed', for a file that could not be read."""
+    from PIL import Image
+
+    for label in range(10):
+        folder = tmp_path / "digits" / str(label)
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (28, 28)).save(folder / f"{i}.png")
+    (tmp_path / "digits" / "3" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    run = tmp_path / "run"
+    proc = cli_in_process(
+        "data=folder", f"data.root={tmp_path / 'digits'}", "trainer=cpu", "logger=none",
+        f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert line.startswith("error: ") and "gone.png" in line, proc.stderr[-2000:]
