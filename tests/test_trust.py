@@ -129,7 +129,7 @@ def test_a_checkpoint_never_asks_for_a_download(ckpt: Path, tmp_path: Path) -> N
         data["config"]["data"].update(
             source="mnist", root=str(tmp_path), download=True, mirrors=["http://example.com/"]
         )
-        for key in ("num_train_per_class", "num_test_per_class", "seed"):
+        for key in ("num_train_per_class", "num_test_per_class", "seed", "style"):
             data["config"]["data"].pop(key, None)
 
     data = torch.load(tampered(ckpt, tmp_path, change), weights_only=True)
