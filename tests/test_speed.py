@@ -278,3 +278,11 @@ def test_block_histograms_equal_numpys() -> None:
         assert h.sum == pytest.approx(float(row.double().sum()))
     assert made[7].num == 20 and sum(made[7].bucket) == 20 and made[7].min == made[7].max == 3
     assert made[8].num == 3 and (made[8].min, made[8].max) == (1.0, 4.0)
+
+
+@pytest.mark.slow
+def test_the_profile_names_the_projects_step_and_lightnings_hooks() -> None:
+    from benchmarks.profile_loop import main
+
+    text = main(["callbacks=none", "logger=none", "--lines", "60"])
+    assert "training_step" in text and "_call_callback_hooks" in text
