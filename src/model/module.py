@@ -218,10 +218,6 @@ class BNStateModule(L.LightningModule):
         """Record values of the iteration just trained (tensors stay on the device)."""
         self.step_values.add(self._step(), self._to_loggers(), copy, **values)
 
-    def record_vector(self, keys: list[str], values: Tensor) -> None:
-        """Record several values computed as one tensor (`values[i]` is `keys[i]`'s)."""
-        self.step_values.add_vector(self._step(), keys, values, self._to_loggers())
-
     def record_histogram(self, tag: str, values: Tensor, copy: bool = True) -> None:
         self.step_values.add_histogram(self._step(), tag, values, copy)
 

@@ -29,7 +29,6 @@ class StepRecord:
     scalars: dict[str, Tensor | float] = field(default_factory=dict)
     histograms: dict[str, Tensor] = field(default_factory=dict)
     to_loggers: bool = True
-    vectors: list[tuple[list[str], Tensor]] = field(default_factory=list)
 
 
 class StepValues:
@@ -59,13 +58,6 @@ class StepValues:
                 value = value.detach().clone() if copy else value.detach()
             record.scalars[key] = value
 
-    def add_vector(self, step: int, keys: list[str], values: Tensor, to_loggers: bool = True):
-        """Scalars of iteration `step` computed together: `values[i]` is `keys[i]`'s. The
-        tensor is kept as it is (one freshly computed, which nothing will overwrite)."""
-        record = self._record(step)
-        record.to_loggers = record.to_loggers and to_loggers
-        record.vectors.append((keys, values.detach()))
-
     def add_histogram(self, step: int, tag: str, values: Tensor, copy: bool = True) -> None:
         values = values.detach().flatten()
         self._record(step).histograms[tag] = values.clone() if copy else values
@@ -74,7 +66,6 @@ class StepValues:
         """Every record so far with host values (floats, CPU tensors), and an empty block."""
         records, self.records = self.records, []
         tensors = [v for r in records for v in r.scalars.values() if isinstance(v, Tensor)]
-        tensors += [v for r in records for _, v in r.vectors]
         hists = [v for r in records for v in r.histograms.values()]
         if tensors:
             flat = torch.cat([t.float().reshape(-1) for t in tensors]).cpu().tolist()
@@ -83,10 +74,6 @@ class StepValues:
                 for key, value in r.scalars.items():
                     if isinstance(value, Tensor):
                         r.scalars[key] = next(it)
-            for r in records:
-                for keys, _ in r.vectors:
-                    r.scalars.update((key, next(it)) for key in keys)
-                r.vectors = []
         if hists:
             flat = torch.cat([h.float() for h in hists]).cpu()
             chunks = iter(flat.split([h.numel() for h in hists]))
