@@ -68,23 +68,27 @@ def test_every_template_draws_ink_inside_the_frame(hand: DigitArrays) -> None:
 
 
 def test_handwriting_has_a_bright_core_and_soft_edges(hand: DigitArrays) -> None:
-    """What the print fonts lacked (FACTS: 0 % of pixels at 0.99 or more)."""
+    """What the print fonts lacked (0 % of pixels at 0.99 or more). Generator version 3 lies
+    between MATLAB's digits (1.2 %) and real scanned handwriting (MNIST: 5.6 %)."""
     stats = digit_statistics(hand.images)
-    assert 0.005 <= stats["core_share"] <= 0.03
-    assert stats["ink_bins"][0] >= 0.13 and stats["ink_bins"][-1] >= 0.2
+    assert 0.005 <= stats["core_share"] <= 0.056
+    # A soft rim: at least MNIST's share of faint ink (0.12 of the ink between 0.1 and 0.28).
+    assert stats["ink_bins"][0] >= 0.12 and stats["ink_bins"][-1] >= 0.2
 
 
 def test_statistics_match_matlab(mixed: DigitArrays) -> None:
     """MATLAB: ink bins 0.23 0.17 0.16 0.16 0.28, 1.2 % at 0.99 or more, stroke width 2.3 px,
-    mean 0.088, 15 % ink, boxes 19 x 15 px (docs/data.md has the whole table)."""
+    mean 0.088, 15 % ink, boxes 19 x 15 px (docs/data.md has the whole table). Since version 3
+    the core, the mean and the ink share lie between MATLAB's and real scanned handwriting's
+    (MNIST: 5.6 % core, mean 0.131, 17.5 % ink), which a network must learn to read."""
     stats = digit_statistics(mixed.images)
     matlab = (0.23, 0.17, 0.16, 0.16, 0.28)
     # The 0.64-0.82 bin holds about 0.27 where MATLAB's holds 0.16 (docs/data.md).
     assert np.abs(np.subtract(stats["ink_bins"], matlab)).max() <= 0.13
-    assert 0.006 <= stats["core_share"] <= 0.025
+    assert 0.006 <= stats["core_share"] <= 0.056
     assert 1.6 <= stats["stroke_width"] <= 2.8
-    assert 0.07 <= stats["mean_pixel"] <= 0.12
-    assert 0.12 <= stats["ink_share"] <= 0.20
+    assert 0.07 <= stats["mean_pixel"] <= 0.14
+    assert 0.12 <= stats["ink_share"] <= 0.21
     assert 17 <= stats["height_median"] <= 21 and 13 <= stats["width_median"] <= 17
 
 

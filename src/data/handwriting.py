@@ -44,6 +44,9 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
         [[(0.35, 0.0), (0.35, 1.0)]],
         [[(0.2, 0.2), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)]],
         [[(0.16, 0.22), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)], [(0.08, 1.0), (0.68, 1.0)]],
+        [[(0.08, 0.4), (0.42, 0.0)], [(0.42, 0.0), (0.4, 1.0)]],
+        [[(0.1, 0.36), (0.42, 0.0)], [(0.42, 0.0), (0.38, 1.0)], [(0.1, 1.0), (0.7, 1.0)]],
+        [[(0.1, 0.3), (0.35, 0.0)], [(0.35, 0.0), (0.35, 1.0)], [(0.35, 1.0), (0.75, 1.0)]],
     ],
     2: [
         [
@@ -79,6 +82,8 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
         [[(0.5, 0.0), (0.0, 0.66)], [(0.0, 0.66), (0.78, 0.66)], [(0.56, 0.22), (0.56, 1.0)]],
         [[(0.12, 0.0), (0.06, 0.6)], [(0.06, 0.6), (0.76, 0.58)], [(0.58, 0.0), (0.58, 1.0)]],
         [[(0.55, 0.0), (0.02, 0.68)], [(0.02, 0.68), (0.78, 0.68)], [(0.55, 0.0), (0.55, 1.0)]],
+        [[(0.15, 0.0), (0.04, 0.45), (0.2, 0.6), (0.76, 0.56)], [(0.62, 0.05), (0.58, 1.0)]],
+        [[(0.12, 0.0), (0.05, 0.35), (0.15, 0.58), (0.45, 0.6), (0.8, 0.55)], [(0.6, 0.0), (0.62, 1.0)]],
     ],
     5: [
         [
@@ -91,6 +96,7 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
             [(0.1, 0.42), (0.45, 0.38), (0.7, 0.62), (0.55, 0.93), (0.2, 0.98), (0.0, 0.85)],
             [(0.14, 0.02), (0.72, 0.0)],
         ],
+        [[(0.7, 0.0), (0.15, 0.02), (0.1, 0.45), (0.45, 0.4), (0.7, 0.65), (0.55, 0.95), (0.1, 0.95)]],
     ],
     6: [
         [
@@ -121,6 +127,11 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
         [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.3, 1.0)]],
         [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.34, 1.0)], [(0.18, 0.52), (0.7, 0.5)]],
         [[(0.0, 0.1), (0.05, 0.0), (0.72, 0.02)], [(0.72, 0.02), (0.48, 0.45), (0.36, 1.0)]],
+        [
+            [(0.0, 0.2), (0.04, 0.02), (0.75, 0.02)],
+            [(0.75, 0.02), (0.5, 0.5), (0.4, 1.0)],
+            [(0.22, 0.52), (0.72, 0.48)],
+        ],
     ],
     8: [
         [
@@ -235,12 +246,15 @@ def template_counts() -> list[int]:
 
 
 # Per-sample variation, all uniform unless said otherwise. Lengths in output pixels.
-JITTER = 0.015  # control-point jitter (standard deviation, in template heights)
+JITTER = 0.01  # control-point jitter (standard deviation, in template heights)
 SLANT = (-0.3, 0.1)  # shear of x by -slant * y: more digits lean right, as handwriting does
-HEIGHT = (11.0, 19.5)  # height of the upright digit
+HEIGHT = (12.0, 20.0)  # height of the upright digit
 ASPECT = (0.55, 1.25)  # extra horizontal stretch
-WIDTH = (1.7, 3.6)  # pen width
-PRESSURE = (0.7, 1.03)  # peak ink; above 1 the pen's core saturates at 1
+# Pen width as a share of the digit's height (1.6-5.2 px): a pen's width goes with the size of
+# the writing, so a small digit is not drawn as a blot, and scaled to a common height, real
+# handwriting measures thicker (3.1 px above 0.5) than MATLAB's synthetic digits (2.3 px).
+WIDTH = (0.13, 0.26)
+PRESSURE = (0.8, 1.1)  # peak ink; above 1 the pen's core saturates at 1
 ALONG = 0.15  # how much width and pressure swing along the strokes
 ELASTIC = 0.3  # amplitude of each of the elastic field's three waves (standard deviation, px)
 WAVELENGTH = (12.0, 30.0)  # of those waves
@@ -274,7 +288,7 @@ def draw(labels: np.ndarray, angles: np.ndarray, rng: np.random.Generator) -> np
     slant = rng.uniform(*SLANT, size=n)
     height = rng.uniform(*HEIGHT, size=n)
     aspect = rng.uniform(*ASPECT, size=n)
-    width = rng.uniform(*WIDTH, size=n)
+    width = rng.uniform(*WIDTH, size=n) * height
     pressure = rng.uniform(*PRESSURE, size=n)
     along = rng.uniform(0.0, 2 * np.pi, size=(n, 2))  # phases of the swings along the strokes
     waves = rng.normal(0.0, ELASTIC, size=(n, 2, 3))  # x and y displacement, three waves each

@@ -24,8 +24,9 @@ from src.data.arrays import NUM_CLASSES, DigitArrays
 from src.errors import DataError
 
 # Part of the callers' cache key: bump it whenever the output for the same arguments changes.
-# 1: print fonts only; 2: handwriting strokes, print fonts a minority.
-GENERATOR_VERSION = 2
+# 1: print fonts only; 2: handwriting strokes, print fonts a minority; 3: more templates (long-flag
+# and footed 1s, crossed 7, open 4s, one-stroke 5), pen width in proportion to the height.
+GENERATOR_VERSION = 3
 
 STYLES = ("mixed", "handwriting", "print")
 # Share of print digits per style. 30 % in `mixed`: MATLAB's set has both looks, and a network
