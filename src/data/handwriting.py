@@ -251,8 +251,9 @@ SLANT = (-0.3, 0.1)  # shear of x by -slant * y: more digits lean right, as hand
 HEIGHT = (12.0, 20.0)  # height of the upright digit
 ASPECT = (0.55, 1.25)  # extra horizontal stretch
 # Pen width as a share of the digit's height (1.6-5.2 px): a pen's width goes with the size of
-# the writing, so a small digit is not drawn as a blot, and scaled to a common height, real
-# handwriting measures thicker (3.1 px above 0.5) than MATLAB's synthetic digits (2.3 px).
+# the writing, so a small digit is not drawn as a blot. Measured above 0.5 (digit_stats), the
+# fixed 1.7-3.6 px pens of version 2 gave 1.8 px, MATLAB's digits give 2.3 px and scikit-learn's
+# scanned digits, scaled to 20 px, 2.9 px; these give 2.1 px with the print fonts mixed in.
 WIDTH = (0.13, 0.26)
 PRESSURE = (0.8, 1.1)  # peak ink; above 1 the pen's core saturates at 1
 ALONG = 0.15  # how much width and pressure swing along the strokes
