@@ -8,6 +8,15 @@ scikit-learn ships 1,797 real handwritten digits (`sklearn.datasets.load_digits`
 generated digits sit in (a 19 x 15 px median ink box). The checkpoint's network (its stored
 state, as `python -m src.evaluate` uses it) predicts them; accuracy overall and per class is
 printed. scikit-learn comes with the `dev` extra.
+
+    python benchmarks/transfer.py --real-baseline [--mnist DIR]
+
+is the yardstick's own calibration: the same network, trained by the example's loop
+(`benchmarks/plain_loop.py`: 5 epochs, mini-batches of 128, SGDM) on real digits instead of
+built-in ones, reading the real digits of another source. It trains on four fifths of
+scikit-learn's digits and, with `--mnist DIR` (MNIST's IDX files, as `data=mnist data.root=DIR`
+reads them), on 500 training digits a class of MNIST, and prints what each network reads: the
+fifth of its own source it never saw, the other source and the built-in test set.
 """
 
 from __future__ import annotations
@@ -83,11 +92,83 @@ def accuracy_table(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, li
     return float((predicted == labels).mean()), per_class
 
 
+def per_class_sample(images: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """The first `n` images of each class, in their order in the set."""
+    keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(10)]))
+    return images[keep], labels[keep]
+
+
+def real_sets(mnist_dir: Path | None, seed: int) -> dict[str, tuple[np.ndarray, ...]]:
+    """Each real source as (train images, train labels, unseen images, unseen labels)."""
+    images, labels = sklearn_digits()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    unseen, seen = order[: len(order) // 5], order[len(order) // 5 :]
+    sets = {"sklearn": (images[seen], labels[seen], images[unseen], labels[unseen])}
+    if mnist_dir is not None:
+        from src.data.sources.idx import mnist
+
+        train, test = mnist(None, root=mnist_dir)
+        sets["mnist"] = (
+            *per_class_sample(train.images, train.labels, 500),
+            *per_class_sample(test.images, test.labels, 500),
+        )
+    return sets
+
+
+def real_baseline(mnist_dir: Path | None, seed: int) -> list[tuple[str, dict[str, float]]]:
+    """Train the example's network on each real source; what it reads of each source's unseen
+    digits (scikit-learn's: all 1,797 when trained elsewhere) and of the built-in test set."""
+    from benchmarks.plain_loop import make_network, train
+    from src.data.sources.builtin import synthetic
+
+    cpu = torch.device("cpu")
+    sets = real_sets(mnist_dir, seed)
+    _, builtin = synthetic(None, 0)  # the default run's test set
+    whole_sklearn = sklearn_digits()
+    rows = []
+    for name, (x, y, *_) in sets.items():
+        net = make_network(torch.from_numpy(x), seed, cpu)
+        train(net, torch.from_numpy(x), torch.from_numpy(y), epochs=5, seed=seed)
+        net.eval()
+        read = {}
+        for other, (_, _, ux, uy) in sets.items():
+            if other == "sklearn" and name != "sklearn":
+                ux, uy = whole_sklearn
+            read[other] = accuracy_table(uy, predict(net, ux))[0]
+        read["built-in"] = accuracy_table(builtin.labels, predict(net, builtin.images))[0]
+        rows.append((name, read))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", type=Path, help="a checkpoint written by python -m src.train")
+    parser.add_argument(
+        "ckpt", type=Path, nargs="?", help="a checkpoint written by python -m src.train"
+    )
+    parser.add_argument(
+        "--real-baseline",
+        action="store_true",
+        help="train on real digits instead and read the others",
+    )
+    parser.add_argument(
+        "--mnist", type=Path, help="with --real-baseline: a folder of MNIST's IDX files"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="with --real-baseline: split and initial weights"
+    )
     args = parser.parse_args(argv)
+    if args.real_baseline == (args.ckpt is not None):
+        parser.error("give a checkpoint, or --real-baseline (not both)")
+    if args.mnist is not None and not args.real_baseline:
+        parser.error("--mnist goes with --real-baseline")
     torch.set_num_threads(1)  # results must not depend on the machine's core count
+    if args.real_baseline:
+        rows = real_baseline(args.mnist, args.seed)
+        columns = [name for name, _ in rows] + ["built-in"]
+        print("trained on (the example's loop)  reads: " + "  ".join(f"{c:>8s}" for c in columns))
+        for name, read in rows:
+            print(f"{name:<33s}        " + "  ".join(f"{read[c]:8.4f}" for c in columns))
+        return 0
     images, labels = sklearn_digits()
     predicted = predict(load_network(args.ckpt), images)
     overall, per_class = accuracy_table(labels, predicted)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.transfer import SIDE, sklearn_digits, to_28x28
+from benchmarks.transfer import SIDE, real_baseline, sklearn_digits, to_28x28
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +48,37 @@ def test_transfer_script_prints_an_accuracy(ckpt: Path) -> None:
     assert 0.0 <= float(found.group(1)) <= 1.0
     per_class = out.stdout.splitlines()[-1].split()
     assert per_class[0] == "accuracy" and len(per_class) == 11
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_real_baseline_trains_on_each_real_source_and_reads_them_all(tmp_path: Path) -> None:
+    # MNIST files holding scikit-learn's own digits: the network trained on them must read
+    # scikit-learn's digits as well as the one trained on four fifths of them does.
+    images, labels = sklearn_digits()
+    pixels = np.round(images[:, 0] * 255)
+    for split in ("train", "t10k"):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", pixels, 2051)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels, 2049)
+    rows = dict(real_baseline(tmp_path, seed=0))
+    assert list(rows) == ["sklearn", "mnist"]
+    for read in rows.values():
+        assert set(read) == {"sklearn", "mnist", "built-in"}
+        assert all(0.0 <= a <= 1.0 for a in read.values())
+    assert rows["sklearn"]["sklearn"] >= 0.9  # the unseen fifth of its own source
+    assert rows["mnist"]["sklearn"] >= 0.9  # it trained on these very digits
+    assert rows["mnist"]["mnist"] >= 0.9
+
+
+def test_real_baseline_needs_no_checkpoint_and_refuses_both() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "benchmarks/transfer.py", *args]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    for args in ((), ("x.ckpt", "--real-baseline"), ("x.ckpt", "--mnist", "dir")):
+        out = run(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("transfer.py: error: ")
