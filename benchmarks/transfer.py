@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from src.errors import CheckpointError, DataError, one_line  # noqa: E402
+
 SIDE = 28
 BOX = 20  # the longer side of the ink after scaling, in pixels
 
@@ -162,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mnist is not None and not args.real_baseline:
         parser.error("--mnist goes with --real-baseline")
     torch.set_num_threads(1)  # results must not depend on the machine's core count
+    try:
+        return report(args)
+    except (CheckpointError, DataError) as err:  # a bad file or folder: one line, exit 2
+        parser.exit(2, f"transfer.py: error: {one_line(err)}\n")
+
+
+def report(args: argparse.Namespace) -> int:
     if args.real_baseline:
         rows = real_baseline(args.mnist, args.seed)
         columns = [name for name, _ in rows] + ["built-in"]

@@ -73,12 +73,21 @@ def test_real_baseline_trains_on_each_real_source_and_reads_them_all(tmp_path: P
     assert rows["mnist"]["mnist"] >= 0.9
 
 
-def test_real_baseline_needs_no_checkpoint_and_refuses_both() -> None:
+def test_bad_arguments_files_and_folders_are_one_line(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "benchmarks/transfer.py", *args]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
-    for args in ((), ("x.ckpt", "--real-baseline"), ("x.ckpt", "--mnist", "dir")):
+    missing = str(tmp_path / "missing")
+    cases = {
+        (): "give a checkpoint, or --real-baseline",
+        ("x.ckpt", "--real-baseline"): "give a checkpoint, or --real-baseline",
+        ("x.ckpt", "--mnist", "dir"): "--mnist goes with --real-baseline",
+        (missing + ".ckpt",): missing + ".ckpt",
+        ("--real-baseline", "--mnist", missing): missing,
+    }
+    for args, named in cases.items():
         out = run(*args)
         assert out.returncode == 2 and "Traceback" not in out.stderr
-        assert out.stderr.strip().splitlines()[-1].startswith("transfer.py: error: ")
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("transfer.py: error: ") and named in last
