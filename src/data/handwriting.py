@@ -1,13 +1,14 @@
 """Digits drawn as pen strokes: the handwriting half of the built-in generator.
 
-Each digit has several stroke templates, the ways people write it (open or closed 4, 1 with or
-without flag and base, 7 with or without bar, looped or plain 2, ...). A template is a few strokes
-through control points in a unit box (x right, y down, height 1); a stroke is a Catmull-Rom spline
-through its points, so corners only occur where one stroke ends and the next begins. Per sample
-the control points are jittered and the whole digit is slanted, stretched, sized, rotated by its
-recorded angle and elastically distorted, all on the points. The strokes are then drawn with a
-round pen whose width and pressure vary along the stroke: each pixel takes the Gaussian-blurred
-coverage of the nearest pen disc, which leaves a bright core and a soft edge.
+Each digit has several stroke templates (src/data/stroke_templates.py), the ways people write it
+(open or closed 4, 1 with or without flag and base, 7 with or without bar, looped or plain 2,
+...). A template is a few strokes through control points in a unit box (x right, y down, height
+1); a stroke is a Catmull-Rom spline through its points, so corners only occur where one stroke
+ends and the next begins. Per sample the control points are jittered and the whole digit is
+slanted, stretched, sized, rotated by its recorded angle and elastically distorted, all on the
+points. The strokes are then drawn with a round pen whose width and pressure vary along the
+stroke: each pixel takes the Gaussian-blurred coverage of the nearest pen disc, which leaves a
+bright core and a soft edge.
 """
 
 from __future__ import annotations
@@ -20,178 +21,7 @@ import numpy as np
 import torch
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
-
-_O = "closed"  # marks a stroke that closes on itself
-
-# Templates per digit: strokes as control points (x, y) in a box of height 1, x roughly 0-0.75.
-TEMPLATES: dict[int, list[list[list[tuple[float, float]] | str]]] = {
-    0: [
-        [[(0.38, 0.0), (0.08, 0.22), (0.02, 0.6), (0.3, 1.0), (0.62, 0.85), (0.7, 0.4), _O]],
-        [
-            [
-                (0.45, 0.05),
-                (0.15, 0.0),
-                (0.0, 0.45),
-                (0.2, 0.95),
-                (0.55, 0.95),
-                (0.72, 0.45),
-                (0.52, 0.02),
-                (0.3, 0.1),
-            ]
-        ],
-    ],
-    1: [
-        [[(0.35, 0.0), (0.35, 1.0)]],
-        [[(0.2, 0.2), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)]],
-        [[(0.16, 0.22), (0.38, 0.0)], [(0.38, 0.0), (0.38, 1.0)], [(0.08, 1.0), (0.68, 1.0)]],
-        [[(0.08, 0.4), (0.42, 0.0)], [(0.42, 0.0), (0.4, 1.0)]],
-        [[(0.1, 0.36), (0.42, 0.0)], [(0.42, 0.0), (0.38, 1.0)], [(0.1, 1.0), (0.7, 1.0)]],
-        [[(0.1, 0.3), (0.35, 0.0)], [(0.35, 0.0), (0.35, 1.0)], [(0.35, 1.0), (0.75, 1.0)]],
-    ],
-    2: [
-        [
-            [(0.04, 0.25), (0.3, 0.02), (0.62, 0.08), (0.64, 0.38), (0.3, 0.72), (0.0, 1.0)],
-            [(0.0, 1.0), (0.75, 0.98)],
-        ],
-        [
-            [
-                (0.05, 0.22),
-                (0.32, 0.0),
-                (0.64, 0.15),
-                (0.55, 0.45),
-                (0.12, 0.9),
-                (0.16, 1.0),
-                (0.26, 0.82),
-                (0.08, 0.9),
-            ],
-            [(0.08, 0.9), (0.4, 1.0), (0.75, 0.94)],
-        ],
-    ],
-    3: [
-        [
-            [(0.05, 0.14), (0.35, 0.0), (0.65, 0.16), (0.55, 0.4), (0.25, 0.47)],
-            [(0.25, 0.47), (0.62, 0.56), (0.72, 0.8), (0.4, 1.0), (0.02, 0.86)],
-        ],
-        [
-            [(0.04, 0.0), (0.7, 0.0)],
-            [(0.7, 0.0), (0.28, 0.4)],
-            [(0.28, 0.4), (0.62, 0.5), (0.72, 0.78), (0.42, 1.0), (0.02, 0.88)],
-        ],
-    ],
-    4: [
-        [[(0.5, 0.0), (0.0, 0.66)], [(0.0, 0.66), (0.78, 0.66)], [(0.56, 0.22), (0.56, 1.0)]],
-        [[(0.12, 0.0), (0.06, 0.6)], [(0.06, 0.6), (0.76, 0.58)], [(0.58, 0.0), (0.58, 1.0)]],
-        [[(0.55, 0.0), (0.02, 0.68)], [(0.02, 0.68), (0.78, 0.68)], [(0.55, 0.0), (0.55, 1.0)]],
-        [[(0.15, 0.0), (0.04, 0.45), (0.2, 0.6), (0.76, 0.56)], [(0.62, 0.05), (0.58, 1.0)]],
-        [
-            [(0.12, 0.0), (0.05, 0.35), (0.15, 0.58), (0.45, 0.6), (0.8, 0.55)],
-            [(0.6, 0.0), (0.62, 1.0)],
-        ],
-    ],
-    5: [
-        [
-            [(0.7, 0.0), (0.14, 0.02)],
-            [(0.14, 0.02), (0.08, 0.45)],
-            [(0.08, 0.45), (0.4, 0.36), (0.7, 0.55), (0.66, 0.86), (0.35, 1.0), (0.0, 0.88)],
-        ],
-        [
-            [(0.14, 0.02), (0.1, 0.42)],
-            [(0.1, 0.42), (0.45, 0.38), (0.7, 0.62), (0.55, 0.93), (0.2, 0.98), (0.0, 0.85)],
-            [(0.14, 0.02), (0.72, 0.0)],
-        ],
-        [
-            [
-                (0.7, 0.0),
-                (0.15, 0.02),
-                (0.1, 0.45),
-                (0.45, 0.4),
-                (0.7, 0.65),
-                (0.55, 0.95),
-                (0.1, 0.95),
-            ]
-        ],
-    ],
-    6: [
-        [
-            [
-                (0.62, 0.02),
-                (0.3, 0.18),
-                (0.06, 0.58),
-                (0.2, 0.97),
-                (0.55, 0.92),
-                (0.62, 0.62),
-                (0.36, 0.48),
-                (0.06, 0.66),
-            ]
-        ],
-        [
-            [
-                (0.55, 0.0),
-                (0.2, 0.35),
-                (0.04, 0.75),
-                (0.3, 1.0),
-                (0.62, 0.8),
-                (0.45, 0.52),
-                (0.14, 0.6),
-            ]
-        ],
-    ],
-    7: [
-        [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.3, 1.0)]],
-        [[(0.0, 0.02), (0.8, 0.0)], [(0.8, 0.0), (0.34, 1.0)], [(0.18, 0.52), (0.7, 0.5)]],
-        [[(0.0, 0.1), (0.05, 0.0), (0.72, 0.02)], [(0.72, 0.02), (0.48, 0.45), (0.36, 1.0)]],
-        [
-            [(0.0, 0.2), (0.04, 0.02), (0.75, 0.02)],
-            [(0.75, 0.02), (0.5, 0.5), (0.4, 1.0)],
-            [(0.22, 0.52), (0.72, 0.48)],
-        ],
-    ],
-    8: [
-        [
-            [
-                (0.66, 0.1),
-                (0.35, 0.0),
-                (0.08, 0.16),
-                (0.2, 0.4),
-                (0.55, 0.58),
-                (0.7, 0.82),
-                (0.38, 1.0),
-                (0.04, 0.82),
-                (0.2, 0.58),
-                (0.54, 0.4),
-                (0.66, 0.18),
-                (0.5, 0.02),
-            ]
-        ],
-        [
-            [(0.36, 0.0), (0.1, 0.22), (0.36, 0.46), (0.62, 0.22), _O],
-            [(0.36, 0.46), (0.02, 0.72), (0.36, 1.0), (0.72, 0.72), _O],
-        ],
-    ],
-    9: [
-        [
-            [(0.66, 0.28), (0.36, 0.0), (0.04, 0.2), (0.2, 0.5), (0.66, 0.35)],
-            [(0.66, 0.1), (0.62, 1.0)],
-        ],
-        [
-            [
-                (0.68, 0.2),
-                (0.4, 0.0),
-                (0.06, 0.18),
-                (0.16, 0.46),
-                (0.5, 0.48),
-                (0.68, 0.2),
-                (0.64, 0.6),
-                (0.48, 0.95),
-                (0.12, 0.92),
-            ]
-        ],
-        [
-            [(0.62, 0.08), (0.3, 0.0), (0.04, 0.22), (0.26, 0.5), (0.64, 0.3), (0.66, 0.1)],
-            [(0.66, 0.1), (0.58, 1.0)],
-        ],
-    ],
-}
+from src.data.stroke_templates import CLOSED, TEMPLATES
 
 _SPAN_SEGMENTS = 10  # segments per unit of span length: about 2 px each at a 20 px height
 _LINE_SEGMENTS = 3  # a straight stroke still bends under the elastic distortion
@@ -218,13 +48,13 @@ def template(digit: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     segment joins two vertex indices; points at the same place (a corner where two strokes meet)
     share a jitter slot, so the strokes stay joined."""
     strokes = TEMPLATES[digit][index]
-    ctrl = np.array([p for s in strokes for p in s if p != _O], dtype=np.float64)
+    ctrl = np.array([p for s in strokes for p in s if p != CLOSED], dtype=np.float64)
     rows: list[np.ndarray] = []
     pairs: list[tuple[int, int]] = []
     base = 0
     for stroke in strokes:
-        closed = stroke[-1] == _O
-        pts = ctrl[base : base + len([p for p in stroke if p != _O])]
+        closed = stroke[-1] == CLOSED
+        pts = ctrl[base : base + len([p for p in stroke if p != CLOSED])]
         k = len(pts)
         first = len(rows)
         for i in range(k if closed else k - 1):
