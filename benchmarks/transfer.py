@@ -7,7 +7,10 @@ scikit-learn ships 1,797 real handwritten digits (`sklearn.datasets.load_digits`
 20 px, the aspect ratio kept, centred on a blank 28x28 image and scaled to [0, 1]: the frame the
 generated digits sit in (a 19 x 15 px median ink box). The checkpoint's network (its stored
 state, as `python -m src.evaluate` uses it) predicts them; accuracy overall and per class is
-printed. scikit-learn comes with the `dev` extra.
+printed. So is its accuracy on the first 400 of them made into photos of digits written on paper
+(scaled 12x, dark ink on grainy light paper, somewhere on a larger sheet), read as `python -m
+src.predict` reads photos with `data.frame=true` and, for comparison, resized whole as with
+`data.resize=true`. scikit-learn comes with the `dev` extra.
 
     python benchmarks/transfer.py --real-baseline [--mnist DIR]
 
@@ -32,31 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from src.data.arrays import IMAGE_SIZE  # noqa: E402
+from src.data.frame import BOX, frame_digit, frame_photo  # noqa: E402
 from src.errors import CheckpointError, DataError, one_line  # noqa: E402
 
-SIDE = 28
-BOX = 20  # the longer side of the ink after scaling, in pixels
+SIDE = IMAGE_SIZE
 
 
 def to_28x28(image: np.ndarray, box: int = BOX) -> np.ndarray:
     """One small grayscale digit (any size, values >= 0, max > 0) as a float32 28x28 image in
-    [0, 1]: cropped to its ink, scaled bicubically to `box` px on its longer side, centred."""
-    from PIL import Image
-
-    x = np.asarray(image, dtype=np.float64)
-    x = x / x.max()
-    rows, cols = np.flatnonzero(x.any(axis=1)), np.flatnonzero(x.any(axis=0))
-    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = x.shape
-    scale = box / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
-    big = Image.fromarray(x.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC)
-    small = np.clip(np.asarray(big, dtype=np.float64), 0.0, 1.0)
-    out = np.zeros((SIDE, SIDE), dtype=np.float64)
-    top, left = (SIDE - small.shape[0]) // 2, (SIDE - small.shape[1]) // 2
-    out[top : top + small.shape[0], left : left + small.shape[1]] = small
-    # 8-bit levels like every other source; rounding also drops bicubic's faint ringing.
-    return (np.round(out * 255.0) / 255.0).astype(np.float32)
+    [0, 1]: cropped to its ink, scaled bicubically to `box` px on its longer side, centred (the
+    project's `data.frame`, src/data/frame.py)."""
+    return frame_digit(image, box)
 
 
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +56,34 @@ def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     data = load_digits()
     images = np.stack([to_28x28(im) for im in data.images])[:, None]
     return images, data.target.astype(np.int64)
+
+
+PHOTOS = 400  # how many of scikit-learn's digits are photographed
+
+
+def resized(image: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """`image` (float, [0, 1]) resized to side x side, bicubic, as `data.resize=true` does."""
+    from PIL import Image
+
+    small = Image.fromarray(image.astype(np.float32), mode="F")
+    return np.clip(np.asarray(small.resize((side, side), Image.Resampling.BICUBIC)), 0.0, 1.0)
+
+
+def photos(n: int = PHOTOS) -> tuple[list[np.ndarray], np.ndarray]:
+    """scikit-learn's first `n` digits as photos of digits written on paper: scaled 12x, dark
+    ink on light paper with grain, somewhere on a 200 x 160 sheet, in 8-bit levels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rng = np.random.default_rng(0)
+    sheets = []
+    for digit in data.images[:n] / 16.0:
+        sheet = np.zeros((200, 160))
+        top, left = rng.integers(0, 200 - 96), rng.integers(0, 160 - 96)
+        sheet[top : top + 96, left : left + 96] = resized(digit, 96)
+        sheet = 0.88 - 0.75 * sheet + rng.normal(0.0, 0.03, sheet.shape)
+        sheets.append(np.round(np.clip(sheet, 0.0, 1.0) * 255) / 255)
+    return sheets, data.target[:n].astype(np.int64)
 
 
 def load_network(ckpt_path: Path) -> torch.nn.Module:
@@ -179,8 +197,17 @@ def report(args: argparse.Namespace) -> int:
             print(f"{name:<33s}        " + "  ".join(f"{read[c]:8.4f}" for c in columns))
         return 0
     images, labels = sklearn_digits()
-    predicted = predict(load_network(args.ckpt), images)
+    network = load_network(args.ckpt)
+    predicted = predict(network, images)
     overall, per_class = accuracy_table(labels, predicted)
+    sheets, photo_labels = photos()
+    read = {
+        "framed (data.frame=true)": np.stack([frame_photo(sheet) for sheet in sheets]),
+        "resized whole (data.resize=true)": np.stack([resized(sheet) for sheet in sheets]),
+    }
+    for how, images in read.items():
+        hits = (predict(network, images[:, None].astype(np.float32)) == photo_labels).mean()
+        print(f"sklearn digits as {len(sheets)} photos, {how}: accuracy {hits:.4f}")
     print(f"sklearn digits: {len(labels)} images, accuracy {overall:.4f}")
     print("class    " + " ".join(f"{c:>5d}" for c in range(10)))
     print("accuracy " + " ".join(f"{a:5.3f}" for a in per_class))

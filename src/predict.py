@@ -2,8 +2,9 @@
 
 `images` is one image file, a folder (its files and those of its sub-folders) or a glob pattern.
 Every file goes through the reader of `data=folder` (`src.data.sources.decode_image`): the same
-checks and one-line errors, the same conversions (`data.resize`, `data.grayscale`) and the same
-scaling to [0, 1] as the images the network learnt from; the mean image is inside the network.
+checks and one-line errors, the same conversions (`data.resize`, `data.grayscale`, `data.frame`
+for a photo of a digit written on paper) and the same scaling to [0, 1] as the images the network
+learnt from; the mean image is inside the network.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from src.runtime.build import (
 log = logging.getLogger(__name__)
 
 # The `data=folder` settings that apply to image files; any other data.KEY is refused.
-DATA_KEYS = ("resize", "grayscale")
+DATA_KEYS = ("resize", "grayscale", "frame")
 # Rows of the table printed to the log; predictions.csv holds them all.
 SHOWN = 10
 
@@ -90,12 +91,14 @@ def image_files(spec: Any) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _decoded(stamped: tuple[tuple[str, int, int], ...], resize: bool, grayscale: bool) -> Any:
+def _decoded(
+    stamped: tuple[tuple[str, int, int], ...], resize: bool, grayscale: bool, frame: bool
+) -> Any:
     """The files decoded as one N x 1 x 28 x 28 float32 array. Cached on each file's size and
     modification time, so the run reuses what the check before it read, unless a file changed."""
     images = np.empty((len(stamped), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i, (path, _, _) in enumerate(stamped):
-        images[i, 0] = decode_image(path, resize, grayscale)
+        images[i, 0] = decode_image(path, resize, grayscale, frame)
     return images
 
 
@@ -109,7 +112,9 @@ def read_images(cfg: DictConfig) -> tuple[list[str], np.ndarray]:
         except OSError as err:  # e.g. a broken link a pattern matched
             raise DataError(f"{path}: cannot be read ({err.strerror})") from err
         stamped.append((path, st.st_size, st.st_mtime_ns))
-    return files, _decoded(tuple(stamped), bool(cfg.data.resize), bool(cfg.data.grayscale))
+    data = cfg.data
+    frame = bool(data.get("frame", False))
+    return files, _decoded(tuple(stamped), bool(data.resize), bool(data.grayscale), frame)
 
 
 def checked_inputs(cfg: DictConfig) -> None:

@@ -121,7 +121,7 @@ def check_model_settings(cfg: DictConfig | dict) -> None:
 def check_data_settings(cfg: DictConfig | dict) -> None:
     """The `data.*` values, alone: also what a checkpoint's stored settings must pass."""
     cfg = as_config(cfg)
-    for key in ("data.resize", "data.grayscale", "data.download"):
+    for key in ("data.resize", "data.grayscale", "data.download", "data.frame"):
         require_bool(cfg, key)
     _check_idx_dataset(cfg)
     on_device = value_at(cfg, "data.on_device")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
+from src.data.frame import frame_photo
 from src.data.sources.common import (
     SPLITS,
     _bool_option,
@@ -136,8 +137,9 @@ def _pixels(im: Any, path: str, grayscale: bool) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def decode_image(path: str, resize: bool, grayscale: bool) -> np.ndarray:
+def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) -> np.ndarray:
     """One image file as a float32 28x28 array in [0, 1]; DataError naming the file otherwise.
+    With `frame`, an image of any size is one written digit, framed by `frame_photo`.
 
     Also what `python -m src.predict` reads its images with, so both refuse and convert alike."""
     from PIL import Image
@@ -150,11 +152,14 @@ def decode_image(path: str, resize: bool, grayscale: bool) -> np.ndarray:
         raise
     except Exception as err:  # Pillow raises many types for unreadable or truncated files
         raise DataError(f"{path}: cannot be read as an image ({first_line(err)})") from err
+    if frame:
+        return frame_photo(a, path)
     if a.shape != (IMAGE_SIZE, IMAGE_SIZE):
         if not resize:
             raise DataError(
                 f"{path}: image is {a.shape[0]}x{a.shape[1]} pixels (height x width), expected "
-                f"28x28; add data.resize=true to resize images"
+                f"28x28; add data.resize=true to resize images (or data.frame=true if each image "
+                f"is a photo of one written digit)"
             )
         # Bicubic with antialiasing when shrinking, like MATLAB's imresize.
         small = Image.fromarray(a).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
@@ -163,12 +168,12 @@ def decode_image(path: str, resize: bool, grayscale: bool) -> np.ndarray:
 
 
 def _decode_set(
-    files: Sequence[tuple[str, int]], origin: str, resize: bool, grayscale: bool
+    files: Sequence[tuple[str, int]], origin: str, resize: bool, grayscale: bool, frame: bool
 ) -> DigitArrays:
     """(path, label) pairs decoded into one checked DigitArrays."""
     images = np.empty((len(files), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i, (path, _) in enumerate(files):
-        images[i, 0] = decode_image(path, resize, grayscale)
+        images[i, 0] = decode_image(path, resize, grayscale, frame)
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     return DigitArrays(images, labels).check(origin)
 
@@ -192,11 +197,13 @@ def folder(
     resize: bool = False,
     grayscale: bool = False,
     split_seed: int = 0,
+    frame: bool = False,
 ) -> tuple[DigitArrays, DigitArrays]:
     """Images in class folders: ROOT/{train,test}/<label>/*, or one ROOT/<label>/* tree halved."""
     root = _existing(_path_option("data.root", root), "data.root", want_dir=True)
     resize = _bool_option("data.resize", resize)
     grayscale = _bool_option("data.grayscale", grayscale)
+    frame = _bool_option("data.frame", frame)
     if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
         raise DataError(f"data.split_seed must be a whole number 0 or more, got {split_seed!r}")
 
@@ -229,8 +236,11 @@ def folder(
         "root": str(root.resolve()),
         "resize": resize,
         "grayscale": grayscale,
+        **({"frame": True} if frame else {}),  # caches read before data.frame stay valid
     }
     keys = {s: {**settings, **files[s]} for s in SPLITS}
-    builds = {s: lambda s=s: _decode_set(sets[s], origins[s], resize, grayscale) for s in SPLITS}
+    builds = {
+        s: lambda s=s: _decode_set(sets[s], origins[s], resize, grayscale, frame) for s in SPLITS
+    }
     train, test = _cached_pair(cache_dir, "folder", keys, builds)
     return train.check(origins["train"]), test.check(origins["test"])
