@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from src.data.arrays import IMAGE_SIZE  # noqa: E402
-from src.data.frame import BOX, frame_digit, frame_photo  # noqa: E402
+from src.data.frame import BOX, bicubic, frame_digit, frame_photo  # noqa: E402
 from src.errors import CheckpointError, DataError, one_line  # noqa: E402
 
 SIDE = IMAGE_SIZE
@@ -62,11 +62,8 @@ PHOTOS = 400  # how many of scikit-learn's digits are photographed
 
 
 def resized(image: np.ndarray, side: int = SIDE) -> np.ndarray:
-    """`image` (float, [0, 1]) resized to side x side, bicubic, as `data.resize=true` does."""
-    from PIL import Image
-
-    small = Image.fromarray(image.astype(np.float32), mode="F")
-    return np.clip(np.asarray(small.resize((side, side), Image.Resampling.BICUBIC)), 0.0, 1.0)
+    """`image` (float, [0, 1]) resized to side x side as `data.resize=true` resizes it."""
+    return bicubic(image, side, side).astype(np.float32)
 
 
 def photos(n: int = PHOTOS) -> tuple[list[np.ndarray], np.ndarray]:
@@ -118,9 +115,25 @@ def per_class_sample(images: np.ndarray, labels: np.ndarray, n: int) -> tuple[np
     return images[keep], labels[keep]
 
 
-def real_sets(mnist_dir: Path | None, seed: int) -> dict[str, tuple[np.ndarray, ...]]:
+def photo_accuracies(network: torch.nn.Module) -> dict[str, float]:
+    """The network's accuracy on `photos()`, framed as `data.frame=true` frames them and resized
+    whole as `data.resize=true` resizes them."""
+    sheets, labels = photos()
+    read = {
+        "framed (data.frame=true)": [frame_photo(sheet) for sheet in sheets],
+        "resized whole (data.resize=true)": [resized(sheet) for sheet in sheets],
+    }
+    return {
+        how: float((predict(network, np.stack(x)[:, None]) == labels).mean())
+        for how, x in read.items()
+    }
+
+
+def real_sets(
+    mnist_dir: Path | None, seed: int, sklearn: tuple[np.ndarray, np.ndarray]
+) -> dict[str, tuple[np.ndarray, ...]]:
     """Each real source as (train images, train labels, unseen images, unseen labels)."""
-    images, labels = sklearn_digits()
+    images, labels = sklearn
     order = np.random.default_rng(seed).permutation(len(labels))
     unseen, seen = order[: len(order) // 5], order[len(order) // 5 :]
     sets = {"sklearn": (images[seen], labels[seen], images[unseen], labels[unseen])}
@@ -142,9 +155,9 @@ def real_baseline(mnist_dir: Path | None, seed: int) -> list[tuple[str, dict[str
     from src.data.sources.builtin import synthetic
 
     cpu = torch.device("cpu")
-    sets = real_sets(mnist_dir, seed)
-    _, builtin = synthetic(None, 0)  # the default run's test set
     whole_sklearn = sklearn_digits()
+    sets = real_sets(mnist_dir, seed, whole_sklearn)
+    _, builtin = synthetic(None, 0)  # the default run's test set
     rows = []
     for name, (x, y, *_) in sets.items():
         net = make_network(torch.from_numpy(x), seed, cpu)
@@ -200,14 +213,8 @@ def report(args: argparse.Namespace) -> int:
     network = load_network(args.ckpt)
     predicted = predict(network, images)
     overall, per_class = accuracy_table(labels, predicted)
-    sheets, photo_labels = photos()
-    read = {
-        "framed (data.frame=true)": np.stack([frame_photo(sheet) for sheet in sheets]),
-        "resized whole (data.resize=true)": np.stack([resized(sheet) for sheet in sheets]),
-    }
-    for how, images in read.items():
-        hits = (predict(network, images[:, None].astype(np.float32)) == photo_labels).mean()
-        print(f"sklearn digits as {len(sheets)} photos, {how}: accuracy {hits:.4f}")
+    for how, hits in photo_accuracies(network).items():
+        print(f"sklearn digits as {PHOTOS} photos, {how}: accuracy {hits:.4f}")
     print(f"sklearn digits: {len(labels)} images, accuracy {overall:.4f}")
     print("class    " + " ".join(f"{c:>5d}" for c in range(10)))
     print("accuracy " + " ".join(f"{a:5.3f}" for a in per_class))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from benchmarks.transfer import load_network, photos, predict, resized, sklearn_digits
-from src.data.frame import frame_photo
+from benchmarks.transfer import load_network, photo_accuracies, predict, sklearn_digits
 from src.train import train
 from tests.conftest import compose_config
 
@@ -36,8 +34,6 @@ def test_full_experiment_reaches_the_examples_accuracy(tmp_path: Path, cache_dir
     # The same digits as photos (dark ink on grainy paper, somewhere on a larger sheet), read as
     # `python -m src.predict ... data.frame=true` reads them: 0.8175 on the first 400 here.
     # Resized whole instead (data.resize=true), the network reads them at chance, 0.0925.
-    sheets, photo_labels = photos(400)
-    framed = np.stack([frame_photo(sheet) for sheet in sheets])[:, None]
-    whole = np.stack([resized(sheet) for sheet in sheets])[:, None]
-    assert (predict(net, framed) == photo_labels).mean() >= 0.75
-    assert (predict(net, whole) == photo_labels).mean() <= 0.3
+    read = photo_accuracies(net)
+    assert read["framed (data.frame=true)"] >= 0.75
+    assert read["resized whole (data.resize=true)"] <= 0.3

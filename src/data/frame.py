@@ -25,21 +25,27 @@ MIN_CONTRAST = 0.15
 STRAY = 0.002  # share of the ink's mass, along each axis, left outside the digit's box
 
 
+def bicubic(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` resized to width x height, bicubic (antialiased when shrinking, like MATLAB's
+    imresize), clipped to [0, 1]: what `data.resize=true` and the framing both use."""
+    from PIL import Image
+
+    small = Image.fromarray(np.asarray(image, dtype=np.float32), mode="F")
+    out = small.resize((width, height), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+
+
 def frame_digit(image: np.ndarray, box: int = BOX) -> np.ndarray:
     """One grayscale digit (light ink on black, any size, values >= 0, max > 0) as a float32
     28x28 image in [0, 1]: cropped to its ink, scaled bicubically so that its longer side is
     `box` px (aspect ratio kept), centred."""
-    from PIL import Image
-
     x = np.asarray(image, dtype=np.float64)
     x = x / x.max()
     rows, cols = np.flatnonzero(x.any(axis=1)), np.flatnonzero(x.any(axis=0))
     x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = x.shape
     scale = box / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
-    big = Image.fromarray(x.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC)
-    small = np.clip(np.asarray(big, dtype=np.float64), 0.0, 1.0)
+    small = bicubic(x, max(1, round(w * scale)), max(1, round(h * scale)))
     out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float64)
     top, left = (IMAGE_SIZE - small.shape[0]) // 2, (IMAGE_SIZE - small.shape[1]) // 2
     out[top : top + small.shape[0], left : left + small.shape[1]] = small

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
-from src.data.frame import frame_photo
+from src.data.frame import bicubic, frame_photo
 from src.data.sources.common import (
     SPLITS,
     _bool_option,
@@ -161,9 +161,7 @@ def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) 
                 f"28x28; add data.resize=true to resize images (or data.frame=true if each image "
                 f"is a photo of one written digit)"
             )
-        # Bicubic with antialiasing when shrinking, like MATLAB's imresize.
-        small = Image.fromarray(a).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-        a = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+        a = bicubic(a, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
     return a
 
 
