@@ -1,15 +1,11 @@
-"""Checkpoint files: written atomically, read safely, checked before a run depends on them."""
+"""Checkpoint files: read safely and checked before a run depends on them; written through
+`src.io.write_atomically`."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import pickle
 import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,94 +13,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from src.errors import CheckpointError, CheckpointWriteError, OutputWriteError, first_line
+from src.errors import CheckpointError, first_line
+from src.io import write_atomically
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "epoch")
-
-
-def write_atomically(data: Any, path: Path) -> None:
-    """`torch.save` to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    The rename is atomic because the temporary file is in the same folder (same filesystem),
-    whatever `$TMPDIR` is, so `path` always holds either the previous complete checkpoint or
-    the new complete one, even if the process is killed or the disk fills up mid-write.
-    torch.save reports a full disk as a RuntimeError (`unexpected pos ...`), not an OSError:
-    it is a failed write too (exit code 4), not a bug.
-    """
-    with output_file(path, "checkpoint", also=(RuntimeError,)) as tmp, open(tmp, "wb") as f:
-        torch.save(data, f)
-
-
-@contextlib.contextmanager
-def output_file(
-    path: Path, what: str = "file", also: tuple[type[BaseException], ...] = ()
-) -> Iterator[Path]:
-    """The one way this project writes a file: yields a temporary path beside `path` (same
-    folder, so same filesystem; same suffix, for writers that go by it), which the caller
-    writes; it is then fsynced and renamed over `path`. `path` so always holds the previous
-    complete file or the new complete one, whatever stops the write (a full disk, a signal, a
-    kill). A failure (OSError, or one of `also`) becomes `OutputWriteError`: one line naming
-    the file, exit code 4; the temporary file is removed.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-        )
-        os.close(fd)
-    except OSError as err:
-        raise _write_error(path, what, err) from err
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is an ordinary file
-        yield tmp
-        _commit(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, (OSError, *also)) and not isinstance(err, OutputWriteError):
-            raise _write_error(path, what, err) from err
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # not every filesystem lets a folder be fsynced; the file itself is complete
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """The written temporary file made durable, then put in place."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _write_error(path: Path, what: str, err: BaseException) -> OutputWriteError:
-    reason = (err.strerror if isinstance(err, OSError) else None) or first_line(err)
-    code = err.errno if isinstance(err, OSError) else errno.EIO
-    cls = CheckpointWriteError if what == "checkpoint" else OutputWriteError
-    return cls(
-        code,
-        f"could not write {what} {path}: {reason}; the previous {what} there (if any) is intact",
-    )
-
-
-def write_text(path: Path, text: str, what: str = "file") -> None:
-    """`text` written to `path` through `output_file`."""
-    with output_file(path, what) as tmp:
-        tmp.write_text(text)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,8 +12,9 @@ import lightning as L
 from omegaconf import DictConfig
 
 from src.callbacks.figures import ConfusionMatrixReport
-from src.checkpoint import model_settings, write_text
+from src.checkpoint import model_settings
 from src.cli import run, run_job
+from src.io import write_text
 from src.runtime.build import (
     CONFIG_DIR,
     build_datamodule,

@@ -18,9 +18,9 @@ import numpy as np
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from src.checkpoint import write_text
 from src.cli import run, run_job
 from src.errors import ConfigError, DataError
+from src.io import write_text
 from src.runtime.build import (
     CONFIG_DIR,
     CheckpointData,

@@ -21,11 +21,11 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import output_file
 from src.cli import run, run_job
 from src.data.arrays import IMAGE_SIZE
 from src.data.sources import decode_image, is_junk
 from src.errors import ConfigError, DataError
+from src.io import output_file
 from src.runtime.build import (
     CONFIG_DIR,
     checked_run,

@@ -17,8 +17,10 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import src.checkpoint as checkpoint_module
-from src.checkpoint import read_checkpoint, write_atomically
+import src.io as io_module
+from src.checkpoint import read_checkpoint
 from src.errors import CheckpointWriteError
+from src.io import write_atomically
 from src.train import train
 from tests.conftest import (
     ROOT,
@@ -188,7 +190,7 @@ def test_signal_saves_a_checkpoint_and_exits_non_zero(
 _WRITER = """
 import sys, torch
 from pathlib import Path
-from src.checkpoint import write_atomically
+from src.io import write_atomically
 big = {"global_step": 0, "w": torch.zeros(12_000_000)}
 for step in range(1, 1000):
     big["global_step"] = step
@@ -227,7 +229,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatc
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", disk_full)
+    monkeypatch.setattr(io_module.os, "fsync", disk_full)
     with pytest.raises(CheckpointWriteError, match="No space left on device"):
         write_atomically({"global_step": 2, "w": torch.zeros(1000)}, target)
     assert torch.load(target, weights_only=True)["global_step"] == 1
@@ -244,7 +246,7 @@ def test_full_disk_during_training_stops_with_one_line(tmp_path: Path, cache_dir
     # The third checkpoint write finds the disk full.
     sitecustomize.write_text(
         "import errno, os, types\n"
-        "import src.checkpoint as c\n"
+        "import src.io as c\n"
         "calls = []\n"
         "def fsync(fd):\n"
         "    calls.append(fd)\n"

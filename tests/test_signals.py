@@ -20,7 +20,7 @@ import lightning as L
 import pytest
 import yaml
 
-import src.checkpoint as checkpoint_module
+import src.io as io_module
 from src.checkpoint import read_checkpoint
 from src.data.datamodule import DigitsDataModule
 from tests.conftest import ROOT, TINY, cli_in_process
@@ -167,7 +167,7 @@ def test_a_signal_at_a_checkpoint_write_keeps_it_whole(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
     """Arriving while last.ckpt is written: the write completes, then the run stops."""
-    commit = checkpoint_module._commit
+    commit = io_module._commit
     sent = []
 
     def commit_with_signal(tmp: Path, path: Path) -> None:
@@ -176,7 +176,7 @@ def test_a_signal_at_a_checkpoint_write_keeps_it_whole(
             os.kill(os.getpid(), signum)
         commit(tmp, path)
 
-    monkeypatch.setattr(checkpoint_module, "_commit", commit_with_signal)
+    monkeypatch.setattr(io_module, "_commit", commit_with_signal)
     run = tmp_path / "run"
     args = run_args(run, cache_dir, "callbacks.model_checkpoint.every_n_train_steps=1")
     line = stopped_line(cli_in_process(*args), signum)

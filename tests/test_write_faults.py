@@ -1,5 +1,5 @@
 """Every file the project writes, made to fail as a full disk fails it: one `error:` line, exit
-code 4, and the file that was there before intact (`src.checkpoint.output_file`)."""
+code 4, and the file that was there before intact (`src.io.output_file`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import src.checkpoint as checkpoint_module
-from src.checkpoint import output_file, read_checkpoint, write_atomically, write_text
+import src.io as io_module
+from src.checkpoint import read_checkpoint
 from src.errors import OutputWriteError
+from src.io import output_file, write_atomically, write_text
 from tests.conftest import TINY, cli_in_process
 
 PREVIOUS = b"the previous file\n"
@@ -22,7 +23,7 @@ def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Path]:
     """Writes of a file called `name` fail as a full disk fails them, once written in part: the
     partial temporary file exists when the error comes. Returns the paths that failed."""
     failed: list[Path] = []
-    commit = checkpoint_module._commit
+    commit = io_module._commit
 
     def failing(tmp: Path, path: Path) -> None:
         if path.name != name:
@@ -30,7 +31,7 @@ def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Path]:
         failed.append(path)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module, "_commit", failing)
+    monkeypatch.setattr(io_module, "_commit", failing)
     return failed
 
 
@@ -90,7 +91,7 @@ def test_torch_save_on_a_full_disk_is_a_write_failure(
         f.write(b"PK\x03\x04 partial")
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 576 vs 470")
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    monkeypatch.setattr(io_module.torch, "save", full)
     with pytest.raises(OutputWriteError, match="could not write checkpoint .*unexpected pos"):
         write_atomically({"a": torch.ones(3)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(3))
@@ -121,7 +122,7 @@ def test_a_full_disk_at_a_checkpoint_is_exit_4(
             raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
         real_save(data, f)
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    monkeypatch.setattr(io_module.torch, "save", save)
     run = tmp_path / "run"
     args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
     proc = cli_in_process(*args, "callbacks.model_checkpoint.every_n_train_steps=1")

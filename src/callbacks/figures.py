@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from src.callbacks.progress import epoch_number, hms
-from src.checkpoint import output_file
+from src.io import output_file
 from src.model.state import state_label
 
 log = logging.getLogger(__name__)

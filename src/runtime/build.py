@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.checkpoint import (
     DATA_MODULE_TARGET,
     model_settings,
-    output_file,
     read_checkpoint,
     stored_data_settings,
 )
 from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule
 from src.errors import CheckpointError, ConfigError, DataError
+from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import describe_state, population_statistics

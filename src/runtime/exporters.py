@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.checkpoint import output_file
+from src.io import output_file
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
     MATLAB_LEARNABLE_NAMES,

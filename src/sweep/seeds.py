@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.checkpoint import output_file
+from src.io import output_file
 from src.sweep.naming import short_names
 from src.sweep.rows import Row, _number
 

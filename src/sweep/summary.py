@@ -19,8 +19,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import output_file, write_text
 from src.compat import BASIC_SWEEPER, job_error
+from src.io import output_file, write_text
 from src.sweep.failure import _failure_of
 from src.sweep.naming import (
     job_name,
