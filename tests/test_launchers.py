@@ -22,6 +22,7 @@ from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQu
 from omegaconf import DictConfig, OmegaConf
 
 from src import cli as entry
+from src.compat import BASIC_SWEEPER
 from src.config.compose import preflight
 from src.errors import JobFailed
 from src.runtime.build import CONFIG_DIR
@@ -34,7 +35,7 @@ from src.runtime.threads import (
     configure_threads,
     joblib_workers,
 )
-from src.sweep import BASIC_SWEEPER, STATUS_FILE, SweepSummary
+from src.sweep.summary import STATUS_FILE, SweepSummary
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 
 BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import statistics
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-import src.sweep as sweep_module
 from src import cli as entry
 from src.errors import DataError, JobFailed
-from src.sweep import MAX_NAME, job_name, plan_of, sweep_subdir
+from src.sweep import naming
+from src.sweep.naming import MAX_NAME, job_name, plan_of, sweep_subdir
+from src.sweep.summary import SweepSummary
 from tests.conftest import TINY, run_cli
 
 
@@ -168,20 +170,28 @@ def test_job_names_are_short_readable_folder_names() -> None:
 
 
 def test_the_job_folder_is_the_number_then_the_swept_values(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
-    monkeypatch.setattr(sweep_module, "_plan", plan_of(master))
+    monkeypatch.setattr(naming, "current", plan_of(master))
     job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
     assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
 
-    # Launched in another process: the plan comes from the sweep folder's multirun.yaml.
-    monkeypatch.setattr(sweep_module, "_plan", None)
-    OmegaConf.save(master, tmp_path / "multirun.yaml")
-    job["hydra"]["sweep"] = {"dir": str(tmp_path)}
-    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"
-    job["hydra"]["sweep"] = {"dir": str(tmp_path / "elsewhere")}
-    assert sweep_subdir(_root_=OmegaConf.create(job)) == "3"  # nothing known: the number
+
+def test_a_job_in_another_process_names_its_folder_from_the_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Joblib and submitit unpickle the callback in the job's process before Hydra resolves the
+    job's folder there: the plan comes with it."""
+    monkeypatch.setattr(naming, "current", None)  # as it was, afterwards
+    master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
+    summary = SweepSummary()
+    summary.on_multirun_start(master)
+    job = OmegaConf.create({"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3"]}}})
+    naming.current = None  # a fresh process
+    assert sweep_subdir(_root_=job) == "3"  # nothing known: the number
+    pickle.loads(pickle.dumps(summary))
+    assert sweep_subdir(_root_=job) == "03_seed=3"
 
 
 def test_an_optuna_search_plans_its_trials() -> None:

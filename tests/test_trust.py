@@ -161,7 +161,7 @@ def test_a_hostile_sweep_job_file_is_a_warning(
 ) -> None:
     import json
 
-    from src.sweep import STATUS_FILE, SweepSummary
+    from src.sweep.summary import STATUS_FILE, SweepSummary
 
     summary = SweepSummary()
     summary.sweep_id = "this-sweep"
@@ -183,7 +183,7 @@ def test_a_hostile_sweep_job_file_is_a_warning(
 def test_a_good_sweep_job_file_is_read(tmp_path: Path) -> None:
     import json
 
-    from src.sweep import STATUS_FILE, SweepSummary
+    from src.sweep.summary import STATUS_FILE, SweepSummary
 
     summary = SweepSummary()
     summary.sweep_id = "s"
@@ -194,42 +194,6 @@ def test_a_good_sweep_job_file_is_read(tmp_path: Path) -> None:
     (tmp_path / "0" / STATUS_FILE).write_text(json.dumps(row))
     summary.gather(tmp_path)
     assert summary.rows[0].code == 2 and summary.rows[0].metrics == {"train/loss": 1.5}
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "hydra: !!python/object/apply:os.system ['touch {victim}']\n",
-        "hydra:\n  overrides:\n    task: ['lr=${oc.env:HOME},1']\n",
-        "hydra:\n  overrides:\n    task: [{a: 1}]\n",
-        "hydra:\n  sweeper:\n    n_trials: lots\n",
-        "[unclosed\n",
-        "just a string\n",
-    ],
-)
-def test_a_hostile_multirun_yaml_is_a_warning(
-    tmp_path: Path, capsys: pytest.CaptureFixture, text: str
-) -> None:
-    from src.sweep import saved_plan
-
-    victim = tmp_path / "PWNED"
-    (tmp_path / "multirun.yaml").write_text(text.replace("{victim}", str(victim)))
-    assert saved_plan(tmp_path) is None
-    err = capsys.readouterr().err
-    assert (
-        err.startswith(f"warning: {tmp_path / 'multirun.yaml'}: not used") and err.count("\n") == 1
-    )
-    assert not victim.exists()
-
-
-def test_a_plain_multirun_yaml_gives_the_plan(tmp_path: Path) -> None:
-    from src.sweep import saved_plan
-
-    (tmp_path / "multirun.yaml").write_text(
-        "hydra:\n  overrides:\n    task: ['optimizer.lr=0.1,0.2', seed=0]\n"
-    )
-    plan = saved_plan(tmp_path)
-    assert plan is not None and plan.keys == ["optimizer.lr"] and plan.jobs == 2
 
 
 @pytest.mark.parametrize(

@@ -204,7 +204,8 @@ def test_a_full_disk_at_the_sweep_summary_is_exit_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, name: str
 ) -> None:
     """It was a warning and exit 0; the other outputs are still written."""
-    from src.sweep import Row, SweepSummary
+    from src.sweep.rows import Row
+    from src.sweep.summary import SweepSummary
 
     failed = full_disk_at(monkeypatch, name)
     (tmp_path / name).write_bytes(PREVIOUS)

@@ -28,7 +28,6 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -122,11 +121,9 @@ def _shared(cores: int, processes: int, note: str) -> ThreadChoice:
 def sweep_batch(hydra_cfg: DictConfig) -> int | None:
     """The most jobs this sweep runs together, where known: its number of jobs, capped by the
     sweeper's batch size (the basic sweeper's `max_batch_size`, Optuna's `n_jobs`)."""
-    from src import sweep
+    from src.sweep import naming
 
-    plan = sweep._plan
-    if plan is None:  # a job in another process: the sweep's saved multirun.yaml
-        plan = sweep.saved_plan(Path(str(hydra_cfg.sweep.dir)))  # untrusted: checked
+    plan = naming.current  # in a job's own process too: it came with the pickled callback
     sweeper = hydra_cfg.get("sweeper") or {}
     sizes = [plan.jobs if plan else None, sweeper.get("max_batch_size"), sweeper.get("n_jobs")]
     known = [s for s in map(_positive, sizes) if s is not None]

@@ -1,4 +1,8 @@
-"""Which keys a sweep varies, and the job folder names built from them (`hydra.sweep.subdir`)."""
+"""Which keys a sweep varies, and the job folder names built from them (`hydra.sweep.subdir`).
+
+Hydra's own `hydra.job.override_dirname` names a job by every override, full keys, sorted, with
+slashes kept (`data.root=/tmp/x,optimizer.lr=0.05,seed=1,trainer=cpu`: nested folders). These
+names keep the job number Hydra gives (`hydra.job.num`) and only the keys the sweep varies."""
 
 from __future__ import annotations
 
@@ -6,32 +10,26 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import first_line
-
 MAX_NAME = 100  # characters of a job folder's name after the number (names are ASCII)
 
 
-# -- Which keys the sweep varies, and the job folder names built from them --------------------
-
-
 @dataclass
-class _Plan:
-    keys: list[str] = field(default_factory=list)  # swept keys, in command-line order
-    jobs: int | None = None  # how many jobs the sweep launches, where known
+class Plan:
+    """The keys a sweep varies (in command-line order), and how many jobs it launches."""
+
+    keys: list[str] = field(default_factory=list)
+    jobs: int | None = None  # where known
 
 
-def _current_plan() -> _Plan | None:
-    """The plan `on_multirun_start` set in this process. It is kept on the package,
-    `src.sweep._plan` (see src/sweep/__init__.py), where src.runtime.threads reads it and tests
-    patch it."""
-    from src import sweep
-
-    return sweep._plan
+# The plan of the sweep this process runs. Set by SweepSummary: by `on_multirun_start` in the
+# launching process, and by its unpickling in a job's own process (joblib, submitit), which
+# comes before Hydra resolves the job's folder there. Read by `sweep_subdir` and
+# src.runtime.threads.
+current: Plan | None = None
 
 
 def _parse(lines: Iterable[str]) -> list[Any]:
@@ -40,12 +38,12 @@ def _parse(lines: Iterable[str]) -> list[Any]:
     return OverridesParser.create().parse_overrides(list(lines))
 
 
-def plan_of(master: DictConfig) -> _Plan:
+def plan_of(master: DictConfig) -> Plan:
     """The swept keys of a multirun config (command line and `hydra.sweeper.params`)."""
     lines = list(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
     params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
     lines += [f"{key}={value}" for key, value in params.items()]
-    plan, jobs = _Plan(), 1
+    plan, jobs = Plan(), 1
     for o in _parse(lines):
         if not o.is_sweep_override() or o.key_or_group in plan.keys:
             continue
@@ -97,65 +95,20 @@ def job_name(values: dict[str, str]) -> str:
     """`lr=0.05,seed=1`: a folder name (no slash, ASCII, at most MAX_NAME characters)."""
     names = short_names(list(values))
     name = ",".join(f"{_readable(names[k])}={_readable(v)}" for k, v in values.items())
-    if len(name) > MAX_NAME:
+    if len(name) > MAX_NAME:  # a name over 255 bytes is refused; the digest keeps cut ones apart
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         name = f"{name[: MAX_NAME - 9]}~{digest}"
     return name
 
 
-def _plan_from_sweep_folder(root: DictConfig) -> _Plan:
-    """Where the callback did not run in this process: the sweep's saved `multirun.yaml`."""
-    try:
-        sweep_dir = Path(str(OmegaConf.select(root, "hydra.sweep.dir")))
-    except Exception:  # an unresolvable folder: Hydra reports it itself
-        return _Plan()
-    return saved_plan(sweep_dir) or _Plan()
-
-
-def saved_plan(sweep_dir: Path) -> _Plan | None:
-    """The plan in a sweep folder's `multirun.yaml`, read as untrusted data: plain YAML (no
-    tags, no objects), only the keys a plan needs, only strings and numbers, no interpolation
-    resolved. None, with one warning line, for a file that is missing, malformed or hostile."""
-    import sys
-
-    import yaml
-
-    path = sweep_dir / "multirun.yaml"
-    try:
-        saved = yaml.safe_load(path.read_text())
-        hydra = saved.get("hydra") or {}
-        task = list((hydra.get("overrides") or {}).get("task") or [])
-        sweeper = hydra.get("sweeper") or {}
-        params = dict(sweeper.get("params") or {})
-        trials = sweeper.get("n_trials")
-        texts = [*task, *params.keys(), *params.values()]
-        if not all(isinstance(t, (str, int, float)) for t in texts):
-            raise ValueError("an override that is not a plain value")
-        if any("${" in str(t) for t in texts):
-            raise ValueError("an interpolation, which is never resolved from a saved file")
-        if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)):
-            raise ValueError(f"hydra.sweeper.n_trials={trials!r} is not a whole number")
-        plain = {"overrides": {"task": [str(t) for t in task]},
-                 "sweeper": {"params": {str(k): str(v) for k, v in params.items()},
-                             "n_trials": trials}}  # fmt: skip
-        return plan_of(OmegaConf.create({"hydra": plain}))
-    except Exception as err:  # a file from outside: any fault is a warning, never a traceback
-        if not isinstance(err, FileNotFoundError):
-            print(f"warning: {path}: not used ({first_line(err)})", file=sys.stderr)
-        return None
-
-
 def sweep_subdir(*, _root_: DictConfig) -> str:
     """`hydra.sweep.subdir`: `<job number>_<swept key=value,...>`, or the number alone."""
     num = int(OmegaConf.select(_root_, "hydra.job.num", default=0) or 0)
-    plan = _current_plan() or _plan_from_sweep_folder(_root_)
+    plan = current or Plan()
     width = len(str(plan.jobs - 1)) if plan.jobs else 1
     overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
     name = job_name(swept_values(overrides, plan.keys))
     return f"{num:0{width}d}_{name}" if name else f"{num:0{width}d}"
-
-
-# -- Set-up ---------------------------------------------------------------------------------------
 
 
 def register_resolvers() -> None:

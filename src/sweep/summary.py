@@ -1,6 +1,25 @@
-"""The Hydra callback `SweepSummary`: a row for every job, failed jobs that do not stop the sweep,
-and at the end `summary.csv`, the printed tables, `summary.txt` and the seed tables (see the
-package docstring, src/sweep/__init__.py)."""
+"""The Hydra callback `SweepSummary` (`hydra.callbacks.sweep_summary` in conf/hydra/default.yaml):
+a row for every job, failed jobs that do not stop the sweep, and at the end `summary.csv`, the
+printed tables, `summary.txt` and the seed tables (docs/sweeps-and-clusters.md).
+
+A failed job does not stop the sweep. In a sweep `src.cli.run_job` prints the job's one `error:`
+line and raises `JobFailed`; Hydra records the job as FAILED and calls `on_job_end`. Hydra's basic
+sweeper would re-raise the first failure once every job of the batch has run, skipping
+`on_multirun_end` and printing a traceback, so `on_job_end` records the failure and marks Hydra's
+record of the job completed with no return value (only for the basic sweeper; Optuna's records
+the trial as failed and goes on). After the summary, a sweep with failed jobs ends with one
+`error:` line naming them, and the exit code every failed job would have had on its own when they
+share one (2, 3 or 4; see `src.cli`), else 1. A job stopped by SIGINT or SIGTERM (130, 143) stops
+the sweep there, after the summary of the jobs run so far.
+
+Launchers that run jobs in other processes (joblib's loky workers; submitit: one process a job)
+call `on_job_start`/`on_job_end` there, on a copy of this callback pickled after
+`on_multirun_start`; only the returned JobReturn comes back. So every job also writes its row to
+`sweep_job.json` in its folder, tagged with the sweep's id, and `on_multirun_end` (in the
+launching process) adds the rows it did not see from those files. A job stopped by a signal in
+another process cannot stop jobs already launched: the summary marks it `stopped` and the sweep
+exits with its code once the others end.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +39,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_SWEEPER, job_error
+from src.errors import JobFailed
 from src.io import output_file, write_text
-from src.sweep.failure import _failure_of
+from src.sweep import naming
 from src.sweep.naming import (
+    Plan,
     job_name,
     plan_of,
     register_resolvers,
@@ -66,14 +87,13 @@ class SweepSummary(Callback):
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
         # folder, `${sweep_subdir:}`, before the job runs any code of ours.
         self.__dict__.update(state)
+        naming.current = Plan(list(self.keys), self.planned)
         register_resolvers()
 
     # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from src import sweep  # the plan is kept on the package: see src/sweep/__init__.py
-
-        plan = sweep._plan = plan_of(config)
+        plan = naming.current = plan_of(config)
         self.keys, self.planned = list(plan.keys), plan.jobs
         self.rows, self.started = {}, {}
         self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
@@ -270,6 +290,14 @@ class SweepSummary(Callback):
         )
         right = set(range(len(others) + 1, len(header)))
         return "\n".join([title, text_table(header, cells, right)]) + note
+
+
+def _failure_of(err: BaseException) -> tuple[str, int]:
+    """A failed job's error line and the exit code it would have had on its own."""
+    if isinstance(err, JobFailed):
+        return err.line, err.code
+    lines = str(err).strip().splitlines()
+    return f"error: {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": "), 1
 
 
 def _multirun(config: DictConfig) -> bool:
