@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pytest
 import torch
 from hydra.core.utils import JobReturn, JobStatus
@@ -30,10 +31,8 @@ from src.runtime.threads import (
     JOBLIB,
     SUBMITIT_LOCAL,
     SUBMITIT_SLURM,
-    available_cores,
     choose_threads,
     configure_threads,
-    joblib_workers,
 )
 from src.sweep.summary import STATUS_FILE, SweepSummary
 from tests.conftest import ROOT, TINY, compose_config, run_cli
@@ -59,14 +58,6 @@ def test_the_launcher_targets_are_the_plugins_own() -> None:
     assert SUBMITIT_SLURM == SlurmQueueConf._target_
 
 
-def test_joblib_counts_workers_as_joblib_does() -> None:
-    assert joblib_workers(2, cores=8) == 2
-    assert joblib_workers(-1, cores=8) == 8  # all cores
-    assert joblib_workers(-2, cores=8) == 7  # all but one
-    assert joblib_workers(-20, cores=8) == 1
-    assert joblib_workers(None, cores=8) == joblib_workers(0, cores=8) == 1
-
-
 def test_a_plain_run_and_a_sequential_sweep_keep_torchs_default() -> None:
     for launcher, multirun in ((None, False), (_joblib(2), False), (BASIC, True), (None, True)):
         assert choose_threads(None, launcher, multirun, cores=2).threads is None
@@ -80,19 +71,18 @@ def test_an_explicit_count_is_used_as_is() -> None:
         assert (choice.threads, choice.reason) == (3, "num_threads=3")
 
 
-def test_joblib_jobs_share_the_cores() -> None:
+def test_joblib_jobs_keep_joblibs_cap_unless_fewer_run_at_once() -> None:
+    """Joblib's workers start with cores / workers threads (what a job gets on this machine:
+    test_a_joblib_sweep_runs_jobs_in_parallel); a sweep with fewer jobs than workers shares the
+    cores among the jobs it runs."""
+
     def threads(n_jobs: int, cores: int, batch: int | None = None) -> int | None:
         return choose_threads(None, _joblib(n_jobs), True, cores, batch).threads
 
-    assert threads(2, cores=2) == 1  # this machine, 2 jobs at once
-    assert threads(-1, cores=2) == 1
-    assert threads(2, cores=16) == 8
-    assert threads(3, cores=16) == 5  # rounded down: never more threads than cores
-    assert threads(4, cores=2) == 1  # at least one
-    assert threads(-1, cores=16, batch=2) == 8  # a 2-job sweep runs 2 at once, not 16
-    assert threads(-2, cores=16, batch=100) == 1  # 15 at once
-    line = choose_threads(None, _joblib(2), True, cores=2).describe()
-    assert line == "torch threads: 1 (2 cores / 2 at once: hydra.launcher.n_jobs=2)"
+    assert threads(2, cores=16) is None and threads(2, cores=16, batch=2) is None  # joblib's
+    assert threads(8, cores=16, batch=2) == 8  # a 2-job sweep runs 2 at once, not 8
+    assert threads(8, cores=16, batch=3) == 5  # rounded down: never more threads than cores
+    assert threads(8, cores=2, batch=4) == 1  # at least one
 
 
 def test_submitit_jobs_use_their_cpus_per_task() -> None:
@@ -224,7 +214,7 @@ def test_a_joblib_sweep_runs_jobs_in_parallel(tmp_path: Path, cache_dir: Path) -
         ("0", "0.01", "ok"),
         ("1", "0.05", "ok"),
     ]
-    cores = available_cores()
+    cores = joblib.cpu_count()
     threads = max(cores // 2, 1)  # 1 on a 2-core machine
     for row in rows:
         run_dir = Path(row["run_dir"])

@@ -1,25 +1,21 @@
-"""How many threads each job's torch uses, given the Hydra launcher that runs it.
+"""How many threads each job's torch uses: `num_threads` (conf/config.yaml), else what the job's
+launcher already gives it, and the one log line that says which.
 
-`num_threads` (conf/config.yaml) set to a number is used as is. Left at null (automatic):
+`num_threads` set to a number is used as is. Left at null (automatic):
 
-- a single run, or a sweep on Hydra's basic launcher (one job at a time, in this process), keeps
-  torch's own default: nothing is set, so results match those of earlier runs;
-- `hydra/launcher=joblib`: the machine's cores divided by the jobs that run at once, which is
-  `hydra.launcher.n_jobs` (-1 all cores, -2 all but one: joblib's `cores + 1 + n_jobs`), or fewer
-  when the sweep (or a batch of its sweeper) has fewer jobs;
-- `hydra/launcher=submitit_slurm` (and the `slurm` preset): `hydra.launcher.cpus_per_task`, the
-  CPUs SLURM gives each job; when that is null, the cores the job may run on;
-- `hydra/launcher=submitit_local`: `cpus_per_task` when set; else the cores divided by the jobs
-  that run at once (submitit's local executor starts every job of the batch together, each with
-  `tasks_per_node` processes).
+- a single run, or a sweep on Hydra's basic launcher (one job at a time): torch's default, which
+  follows the cores this process may run on and OMP_NUM_THREADS; nothing is set, so results
+  match those of earlier runs;
+- `hydra/launcher=joblib`: joblib's loky workers start with OpenMP capped at the cores divided by
+  the workers (`hydra.launcher.n_jobs`, joblib's convention for -1, -2), and torch reads that
+  cap. Only when fewer jobs run at once (a smaller sweep, or the batches of a sweeper: Optuna's
+  `n_jobs`) does each get the cores divided by those instead;
+- submitit: `hydra.launcher.cpus_per_task` where set; else on SLURM the cores given to the job,
+  and with `submitit_local`, which starts every job of a batch together on this machine, the
+  cores divided by the jobs (times their `tasks_per_node`).
 
-Always at least 1. "The machine's cores" are those this process may run on
-(`os.sched_getaffinity`), so a CPU set given by taskset, a container or SLURM counts, not the
-whole machine. `configure_threads` applies the choice (`torch.set_num_threads`, and
-`torch.set_num_interop_threads` where torch still allows it) and logs it in one line. It also
-sets OMP_NUM_THREADS: with DDP (a single run), Lightning gives each process cores / processes on
-the node when it starts them unless OMP_NUM_THREADS is set, and its processes inherit the
-variable; so an explicit `num_threads` holds there too, and null leaves it to Lightning.
+"The cores" are joblib's count: those this process may run on (taskset, a container's or
+SLURM's CPU set and quota), not the whole machine. Always at least 1.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.compat import BASIC_LAUNCHER
 
@@ -44,28 +40,10 @@ SUBMITIT_SLURM = f"{_PLUGINS}.hydra_submitit_launcher.submitit_launcher.SlurmLau
 
 @dataclass(frozen=True)
 class ThreadChoice:
-    threads: int | None  # None: torch's default, left alone
+    """The thread count a job sets (None: it leaves torch's own), and why."""
+
+    threads: int | None
     reason: str
-
-    def describe(self) -> str:
-        count = "torch's default" if self.threads is None else str(self.threads)
-        return f"torch threads: {count} ({self.reason})"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def joblib_workers(n_jobs: Any, cores: int) -> int:
-    """Joblib's worker count for `n_jobs`: negative counts back from the cores (-1 all of them),
-    per joblib's convention; null (and 0, which joblib refuses) as one."""
-    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
-        return 1
-    return max(cores + 1 + n_jobs, 1) if n_jobs < 0 else n_jobs
 
 
 def _positive(value: Any) -> int | None:
@@ -82,18 +60,22 @@ def choose_threads(
 ) -> ThreadChoice:
     """The thread count for one job.
 
-    `launcher`: `hydra.launcher` as the job sees it; `cores`: `available_cores()`; `batch`: the
+    `launcher`: `hydra.launcher` as the job sees it; `cores`: `joblib.cpu_count()`; `batch`: the
     most jobs the sweep launches together, where known (its number of jobs, or its sweeper's
-    batch size), so 2 jobs on 8 cores with `n_jobs=-1` get 4 threads each, not 1.
+    batch size), so 2 jobs with `n_jobs=-1` on 8 cores get 4 threads each, not 1.
     """
     if num_threads is not None:
         return ThreadChoice(max(int(num_threads), 1), f"num_threads={num_threads}")
     target = str((launcher or {}).get("_target_", "")) if multirun else ""
     if target == JOBLIB:
+        import joblib
+
         n_jobs = launcher.get("n_jobs")
-        workers = joblib_workers(n_jobs, cores)
-        at_once = min(workers, batch) if batch else workers
-        return _shared(cores, at_once, f"hydra.launcher.n_jobs={n_jobs}")
+        workers = joblib.effective_n_jobs(n_jobs)
+        note = f"hydra.launcher.n_jobs={n_jobs}"
+        if batch and batch < workers:  # joblib's cap counts workers that would sit idle
+            return _shared(cores, batch, note)
+        return ThreadChoice(None, f"{cores} cores / {workers} at once: {note}")
     if target in (SUBMITIT_SLURM, SUBMITIT_LOCAL):
         cpus = _positive(launcher.get("cpus_per_task"))
         if cpus is not None:
@@ -102,18 +84,16 @@ def choose_threads(
             return ThreadChoice(cores, f"{cores} cores given to this job, cpus_per_task=null")
         tasks = _positive(launcher.get("tasks_per_node")) or 1
         each = f", {tasks} tasks each" if tasks > 1 else ""
-        note = f"submitit_local starts them together{each}"
-        return _shared(cores, (batch or 1) * tasks, note)
+        return _shared(cores, (batch or 1) * tasks, f"submitit_local starts them together{each}")
     if not multirun:
-        return ThreadChoice(None, "num_threads=null, a single run")
+        return ThreadChoice(None, "num_threads=null, a single run: torch's default")
     if target in (BASIC_LAUNCHER, ""):
-        return ThreadChoice(None, "num_threads=null, one job at a time")
+        return ThreadChoice(None, "num_threads=null, one job at a time: torch's default")
     unknown = target.rsplit(".", 1)[-1]
     return ThreadChoice(None, f"num_threads=null; {unknown} is not known here: set num_threads")
 
 
 def _shared(cores: int, processes: int, note: str) -> ThreadChoice:
-    processes = max(processes, 1)
     threads = max(cores // processes, 1)
     return ThreadChoice(threads, f"{cores} cores / {processes} at once: {note}")
 
@@ -123,8 +103,8 @@ def sweep_batch(hydra_cfg: DictConfig) -> int | None:
     sweeper's batch size (the basic sweeper's `max_batch_size`, Optuna's `n_jobs`)."""
     from src.sweep import naming
 
-    plan = naming.current  # in a job's own process too: it came with the pickled callback
     sweeper = hydra_cfg.get("sweeper") or {}
+    plan = naming.current  # in a job's own process too: it came with the pickled callback
     sizes = [plan.jobs if plan else None, sweeper.get("max_batch_size"), sweeper.get("n_jobs")]
     known = [s for s in map(_positive, sizes) if s is not None]
     return min(known) if known else None
@@ -136,32 +116,20 @@ def configure_threads(cfg: DictConfig) -> ThreadChoice:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    launcher, multirun, batch = None, False, None
+    launcher, multirun, batch, cores = None, False, None, 1
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         launcher = hydra_cfg.get("launcher")  # a DictConfig: .get() resolves interpolations
-        if multirun and cfg.get("num_threads") is None:
-            batch = sweep_batch(hydra_cfg)
-    choice = choose_threads(cfg.get("num_threads"), launcher, multirun, available_cores(), batch)
-    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="") or "").lower()
-    omp = os.environ.get("OMP_NUM_THREADS")
-    if choice.threads is None and omp:  # torch's default follows it (torchrun sets 1)
-        choice = ThreadChoice(None, f"{choice.reason}; OMP_NUM_THREADS={omp}")
-    elif choice.threads is None and strategy == "ddp":
-        choice = ThreadChoice(None, f"{choice.reason}; Lightning's DDP sets cores / processes")
+    if multirun and cfg.get("num_threads") is None:
+        import joblib
+
+        batch, cores = sweep_batch(hydra_cfg), joblib.cpu_count()
+    choice = choose_threads(cfg.get("num_threads"), launcher, multirun, cores, batch)
     if choice.threads is not None:
         torch.set_num_threads(choice.threads)
-        # Processes started later inherit it: Lightning's DDP keeps a set OMP_NUM_THREADS.
+        # Lightning's DDP gives the processes it starts cores / processes unless this is set.
         os.environ["OMP_NUM_THREADS"] = str(choice.threads)
-        try:
-            torch.set_num_interop_threads(choice.threads)
-        except RuntimeError:  # only before the first parallel work (a reused worker: too late)
-            pass
-    log.info(
-        "%s; intra-op %d, inter-op %d",
-        choice.describe(),
-        torch.get_num_threads(),
-        torch.get_num_interop_threads(),
-    )
+    intra, inter = torch.get_num_threads(), torch.get_num_interop_threads()
+    log.info("torch threads: %d (%s); intra-op %d, inter-op %d", intra, choice.reason, intra, inter)
     return choice
