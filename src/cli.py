@@ -105,7 +105,7 @@ def failure(err: BaseException) -> tuple[str, int] | None:
 def run_job(job: Callable[[], Any]) -> Any:
     """Run one job inside Hydra's main; a known failure ends it with its line and exit code.
 
-    In a multirun the job ends instead by raising `src.sweep.JobFailed` (the line and the code)
+    In a multirun the job ends instead by raising `src.errors.JobFailed` (the line and the code)
     after printing its line, or an unexpected error's traceback: the sweep goes on with the next
     job, and `src.sweep.SweepSummary` reports the failure and sets the sweep's exit code.
     """
