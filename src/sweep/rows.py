@@ -74,25 +74,29 @@ def saved_row(saved: Any) -> Row:
     )
 
 
-def _read_metrics(run_dir: Path) -> dict[str, float]:
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    """The summary's metrics from a job's `metrics.json`."""
     import json
 
     saved = json.loads((run_dir / "metrics.json").read_text())
     return {k: float(saved[k]) for k in METRICS if isinstance(saved.get(k), (int, float))}
 
 
-def _number(text: str) -> float | None:
+def as_number(text: str) -> float | None:
+    """A swept value as a number, where it is one (for sorting and plotting)."""
     try:
         return float(text)
     except ValueError:
         return None
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric as the tables show it; `-` where there is none."""
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _time(seconds: float | None) -> str:
+def fmt_time(seconds: float | None) -> str:
+    """A job's wall time as the table shows it: seconds, or minutes from two on."""
     if seconds is None:
         return "-"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -128,5 +132,6 @@ def sorted_rows(rows: list[Row], metric: str | None) -> list[Row]:
     return sorted(rows, key=key)
 
 
-def _jobs(n: int | None) -> str:
+def jobs(n: int | None) -> str:
+    """`1 job`, `4 jobs`: a count in the summary's lines."""
     return f"{n} job" if n == 1 else f"{n} jobs"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from src.io import output_file
 from src.sweep.naming import short_names
-from src.sweep.rows import Row, _number
+from src.sweep.rows import Row, as_number
 
 SEED_KEY = "seed"
 
@@ -52,8 +52,9 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def _seed_order(seed: str) -> tuple:
-    return (_number(seed) is None, _number(seed) or 0.0, seed)
+def seed_order(seed: str) -> tuple:
+    """Seeds in numeric order where they are numbers."""
+    return (as_number(seed) is None, as_number(seed) or 0.0, seed)
 
 
 def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: Path) -> None:
@@ -64,7 +65,7 @@ def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: P
         raise ValueError("no job completed with a metric")
     names = short_names(keys)
     labels = [",".join(f"{names[k]}={v}" for k, v in g.values.items()) or "all" for g in groups]
-    numeric = [_number(g.values[keys[0]]) for g in groups] if len(keys) == 1 else []
+    numeric = [as_number(g.values[keys[0]]) for g in groups] if len(keys) == 1 else []
     use_numbers = bool(numeric) and all(x is not None for x in numeric)
     xs = numeric if use_numbers else list(range(len(groups)))
     fig = Figure(figsize=(4.5 * len(metrics), 3.8))
@@ -96,7 +97,7 @@ def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: P
         handles, titles = ax.get_legend_handles_labels()
         unique = dict(zip(titles, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
-    seeds = sorted({s for g in groups for s in g.seeds}, key=_seed_order)
+    seeds = sorted({s for g in groups for s in g.seeds}, key=seed_order)
     fig.suptitle(f"Over {SEED_KEY}={','.join(seeds)}")
     fig.tight_layout()
     with output_file(Path(path), "figure") as tmp:

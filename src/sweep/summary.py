@@ -54,16 +54,16 @@ from src.sweep.naming import (
 from src.sweep.rows import (
     METRICS,
     Row,
-    _fmt,
-    _jobs,
-    _read_metrics,
-    _time,
+    fmt,
+    fmt_time,
+    jobs,
+    read_metrics,
     saved_row,
     sort_metric,
     sorted_rows,
     text_table,
 )
-from src.sweep.seeds import SEED_KEY, _seed_order, plot_seeds, seed_groups, stats
+from src.sweep.seeds import SEED_KEY, plot_seeds, seed_groups, seed_order, stats
 
 log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
 
@@ -124,7 +124,7 @@ class SweepSummary(Callback):
             row.overrides = [str(o) for o in (job_return.overrides or [])]
             row.values = swept_values(row.overrides, self.keys)
             if not failed:
-                row.metrics = _read_metrics(Path(row.run_dir))
+                row.metrics = read_metrics(Path(row.run_dir))
         except Exception as err:  # the row stays, with what is known
             log.warning("Job %d: incomplete row in the sweep summary (%s).", num, err)
         self.save_row(row)
@@ -208,7 +208,7 @@ class SweepSummary(Callback):
             codes = {r.code for r in failed}
             names = ", ".join(r.folder or str(r.job) for r in failed)
             print(
-                f"error: {len(failed)} of {_jobs(len(rows))} failed ({names}); see {summary}",
+                f"error: {len(failed)} of {jobs(len(rows))} failed ({names}); see {summary}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -240,13 +240,13 @@ class SweepSummary(Callback):
         right = {0, *range(len(self.keys) + 2, len(self.keys) + 3 + len(columns))}
         cells = [
             [str(r.job), *(shown(r.values.get(k, "")) for k in self.keys), r.status]
-            + [_fmt(r.metrics.get(m)) for m in columns]
-            + [_time(r.wall_s), r.folder]
+            + [fmt(r.metrics.get(m)) for m in columns]
+            + [fmt_time(r.wall_s), r.folder]
             for r in sorted_rows(rows, metric)
         ]
         counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "stopped")}
-        run = f"{len(rows)} of {_jobs(self.planned)} run" if len(rows) < (self.planned or 0) else ""
-        title = f"Sweep: {run or _jobs(len(rows))}, " + ", ".join(
+        run = f"{len(rows)} of {jobs(self.planned)} run" if len(rows) < (self.planned or 0) else ""
+        title = f"Sweep: {run or jobs(len(rows))}, " + ", ".join(
             f"{n} {s}" for s, n in counts.items() if n or s != "stopped"
         )
         if metric:
@@ -269,7 +269,7 @@ class SweepSummary(Callback):
                 s = stats(g.metrics.get(m, []))
                 records.append([*g.values.values(), m, *s.values()])
                 label = [shown(v) for v in g.values.values()] if i == 0 else [""] * len(others)
-                numbers = [_fmt(s[k]) for k in ("mean", "std", "min", "max")]
+                numbers = [fmt(s[k]) for k in ("mean", "std", "min", "max")]
                 cells.append([*label, m, *numbers, str(s["n"])])
         with output_file(sweep_dir / "seeds.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
@@ -282,7 +282,7 @@ class SweepSummary(Callback):
             raise  # a failed write: exit code 4 (finish)
         except Exception as err:  # the tables are written: a missing figure is one line
             note = f"\n  (sweep.png not drawn: {err})"
-        seeds = sorted({s for g in groups for s in g.seeds}, key=_seed_order)
+        seeds = sorted({s for g in groups for s in g.seeds}, key=seed_order)
         by = f"grouped by {', '.join(names[k] for k in others)}; " if others else ""
         title = (
             f"Over {SEED_KEY}={','.join(seeds)} ({by}completed jobs only; std: sample standard "
