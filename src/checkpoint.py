@@ -194,18 +194,35 @@ def stored_data_settings(
     return settings
 
 
+def _shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of the network `settings` build, built on the meta device (no memory)."""
+    from src.model.module import BNStateModule
+
+    with torch.device("meta"):
+        module = BNStateModule(**settings)
+    return {k: tuple(v.shape) for k, v in module.state_dict().items() if k.startswith("net.")}
+
+
 def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ckpt_path") -> None:
-    """CheckpointError unless the checkpoint's network has the shape `model_cfg` builds."""
+    """CheckpointError unless the checkpoint's weights have the shapes of the network `model_cfg`
+    builds; the module itself says which settings shape it, so no list of them is kept here."""
     saved = model_settings(ckpt, path, key)
-    for name in ("num_filters", "num_classes"):
-        want = model_cfg.get(name) if model_cfg is not None else None
-        have = saved.get(name)
-        if want is not None and have is not None and want != have:
-            raise CheckpointError(
-                f"{key}={path}: was trained with model.{name}={have}, but this run has "
-                f"model.{name}={want}; a checkpoint only continues with the same network "
-                f"(set model.{name}={have})"
-            )
+    given = {k: model_cfg.get(k) for k in saved if model_cfg is not None and k in model_cfg}
+    want = {**saved, **{k: v for k, v in given.items() if v is not None}}
+    stored = ckpt["state_dict"].items()
+    have = {k: tuple(getattr(v, "shape", ())) for k, v in stored if k.startswith("net.")}
+    if _shapes(want) == have:
+        return
+    # Each differing setting that alone changes a shape (num_filters, num_classes, ...).
+    names = [k for k in want if want[k] != saved[k] and _shapes({**saved, k: want[k]}) != have]
+    if not names:
+        raise CheckpointError(f"{key}={path}: its weights do not fit the network it describes")
+    was = ", ".join(f"model.{n}={saved[n]}" for n in names)
+    now = ", ".join(f"model.{n}={want[n]}" for n in names)
+    raise CheckpointError(
+        f"{key}={path}: was trained with {was}, but this run has {now}; a checkpoint only "
+        f"continues with the same network (set {' '.join(f'model.{n}={saved[n]}' for n in names)})"
+    )
 
 
 def loader_position(

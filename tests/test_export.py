@@ -156,3 +156,21 @@ def test_bad_input_is_one_line_and_no_run_folder(
     assert proc.returncode == 2
     assert_one_line_error(proc, *(n.format(tmp=tmp_path) for n in needles))
     assert not run.exists()
+
+
+def test_a_layer_the_mat_writer_does_not_know_is_one_line_and_no_file(
+    ckpt: Path, net: DigitsNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network option adding a layer type (2x2 max pooling, say): format=mat names the type,
+    exit 2, and leaves no model.mat that would compute something else."""
+    import copy
+
+    pooled = copy.deepcopy(net)
+    pooled.add_module("pool", torch.nn.MaxPool2d(2))
+    monkeypatch.setattr("src.export.trained_network", lambda cfg, saved: pooled)
+    run = tmp_path / "run"
+    proc = cli_in_process(f"ckpt_path={ckpt}", "format=mat", f"hydra.run.dir={run}",
+                          module="src.export")  # fmt: skip
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "format=mat", "pool", "MaxPool2d")
+    assert not (run / "model.mat").exists()

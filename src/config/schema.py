@@ -5,6 +5,7 @@ Also what a checkpoint's stored settings must pass (`check_model_settings`, `che
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -97,8 +98,16 @@ def as_config(cfg: DictConfig | dict) -> DictConfig:
 def check_model_settings(cfg: DictConfig | dict) -> None:
     """The `model.*` values, alone: also what a checkpoint's stored settings must pass."""
     cfg = as_config(cfg)
-    for key in ("model.update_state", "model.cuda_graph", "model.sync_batchnorm"):
-        require_bool(cfg, key)
+    # Typed from the network's own signature: a new true/false or number argument is checked
+    # by its default's type without being listed here; only ranges are written out below.
+    from src.model.module import BNStateModule
+
+    for name, param in inspect.signature(BNStateModule).parameters.items():
+        kind = type(param.default)
+        if kind is bool:
+            require_bool(cfg, f"model.{name}")
+        elif kind in (int, float):
+            number_at(cfg, f"model.{name}", integer=kind is int)
     require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
     bn_stats = value_at(cfg, "model.bn_stats")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.errors import ConfigError
 from src.io import output_file
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
@@ -21,6 +22,7 @@ from src.model.network import (
     MATLAB_STATE_NAMES,
     BatchNorm,
     DigitsNet,
+    ImageInput,
 )
 
 
@@ -150,10 +152,24 @@ def _listing(layers: dict[str, dict[str, np.ndarray]], state: bool) -> dict[str,
     }
 
 
+# The layer types `matlab_parameters` and `mat_probabilities` know; ImageInput and Softmax
+# hold nothing to write beyond the mean image, and are applied before and after the others.
+MAT_LAYERS = (ImageInput, nn.Conv2d, BatchNorm, nn.ReLU, nn.Linear, nn.Softmax)
+
+
 def write_mat(net: DigitsNet, path: Path, props: dict[str, str]) -> None:
     """`model.mat`: a struct per layer, plus `Learnables` and `State` as columns and `Info`."""
     import scipy.io
 
+    # Refused before anything is written: a skipped layer would make a file that computes
+    # something else, and its read-back a shape traceback.
+    for name, layer in net.named_children():
+        if not isinstance(layer, MAT_LAYERS):
+            raise ConfigError(
+                f"format=mat: layer {name} is a {type(layer).__name__}, which the .mat writer "
+                "does not know (it writes convolution, batch norm, ReLU and fully connected "
+                "layers); use format=onnx"
+            )
     layers = matlab_parameters(net)
     for name, layer in net.batch_norms().items():
         layers[name]["Epsilon"] = np.float64(layer.epsilon)  # batchNormalizationLayer's Epsilon
