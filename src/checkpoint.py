@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import pickle
 import shutil
 import zipfile
@@ -40,38 +42,57 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path
 
     Raises CheckpointError naming `key`, the file and the fault for anything else: an empty,
     truncated or foreign file, a bare state_dict, a plain `torch.save` of something else.
+    The file is opened once a process while it is unchanged (the checks, the resume step, and
+    Lightning's own load all ask for it); each caller gets its own copy, as Lightning's hooks
+    edit the checkpoint they are given.
     """
     where = f"{key}={path}"
     if not path.is_file():
         raise CheckpointError(f"{where}: no such checkpoint file")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise CheckpointError(f"{where}: the file is empty (0 bytes), not a checkpoint")
+    # Lightning asks with map_location=None; the weights then reach the model's device as they
+    # load (load_state_dict copies, the optimizer moves its state to its parameters' device).
+    device = "cpu" if map_location is None else map_location
+    content = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, str(device))
+    try:
+        return copy.deepcopy(_load(content, device))
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: {err}") from err.__cause__
+
+
+@functools.lru_cache(maxsize=2)
+def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
+    """The checkpoint at `content[0]` as it is now (`content`: path, inode, mtime, size, device),
+    loaded and checked; a CheckpointError says the fault, without the file's name."""
+    path = Path(content[0])
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # random bytes make the unpickler raise almost anything
         if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
             # torch's own format, holding Python objects beyond tensors, dicts and numbers
             raise CheckpointError(
-                f"{where}: holds Python objects that a safe load (weights_only=True) refuses; "
+                "holds Python objects that a safe load (weights_only=True) refuses; "
                 "it was not written by this project"
             ) from err
         raise CheckpointError(
-            f"{where}: cannot be read: the file is damaged, truncated or not a PyTorch "
+            "cannot be read: the file is damaged, truncated or not a PyTorch "
             f"checkpoint ({first_line(err)})"
         ) from err
     if not isinstance(data, dict):
         raise CheckpointError(
-            f"{where}: holds a {type(data).__name__}, not a training checkpoint of this project"
+            f"holds a {type(data).__name__}, not a training checkpoint of this project"
         )
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(
-            f"{where}: holds bare weights (a state_dict), not a training checkpoint with the "
+            "holds bare weights (a state_dict), not a training checkpoint with the "
             "optimizer and loop state; it cannot be resumed or evaluated"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing or not any(k.startswith("net.") for k in data.get("state_dict", {})):
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
-        raise CheckpointError(f"{where}: is not a training checkpoint of this project ({what})")
+        raise CheckpointError(f"is not a training checkpoint of this project ({what})")
     return data
 
 

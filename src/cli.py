@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from src.config.compose import preflight
-from src.config.rules import check_config
+from src.config.rules import check_config, checking_once
 from src.console import route_output
 from src.errors import (
     CheckpointError,
@@ -30,6 +30,7 @@ from src.errors import (
     DataError,
     RunStopped,
     TrainingDiverged,
+    keep_checkpoint,
     one_line,
     stop_on_signals,
 )
@@ -42,6 +43,10 @@ EXIT_WRITE_FAILED = 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 log = logging.getLogger(__name__)
+
+# Whether `run` set this process up (output, signals) for the job it starts; a launcher that runs
+# the job in a process of its own finds it false there.
+_in_command = {"run": False}
 
 
 class _DropAdverts(logging.Filter):
@@ -109,9 +114,11 @@ def run_job(job: Callable[[], Any]) -> Any:
     after printing its line, or an unexpected error's traceback: the sweep goes on with the next
     job, and `src.sweep.SweepSummary` reports the failure and sets the sweep's exit code.
     """
-    setup()  # again: a launcher may run the job in a process of its own
+    if not _in_command["run"]:  # a launcher's own process: what `run` did in the first one
+        setup()
+        stop_on_signals()
+    keep_checkpoint(None)  # a sweep's next job has kept no checkpoint yet
     route_output()  # Lightning's lines and warnings into the run's log file; bar-safe console
-    stop_on_signals()  # again: in a launcher's own process too; and no checkpoint kept yet
     try:
         return job()
     except (Exception, RunStopped) as err:
@@ -152,20 +159,23 @@ def run(
     """Check the command line's config first (`check` on every composition, sweeps included),
     so mistakes cost one line and no run folder."""
     previous = stop_on_signals()  # first: Ctrl-C at any moment stops the run
+    _in_command["run"] = True
     try:
         setup()
-        try:
-            multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
-            if multirun:  # parallel jobs would each create it, at once: here, once, first
-                prepare_mlflow_stores(configs)
-        except (ConfigError, CheckpointError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        main()
+        with checking_once():  # the job does not redo the checks passed here
+            try:
+                multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
+                if multirun:  # parallel jobs would each create it, at once: here, once, first
+                    prepare_mlflow_stores(configs)
+            except (ConfigError, CheckpointError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            main()
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
         line, code = failure(err)
         print(line, file=sys.stderr, flush=True)
         sys.exit(code)
     finally:  # run in-process (tests, a notebook): the caller's handlers again
+        _in_command["run"] = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)

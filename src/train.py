@@ -90,8 +90,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume = {}
     ckpt_path = cfg.get("ckpt_path")
     training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
-    if ckpt_path and training:
-        step = int(read_checkpoint(Path(ckpt_path))["global_step"])
+    ckpt = read_checkpoint(Path(ckpt_path)) if ckpt_path else {}
+    if ckpt and training:
+        step = int(ckpt["global_step"])
         resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}
         log.info("Resuming from %s (iteration %d).", ckpt_path, step)
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), resume)
@@ -103,7 +104,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if training:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     else:  # its weights and batch-norm state (model.bn_stats picks which), as src.evaluate does
-        ckpt = read_checkpoint(Path(ckpt_path))
         model = build_model(ckpt, Path(ckpt_path), cfg.model.get("bn_stats"), datamodule)
         log.info("Testing %s (iteration %d); no training (train=false).", ckpt_path,
                  int(ckpt["global_step"]))  # fmt: skip

@@ -34,10 +34,39 @@ from src.errors import ConfigError, first_line
 _PLACEHOLDER_OUTPUT_DIR = "<run folder>"
 
 
+# Within one command (`checking_once`): the configs already checked, so that the job does not
+# redo the checks the command line passed before Hydra made its folder. None: check every time.
+_checked: dict[str, set[str] | None] = {"seen": None}
+
+
+@contextlib.contextmanager
+def checking_once() -> Iterator[None]:
+    """While one command runs, each config (and run mode) is checked once, not again in the job."""
+    _checked["seen"] = set()
+    try:
+        yield
+    finally:
+        _checked["seen"] = None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
+    from hydra.core.hydra_config import HydraConfig
+
     settings = OmegaConf.to_container(cfg, resolve=False)
     settings.pop("hydra", None)
+    # A multirun's job checks again: only it knows it is one (DDP is refused there).
+    multirun = HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
+    key, seen = repr((settings, multirun)), _checked["seen"]
+    if seen is not None and key in seen:
+        return
+    _check_all(cfg, settings)
+    if seen is not None:
+        seen.add(key)
+
+
+def _check_all(cfg: DictConfig, settings: dict) -> None:
+    """Every check of `check_config`, in order."""
     unset = unset_keys(settings)
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
