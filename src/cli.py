@@ -21,8 +21,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from src.config import rules
 from src.config.compose import preflight
-from src.config.rules import check_config, checking_once
+from src.config.rules import check_config
 from src.console import route_output
 from src.errors import (
     CheckpointError,
@@ -162,20 +163,20 @@ def run(
     _in_command["run"] = True
     try:
         setup()
-        with checking_once():  # the job does not redo the checks passed here
-            try:
-                multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
-                if multirun:  # parallel jobs would each create it, at once: here, once, first
-                    prepare_mlflow_stores(configs)
-            except (ConfigError, CheckpointError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(EXIT_BAD_INPUT)
-            main()
+        rules.checked = set()  # the job does not redo the checks passed here
+        try:
+            multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
+            if multirun:  # parallel jobs would each create it, at once: here, once, first
+                prepare_mlflow_stores(configs)
+        except (ConfigError, CheckpointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        main()
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
         line, code = failure(err)
         print(line, file=sys.stderr, flush=True)
         sys.exit(code)
     finally:  # run in-process (tests, a notebook): the caller's handlers again
-        _in_command["run"] = False
+        _in_command["run"], rules.checked = False, None
         for signum, handler in previous.items():
             signal.signal(signum, handler)

