@@ -53,14 +53,11 @@ def _sweep_values(o: Any) -> list[str]:
     return [repr(float(start)), repr(math.nextafter(float(end), float(start)))]
 
 
-def _sweeper_params(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
+def _sweeper_params(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
     lines, but for the keys the command line sets itself (they replace the config's)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
 
-    if not (multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN):
-        return []
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
     return [f"{key}={value}" for key, value in params.items() if key not in given]
@@ -116,8 +113,6 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    mode = OmegaConf.select(cfg, "hydra.mode", default=None)
-    multirun = multirun or str(mode).endswith("MULTIRUN")
     if not multirun:
         for o in OverridesParser.create().parse_overrides(overrides):
             if o.is_sweep_override():
@@ -179,23 +174,22 @@ def preflight(
                         raise ConfigError(one_line(err)) from err
                 return done[key]
 
+            mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
+            multirun = args.multirun or str(mode).endswith("MULTIRUN")
             # The config's own search space (hparams_search=optuna) is swept too: each value of it.
-            searched = _sweeper_params(composed(runs[0]), args.overrides, args.multirun)
+            searched = _sweeper_params(composed(runs[0]), args.overrides) if multirun else []
             if searched:
                 try:
                     runs = _compositions([*searched, *args.overrides])
                 except HydraException as err:
                     raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
             first = composed(runs[0])
-            _check_sweep_mode(first, args.overrides, args.multirun)
+            _check_sweep_mode(first, args.overrides, multirun)
             for overrides in runs:
                 cfg = composed(overrides)
                 check(cfg)
                 if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
-                    check_output_folder(cfg, args.multirun)
-            multirun = args.multirun or str(OmegaConf.select(first, "hydra.mode")).endswith(
-                "MULTIRUN"
-            )
+                    check_output_folder(cfg, multirun)
             return multirun and not args.cfg, list(done.values())
     finally:
         GlobalHydra.instance().clear()
