@@ -210,17 +210,17 @@ def _shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
     with torch.device("meta"):
         module = BNStateModule(**settings)
-    return {k: tuple(v.shape) for k, v in module.state_dict().items() if k.startswith("net.")}
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
 def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ckpt_path") -> None:
-    """CheckpointError unless the checkpoint's weights have the shapes of the network `model_cfg`
-    builds; the module itself says which settings shape it, so no list of them is kept here."""
+    """CheckpointError unless the checkpoint's weights are those of the network `model_cfg`
+    builds, key for key and shape for shape (what `load_state_dict` would refuse); the module
+    itself says which settings shape it, so no list of them is kept here."""
     saved = model_settings(ckpt, path, key)
     given = {k: model_cfg.get(k) for k in saved if model_cfg is not None and k in model_cfg}
     want = {**saved, **{k: v for k, v in given.items() if v is not None}}
-    stored = ckpt["state_dict"].items()
-    have = {k: tuple(getattr(v, "shape", ())) for k, v in stored if k.startswith("net.")}
+    have = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
     if _shapes(want) == have:
         return
     # Each differing setting that alone changes a shape (num_filters, num_classes, ...).

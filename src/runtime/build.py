@@ -25,7 +25,7 @@ from src.checkpoint import (
 )
 from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule
-from src.errors import CheckpointError, ConfigError, DataError
+from src.errors import ConfigError, DataError
 from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
@@ -106,14 +106,8 @@ def build_model(
     used = saved.get("used", "running")  # what the state_dict holds
     chosen = bn_stats or used
     model = BNStateModule(**{**model_settings(ckpt, path), "bn_stats": chosen})
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:  # hyper_parameters and weights disagree: not this project's
-        lines = str(err).strip().splitlines()  # the first only says "Error(s) in loading"
-        detail = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise CheckpointError(
-            f"ckpt_path={path}: its weights do not fit the network it describes ({detail})"
-        ) from err
+    # The weights fit: check_config's check_network_matches compared them key for key.
+    model.load_state_dict(ckpt["state_dict"])
     if chosen != used and saved.get(chosen) is not None:
         model.net.state = saved[chosen]
         source = "stored in the checkpoint's bn_statistics"
