@@ -186,18 +186,13 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
 )  # fmt: skip
 # Keys that are null (automatic) or a number.
 GROUP_NULL_NUMBERS = (("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),)
+# True/false keys whose class's default does not say so (null there); every other one is typed
+# by its class's own default (`src.config.targets`).
 GROUP_BOOLS = (
     "optimizer._partial_",
-    "optimizer.amsgrad",
-    "optimizer.nesterov",
     "scheduler.scheduler._partial_",
-    "scheduler.scheduler.cycle_momentum",
     "callbacks.early_stopping.check_on_train_epoch_end",
-    "callbacks.early_stopping.verbose",
-    "logger.mlflow.log_model",
-    "logger.tensorboard.default_hp_metric",
     "trainer.enable_model_summary",
-    "trainer.use_distributed_sampler",
 )
 
 

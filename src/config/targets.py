@@ -11,7 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.schema import ABSENT, leaves
+from src.config.schema import ABSENT, leaves, require_bool
 from src.errors import ConfigError, first_line
 
 # Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
@@ -73,7 +73,7 @@ def check_targets(cfg: DictConfig, settings: dict) -> None:
         _check_arguments(cfg, path, node)
 
 
-def _parameters(target: Any) -> tuple[list[str], bool] | None:
+def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
     """The keyword arguments `target` takes and whether it takes **kwargs; None if unknowable."""
     try:
         signature = inspect.signature(target)
@@ -81,8 +81,8 @@ def _parameters(target: Any) -> tuple[list[str], bool] | None:
         return None
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     params = signature.parameters.values()
-    names = [p.name for p in params if p.kind in kinds]
-    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return [p for p in params if p.kind in kinds], open_kwargs
 
 
 def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
@@ -127,7 +127,13 @@ def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
     found = _parameters(target)
     if found is None:
         return
-    taken, open_kwargs = found
+    params, open_kwargs = found
+    # Typed by the class's own defaults: a true/false argument takes true or false, whatever
+    # class or new option it is (a number default says too little: SGD's momentum=0 is a float).
+    for p in params:
+        if isinstance(p.default, bool) and p.name in node:
+            require_bool(cfg, f"{path}.{p.name}")
+    taken = [p.name for p in params]
     note = ""
     extra = [k for k in map(str, node) if not k.startswith("_") and k not in taken]
     if extra and open_kwargs:
