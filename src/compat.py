@@ -48,18 +48,6 @@ def count_optimizer_step(optimizer: Any) -> None:
     optimizer._on_after_step()
 
 
-def lr_monitor_stats(monitor: Any, trainer: Any) -> tuple[int, dict[str, float]] | None:
-    """What Lightning's `LearningRateMonitor` would log at this iteration, and the step it would
-    log it at; None when the trainer does not log at this iteration. For a module that writes
-    the rates with its other per-iteration values (one TensorBoard event an iteration): the
-    monitor's public hooks log through `logger.log_metrics` themselves."""
-    if not trainer._logger_connector.should_update_logs:
-        return None
-    interval = "step" if monitor.logging_interval is None else "any"
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped
-    return step, monitor._extract_stats(trainer, interval)
-
-
 def event_file_writer(writer: Any) -> Any:
     """The event file writer of a TensorBoard `SummaryWriter` (reopened if it was closed): one
     `add_summary` of it writes a whole iteration's values as one event; the public `add_scalar`

@@ -123,9 +123,21 @@ def first_line(err: BaseException) -> str:
     return lines[0].strip() if lines else type(err).__name__
 
 
+# Callbacks that became reports run once at the end (conf/reports): their old keys say so.
+REPORTS = {
+    "callbacks.state_report": "reports.state_tables",
+    "callbacks.training_progress_plot": "reports.training_progress",
+    "callbacks.first_batch_grid": "reports.first_batch",
+    "callbacks.confusion_matrix": "reports.confusion_matrix",
+}
+
+
 def one_line(err: BaseException) -> str:
     """Hydra's composition errors span many lines; keep what names the key or option."""
     text = str(err).split("Config search path:")[0]
+    for old, new in REPORTS.items():
+        if f"'{old}" in text:
+            return f"{old} is no longer a callback but a report: switch it off with {new}=false"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     cause = err.__cause__
     if cause is not None and str(cause).strip():

@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from src.callbacks.figures import ConfusionMatrixReport
+from src.callbacks.figures import confusion_matrix
 from src.checkpoint import model_settings
 from src.cli import run, run_job
 from src.io import write_text
@@ -44,7 +44,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
-        callbacks=[ConfusionMatrixReport()],
         logger=instantiate_group(cfg.get("logger")) or False,
         enable_checkpointing=False,
         enable_progress_bar=False,  # a few test batches: the bar would only add noise
@@ -52,6 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for results in trainer.test(model, datamodule=datamodule, verbose=False):
         metrics.update({k: float(v) for k, v in results.items()})
+    confusion_matrix(trainer, model)
     metrics.update(
         ckpt_path=str(Path(cfg.ckpt_path).resolve()),
         bn_stats=model.bn_stats,

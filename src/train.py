@@ -13,6 +13,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.callbacks import figures
+from src.callbacks.state_report import network_tables, state_after_training
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
 from src.cli import run, run_job
 from src.config.rules import check_config
@@ -100,9 +102,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
+    # What is reported once (conf/reports) is called here, not dispatched at every iteration.
+    reports = cfg.get("reports") or {}
     # weights_only: a checkpoint holds tensors, dicts and numbers only; nothing else is trusted.
     if training:
+        if reports.get("state_tables"):
+            network_tables(model.net, ckpt or None)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if reports.get("first_batch"):
+            figures.first_batch(trainer, model)
+        if reports.get("training_progress"):
+            figures.training_progress(trainer, model)
+        if reports.get("state_tables"):
+            state_after_training(model)
     else:  # its weights and batch-norm state (model.bn_stats picks which), as src.evaluate does
         model = build_model(ckpt, Path(ckpt_path), cfg.model.get("bn_stats"), datamodule)
         log.info("Testing %s (iteration %d); no training (train=false).", ckpt_path,
@@ -121,6 +133,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Testing with bn_stats=%s: %s.", bn_stats, said)
         for results in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
+        if reports.get("confusion_matrix"):
+            figures.confusion_matrix(trainer, model)
         metrics[f"test/acc_{bn_stats}"] = metrics["test/acc"]
         log.info("Test accuracy (%s): %.4f", state_label(bn_stats, carried), metrics["test/acc"])
     log_hyperparameters(trainer.loggers, cfg, metrics)  # fast_dev_run: none (Lightning's dummy)

@@ -102,7 +102,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     # the resumed run's TensorBoard has the whole curve, each iteration once
     assert loss_steps(tmp_path / "resumed") == list(range(2 * ITERS))
     # the progress figure's history continues from the checkpoint
-    plot = final["callbacks"]["TrainingProgressPlot"]
+    plot = final["history"]
     assert plot["iterations"] == list(range(1, 2 * ITERS + 1))
     assert sorted(plot["epochs"]) == [0, ITERS]
 

@@ -90,36 +90,3 @@ def test_each_shim_says_why_no_public_api_serves(name: str) -> None:
     assert "public" in (getattr(compat, name).__doc__ or "") or "Lightning" in (
         getattr(compat, name).__doc__ or ""
     )
-
-
-def test_the_rate_monitor_says_what_it_would_log_and_when() -> None:
-    import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor
-    from lightning.pytorch.loggers import CSVLogger
-
-    seen: list = []
-
-    class Watch(LearningRateMonitor):
-        def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
-            seen.append(compat.lr_monitor_stats(self, trainer))
-
-    class Module(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch, batch_idx):
-            return self.layer(batch).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.25)
-
-    import tempfile
-
-    data = torch.utils.data.DataLoader(torch.zeros(6, 2), batch_size=2)
-    with tempfile.TemporaryDirectory() as folder:
-        trainer = L.Trainer(max_epochs=1, logger=CSVLogger(folder), log_every_n_steps=2,
-                            callbacks=[Watch()], enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
-        trainer.fit(Module(), data)
-    assert seen == [None, (1, {"lr-SGD": 0.25}), None]

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks.first_batch import FirstBatchGrid
+from src.callbacks import figures
 from tests.conftest import TINY, compose_config
 
 
@@ -17,19 +17,19 @@ def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> No
 
     run = tmp_path / "run"
     calls: list[int] = []
-    original = FirstBatchGrid.on_train_batch_start
+    original = figures.first_batch
 
-    def counting(self, trainer, pl_module, batch, batch_idx) -> None:
-        calls.append(batch_idx)
-        original(self, trainer, pl_module, batch, batch_idx)
+    def counting(trainer, module) -> None:
+        calls.append(module.global_step)
+        original(trainer, module)
 
-    FirstBatchGrid.on_train_batch_start = counting
+    figures.first_batch = counting
     try:
         # 200 images in batches of 32: 6 iterations an epoch, two epochs.
         train(compose_config([*TINY, "trainer.max_epochs=2", "test=false"], run, cache_dir))
     finally:
-        FirstBatchGrid.on_train_batch_start = original
-    assert len(calls) == 12
+        figures.first_batch = original
+    assert calls == [12]  # once, after training, not at every iteration
 
     grid = np.asarray(Image.open(run / "first_batch.png"))
     assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)  # 32 images, 6 a row

@@ -270,7 +270,7 @@ def test_confusion_matrix_title_says_when_nothing_was_carried(
     matrix = np.eye(3, dtype=int) * 4
     for stats, carried in (("running", True), ("running", False), ("population", False)):
         module = SimpleNamespace(last_confusion_matrix=matrix, bn_stats=stats, update_state=carried)
-        figures.ConfusionMatrixReport().on_test_end(SimpleNamespace(), module)
+        figures.confusion_matrix(SimpleNamespace(), module)
     assert titles == [
         "Test accuracy 1.0000 (running statistics)",
         "Test accuracy 1.0000 (initial state, not carried)",

@@ -14,7 +14,6 @@ import torch
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 from src.model.cuda_graph import CapturedStep, EagerBackend
 from src.model.module import BNStateModule
-from src.model.step_values import StepValues
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -31,30 +30,6 @@ def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, accelerator: str = "cp
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     return trainer, model
-
-
-def test_step_values_come_back_in_one_block_each_with_its_step() -> None:
-    values = StepValues()
-    for step in range(5):
-        values.add(step, **{"train/loss": torch.tensor(step / 10), "elapsed": float(step)})
-        values.add_histogram(step, "bn1/running_mean", torch.full((3,), float(step)))
-    values.add(4, to_loggers=False, extra=torch.tensor(7.0))  # same step: the same record
-    records = values.take()
-    assert len(values) == 0 and [r.step for r in records] == [0, 1, 2, 3, 4]
-    assert [r.scalars["train/loss"] for r in records] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
-    assert all(isinstance(v, float) for r in records for v in r.scalars.values())
-    assert records[4].scalars["extra"] == 7.0 and not records[4].to_loggers
-    assert records[3].to_loggers
-    assert torch.equal(records[2].histograms["bn1/running_mean"], torch.full((3,), 2.0))
-
-
-def test_recorded_tensors_are_copies() -> None:
-    """A buffer reused by the next iteration (a replayed graph's output) cannot change them."""
-    values, buffer = StepValues(), torch.tensor(1.0)
-    values.add(0, loss=buffer)
-    buffer.fill_(2.0)
-    values.add(1, loss=buffer)
-    assert [r.scalars["loss"] for r in values.take()] == [1.0, 2.0]
 
 
 def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
@@ -266,7 +241,7 @@ def test_block_histograms_equal_numpys() -> None:
     counts and moments; a tensor with a NaN keeps only its finite values."""
     import numpy as np
 
-    from src.model.step_values import _histograms
+    from src.model.step_block import histograms as _histograms
 
     rows = [torch.randn(20) * (i + 1) for i in range(7)] + [torch.full((20,), 3.0)]
     rows.append(torch.tensor([1.0, float("nan"), 2.0, 4.0]))

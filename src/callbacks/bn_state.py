@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.model.network import State
@@ -48,9 +47,6 @@ class BatchNormStateMonitor(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if hasattr(pl_module, "watch_state"):
             pl_module.watch_state = True
-            pl_module.watch_histograms = trainer.is_global_zero and any(
-                isinstance(logger, TensorBoardLogger) for logger in trainer.loggers
-            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._at_start = clone_state(pl_module.net.state)

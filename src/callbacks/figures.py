@@ -1,11 +1,13 @@
-"""Pictures people would rather look at than read: the training-progress plot and the
-test set's confusion matrix, saved as PNGs in the run directory and sent to TensorBoard."""
+"""Pictures people would rather look at than read: the training-progress plot, the test set's
+confusion matrix and the first training batch, saved as PNGs in the run directory and sent to
+TensorBoard. Plain functions the entry points call once, after training or testing: a
+callback would be called by Lightning at every hook of every iteration."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -16,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from src.callbacks.progress import epoch_number, hms
+from src.data.digit_stats import image_grid
 from src.io import output_file
 from src.model.state import state_label
 
@@ -51,66 +54,51 @@ def save_figure(trainer: L.Trainer, fig: Figure, filename: str, tag: str) -> Pat
     return path
 
 
-class TrainingProgressPlot(L.Callback):
-    """At the end of training, `training_progress.png`: loss against iteration, epoch boundaries
-    marked, titled "Epoch: N, Elapsed: hh:mm:ss" like the example's figure."""
+@rank_zero_only
+def training_progress(
+    trainer: L.Trainer, module: L.LightningModule, filename: str = "training_progress.png"
+) -> None:
+    """`training_progress.png`: loss against iteration, epoch boundaries marked, titled
+    "Epoch: N, Elapsed: hh:mm:ss" like the example's figure (`module.history`, kept in
+    checkpoints: a resumed run draws its whole history)."""
+    history = module.history
+    if not history["iterations"]:
+        return
+    fig, ax = new_figure(8, 4.5)
+    ax.plot(history["iterations"], history["losses"], color=LOSS_COLOUR, linewidth=1.2)
+    for start in sorted(set(history["epochs"]))[1:]:
+        ax.axvline(start + 0.5, color="0.6", linestyle="--", linewidth=0.8)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, max(history["iterations"]) + 1)
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("Loss")
+    ax.grid(True, alpha=0.4)
+    ax.set_title(f"Epoch: {epoch_number(trainer)}, Elapsed: {hms(module.elapsed())}")
+    fig.tight_layout()
+    path = save_figure(trainer, fig, filename, "train/progress")
+    log.info("Training progress plot: %s", path)
 
-    def __init__(self, filename: str = "training_progress.png") -> None:
-        self.filename = filename
-        self.iterations: list[int] = []
-        self.losses: list[float] = []
-        self.epoch_starts: list[int] = []
-        self._module: L.LightningModule | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._module = pl_module
+@rank_zero_only
+def first_batch(
+    trainer: L.Trainer, module: L.LightningModule, filename: str = "first_batch.png"
+) -> None:
+    """`first_batch.png` and `train/first_batch`: the run's first training batch as an image
+    grid, what the network is actually shown (`module.first_batch`, noted by its first step)."""
+    if module.first_batch is None:
+        return
+    from PIL import Image
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # From the epoch number, not the current step: a run resumed mid-epoch starts there.
-        start = trainer.current_epoch * trainer.num_training_batches
-        if start not in self.epoch_starts:
-            self.epoch_starts.append(start)
-
-    def on_step_values(self, trainer: L.Trainer, pl_module: L.LightningModule, records) -> None:
-        """Every iteration's loss, a block at a time (`BNStateModule.flush_step_values`)."""
-        for record in records:
-            if "train/loss" in record.scalars:
-                self.iterations.append(record.step + 1)
-                self.losses.append(float(record.scalars["train/loss"]))
-
-    def _flush(self) -> None:
-        if self._module is not None and hasattr(self._module, "flush_step_values"):
-            self._module.flush_step_values()
-
-    # kept in checkpoints, so a resumed run draws its whole history
-    def state_dict(self) -> dict[str, Any]:
-        self._flush()  # the values of iterations not yet written out belong in it too
-        return {"iterations": self.iterations, "losses": self.losses, "epochs": self.epoch_starts}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.iterations = list(state_dict["iterations"])
-        self.losses = list(state_dict["losses"])
-        self.epoch_starts = list(state_dict["epochs"])
-
-    @rank_zero_only
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush()
-        if not self.iterations:
-            return
-        fig, ax = new_figure(8, 4.5)
-        ax.plot(self.iterations, self.losses, color=LOSS_COLOUR, linewidth=1.2)
-        for start in sorted(set(self.epoch_starts))[1:]:
-            ax.axvline(start + 0.5, color="0.6", linestyle="--", linewidth=0.8)
-        ax.set_ylim(bottom=0)
-        ax.set_xlim(0, max(self.iterations) + 1)
-        ax.set_xlabel("Iteration")
-        ax.set_ylabel("Loss")
-        ax.grid(True, alpha=0.4)
-        elapsed = pl_module.elapsed() if hasattr(pl_module, "elapsed") else 0.0
-        ax.set_title(f"Epoch: {epoch_number(trainer)}, Elapsed: {hms(elapsed)}")
-        fig.tight_layout()
-        path = save_figure(trainer, fig, self.filename, "train/progress")
-        log.info("Training progress plot: %s", path)
+    images, step = module.first_batch
+    images = images.detach().float().cpu().numpy()
+    grid = image_grid(images, columns=math.ceil(math.sqrt(len(images))))
+    path = Path(trainer.default_root_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image("train/first_batch", grid, step, dataformats="HW")
+    log.info("First training batch: %s", path)
 
 
 def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
@@ -139,20 +127,16 @@ def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
     return fig
 
 
-class ConfusionMatrixReport(L.Callback):
+@rank_zero_only
+def confusion_matrix(
+    trainer: L.Trainer, module: L.LightningModule, filename: str = "confusion_matrix.png"
+) -> None:
     """After testing, `confusion_matrix.png` in the run directory and in TensorBoard."""
-
-    def __init__(self, filename: str = "confusion_matrix.png") -> None:
-        self.filename = filename
-
-    @rank_zero_only
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        matrix = getattr(pl_module, "last_confusion_matrix", None)
-        if matrix is None:
-            return
-        stats = getattr(pl_module, "bn_stats", "running")
-        label = state_label(stats, getattr(pl_module, "update_state", True))
-        acc = np.trace(matrix) / max(matrix.sum(), 1)
-        fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({label})")
-        path = save_figure(trainer, fig, self.filename, "test/confusion_matrix")
-        log.info("Confusion matrix: %s", path)
+    matrix = getattr(module, "last_confusion_matrix", None)
+    if matrix is None:
+        return
+    label = state_label(module.bn_stats, module.update_state)
+    acc = np.trace(matrix) / max(matrix.sum(), 1)
+    fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({label})")
+    path = save_figure(trainer, fig, filename, "test/confusion_matrix")
+    log.info("Confusion matrix: %s", path)

@@ -204,8 +204,7 @@ def _non_finite(outputs: Any, pl_module: L.LightningModule) -> str | None:
     device; others are checked here, at every iteration.
     """
     if hasattr(pl_module, "non_finite"):
-        found = pl_module.non_finite
-        return None if found is None else f"{found[1]} at iteration {found[0]}"
+        return pl_module.non_finite
     loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
     at = f"at iteration {pl_module.global_step}"
     if loss is not None and not math.isfinite(float(loss)):

@@ -1,19 +1,21 @@
-"""Prints the network as MATLAB shows a dlnetwork: its layers, its learnables and its State."""
+"""Prints the network as MATLAB shows a dlnetwork: its layers, its learnables and its State,
+before training and (the State) after it."""
 
 from __future__ import annotations
 
 import logging
 
-import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from src.model.module import BNStateModule
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
     MATLAB_LEARNABLE_NAMES,
     MATLAB_STATE_NAMES,
     BatchNorm,
     DigitsNet,
+    State,
 )
 from src.model.state import state_label
 
@@ -70,13 +72,14 @@ def learnables_table(net: DigitsNet) -> str:
     )
 
 
-def state_table(net: DigitsNet, values: bool = False) -> str:
-    """MATLAB's `dlnet.State`; with `values`, each tensor's min, mean and max too."""
+def state_table(net: DigitsNet, values: bool = False, state: State | None = None) -> str:
+    """MATLAB's `dlnet.State` (`state`, else the network's own); with `values`, each tensor's
+    min, mean and max too."""
     header = ["Layer", "Parameter", "PyTorch name", "Value"]
     if values:
         header += ["min", "mean", "max"]
     rows = []
-    for full, t in net.state.items():
+    for full, t in (state or net.state).items():
         layer, key = full.rsplit(".", 1)
         row = [layer, MATLAB_STATE_NAMES[key], full, _shape(t)]
         if values:
@@ -85,22 +88,29 @@ def state_table(net: DigitsNet, values: bool = False) -> str:
     return _table(f"State ({len(rows)})", header, rows)
 
 
-class StateReport(L.Callback):
-    """At the start of fitting, print the layers, learnables and state of the network; at the
-    end, the state again with its values, so the change is visible in the terminal."""
+@rank_zero_only
+def network_tables(net: DigitsNet, resumed: dict | None = None) -> None:
+    """Before training: the layers, learnables and state of the network; resuming, the state
+    training carries on from (the running estimate when the checkpoint predicted with
+    population statistics)."""
+    state = None
+    if resumed is not None:
+        weights = resumed["state_dict"]
+        running = (resumed.get("bn_statistics") or {}).get("running")
+        state = running or {key: weights[f"net.{key}"] for key in net.state}
+    log.info(
+        "\n%s\n\n%s\n\n%s",
+        layers_table(net),
+        learnables_table(net),
+        state_table(net, True, state),
+    )
 
-    @rank_zero_only
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = pl_module.net
-        log.info(
-            "\n%s\n\n%s\n\n%s", layers_table(net), learnables_table(net), state_table(net, True)
-        )
 
-    @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        which = getattr(pl_module, "bn_stats", "running")
-        log.info(
-            "State after training (%s, used for prediction):\n%s",
-            state_label(which, getattr(pl_module, "update_state", True)),
-            state_table(pl_module.net, True),
-        )
+@rank_zero_only
+def state_after_training(module: BNStateModule) -> None:
+    """The state again with its values, so the change is visible in the terminal."""
+    log.info(
+        "State after training (%s, used for prediction):\n%s",
+        state_label(module.bn_stats, module.update_state),
+        state_table(module.net, True),
+    )

@@ -186,13 +186,17 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
 )  # fmt: skip
 # Keys that are null (automatic) or a number.
 GROUP_NULL_NUMBERS = (("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),)
-# True/false keys whose class's default does not say so (null there); every other one is typed
-# by its class's own default (`src.config.targets`).
+# True/false keys whose class's default does not say so (null there), and the reports' switches
+# (no class); every other one is typed by its class's own default (`src.config.targets`).
 GROUP_BOOLS = (
     "optimizer._partial_",
     "scheduler.scheduler._partial_",
     "callbacks.early_stopping.check_on_train_epoch_end",
     "trainer.enable_model_summary",
+    "reports.state_tables",
+    "reports.training_progress",
+    "reports.first_batch",
+    "reports.confusion_matrix",
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -21,8 +20,7 @@ from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
 from src.model.schedulers import build_scheduler
 from src.model.state import BN_STATS_MODES, clone_state, population_statistics
-from src.model.step_block import StepBlock, block_records
-from src.model.step_values import StepRecord, StepValues, merged, write_records
+from src.model.step_block import StepBlock, StepRecord, write_records
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +72,21 @@ class BNStateModule(L.LightningModule):
         self._elapsed_before = 0.0  # seconds trained before a resume
         self.run_config: dict[str, Any] | None = None  # the run's resolved config, if known
         self._start: float | None = None
-        # Per-iteration values (the loss and the new state: one row of a device tensor an
-        # iteration, src/model/step_block.py) stay on the device and are written to the loggers
-        # every `log_block_steps` iterations or `log_block_seconds` seconds, and at every epoch
-        # end and checkpoint: no synchronisation per iteration. Values other code records
-        # (`record_step`, ...) join them from `step_values`.
+        # Per-iteration values: a device row an iteration, written out in blocks of
+        # `log_block_steps` iterations or `log_block_seconds` seconds (src/model/step_block.py).
         self.block: StepBlock | None = None
-        self.step_values = StepValues()
-        # Set by the callbacks that want them (BatchNormStateMonitor, LearningRateMonitor): the
-        # state's watch values and histograms, and the rate's tag, derived when a block is
-        # written out, so that watching costs the training step nothing.
-        self.watch_state = False
-        self.watch_histograms = False
-        self.lr_key: str | None = None
-        self._lr_group: dict[str, Any] = {}
         self.log_block_steps = log_block_steps
         self.log_block_seconds = log_block_seconds
-        self._last_flush = time.monotonic()
-        # Host floats of the last values written out, for the progress bar and metrics.json.
-        self.latest: dict[str, float] = {}
-        # (iteration, what) of the first non-finite loss or state found when writing them out.
-        self.non_finite: tuple[int, str] | None = None
-        # model.cuda_graph: the training step captured once and replayed (src/model/cuda_graph.py)
-        self.cuda_graph = cuda_graph
+        # Set by the callbacks that log them (BatchNormStateMonitor, LearningRateMonitor).
+        self.watch_state = False
+        self.lr_key: str | None = None
+        self.latest: dict[str, float] = {}  # host floats of the last values written out
+        self.non_finite: str | None = None  # what first went non-finite, and when
+        # Every iteration's loss and each epoch's first iteration, for training_progress.png;
+        # kept in checkpoints, so that a resumed run draws its whole history.
+        self.history: dict[str, list] = {"iterations": [], "losses": [], "epochs": []}
+        self.first_batch: tuple[Tensor, int] | None = None  # (images, step), for first_batch.png
+        self.cuda_graph = cuda_graph  # the training step captured once and replayed
         self.captured_step: CapturedStep | None = None
 
     # -- the training loop: the example's, line for line ----------------------------------------
@@ -124,6 +114,8 @@ class BNStateModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
+        if self.first_batch is None:
+            self.first_batch = (x, self.global_step)
         lr = self._lr_group["lr"] if self.lr_key else None  # the rate this iteration uses
         block = self._block()
         if block.n == 0:
@@ -135,11 +127,8 @@ class BNStateModule(L.LightningModule):
             loss, state = self.captured_step(x, y)
             # What Lightning's optimizer wrapper does at each step (the iteration count).
             count_optimizer_step(self.optimizers())
-        block.note(self.global_step - 1, self.elapsed(), lr)
-        if (
-            block.n >= block.capacity
-            or time.monotonic() - self._last_flush > self.log_block_seconds
-        ):
+        block.notes.append((self.global_step - 1, self.elapsed(), lr))
+        if block.due(self.log_block_seconds):
             self.flush_step_values()
         return {"loss": loss}
 
@@ -214,71 +203,30 @@ class BNStateModule(L.LightningModule):
         return self._elapsed_before + running
 
     # -- per-iteration values, written out in blocks ------------------------------------------
-    def record_step(self, copy: bool = True, **values: Tensor | float) -> None:
-        """Record values of the iteration just trained (tensors stay on the device)."""
-        self.step_values.add(self._step(), self._to_loggers(), copy, **values)
-
-    def record_histogram(self, tag: str, values: Tensor, copy: bool = True) -> None:
-        self.step_values.add_histogram(self._step(), tag, values, copy)
-
-    def _step(self) -> int:
-        return self.global_step - 1  # the iteration's 0-based step, as Lightning logs it
-
-    def _to_loggers(self) -> bool:
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return (self._step() + 1) % max(every, 1) == 0
-
-    def flush_step_values(self, when_due: bool = False) -> list[StepRecord]:
-        """Copy the recorded values to the host in one transfer and write them to every logger,
-        each at its own step; callbacks with `on_step_values(trainer, module, records)` get
-        them too. `when_due`: only if the block is full or old enough."""
-        if when_due and len(self.step_values) < self.log_block_steps:
-            if time.monotonic() - self._last_flush < self.log_block_seconds:
-                return []
-        self._last_flush = time.monotonic()
-        records = self._block_records() + self.step_values.take()
-        if not records:
-            return records
-        if len({r.step for r in records}) < len(records):  # values recorded for the same step
-            records = merged(records)
+    def flush_step_values(self) -> list[StepRecord]:
+        """Copy the block's values to the host in one transfer and write them to every logger;
+        callbacks with `on_step_values(trainer, module, records)` get them too."""
+        if self.block is None or self.block.n == 0:
+            return []
+        decay, carried = float(self.net.bn1.decay), bool(self.update_state)
+        records, broken = self.block.take(decay, carried, self.watch_state, self.lr_key)
+        self.non_finite = self.non_finite or broken
         for record in records:
-            finite = record.scalars.pop("_finite", 1.0)
-            if not finite and self.non_finite is None:
-                self.non_finite = (record.step + 1, self._what_is_not_finite(record))
             self.latest.update(record.scalars)
+            self.history["iterations"].append(record.step + 1)
+            self.history["losses"].append(record.scalars["train/loss"])
         if self._trainer is None:
             return records
         if self.trainer.is_global_zero:
+            every = max(self.trainer.log_every_n_steps, 1)
+            logged = [r for r in records if (r.step + 1) % every == 0]
             for logger in self.loggers:
-                write_records(logger, records)
+                write_records(logger, logged)
                 logger.save()
         for callback in self.trainer.callbacks:
             if hasattr(callback, "on_step_values"):
                 callback.on_step_values(self.trainer, self, records)
         return records
-
-    def _block_records(self) -> list[StepRecord]:
-        if self.block is None or self.block.n == 0:
-            return []
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return block_records(
-            self.block,
-            every=max(every, 1),
-            decay=float(self.net.bn1.decay),
-            carried=bool(self.update_state),
-            watch=self.watch_state,
-            histograms=self.watch_histograms,
-            lr_key=self.lr_key,
-        )
-
-    def _what_is_not_finite(self, record: StepRecord) -> str:
-        loss = record.scalars.get("train/loss")
-        if loss is not None and not math.isfinite(loss):
-            return f"the loss is {loss}"
-        for key, value in self.net.state.items():  # the first layer whose state is broken now
-            if not bool(torch.isfinite(value).all()):
-                return f"the batch-norm state {key} is not finite"
-        return "the batch-norm state is not finite"
 
     def mean_over_processes(self, state: State, loss: Tensor) -> tuple[State, Tensor]:
         """The state and the loss averaged over the DDP processes, identical on every process.
@@ -303,6 +251,12 @@ class BNStateModule(L.LightningModule):
         return averaged, flat[start].to(loss.dtype)
 
     # -- after the last epoch: which statistics the network predicts with ------------------------
+    def on_train_epoch_start(self) -> None:
+        # From the epoch number, not the current step: a run resumed mid-epoch starts there.
+        start = self.current_epoch * self.trainer.num_training_batches
+        if start not in self.history["epochs"]:
+            self.history["epochs"].append(start)
+
     def on_train_epoch_end(self) -> None:
         # Runs before the checkpoint callbacks save this epoch: the values written out first,
         # and the last checkpoint holds both states.
@@ -383,6 +337,8 @@ class BNStateModule(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["elapsed_s"] = self.elapsed()
+        self.flush_step_values()  # the iterations not written out yet belong in the history
+        checkpoint["history"] = self.history
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
         # `state_dict` holds the state the network predicts with; this records both candidates.
@@ -394,6 +350,11 @@ class BNStateModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+        # Before 2026-12 the history was the TrainingProgressPlot callback's state.
+        old = checkpoint.get("callbacks", {}).pop("TrainingProgressPlot", None)
+        history = checkpoint.get("history") or old
+        if history:
+            self.history = {key: list(history[key]) for key in self.history}
         stats = checkpoint.get("bn_statistics") or {}
         self.running_state = stats.get("running")
         self.population_state = stats.get("population")

@@ -16,8 +16,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 
-from src.compat import lr_monitor_stats
-
 INTERVALS = ("step", "epoch")
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -96,7 +94,8 @@ def build_scheduler(
 class LearningRateMonitor(_LightningLearningRateMonitor):
     """Lightning's LearningRateMonitor (`lr-SGD`, `lr-Adam`, ... for each optimizer, whether a
     scheduler changes the rate or not), except that a run without a logger (`logger=none`)
-    trains on without it instead of stopping."""
+    trains on without it instead of stopping, and that a single rate goes with the module's
+    other per-iteration values (one TensorBoard event an iteration, src/model/step_block.py)."""
 
     _module_records = False
 
@@ -105,34 +104,20 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
             return
         super().on_train_start(trainer, *args, **kwargs)
         module = trainer.lightning_module
-        optimizers = trainer.optimizers
-        simple = (
+        self._module_records = (
             hasattr(module, "lr_key")
-            and len(optimizers) == 1
-            and len(optimizers[0].param_groups) == 1
+            and len(trainer.optimizers) == 1
             and len(self.lrs) == 1
             and not self.log_momentum
             and not self.log_weight_decay
             and self.logging_interval != "epoch"
         )
-        if simple:
-            # The module notes the rate with each iteration's row and writes it out with the
-            # block, under Lightning's own tag (lr-SGD): nothing to do here per iteration.
+        if self._module_records:  # noted with each iteration's row, under Lightning's own tag
             module.lr_key = next(iter(self.lrs))
-            self._module_records = True
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if self._module_records or not trainer.loggers:
-            return
-        step_values = getattr(trainer.lightning_module, "step_values", None)
-        if step_values is None or self.logging_interval == "epoch":
+        if trainer.loggers and not self._module_records:
             super().on_train_batch_start(trainer, *args, **kwargs)
-            return
-        # With the module's other per-iteration values, in the same block and the same
-        # TensorBoard event (one `add_scalar` an iteration cost as much as all of them).
-        due = lr_monitor_stats(self, trainer)
-        if due is not None and due[1]:
-            step_values.add(due[0], **due[1])
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
