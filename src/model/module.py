@@ -80,6 +80,7 @@ class BNStateModule(L.LightningModule):
         # Set by the callbacks that log them (BatchNormStateMonitor, LearningRateMonitor).
         self.watch_state = False
         self.lr_key: str | None = None
+        self._lr_group: dict[str, Any] = {}  # the optimizer's, once training starts
         self.latest: dict[str, float] = {}  # host floats of the last values written out
         self.non_finite: str | None = None  # what first went non-finite, and when
         # Every iteration's loss and each epoch's first iteration, for training_progress.png;
