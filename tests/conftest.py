@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -124,6 +125,38 @@ def cli_in_process(*args: str, module: str = "src.train") -> subprocess.Complete
         sys.argv = argv
         GlobalHydra.instance().clear()
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def fit(
+    cache_dir: Path,
+    tmp_path: Path,
+    epochs: int = 2,
+    *,
+    callbacks: tuple[L.Callback, ...] | list[L.Callback] = (),
+    module: type | None = None,
+    datamodule: type | None = None,
+    data: dict[str, Any] | None = None,
+    trainer: dict[str, Any] | None = None,
+    **module_args: Any,
+) -> tuple[L.Trainer, Any, Any]:
+    """A tiny fit in this process, outside the CLI: TINY's data, seed 0, no logger and no
+    checkpoint; the trainer, module and data module it leaves. `module`/`datamodule` replace
+    the project's classes, `data`/`trainer` add their arguments, the rest go to the module."""
+    from src.data.datamodule import DigitsDataModule
+    from src.model.module import BNStateModule
+
+    L.seed_everything(0, verbose=False)
+    dm = (datamodule or DigitsDataModule)(batch_size=32, cache_dir=cache_dir,
+                                          num_train_per_class=20, num_test_per_class=10,
+                                          **(data or {}))  # fmt: skip
+    model = (module or BNStateModule)(**module_args)
+    settings = dict(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0,
+                    default_root_dir=tmp_path, callbacks=list(callbacks))  # fmt: skip
+    fitted = L.Trainer(**{**settings, **(trainer or {})})
+    fitted.fit(model, datamodule=dm)
+    return fitted, model, dm
 
 
 class Crash(L.Callback):

@@ -8,8 +8,8 @@ import lightning as L
 import pytest
 import torch
 
-from src.data.datamodule import DigitsDataModule
 from src.model.module import BNStateModule
+from tests.conftest import fit
 
 
 def sgdmupdate(w, g, v, lr, momentum):
@@ -40,19 +40,6 @@ def test_default_optimizer_is_sgdm_with_the_examples_values() -> None:
     assert isinstance(opt, torch.optim.SGD)
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 0)
     assert (group["dampening"], group["nesterov"]) == (0, False)
-
-
-def fit(cache_dir: Path, tmp_path: Path, update_state: bool, epochs: int = 2):
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    model = BNStateModule(update_state=update_state)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer, model, dm
 
 
 def test_state_update_line_moves_the_state(cache_dir: Path, tmp_path: Path) -> None:

@@ -11,25 +11,9 @@ import lightning as L
 import pytest
 import torch
 
-from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.data.datamodule import EpochBatchSampler
 from src.model.cuda_graph import CapturedStep, EagerBackend
-from src.model.module import BNStateModule
-from tests.conftest import ROOT, assert_one_line_error, run_cli
-
-
-def fit(cache_dir: Path, tmp_path: Path, epochs: int = 2, accelerator: str = "cpu",
-        **module_args):  # fmt: skip
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    model = BNStateModule(**module_args)
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer, model
+from tests.conftest import ROOT, assert_one_line_error, fit, run_cli
 
 
 def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
@@ -40,16 +24,8 @@ def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_pa
         def on_step_values(self, trainer, pl_module, records) -> None:
             seen.append(len(records))
 
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    model = BNStateModule(log_block_steps=4, log_block_seconds=3600)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=[Watch()],
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
+    _, model, _ = fit(cache_dir, tmp_path, 3, callbacks=[Watch()], log_block_steps=4,
+                      log_block_seconds=3600)  # fmt: skip
     # 6 iterations an epoch: a block of 4, then the epoch end writes the other 2.
     assert seen == [4, 2] * 3
     assert model.latest["train/loss"] > 0 and model.non_finite is None
@@ -61,8 +37,8 @@ def test_the_captured_step_trains_exactly_as_the_eager_loop(
 ) -> None:
     """model.cuda_graph=true on a CPU (outside the CLI) runs its warm-up, capture and replays
     eagerly: weights, state and the loss history must be the plain loop's, bit for bit."""
-    _, eager = fit(cache_dir, tmp_path / "a", epochs=2)
-    _, graphed = fit(cache_dir, tmp_path / "b", epochs=2, cuda_graph=True)
+    _, eager, _ = fit(cache_dir, tmp_path / "a")
+    _, graphed, _ = fit(cache_dir, tmp_path / "b", cuda_graph=True)
     step = graphed.captured_step
     assert step is not None and step.captured and isinstance(step.backend, EagerBackend)
     assert step.backend.replays == 12 - 4  # 3 warm-up steps, 1 capture, then replays
@@ -96,19 +72,14 @@ def test_indices_follow_the_data_to_its_device() -> None:
 
 
 def test_data_stays_on_the_cpu_when_training_on_the_cpu(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model = fit(cache_dir, tmp_path, epochs=1)
+    trainer, _, _ = fit(cache_dir, tmp_path, 1)
     assert trainer.datamodule.train_set.device.type == "cpu"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path) -> None:
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
-    trainer.fit(BNStateModule(cuda_graph=True), datamodule=dm)
+    _, _, dm = fit(cache_dir, tmp_path, 1, trainer={"accelerator": "gpu"}, cuda_graph=True)
     assert dm.train_set.device.type == "cuda"
 
 
@@ -119,8 +90,9 @@ def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_p
     the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph)."""
     from src.model.cuda_graph import CudaGraphBackend
 
-    _, eager = fit(cache_dir, tmp_path / "a", epochs=2, accelerator="gpu")
-    _, graphed = fit(cache_dir, tmp_path / "b", epochs=2, accelerator="gpu", cuda_graph=True)
+    gpu = {"accelerator": "gpu"}
+    _, eager, _ = fit(cache_dir, tmp_path / "a", trainer=gpu)
+    _, graphed, _ = fit(cache_dir, tmp_path / "b", trainer=gpu, cuda_graph=True)
     assert isinstance(graphed.captured_step.backend, CudaGraphBackend)
     assert graphed.captured_step.captured and graphed.global_step == eager.global_step == 12
     for (name, a), (_, b) in zip(eager.state_dict().items(), graphed.state_dict().items()):
@@ -215,16 +187,8 @@ def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> 
     """The monitor's values, computed for all layers at once, are each layer's own."""
     from src.callbacks.bn_state import BatchNormStateMonitor
 
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    model = BNStateModule()
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=[BatchNormStateMonitor()], log_every_n_steps=1,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
+    _, model, _ = fit(cache_dir, tmp_path, 1, callbacks=[BatchNormStateMonitor()],
+                      trainer={"log_every_n_steps": 1})  # fmt: skip
     for name, bn in model.net.batch_norms().items():
         assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
             float(bn.running_mean.mean()), rel=1e-6

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from src.callbacks.bn_state import BatchNormStateMonitor
-from src.data.datamodule import DigitsDataModule
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import batch_statistics, population_statistics
+from tests.conftest import fit
 
 
 def direct_population(net: DigitsNet, x: torch.Tensor) -> OrderedDict:
@@ -86,22 +86,8 @@ def test_batch_statistics_invert_the_running_update() -> None:
     )
 
 
-def _fit(cache_dir: Path, tmp_path: Path, callbacks=(), **module_kw) -> tuple:
-    L.seed_everything(0, verbose=False)
-    dm = DigitsDataModule(batch_size=32, cache_dir=cache_dir, num_train_per_class=20,
-                          num_test_per_class=10)  # fmt: skip
-    model = BNStateModule(**module_kw)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
-        enable_checkpointing=False,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer, model, dm
-
-
 def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path, tmp_path: Path):
-    trainer, model, dm = _fit(cache_dir, tmp_path, bn_stats="population")
+    trainer, model, dm = fit(cache_dir, tmp_path, bn_stats="population")
     want = direct_population(model.net, dm.train_set.images)
     for key, value in model.net.state.items():
         torch.testing.assert_close(value.double(), want[key], rtol=1e-5, atol=1e-5)
@@ -146,7 +132,7 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
 
 
 def test_running_mode_keeps_the_running_estimate(cache_dir: Path, tmp_path: Path) -> None:
-    _, model, _ = _fit(cache_dir, tmp_path, bn_stats="running")
+    _, model, _ = fit(cache_dir, tmp_path, bn_stats="running")
     assert model.population_state is None
     for key, value in model.net.state.items():
         assert torch.equal(value, model.running_state[key])
@@ -157,7 +143,8 @@ def test_warning_when_the_state_never_moves(
     cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, update_state: bool
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
-        _fit(cache_dir, tmp_path, [BatchNormStateMonitor(check_after=3)], update_state=update_state)
+        fit(cache_dir, tmp_path, callbacks=[BatchNormStateMonitor(check_after=3)],
+            update_state=update_state)  # fmt: skip
     warnings = [r for r in caplog.records if "has not changed from its initial values" in r.message]
     if update_state:
         assert not warnings

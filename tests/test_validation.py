@@ -19,7 +19,7 @@ from src.data.sources import load_source
 from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.train import train
-from tests.conftest import TINY, assert_one_line_error, compose_config, run_cli
+from tests.conftest import TINY, assert_one_line_error, compose_config, fit, run_cli
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -79,31 +79,23 @@ def test_no_split_leaves_the_data_as_it_was(cache_dir: Path) -> None:
     assert torch.equal(dm.mean_image, expected)
 
 
-def _fit(cache_dir: Path, tmp_path: Path, before: bool, **dm_kw):
-    """Two epochs; `before`: the module and data module as they were before validation."""
-    module_cls, dm_cls = BNStateModule, DigitsDataModule
-    if before:  # the hooks as Lightning's own defaults, i.e. not overridden: no validation code
+class BeforeValidation(BNStateModule):
+    """The module as it was before validation: Lightning's own hook, no validation code."""
 
-        class module_cls(BNStateModule):  # noqa: N801
-            validation_step = L.LightningModule.validation_step
+    validation_step = L.LightningModule.validation_step
 
-        class dm_cls(DigitsDataModule):  # noqa: N801
-            val_dataloader = L.LightningDataModule.val_dataloader
 
-    L.seed_everything(0, verbose=False)
-    dm = dm_cls(batch_size=32, cache_dir=cache_dir, **SMALL, **dm_kw)
-    model = module_cls()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path)  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer, model
+class DataBeforeValidation(DigitsDataModule):
+    """The data module as it was before validation: no validation loader."""
+
+    val_dataloader = L.LightningDataModule.val_dataloader
 
 
 @pytest.mark.filterwarnings("ignore:Total length of `list`")  # src.data.datamodule
 def test_val_fraction_0_trains_bit_for_bit_as_before(cache_dir: Path, tmp_path: Path) -> None:
-    old_trainer, old = _fit(cache_dir, tmp_path / "old", before=True)
-    trainer, model = _fit(cache_dir, tmp_path / "new", before=False, val_fraction=0.0)
+    old_trainer, old, _ = fit(cache_dir, tmp_path / "old", module=BeforeValidation,
+                              datamodule=DataBeforeValidation)  # fmt: skip
+    trainer, model, _ = fit(cache_dir, tmp_path / "new", data={"val_fraction": 0.0})
     assert not trainer.val_dataloaders  # no validation loop ran
     assert not any(k.startswith("val/") for k in trainer.callback_metrics)
     assert trainer.global_step == old_trainer.global_step == 2 * (200 // 32)
@@ -114,7 +106,7 @@ def test_val_fraction_0_trains_bit_for_bit_as_before(cache_dir: Path, tmp_path: 
 
 
 def test_validation_leaves_the_state_and_weights_alone(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model = _fit(cache_dir, tmp_path, before=False, val_fraction=0.2)
+    trainer, model, _ = fit(cache_dir, tmp_path, data={"val_fraction": 0.2})
     assert trainer.global_step == 2 * (160 // 32)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     (result,) = trainer.validate(model, datamodule=trainer.datamodule, verbose=False)
