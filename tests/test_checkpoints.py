@@ -31,6 +31,7 @@ from tests.conftest import (
     compose_config,
     run_cli,
 )
+from tests.test_conventions import column, csv_rows
 
 ITERS = 200 // 32  # iterations an epoch in the TINY setting
 
@@ -75,7 +76,9 @@ def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir:
 
 
 def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
-    settings = [*TINY, "trainer.max_epochs=2", "test=false",
+    """Weights, state, momentum, the schedule's own state, and every logged value."""
+    settings = [*TINY, "trainer.max_epochs=2", "test=false", "logger=[tensorboard,csv]",
+                "scheduler=onecycle",
                 "callbacks.model_checkpoint.every_n_train_steps=3"]  # fmt: skip
     train(compose_config(settings, tmp_path / "straight", cache_dir))
 
@@ -89,6 +92,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     assert ckpt["global_step"] == 9  # mid-epoch: 3 of the second epoch's 6 batches done
     position = checkpoint_module.loader_position(ckpt)
     assert position is not None and (position["epoch"], position["batches_done"]) == (1, 3)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 9
 
     resumed = compose_config(settings, tmp_path / "resumed", cache_dir)
     with open_dict(resumed):
@@ -99,6 +103,12 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert_same_training_state(straight, final)
+    assert straight["lr_schedulers"] == final["lr_schedulers"]
+    # the learning rate of each iteration after the checkpoint is the straight run's
+    rates = column(csv_rows(tmp_path / "straight"), "lr-SGD")
+    after = column(csv_rows(tmp_path / "resumed"), "lr-SGD")
+    assert sorted(after) == list(range(9, 2 * ITERS))
+    assert all(after[s] == rates[s] for s in after)
     # the resumed run's TensorBoard has the whole curve, each iteration once
     assert loss_steps(tmp_path / "resumed") == list(range(2 * ITERS))
     # the progress figure's history continues from the checkpoint
@@ -289,19 +299,24 @@ def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def test_epoch_boundary_checkpoint_of_a_finished_run_extends_with_more_epochs(
+def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    """A longer trainer.max_epochs is a setting that may change on resume."""
-    first = compose_config([*TINY, "test=false"], tmp_path / "one", cache_dir)
-    train(first)
-    more = compose_config([*TINY, "trainer.max_epochs=3", "test=false"], tmp_path / "more",
-                          cache_dir)  # fmt: skip
+    """A longer trainer.max_epochs is a setting that may change on resume: 1 epoch, then
+    resumed to 2, ends as 2 epochs straight do (weights, state and momentum)."""
+    one = [*TINY, "test=false", "logger=none"]
+    two = [*one, "trainer.max_epochs=2"]
+    train(compose_config(one, tmp_path / "one", cache_dir))
+    train(compose_config(two, tmp_path / "straight", cache_dir))
+    more = compose_config(two, tmp_path / "more", cache_dir)
     with open_dict(more):
         more.ckpt_path = str(tmp_path / "one" / "checkpoints" / "last.ckpt")
-    assert train(more)["global_step"] == 3 * ITERS
+    assert train(more)["global_step"] == 2 * ITERS
     saved = json.loads((tmp_path / "more" / "metrics.json").read_text())
-    assert saved["global_step"] == 3 * ITERS
+    assert saved["global_step"] == 2 * ITERS
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "more" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert_same_training_state(straight, resumed)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from src.config.rules import check_config
 from src.train import train
 from tests.conftest import (
     TINY,
-    Crash,
     assert_one_line_error,
     cli_in_process,
     compose_config,
@@ -280,43 +279,6 @@ def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
         assert group["weight_decay"] == 0.01
     # the schedule's own state is in the checkpoint (none: nothing to save)
     assert len(ckpt["lr_schedulers"]) == (0 if scheduler == "none" else 1)
-
-
-@pytest.mark.slow
-def test_resume_mid_epoch_continues_the_schedule_exactly(tmp_path: Path, cache_dir: Path) -> None:
-    settings = [
-        *TINY_DATA,
-        *LEAN,
-        "trainer.max_epochs=2",
-        "test=false",
-        "logger=csv",
-        "scheduler=onecycle",
-        "callbacks.model_checkpoint.every_n_train_steps=3",
-    ]
-    train(compose_config(settings, tmp_path / "straight", cache_dir))
-
-    crashed = compose_config(settings, tmp_path / "crashed", cache_dir)
-    with open_dict(crashed):  # dies at iteration 10, after the checkpoint of iteration 9
-        crashed.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 10}
-    with pytest.raises(Crash.Died):
-        train(crashed)
-    ckpt_path = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
-    assert read_checkpoint(ckpt_path)["lr_schedulers"][0]["last_epoch"] == 9
-
-    resumed = compose_config(settings, tmp_path / "resumed", cache_dir)
-    with open_dict(resumed):
-        resumed.ckpt_path = str(ckpt_path)
-    train(resumed)
-
-    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
-    b = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert a["lr_schedulers"] == b["lr_schedulers"]
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    straight = column(csv_rows(tmp_path / "straight"), "lr-SGD")
-    after = column(csv_rows(tmp_path / "resumed"), "lr-SGD")
-    assert sorted(after) == list(range(9, 2 * ITERS))
-    assert all(after[s] == straight[s] for s in after)
 
 
 # ---------------------------------------------------------------------------------------------
