@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from src import compat
@@ -83,10 +82,3 @@ def test_one_summary_of_the_event_writer_is_one_event(tmp_path: Path) -> None:
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("a")] == [(7, 1.5)]
     assert [(e.step, e.value) for e in events.Scalars("b")] == [(7, 2.5)]
-
-
-@pytest.mark.parametrize("name", ["hydra_args_parser", "job_error", "is_script_launcher"])
-def test_each_shim_says_why_no_public_api_serves(name: str) -> None:
-    assert "public" in (getattr(compat, name).__doc__ or "") or "Lightning" in (
-        getattr(compat, name).__doc__ or ""
-    )

@@ -78,8 +78,8 @@ def test_debug_configs_exist_and_write_apart_from_real_runs(tmp_path: Path) -> N
 def test_debug_config_runs(tmp_path: Path, cache_dir: Path, name: str, extra: list[str]) -> None:
     run = tmp_path / "run"
     metrics = train(compose_config([*TINY_DATA, f"debug={name}", *extra], run, cache_dir))
-    assert 0 <= metrics["test/acc"] <= 1
     saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test/acc"] == metrics["test/acc"]
     expected_steps = {"default": ITERS, "fdr": 1, "limit": 3 * 2, "profiler": ITERS}[name]
     assert saved["global_step"] == expected_steps
     if name == "profiler":
@@ -290,7 +290,7 @@ def test_callbacks_none_still_trains_and_tests(tmp_path: Path, cache_dir: Path) 
     cfg = compose_config([*TINY, "callbacks=none"], run, cache_dir)
     assert not cfg.callbacks
     metrics = train(cfg)
-    assert metrics["global_step"] == ITERS and 0 <= metrics["test/acc"] <= 1
+    assert metrics["global_step"] == ITERS and "test/acc" in metrics
     assert not (run / "training_progress.png").exists()  # none of the project's callbacks ran
 
 

@@ -167,39 +167,3 @@ def test_every_docs_page_is_linked_from_the_readme():
     }
     unlinked = [str(p.relative_to(ROOT)) for p in pages if p.resolve() not in linked]
     assert not unlinked, f"docs pages README.md does not link: {', '.join(unlinked)}"
-
-
-@pytest.mark.parametrize(
-    ("heading", "slug"),
-    [
-        (
-            "Batch-norm state in a custom training loop — PyTorch Lightning + Hydra",
-            "batch-norm-state-in-a-custom-training-loop--pytorch-lightning--hydra",
-        ),
-        ("`data=folder`: image files in class folders", "datafolder-image-files-in-class-folders"),
-        ("Several processes (DDP)", "several-processes-ddp"),
-        ("What is saved, and when", "what-is-saved-and-when"),
-        ("snake_case and **bold** [a link](x.md)", "snake_case-and-bold-a-link"),
-    ],
-)
-def test_slugs_follow_githubs_rules(heading, slug):
-    assert slugify(heading) == slug
-
-
-def test_the_checker_catches_what_it_should(tmp_path):
-    """Broken file, broken anchor, numbered duplicates; nothing in code counts."""
-    (tmp_path / "other.md").write_text(
-        "# Title\n\n## Part\n\n## Part\n\n```\n# Not a heading\n```\n"
-    )
-    page = tmp_path / "page.md"
-    page.write_text(
-        "# Here\n\n"
-        "[ok](other.md#part-1) [ok](#here) [ok](other.md) [web](https://example.com/#x)\n"
-        "[gone](missing.md) [bad anchor](other.md#part-2) [code block](other.md#not-a-heading)\n"
-        "`[in code](missing.md)`\n\n"
-        "```\n[in a fence](missing.md)\n```\n"
-    )
-    problems = broken_links(page)
-    assert len(problems) == 3, problems
-    assert "page.md:4: link 'missing.md': no such file or folder" in problems[0]
-    assert "'#part-2'" in problems[1] and "'#not-a-heading'" in problems[2]

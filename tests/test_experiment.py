@@ -14,9 +14,10 @@ from tests.conftest import compose_config
 
 @pytest.mark.slow
 def test_full_experiment_reaches_the_examples_accuracy(tmp_path: Path, cache_dir: Path) -> None:
-    # Two threads, as the README's figures were measured: the result moves with the thread
-    # count (0.9796 with one thread, 0.9788 with three, 0.9802 with two), so a machine with more
-    # cores must not decide the assertion by drawing another run.
+    # Two threads, as the README's figures were measured. The result moves with the thread
+    # count (0.9796 with one thread, 0.9802 with two, 0.9788 with three) and with the seed
+    # (0.9758 with seed=1, 0.9786 with seed=2): 0.9758 to 0.9802 in all, so the line sits below
+    # that spread, where another CPU's arithmetic does not decide it.
     cfg = compose_config(["trainer=cpu", "num_threads=2"], tmp_path / "run", cache_dir)
     threads = torch.get_num_threads()
     try:
@@ -24,7 +25,7 @@ def test_full_experiment_reaches_the_examples_accuracy(tmp_path: Path, cache_dir
     finally:
         torch.set_num_threads(threads)
     assert metrics["global_step"] == 195  # 5 epochs x floor(5000/128)
-    assert metrics["test/acc"] >= 0.98  # MATLAB: 0.9948
+    assert metrics["test/acc"] >= 0.97  # MATLAB: 0.9948
     # Trained on built-in digits only, the network reads real handwriting: scikit-learn's 1,797
     # digits (benchmarks/transfer.py), 0.8392 here. Generator version 2 gave 0.7846, version 1
     # (print fonts) 0.6155: a generator that loses the handwriting falls below this line.

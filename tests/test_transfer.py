@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from benchmarks.transfer import SIDE, real_baseline, sklearn_digits, to_28x28
+from benchmarks.transfer import SIDE, main, real_baseline, sklearn_digits, to_28x28
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,6 @@ def test_transfer_script_prints_an_accuracy(ckpt: Path) -> None:
     )
     found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out.stdout)
     assert found, out.stdout
-    assert 0.0 <= float(found.group(1)) <= 1.0
     per_class = out.stdout.splitlines()[-1].split()
     assert per_class[0] == "accuracy" and len(per_class) == 11
 
@@ -55,6 +56,7 @@ def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+@pytest.mark.slow
 def test_real_baseline_trains_on_each_real_source_and_reads_them_all(tmp_path: Path) -> None:
     # MNIST files holding scikit-learn's own digits: the network trained on them must read
     # scikit-learn's digits as well as the one trained on four fifths of them does.
@@ -67,17 +69,17 @@ def test_real_baseline_trains_on_each_real_source_and_reads_them_all(tmp_path: P
     assert list(rows) == ["sklearn", "mnist"]
     for read in rows.values():
         assert set(read) == {"sklearn", "mnist", "built-in"}
-        assert all(0.0 <= a <= 1.0 for a in read.values())
     assert rows["sklearn"]["sklearn"] >= 0.9  # the unseen fifth of its own source
     assert rows["mnist"]["sklearn"] >= 0.9  # it trained on these very digits
     assert rows["mnist"]["mnist"] >= 0.9
 
 
-def test_bad_arguments_files_and_folders_are_one_line(tmp_path: Path) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "benchmarks/transfer.py", *args]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
-
+def test_bad_arguments_files_and_folders_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Through `main`, what the script's command line runs, in this process."""
+    monkeypatch.setattr(sys, "argv", ["benchmarks/transfer.py"])  # argparse's program name
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's, for its own process
     missing = str(tmp_path / "missing")
     cases = {
         (): "give a checkpoint, or --real-baseline",
@@ -87,7 +89,9 @@ def test_bad_arguments_files_and_folders_are_one_line(tmp_path: Path) -> None:
         ("--real-baseline", "--mnist", missing): missing,
     }
     for args, named in cases.items():
-        out = run(*args)
-        assert out.returncode == 2 and "Traceback" not in out.stderr
-        last = out.stderr.strip().splitlines()[-1]
+        with pytest.raises(SystemExit) as stop:
+            main(list(args))
+        stderr = capsys.readouterr().err
+        assert stop.value.code == 2 and "Traceback" not in stderr
+        last = stderr.strip().splitlines()[-1]
         assert last.startswith("transfer.py: error: ") and named in last
