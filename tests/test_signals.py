@@ -153,11 +153,14 @@ def test_a_signal_in_training_saves_and_stops(
     run = tmp_path / "run"
     proc = cli_in_process(*run_args(run, cache_dir, *with_signal(phase, signum)))
     line = stopped_line(proc, signum)
-    assert "Resume with: python -m src.train ckpt_path=" in line
-    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    assert f"Resume with: python -m src.train ckpt_path={ckpt_path}" in line
+    ckpt = read_checkpoint(ckpt_path)
     if phase in ("first_iteration", "mid_epoch"):  # the iteration it came in, finished
         assert ckpt["global_step"] == {"first_iteration": 1, "mid_epoch": 2}[phase], line
-    assert f"iteration {ckpt['global_step']}" in line
+    name = signal.Signals(signum).name
+    assert line.startswith(f"stopped: {name}: stopped after iteration {ckpt['global_step']};")
+    assert line in (run / "train.log").read_text()
     assert not (run / "metrics.json").exists()  # never tested
     complete_files(run)
 

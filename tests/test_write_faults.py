@@ -129,8 +129,10 @@ def test_a_full_disk_at_a_checkpoint_is_exit_4(
     assert proc.returncode == 4, proc.stderr[-3000:]
     line = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
     assert line.startswith("error: could not write checkpoint") and "unexpected pos" in line
+    assert "last.ckpt" in line and line in (run / "train.log").read_text()
     assert "Traceback" not in proc.stderr
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert not (run / "metrics.json").exists()
     no_temporary_files(run)
 
 
