@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 import json
 import os
 import struct
@@ -27,7 +26,7 @@ from src.data.datamodule import DigitsDataModule
 from src.data.sources import SOURCES, folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
 from src.errors import ConfigError, DataError
-from tests.conftest import CONF, assert_one_line_error, run_cli
+from tests.conftest import CONF, assert_one_line_error, cli_in_process
 
 # ---------------------------------------------------------------------------------------------
 # Fixture writers
@@ -570,7 +569,8 @@ def _fixture(kind: str, root: Path) -> list[str]:
 def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
     run_dir = tmp_path / "run"
     args = _fixture(kind, tmp_path / "data")
-    proc = run_cli(*RUN, *args, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    proc = cli_in_process(*RUN, *args, f"paths.cache_dir={tmp_path / 'cache'}",
+                          f"hydra.run.dir={run_dir}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/acc" in metrics
@@ -589,30 +589,8 @@ def test_cli_bad_image_is_one_line_and_leaves_caches_and_runs_alone(tmp_path: Pa
     assert len(before) == 3
 
     bad = _truncate(_first(root / "train" / "7"), 120)
-    proc = run_cli(
-        *RUN,
-        "data=folder",
-        f"data.root={root}",
-        f"paths.cache_dir={cache}",
-        f"hydra.run.dir={tmp_path / 'runs' / 'new'}",
-    )
+    proc = cli_in_process(*RUN, "data=folder", f"data.root={root}", f"paths.cache_dir={cache}",
+                          f"hydra.run.dir={tmp_path / 'runs' / 'new'}")  # fmt: skip
     assert_one_line_error(proc, str(bad), "cannot be read as an image")
     assert snapshot(cache, earlier) == before
     assert not (tmp_path / "runs" / "new" / "metrics.json").exists()
-
-
-@pytest.mark.slow
-def test_cli_matlab_categorical_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    path = tmp_path / "train.mat"
-    buf = io.BytesIO()
-    scipy.io.savemat(buf, {"XTrain": as_uint8(digits(0).images).transpose(2, 3, 1, 0)})
-    path.write_bytes(buf.getvalue() + matlab_object("YTrain", "categorical"))
-    proc = run_cli(
-        *RUN,
-        "data=mat",
-        f"data.train_file={path}",
-        f"data.test_file={path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
-    assert_one_line_error(proc, str(path), "categorical", "YTrain = double(string(YTrain))")
