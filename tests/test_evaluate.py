@@ -12,9 +12,9 @@ import pytest
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.evaluate import cli, evaluate
+from src.evaluate import evaluate
 from src.train import train
-from tests.conftest import ROOT, TINY, assert_one_line_error, compose_config
+from tests.conftest import ROOT, TINY, assert_one_line_error, cli_in_process, compose_config
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
@@ -75,17 +75,11 @@ def test_the_other_statistics_give_the_other_runs_accuracy(
         assert metrics["test/acc"] == trained[mode][1]["test/acc"], mode
 
 
-def test_a_damaged_checkpoint_is_one_line_and_no_run_folder(
-    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+def test_a_damaged_checkpoint_is_one_line_and_no_run_folder(trained: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "truncated.ckpt"
     ckpt.write_bytes(trained["running"][0].read_bytes()[:5000])
     run = tmp_path / "eval"
-    monkeypatch.setattr(sys, "argv", ["evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={run}"])
-    with pytest.raises(SystemExit) as stopped:
-        cli()  # the real entry point, in this process: it stops before Hydra starts a run
-    out = capsys.readouterr()
-    proc = subprocess.CompletedProcess([], stopped.value.code, out.out, out.err)
+    proc = cli_in_process(f"ckpt_path={ckpt}", f"hydra.run.dir={run}", module="src.evaluate")
     assert proc.returncode == 2
     assert_one_line_error(proc, f"ckpt_path={ckpt}", "damaged")
     assert not run.exists()
