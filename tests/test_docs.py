@@ -2,7 +2,8 @@
 that exists and, with `#anchor`, a heading of that file (GitHub's anchor rules). Also: the README
 stays short, names the two commands, and links every docs page.
 
-Reads only Markdown files, found from this file's own path; needs nothing installed.
+Pages are read as CommonMark by markdown-it-py (rich's own Markdown parser), so code blocks and
+code spans hold no links.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -20,96 +22,54 @@ PAGES = [README, *sorted(DOCS.glob("*.md"))]
 README_MAX_LINES = 250
 
 SKIPPED_SCHEMES = ("http://", "https://", "mailto:")
-# [text](target) or ![alt](target), optional "title"; the text may hold one level of [...]
-INLINE_LINK = re.compile(
-    r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
-)
-REFERENCE_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
-ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HTML_ANCHOR = re.compile(r"<a\s[^>]*?(?:name|id)\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 LINE_ANCHOR = re.compile(r"L\d+(?:-L\d+)?")
+MARKDOWN = MarkdownIt("commonmark")
 
 
-def outside_fences(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of every line not inside a fenced code block (``` or ~~~)."""
-    lines, fence = [], None
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = FENCE.match(line)
-        if fence is None:
-            if match:
-                fence = match.group(1)
-                continue
-            lines.append((number, line))
-        elif match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
-            if not line.strip().strip(fence[0]):  # a closing fence holds nothing else
-                fence = None
-    return lines
-
-
-def strip_code_spans(line: str) -> str:
-    """Inline code shows its text literally: `[a](b)` inside backticks is no link."""
-    return re.sub(r"(`+)(.+?)\1", "`code`", line)
-
-
-def heading_texts(text: str) -> list[str]:
-    """The text of every ATX and setext heading outside fenced code, in order."""
-    texts, previous = [], None
-    for _, line in outside_fences(text):
-        atx = ATX_HEADING.match(line)
-        underline = SETEXT_UNDERLINE.match(line)
-        if atx:
-            texts.append(atx.group(2) or "")
-            previous = None
+def read(text: str) -> tuple[list[tuple[int, str]], list[str], list[str]]:
+    """A page as CommonMark reads it: (line, target) of every link and image, the text of
+    every heading, and every piece of HTML."""
+    targets, headings, html = [], [], []
+    tokens = MARKDOWN.parse(text)
+    for previous, token in zip([None, *tokens], tokens):
+        if token.type == "html_block":
+            html.append(token.content)
+        if token.type != "inline":
             continue
-        if underline and previous is not None and previous.strip():
-            if not re.match(r"^ {0,3}([|>*+-]|\d+[.)] |<)", previous):
-                texts.append(previous.strip())
-                previous = None
-                continue
-        previous = line
-    return texts
+        if previous is not None and previous.type == "heading_open":  # its rendered text
+            parts = (c.content for c in token.children if c.type in ("text", "code_inline"))
+            headings.append("".join(parts))
+        line = token.map[0] + 1
+        for child in token.children:
+            line += child.type in ("softbreak", "hardbreak")
+            if child.type in ("link_open", "image"):
+                targets.append((line, str(child.attrGet("href") or child.attrGet("src"))))
+            elif child.type == "html_inline":
+                html.append(child.content)
+    return targets, headings, html
 
 
-def slugify(heading: str) -> str:
-    """GitHub's anchor for a heading's text, before duplicates are numbered: the rendered text
-    (links become their text, markup goes), lowercased, everything but letters, digits,
-    spaces, hyphens and underscores dropped, spaces turned into hyphens."""
-    text = re.sub(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\([^)]*\)", r"\1", heading)
-    text = re.sub(r"<[^>]+>", "", text)
-    text = re.sub(r"[^\w\- ]", "", text.strip().lower())
-    return text.replace(" ", "-")
+def links(text: str) -> list[tuple[int, str]]:
+    """(line number, target) of every link and image outside code."""
+    return read(text)[0]
 
 
 def anchors(text: str) -> set[str]:
-    """Every anchor GitHub gives a Markdown file: its headings' slugs, a repeated slug numbered
-    -1, -2, ..., plus explicit <a name=...>/<a id=...> anchors."""
+    """Every anchor GitHub gives a Markdown file: its headings' text lowercased, all but letters,
+    digits, spaces, hyphens and underscores dropped, spaces made hyphens, a repeated one
+    numbered -1, -2, ...; plus explicit <a name=...>/<a id=...> anchors."""
+    _, headings, html = read(text)
     found: set[str] = set()
-    for heading in heading_texts(text):
-        base = slug = slugify(heading)
+    for heading in headings:
+        base = slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
         n = 0
         while slug in found:
             n += 1
             slug = f"{base}-{n}"
         found.add(slug)
-    for _, line in outside_fences(text):
-        found.update(HTML_ANCHOR.findall(line))
+    found.update(anchor for piece in html for anchor in HTML_ANCHOR.findall(piece))
     return found
-
-
-def links(text: str) -> list[tuple[int, str]]:
-    """(line number, target) of every inline link, image and reference definition outside
-    fenced code and inline code."""
-    found = []
-    for number, line in outside_fences(text):
-        line = strip_code_spans(line)
-        for target in INLINE_LINK.findall(line):
-            found.append((number, target))
-        definition = REFERENCE_DEF.match(line)
-        if definition:
-            found.append((number, definition.group(1)))
-    return [(n, t[1:-1] if t.startswith("<") and t.endswith(">") else t) for n, t in found]
 
 
 def broken_links(page: Path) -> list[str]:
