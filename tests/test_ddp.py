@@ -158,6 +158,7 @@ def _pieces_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+# Two processes started for a few seconds: their tests are in the slow loop.
 @pytest.fixture(scope="module")
 def two_process_pieces(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("pieces")
@@ -202,6 +203,7 @@ def test_sync_batchnorm_without_a_process_group_is_the_plain_layer() -> None:
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@pytest.mark.slow
 def test_population_statistics_merged_across_processes(two_process_pieces) -> None:
     torch.manual_seed(1)
     net = DigitsNet(num_filters=4)
@@ -213,6 +215,7 @@ def test_population_statistics_merged_across_processes(two_process_pieces) -> No
         torch.testing.assert_close(r0[key], want[key], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_state_and_loss_averaged_over_processes(two_process_pieces) -> None:
     for r in two_process_pieces:
         state, loss = r["averaged"]

@@ -156,6 +156,7 @@ def _bench(tmp_path: Path, cache_dir: Path, *extra: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_times_both_loops_and_prints_its_table(tmp_path: Path, cache_dir: Path) -> None:
     """The README's benchmark on a tiny setting, so it cannot rot: both contenders (and a
     variant) train in one process and the table and JSON carry their figures."""
