@@ -173,9 +173,10 @@ class Crash(L.Callback):
             raise Crash.Died
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A tiny training run's last checkpoint (one a test module)."""
+    """A tiny training run's last checkpoint (one a session, which no test may change); its
+    metrics.json lies in the run folder, `ckpt.parents[1]`."""
     from src.train import train
 
     run = tmp_path_factory.mktemp("train")
@@ -183,7 +184,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def net(ckpt: Path):
     """The checkpoint's network, loaded directly (not through the code under test)."""
     from src.checkpoint import model_settings, read_checkpoint

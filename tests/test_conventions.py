@@ -294,17 +294,10 @@ def test_callbacks_none_still_trains_and_tests(tmp_path: Path, cache_dir: Path) 
     assert not (run / "training_progress.png").exists()  # none of the project's callbacks ran
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, dict]:
-    run = tmp_path_factory.mktemp("trained")
-    metrics = train(compose_config(TINY, run, cache_dir))
-    return run / "checkpoints" / "last.ckpt", metrics
-
-
 def test_train_false_tests_the_checkpoints_network(
-    tmp_path: Path, cache_dir: Path, trained: tuple[Path, dict]
+    tmp_path: Path, cache_dir: Path, ckpt: Path
 ) -> None:
-    ckpt_path, trained_metrics = trained
+    ckpt_path, trained_metrics = ckpt, json.loads((ckpt.parents[1] / "metrics.json").read_text())
     run = tmp_path / "run"
     cfg = compose_config([*TINY, "train=false", f"ckpt_path={ckpt_path}"], run, cache_dir)
     metrics = train(cfg)
