@@ -29,6 +29,7 @@ def test_same_seed_and_style_give_identical_arrays() -> None:
     for style in STYLES:
         a, b = generate_digits(2, 5, style), generate_digits(2, 5, style)
         np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.angles, b.angles)
 
 
@@ -51,10 +52,13 @@ def test_cache_key_names_the_style() -> None:
     assert "fonts" not in generator_settings("handwriting")
 
 
-def test_angles_are_recorded_whole_degrees_in_range(mixed: DigitArrays) -> None:
+def test_angles_are_whole_degrees_spread_over_the_range(mixed: DigitArrays) -> None:
     a = mixed.angles
-    assert a is not None and a.dtype == np.int64
+    assert a is not None and a.dtype == np.int64 and a.shape == mixed.labels.shape
     assert a.min() >= -45 and a.max() <= 45 and a.min() <= -44 and a.max() >= 44
+    # A uniform distribution on [-45, 45] has standard deviation 26.3.
+    assert 23.0 < a.std() < 29.0
+    assert abs(a.mean()) < 4.0
 
 
 def test_every_template_draws_ink_inside_the_frame(hand: DigitArrays) -> None:
@@ -87,9 +91,13 @@ def test_statistics_match_matlab(mixed: DigitArrays) -> None:
     assert np.abs(np.subtract(stats["ink_bins"], matlab)).max() <= 0.13
     assert 0.006 <= stats["core_share"] <= 0.056
     assert 1.6 <= stats["stroke_width"] <= 2.8
-    assert 0.07 <= stats["mean_pixel"] <= 0.14
-    assert 0.12 <= stats["ink_share"] <= 0.21
+    assert 0.075 <= stats["mean_pixel"] <= 0.14
+    assert 0.125 <= stats["ink_share"] <= 0.21
+    assert 0.50 <= stats["ink_mean"] <= 0.75
     assert 17 <= stats["height_median"] <= 21 and 13 <= stats["width_median"] <= 17
+    (h5, h95), (w5, w95) = stats["height_p5_p95"], stats["width_p5_p95"]
+    assert 10 <= h5 <= 15 and 22 <= h95 <= 26
+    assert 8 <= w5 <= 12 and 19 <= w95 <= 24
 
 
 def test_stroke_width_is_exact_for_a_bar() -> None:
