@@ -42,6 +42,14 @@ def test_default_optimizer_is_sgdm_with_the_examples_values() -> None:
     assert (group["dampening"], group["nesterov"]) == (0, False)
 
 
+def assert_test_accuracy_uses_the_stored_state(trainer: L.Trainer, model, dm) -> None:
+    (result,) = trainer.test(model, datamodule=dm, verbose=False)
+    x, y = dm.test_set.images, dm.test_set.labels
+    with torch.no_grad():
+        acc = (model.net(x).argmax(1) == y).float().mean().item()
+    assert result["test/acc"] == pytest.approx(acc, abs=1e-6)
+
+
 def test_state_update_line_moves_the_state(cache_dir: Path, tmp_path: Path) -> None:
     trainer, model, dm = fit(cache_dir, tmp_path, update_state=True)
     init = model.net.initial_state()
@@ -51,14 +59,20 @@ def test_state_update_line_moves_the_state(cache_dir: Path, tmp_path: Path) -> N
     assert trainer.global_step == 12
     # the mean image of the input layer is the training set's
     torch.testing.assert_close(model.net.input.mean, dm.mean_image)
+    # model.bn_stats=running (the default) predicts with the running estimate itself
+    assert model.population_state is None
+    for key, value in model.net.state.items():
+        assert torch.equal(value, model.running_state[key])
+    assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
 
 def test_update_state_false_keeps_initial_state(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model, _ = fit(cache_dir, tmp_path, update_state=False)
+    trainer, model, dm = fit(cache_dir, tmp_path, update_state=False)
     init = model.net.initial_state()
     for k, v in model.net.state.items():
         assert torch.equal(v, init[k]), k
     assert trainer.global_step == 12  # the learnables were still trained
+    assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
 
 def test_training_step_runs_one_forward_per_batch(cache_dir: Path, tmp_path: Path) -> None:
@@ -83,13 +97,3 @@ def test_training_step_runs_one_forward_per_batch(cache_dir: Path, tmp_path: Pat
     assert len(calls) == 1
     for k, v in model.net.state.items():
         torch.testing.assert_close(v, expected[k])
-
-
-@pytest.mark.parametrize("update_state", [True, False])
-def test_test_accuracy_uses_the_stored_state(cache_dir: Path, tmp_path: Path, update_state: bool):
-    trainer, model, dm = fit(cache_dir, tmp_path, update_state=update_state, epochs=1)
-    (result,) = trainer.test(model, datamodule=dm, verbose=False)
-    x, y = dm.test_set.images, dm.test_set.labels
-    with torch.no_grad():
-        acc = (model.net(x).argmax(1) == y).float().mean().item()
-    assert result["test/acc"] == pytest.approx(acc, abs=1e-6)

@@ -131,13 +131,6 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
         assert torch.equal(loaded.net.state[key], model.net.state[key])
 
 
-def test_running_mode_keeps_the_running_estimate(cache_dir: Path, tmp_path: Path) -> None:
-    _, model, _ = fit(cache_dir, tmp_path, bn_stats="running")
-    assert model.population_state is None
-    for key, value in model.net.state.items():
-        assert torch.equal(value, model.running_state[key])
-
-
 @pytest.mark.parametrize("update_state", [False, True])
 def test_warning_when_the_state_never_moves(
     cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, update_state: bool
