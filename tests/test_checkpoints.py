@@ -30,7 +30,6 @@ from tests.conftest import (
     assert_one_line_error,
     cli_in_process,
     compose_config,
-    run_cli,
 )
 from tests.test_conventions import column, csv_rows
 
@@ -230,9 +229,9 @@ def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "trainer.max_epochs=3", "optimizer.lr=100",
-                   "callbacks.model_checkpoint.every_n_train_steps=1",
-                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    proc = cli_in_process(*TINY, "trainer.max_epochs=3", "optimizer.lr=100",
+                          "callbacks.model_checkpoint.every_n_train_steps=1",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # fmt: skip
     assert proc.returncode == 3, proc.stderr[-3000:]
     line = assert_last_line_error(proc, "training diverged", "iteration", "optimizer.lr=100")
     assert line in (run_dir / "train.log").read_text()
