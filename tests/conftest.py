@@ -194,3 +194,18 @@ def net(ckpt: Path):
     module = BNStateModule(**model_settings(saved))
     module.load_state_dict(saved["state_dict"])
     return module.net.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A sound checkpoint of a tiny run, stopped mid-epoch at iteration 3 of 6 (one a session)."""
+    from src.train import train
+
+    run = tmp_path_factory.mktemp("tiny")
+    cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=3"],
+                         run, cache_dir)  # fmt: skip
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 4}
+    with pytest.raises(Crash.Died):
+        train(cfg)
+    return run / "checkpoints" / "last.ckpt"

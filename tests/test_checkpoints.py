@@ -261,19 +261,6 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     assert_same_training_state(straight, resumed)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A sound checkpoint of a tiny run, stopped mid-epoch at iteration 3 of 6."""
-    run = tmp_path_factory.mktemp("tiny")
-    cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=3"],
-                         run, cache_dir)  # fmt: skip
-    with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 4}
-    with pytest.raises(Crash.Died):
-        train(cfg)
-    return run / "checkpoints" / "last.ckpt"
-
-
 def _bad_checkpoints(good: Path, where: Path) -> dict[str, tuple[Path, list[str]]]:
     """Each kind of file a user might pass as ckpt_path, and what its error line must say."""
     data = good.read_bytes()

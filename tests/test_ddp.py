@@ -34,8 +34,7 @@ from src.model.module import BNStateModule
 from src.model.network import BatchNorm, DigitsNet
 from src.model.state import population_statistics
 from src.runtime.build import CONFIG_DIR
-from src.train import train
-from tests.conftest import ROOT, TINY, Crash, compose_config
+from tests.conftest import ROOT, TINY, compose_config
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
@@ -304,15 +303,9 @@ def test_ddp_inside_a_multirun_is_refused(tmp_path: Path, cache_dir: Path) -> No
 
 
 def test_a_mid_epoch_checkpoint_resumes_only_with_its_number_of_processes(
-    tmp_path: Path, cache_dir: Path
+    tmp_path: Path, cache_dir: Path, tiny_checkpoint: Path
 ) -> None:
-    cfg = compose_config([*TINY, "test=false", "callbacks.model_checkpoint.every_n_train_steps=2"],
-                         tmp_path / "one", cache_dir)  # fmt: skip
-    with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": "tests.conftest.Crash", "at": 3}
-    with pytest.raises(Crash.Died):
-        train(cfg)
-    ckpt = tmp_path / "one" / "checkpoints" / "last.ckpt"
+    ckpt = tiny_checkpoint
     assert loader_position(read_checkpoint(ckpt))["world_size"] == 1
     with pytest.raises(ConfigError, match="trainer.devices=2: .* resume with 1"):
         preflight([*TINY, "trainer=ddp_cpu", f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}",
