@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
@@ -35,16 +36,12 @@ OPTIONAL = {
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)\s*(?:#.*)?$")
 
 
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def locked() -> dict[str, str]:
     pins = {}
     for line in LOCK.read_text().splitlines():
         match = PIN.match(line)
         if match:
-            pins[normalise(match[1])] = match[2]
+            pins[canonicalize_name(match[1])] = match[2]
     return pins
 
 
@@ -54,7 +51,7 @@ def installed() -> dict[str, str]:
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found.setdefault(normalise(name), dist.version)
+            found.setdefault(canonicalize_name(name), dist.version)
     return found
 
 
@@ -100,8 +97,8 @@ def test_lock_covers_every_requirement_within_its_range() -> None:
     for extra in meta["optional-dependencies"].values():
         reqs += [Requirement(r) for r in extra]
     for req in reqs:
-        name = normalise(req.name)
-        if name == normalise(meta["name"]):
+        name = canonicalize_name(req.name)
+        if name == canonicalize_name(meta["name"]):
             continue  # `all` names the other extras through the project itself
         assert name in pins, f"{req} is not in requirements.lock: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (
@@ -111,7 +108,7 @@ def test_lock_covers_every_requirement_within_its_range() -> None:
 
 def test_plain_install_leaves_out_the_optional_stacks() -> None:
     meta = project()
-    core = {normalise(Requirement(r).name) for r in meta["dependencies"]}
+    core = {canonicalize_name(Requirement(r).name) for r in meta["dependencies"]}
     assert not core & OPTIONAL, f"optional stacks among the core dependencies: {core & OPTIONAL}"
     assert {"torch", "lightning", "hydra-core", "omegaconf", "tensorboard"} <= core
 
@@ -127,11 +124,11 @@ def test_plain_install_leaves_out_the_optional_stacks() -> None:
 )
 def test_extras_bring_their_stacks(extra: str, names: set[str]) -> None:
     extras = project()["optional-dependencies"]
-    assert names <= {normalise(Requirement(r).name) for r in extras[extra]}
+    assert names <= {canonicalize_name(Requirement(r).name) for r in extras[extra]}
 
 
 def test_all_is_every_optional_stack() -> None:
     meta = project()
     (req,) = [Requirement(r) for r in meta["optional-dependencies"]["all"]]
-    assert normalise(req.name) == normalise(meta["name"])
+    assert canonicalize_name(req.name) == canonicalize_name(meta["name"])
     assert req.extras == {"mlflow", "onnx", "sweeps"}
