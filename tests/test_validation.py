@@ -19,7 +19,14 @@ from src.data.sources import load_source
 from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.train import train
-from tests.conftest import TINY, assert_one_line_error, compose_config, fit, run_cli
+from tests.conftest import (
+    TINY,
+    assert_one_line_error,
+    cli_in_process,
+    compose_config,
+    fit,
+    run_cli,
+)
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -181,9 +188,8 @@ def test_a_split_that_cannot_work_is_a_data_error(kw: dict, needle: str, cache_d
         datamodule(cache_dir, **{**SMALL, **kw})
 
 
-@pytest.mark.slow
 def test_early_stopping_without_a_split_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli(*TINY, "+callbacks/early_stopping=val_acc", f"hydra.run.dir={tmp_path}/r")
+    proc = cli_in_process(*TINY, "+callbacks/early_stopping=val_acc", f"hydra.run.dir={tmp_path}/r")
     assert_one_line_error(proc, "callbacks.early_stopping", "data.val_fraction")
     assert not (tmp_path / "r").exists()
 
@@ -205,10 +211,10 @@ def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
     assert default.data.val_fraction == 0 and default.optimized_metric is None
 
 
-@pytest.mark.slow
 def test_preflight_checks_every_end_of_the_search_space(tmp_path: Path) -> None:
-    proc = run_cli("--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)",
-                   f"hydra.sweep.dir={tmp_path}/s")  # fmt: skip
+    proc = cli_in_process("--multirun", "hparams_search=optuna",
+                          "optimizer.momentum=interval(0.5, 1.5)",
+                          f"hydra.sweep.dir={tmp_path}/s")  # fmt: skip
     assert_one_line_error(proc, "optimizer.momentum=1.4999")
     assert not (tmp_path / "s").exists()
 
