@@ -72,7 +72,7 @@ def test_debug_configs_exist_and_write_apart_from_real_runs(tmp_path: Path) -> N
         ("fdr", []),
         # 10% of 25 training batches of 8 images: 2 an epoch; of 10 test batches of 10: 1
         ("limit", ["data.batch_size=8", "data.test_batch_size=10"]),
-        ("profiler", []),
+        pytest.param("profiler", [], marks=pytest.mark.slow),  # profiling costs seconds
     ],
 )
 def test_debug_config_runs(tmp_path: Path, cache_dir: Path, name: str, extra: list[str]) -> None:
