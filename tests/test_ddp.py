@@ -290,14 +290,18 @@ def test_adding_a_strategy_on_the_command_line_is_one_line_before_the_run(tmp_pa
     assert not run_dir.exists()
 
 
-def test_ddp_inside_a_multirun_is_refused(tmp_path: Path, cache_dir: Path) -> None:
+def test_ddp_inside_a_multirun_is_refused(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     cfg = compose_config(["trainer=ddp_cpu"], tmp_path / "run", cache_dir)
     with open_dict(cfg.hydra), read_write(cfg.hydra):
         cfg.hydra.mode = RunMode.MULTIRUN
-    HydraConfig.instance().set_config(cfg)
+    hydra = HydraConfig.instance()
+    monkeypatch.setattr(hydra, "cfg", hydra.cfg)  # the run mode back after this test
+    hydra.set_config(cfg)
     with pytest.raises(ConfigError, match="multirun"):
         check_config(cfg)
 
