@@ -303,14 +303,16 @@ def table(loop: dict, whole: dict, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, help="default 5 (--host-overhead: 2)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
+    p.add_argument("--per-class", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                   help="images a class; default 500 500 (--host-overhead: 50 50)")  # fmt: skip
     p.add_argument("--reps", type=int, default=5)
     p.add_argument(
         "--host-overhead",
         action="store_true",
-        help="the host-overhead setting: batch 2, 50+50 images a class, 2 epochs, loop only; the "
+        help="the host-overhead setting: batch 2, 50+50 images a class, 2 epochs (unless given), "
+        "loop only; the "
         "arithmetic shrinks to nothing, so what is left is each contender's own cost an "
         "iteration (on a GPU, an iteration is mostly this)",
     )
@@ -328,7 +330,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.host_overhead:
-        args.batch_size, args.per_class, args.epochs, args.skip_whole = 2, (50, 50), 2, True
+        args.batch_size, args.skip_whole = 2, True
+    small = args.host_overhead
+    args.epochs = args.epochs or (2 if small else 5)
+    args.per_class = tuple(args.per_class or ((50, 50) if small else (500, 500)))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))

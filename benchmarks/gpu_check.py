@@ -66,8 +66,10 @@ def plan(out: Path, dry: bool) -> list[Step]:
         Step("trainer=gpu, end to end", _train(out, "end_to_end", [f"trainer={device}", *tiny]),
              300),  # fmt: skip
         Step("benchmark, example's size", [py, "benchmarks/bench.py", *bench], 600),
+        # The dry run keeps the host-overhead step tiny too (its own preset is 1,000 iterations).
         Step("benchmark, host overhead",
-             [py, "benchmarks/bench.py", "--host-overhead", *bench[:2], "--reps", bench[3]], 600),
+             [py, "benchmarks/bench.py", "--host-overhead", *bench[:2], "--reps", bench[3],
+              *(["--epochs", "1", "--per-class", "5", "5"] if dry else [])], 600),
     ]  # fmt: skip
     for seed in seeds:
         for mode, extra in (("eager", []), ("cuda_graph", graph)):
