@@ -82,14 +82,15 @@ def write_mat(
     scipy.io.savemat(path, {f"X{part}": x, f"Y{part}": y, **extra})
 
 
+def idx_bytes(array: np.ndarray, magic: int, dtype: str = ">u1") -> bytes:
+    """An IDX file's bytes: the magic number, the shape, then the big-endian values."""
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    payload = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload += np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wb") as f:
-            f.write(payload)
-    else:
-        path.write_bytes(payload)
+    payload = idx_bytes(array, magic)
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
 
 
 def write_mnist(root: Path, gz: bool = True, dotted: bool = False) -> tuple[DigitArrays, ...]:
@@ -305,18 +306,16 @@ def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path
 # data=mnist
 
 
-@pytest.mark.parametrize(("gz", "dotted"), [(True, False), (False, False), (True, True)])
-def test_mnist_round_trip(tmp_path: Path, gz: bool, dotted: bool) -> None:
-    train, test = write_mnist(tmp_path / "mnist", gz=gz, dotted=dotted)
+@pytest.mark.parametrize(
+    ("gz", "dotted", "under"),
+    [(True, False, ""), (False, False, ""), (True, True, ""), (True, False, "MNIST/raw")],
+    ids=["gz", "plain", "dotted", "torchvision-layout"],
+)
+def test_mnist_round_trip(tmp_path: Path, gz: bool, dotted: bool, under: str) -> None:
+    train, test = write_mnist(tmp_path / "mnist" / under, gz=gz, dotted=dotted)
     got_train, got_test = mnist(None, str(tmp_path / "mnist"))
     assert_same(got_train, train)
     assert_same(got_test, test)
-
-
-def test_mnist_reads_torchvisions_layout(tmp_path: Path) -> None:
-    train, _ = write_mnist(tmp_path / "data" / "MNIST" / "raw")
-    got, _ = mnist(None, str(tmp_path / "data"))
-    assert_same(got, train)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,12 +397,13 @@ def test_bad_folder_is_one_line_naming_it(
     assert not cache.exists()  # a failed load caches nothing, not even the good half
 
 
-def test_missing_folder_or_unset_root(tmp_path: Path) -> None:
+def test_missing_folder_or_unset_root_for_folder_and_mnist(tmp_path: Path) -> None:
     fail(lambda: folder(None, str(tmp_path / "nowhere")), "nowhere", "no such folder", "data.root")
     fail(lambda: folder(None, None), "data.root is not set")
     (tmp_path / "file").write_text("")
     fail(lambda: folder(None, str(tmp_path / "file")), "file", "is a file, expected a folder")
     fail(lambda: folder(None, str(tmp_path)), str(tmp_path), "holds no class folders")
+    fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
 
 
 def test_bad_mat_files(tmp_path: Path) -> None:
@@ -509,10 +509,6 @@ def test_bad_mnist_is_one_line_naming_the_file(
     write_mnist(tmp_path / "mnist")
     culprit = change(tmp_path / "mnist")
     fail(lambda: mnist(None, str(tmp_path / "mnist")), str(culprit), *needles)
-
-
-def test_missing_mnist_folder(tmp_path: Path) -> None:
-    fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
 
 
 # ---------------------------------------------------------------------------------------------
