@@ -16,7 +16,6 @@ import http.server
 import json
 import logging
 import socket
-import struct
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -25,13 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.config.compose import preflight
 from src.data.arrays import DigitArrays
 from src.data.sources import download, mnist
 from src.data.sources.idx import DATASETS
-from src.errors import ConfigError
-from tests.conftest import CONF, assert_last_line_error, cli_in_process
-from tests.test_sources import RUN, as_uint8, digits, fail
+from tests.conftest import assert_last_line_error, cli_in_process
+from tests.test_sources import RUN, as_uint8, digits, fail, idx_bytes
 
 FAMILY = list(DATASETS)
 
@@ -91,11 +88,6 @@ def closed_port_url() -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Small files of each data set, as its mirrors serve them
-
-
-def idx_bytes(array: np.ndarray, magic: int, dtype: str = ">u1") -> bytes:
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
 @functools.cache
@@ -184,27 +176,6 @@ def test_download_fetches_each_file_once_into_torchvisions_layout(
     assert_equal(mnist(None, str(by_hand), dataset=name), got)
 
 
-def test_corrupted_download_is_one_line_and_leaves_no_file(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    serve("mnist", mirror.folder, monkeypatch)
-    labels = mirror.folder / "train-labels-idx1-ubyte.gz"
-    labels.write_bytes(labels.read_bytes()[:-3] + b"bad")
-    root = tmp_path / "data"
-    msg = fail(
-        lambda: mnist(None, str(root), download=True, mirrors=[mirror.url]),
-        f"{root / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte.gz'}: could not be downloaded",
-        f"{mirror.url}train-labels-idx1-ubyte.gz: MD5 mismatch",
-        DATASETS["mnist"].resources[1].md5,
-    )
-    assert "expected" in msg
-    # The images came first and were good; of the labels, nothing: no partial, no temporary.
-    assert files_under(root) == [
-        "MNIST/raw/train-images-idx3-ubyte",
-        "MNIST/raw/train-images-idx3-ubyte.gz",
-    ]
-
-
 def test_an_interrupted_download_leaves_no_temporary_file(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,28 +248,19 @@ def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, monkeypatch: pytest
     assert (tmp_path / "d" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
 
-def test_torchvisions_folder_is_read_without_fetching(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", ["qmnist", "emnist_digits"])
+def test_what_an_earlier_fetch_left_is_read_without_fetching(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """What torchvision leaves in ROOT/<Name>/raw (the unpacked files) counts as downloaded."""
-    serve("qmnist", mirror.folder, monkeypatch)
-    raw = tmp_path / "data" / "QMNIST" / "raw"
+    served = serve(name, mirror.folder, monkeypatch)
+    raw = tmp_path / "data" / DATASETS[name].folder / "raw"
     raw.mkdir(parents=True)
-    for stem, payload in packed_files("qmnist").items():
-        (raw / stem).write_bytes(gzip.decompress(payload))
-    got = mnist(None, str(tmp_path / "data"), "qmnist", download=True, mirrors=[mirror.url])
-    assert_equal(got, sets())
-    assert mirror.requests == []
-
-
-def test_a_checked_archive_left_by_an_interrupted_unpacking_is_used_not_fetched(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served = serve("emnist_digits", mirror.folder, monkeypatch)
-    raw = tmp_path / "data" / "EMNIST" / "raw"
-    raw.mkdir(parents=True)
-    (raw / "gzip.zip").write_bytes(served["gzip.zip"])
-    got = mnist(None, str(tmp_path / "data"), "emnist_digits", True, [mirror.url])
+    if name == "qmnist":  # what torchvision leaves in ROOT/<Name>/raw: the unpacked files
+        for stem, payload in packed_files(name).items():
+            (raw / stem).write_bytes(gzip.decompress(payload))
+    else:  # a checked archive left by an interrupted unpacking: used, then removed
+        (raw / "gzip.zip").write_bytes(served["gzip.zip"])
+    got = mnist(None, str(tmp_path / "data"), name, download=True, mirrors=[mirror.url])
     assert_equal(got, sets())
     assert mirror.requests == [] and not (raw / "gzip.zip").exists()
 
@@ -335,45 +297,51 @@ def test_the_table_holds_torchvisions_names_checksums_and_mirrors() -> None:
         ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),
         ("data.download=yes", "data.download must be true or false"),
         ("data.mirrors=http://host/mnist/", "data.mirrors must be a list of base URLs"),
-        ("data.mirrors=[ftp://host/mnist/]", "'ftp://host/mnist/' is not an http://"),
+        ("data.mirrors=[ftp://host/]", "data.mirrors: 'ftp://host/' is not an http://"),
         ("data.mirrors=[https:///mnist/]", "names no host"),
         ("data.mirrors=[]", "data.mirrors is empty"),
     ],
 )
-def test_bad_download_settings_are_one_line(override: str, needle: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        preflight(["data=mnist", "data.root=/data", override], str(CONF), "config")
-    assert needle in str(info.value) and "\n" not in str(info.value)
-
-
-def test_cli_bad_mirror_is_one_line_before_any_run_folder(tmp_path: Path) -> None:
+def test_cli_bad_download_settings_are_one_line_before_any_run_folder(
+    tmp_path: Path, override: str, needle: str
+) -> None:
     run_dir = tmp_path / "run"
-    proc = cli_in_process(
-        "data=mnist", f"data.root={tmp_path}", "data.mirrors=[ftp://host/]",
-        f"hydra.run.dir={run_dir}",
-    )  # fmt: skip
+    proc = cli_in_process("data=mnist", f"data.root={tmp_path}", override,
+                          f"hydra.run.dir={run_dir}")  # fmt: skip
     assert proc.returncode == 2
-    assert_last_line_error(proc, "data.mirrors: 'ftp://host/' is not an http://")
+    assert_last_line_error(proc, needle)
     assert not run_dir.exists()
 
 
-def test_cli_corrupted_download_is_one_line_exit_2(
+def test_cli_corrupted_download_is_one_line_exit_2_and_leaves_no_file(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     serve("mnist", mirror.folder, monkeypatch)
-    (mirror.folder / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not MNIST")
+    labels = mirror.folder / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-3] + b"bad")
+    root = tmp_path / "data"
     proc = cli_in_process(
         *RUN,
         "data=mnist",
-        f"data.root={tmp_path / 'data'}",
+        f"data.root={root}",
         "data.download=true",
         f"data.mirrors=[{mirror.url}]",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert proc.returncode == 2
-    assert_last_line_error(proc, "train-images-idx3-ubyte.gz", "MD5 mismatch", mirror.url)
-    assert files_under(tmp_path / "data") == []
+    assert_last_line_error(
+        proc,
+        f"{root / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte.gz'}: could not be downloaded",
+        f"{mirror.url}train-labels-idx1-ubyte.gz: MD5 mismatch",
+        DATASETS["mnist"].resources[1].md5,
+        "expected",
+    )
+    # The images came first and were good; of the labels, nothing: no partial, no temporary.
+    assert files_under(root) == [
+        "MNIST/raw/train-images-idx3-ubyte",
+        "MNIST/raw/train-images-idx3-ubyte.gz",
+    ]
 
 
 @pytest.mark.slow
