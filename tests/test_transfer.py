@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +11,7 @@ import pytest
 import torch
 
 from benchmarks.transfer import SIDE, main, real_baseline, sklearn_digits, to_28x28
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_sources import write_idx
 
 
 def test_upscaled_digits_are_centred_28x28_in_the_unit_range() -> None:
@@ -36,24 +33,17 @@ def test_to_28x28_keeps_the_aspect_ratio() -> None:
     assert 18 <= len(rows) <= 21 and 4 <= len(cols) <= 7
 
 
-def test_transfer_script_prints_an_accuracy(ckpt: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "benchmarks/transfer.py", str(ckpt)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out.stdout)
-    assert found, out.stdout
-    per_class = out.stdout.splitlines()[-1].split()
+def test_transfer_script_prints_an_accuracy(
+    ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Through `main`, what the script's command line runs, in this process."""
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's, for its own process
+    assert main([str(ckpt)]) == 0  # the script's exit status
+    out = capsys.readouterr().out
+    found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out)
+    assert found, out
+    per_class = out.splitlines()[-1].split()
     assert per_class[0] == "accuracy" and len(per_class) == 11
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.mark.slow
