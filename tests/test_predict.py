@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ from PIL import Image
 from src.data.sources import decode_image
 from src.model.network import DigitsNet
 from src.predict import predict
-from tests.conftest import ROOT, assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import assert_one_line_error, cli_in_process, compose_config
 from tests.test_sources import as_uint8, digits, write_tree
 
 
@@ -71,13 +68,10 @@ def test_cli_reads_a_glob_and_converts_on_request(
     gray = Image.fromarray(as_uint8(digits(1, per_class=2).images[0, 0])).resize((56, 56))
     gray.convert("RGB").save(big)
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.predict", f"ckpt_path={ckpt}",
-         f"images=[{folder}/3/*.png,{big}]", "data.resize=true", "data.grayscale=true",
-         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"],
-        cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = cli_in_process(f"ckpt_path={ckpt}", f"images=[{folder}/3/*.png,{big}]",
+                          "data.resize=true", "data.grayscale=true",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
+                          module="src.predict")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, files, labels, probs = read_csv(run / "predictions.csv")
     assert files == [*sorted(str(p) for p in (folder / "3").glob("*.png")), str(big)]
