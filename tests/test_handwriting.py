@@ -10,7 +10,7 @@ import pytest
 from src.data import handwriting
 from src.data.arrays import DigitArrays
 from src.data.digit_stats import class_grid, digit_statistics, image_grid, stroke_widths
-from src.data.synthetic import STYLES, generate_digits, generator_settings
+from src.data.synthetic import generate_digits, generator_settings
 from src.errors import DataError
 
 
@@ -23,14 +23,6 @@ def mixed() -> DigitArrays:
 @pytest.fixture(scope="module")
 def hand() -> DigitArrays:
     return generate_digits(100, [0, 0], style="handwriting")
-
-
-def test_same_seed_and_style_give_identical_arrays() -> None:
-    for style in STYLES:
-        a, b = generate_digits(2, 5, style), generate_digits(2, 5, style)
-        np.testing.assert_array_equal(a.images, b.images)
-        np.testing.assert_array_equal(a.labels, b.labels)
-        np.testing.assert_array_equal(a.angles, b.angles)
 
 
 def test_styles_differ_but_share_labels_and_angles() -> None:

@@ -15,6 +15,7 @@ import pytest
 from src.data.arrays import DigitArrays
 from src.data.synthetic import (
     GENERATOR_VERSION,
+    STYLES,
     font_files,
     generate_digits,
     generator_settings,
@@ -36,16 +37,16 @@ def _digest(data: DigitArrays) -> str:
     return h.hexdigest()
 
 
-def test_same_seed_gives_identical_arrays_in_another_process() -> None:
+def test_same_seed_and_style_give_identical_arrays_in_another_process() -> None:
     code = (
-        "from src.data.synthetic import generate_digits\n"
+        "from src.data.synthetic import STYLES, generate_digits\n"
         "from tests.test_synthetic import _digest\n"
-        "print(_digest(generate_digits(3, [4, 2])))\n"
+        "print(*(_digest(generate_digits(3, [4, 2], style)) for style in STYLES))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == _digest(generate_digits(3, [4, 2]))
+    assert out.stdout.split() == [_digest(generate_digits(3, [4, 2], s)) for s in STYLES]
 
 
 def test_different_seeds_give_different_images() -> None:
