@@ -192,33 +192,30 @@ def test_an_interrupted_download_leaves_no_temporary_file(
     assert files_under(root) == []
 
 
-def test_a_mirror_without_the_file_falls_through_to_the_next(
+def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     serve("kmnist", mirror.folder, monkeypatch)
-    mirrors = [f"{mirror.url}nothing-here/", closed_port_url(), mirror.url]
-    with caplog.at_level(logging.INFO, logger="src.data.sources"):
-        got = mnist(None, str(tmp_path / "data"), dataset="kmnist", download=True, mirrors=mirrors)
-    assert_equal(got, sets())
-    assert "/nothing-here/train-images-idx3-ubyte.gz" in mirror.requests
-    assert any("HTTP 404" in r.getMessage() for r in caplog.records)
-
-
-def test_all_mirrors_failing_is_one_line_naming_the_file_and_each_mirror(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    serve("mnist", mirror.folder, monkeypatch)
     refused = closed_port_url()
     mirrors = [f"{mirror.url}nothing-here", refused]  # a base URL without its slash works too
     root = tmp_path / "data"
     fail(
-        lambda: mnist(None, str(root), download=True, mirrors=mirrors),
+        lambda: mnist(None, str(root), dataset="kmnist", download=True, mirrors=mirrors),
         "train-images-idx3-ubyte.gz: could not be downloaded",
         f"{mirror.url}nothing-here/train-images-idx3-ubyte.gz: HTTP 404",
         f"{refused}train-images-idx3-ubyte.gz: ",
         "refused",
     )
     assert files_under(root) == []
+    # the same mirrors, then a good one: the download falls through to it
+    mirror.requests.clear()
+    with caplog.at_level(logging.INFO, logger="src.data.sources"):
+        got = mnist(
+            None, str(root), dataset="kmnist", download=True, mirrors=[*mirrors, mirror.url]
+        )
+    assert_equal(got, sets())
+    assert "/nothing-here/train-images-idx3-ubyte.gz" in mirror.requests
+    assert any("HTTP 404" in r.getMessage() for r in caplog.records)
 
 
 def test_without_download_nothing_is_fetched_and_the_error_says_how(
