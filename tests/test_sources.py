@@ -164,15 +164,6 @@ def snapshot(*folders: Path) -> dict[str, bytes]:
 # data=folder
 
 
-def test_folder_reads_train_and_test_trees(tmp_path: Path) -> None:
-    train, test = write_two_trees(tmp_path / "digits")
-    (tmp_path / "digits" / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
-    (tmp_path / "digits" / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
-    got_train, got_test = folder(tmp_path / "cache", str(tmp_path / "digits"))
-    assert_same(got_train, in_folder_order(train))
-    assert_same(got_test, in_folder_order(test))
-
-
 def test_single_tree_is_halved_per_class_by_the_seeded_rule(tmp_path: Path) -> None:
     data = digits(0)
     write_tree(tmp_path / "DigitDataset", data)
@@ -234,10 +225,16 @@ def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Pat
     np.testing.assert_allclose(six, ramp, atol=0.03)
 
 
-def test_folder_cache_is_reused_and_follows_edited_files(tmp_path: Path) -> None:
+def test_folder_reads_train_and_test_trees_caches_them_and_follows_edited_files(
+    tmp_path: Path,
+) -> None:
     root, cache = tmp_path / "digits", tmp_path / "cache"
-    write_two_trees(root)
+    train, test = write_two_trees(root)
+    (root / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
+    (root / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
     first = folder(cache, str(root))
+    assert_same(first[0], in_folder_order(train))
+    assert_same(first[1], in_folder_order(test))
     files = sorted(cache.glob("folder-*.npz"))
     assert len(files) == 2
     again = folder(cache, str(root))
