@@ -11,10 +11,10 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from src.callbacks.figures import confusion_matrix
 from src.checkpoint import model_settings
 from src.cli import run, run_job
 from src.io import write_text
+from src.reports.figures import confusion_matrix
 from src.runtime.build import (
     CONFIG_DIR,
     build_datamodule,

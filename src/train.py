@@ -13,8 +13,6 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import figures
-from src.callbacks.state_report import network_tables, state_after_training
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
 from src.cli import run, run_job
 from src.config.rules import check_config
@@ -22,6 +20,8 @@ from src.config.schema import tag_list
 from src.console import print_config_tree
 from src.io import output_file, write_text
 from src.model.state import describe_state, state_label
+from src.reports import figures
+from src.reports.state_tables import network_tables, state_after_training
 from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks import figures
+from src.reports import figures
 from tests.conftest import TINY, compose_config
 
 

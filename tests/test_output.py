@@ -23,8 +23,8 @@ import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from src import cli as entry
-from src.callbacks import figures
 from src.callbacks.progress import ProgressBar, epoch_number, progress_values
+from src.reports import figures
 from tests.conftest import ROOT, TINY, assert_last_line_error, run_cli
 
 LOG_PREFIX = re.compile(r"\[20\d\d-\d\d-\d\d ")
