@@ -54,6 +54,8 @@ def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> No
         assert (row["job"], row["optimizer.lr"], row["seed"]) == (str(i), lr, seed)
         assert (row["status"], row["error"], row["val/acc"]) == ("ok", "", "")
         assert Path(row["run_dir"]) == sweep / name and name.endswith(row["name"])
+        assert f"lr: {lr}" in (sweep / name / ".hydra" / "config.yaml").read_text()
+        assert (sweep / name / "checkpoints" / "last.ckpt").is_file()
         saved = json.loads((sweep / name / "metrics.json").read_text())
         assert {f"optimizer.lr={lr}", f"seed={seed}", "trainer=cpu"} <= set(saved["overrides"])
         assert row["overrides"].split() == saved["overrides"]
@@ -108,7 +110,9 @@ def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path: Path, cache_dir: 
     assert (failed["status"], failed["error"], failed["test/acc"]) == ("failed", errors[0], "")
     assert errors[0] in (sweep / "0_lr=1000" / "train.log").read_text()
     assert not (sweep / "0_lr=1000" / "metrics.json").exists()
-    assert ok["status"] == "ok" and 0.0 <= float(ok["test/acc"]) <= 1.0
+    assert ok["status"] == "ok" and float(ok["test/acc"]) * 100 == pytest.approx(
+        round(float(ok["test/acc"]) * 100)
+    )  # a whole number of TINY's 100 test images
     assert (sweep / "1_lr=0.05" / "checkpoints" / "last.ckpt").is_file()
     assert "Sweep: 2 jobs, 1 ok, 1 failed" in proc.stdout
     assert _table_jobs(proc.stdout, "Sweep: 2 jobs") == ["1", "0"]
