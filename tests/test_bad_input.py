@@ -108,9 +108,17 @@ def _physical_memory() -> int:
          ["step_size=0"]),
         (["--cfg", "job", "optimizer=adam", "optimizer.betas=[2,0.999]"], ["optimizer.betas.0=2"]),
         (["--cfg", "job", "tags=[[a]]"], ["tags must be"]),
-        # 10. sweeps: a bad value, sweep values without --multirun, an Optuna search with
-        # nothing (or the test set) to maximise: refused before Hydra starts, instead of its
-        # multi-line report or a failed study
+        # 10. the validation split, and early stopping without one
+        (["data.val_fraction=1.0"], ["data.val_fraction=1.0 is out of range"]),
+        (["data.val_fraction=-0.1"], ["data.val_fraction=-0.1 is out of range"]),
+        (["data.val_seed=-1"], ["data.val_seed=-1"]),
+        (["+callbacks/early_stopping=val_acc"],
+         ["callbacks.early_stopping", "data.val_fraction=0"]),
+        # 11. sweeps: every end of an Optuna search space is checked; a bad value, sweep values
+        # without --multirun, an Optuna search with nothing (or the test set) to maximise:
+        # refused before Hydra starts, instead of its multi-line report or a failed study
+        (["--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)"],
+         ["optimizer.momentum=1.4999"]),
         (["--multirun", "optimizer.lr=0.01,-1"], ["optimizer.lr=-1"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
         (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),
