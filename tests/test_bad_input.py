@@ -92,9 +92,21 @@ def _physical_memory() -> int:
         (["trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0", "test=false"]),
         (["trainer.limit_train_batches=0"], ["trainer.limit_train_batches=0", "no training"]),
         (["trainer.limit_train_batches=1.5"], ["trainer.limit_train_batches=1.5", "fraction"]),
-        # 8. process settings that would run otherwise (a strategy added or set: one device)
-        (["+trainer.strategy=ddp"], ["trainer.strategy"]),
-        (["trainer.strategy=ddp"], ["single process"]),
+        # 8. process settings that would run otherwise
+        (["+trainer.strategy=ddp"], ["trainer.strategy"]),  # added on the command line
+        (["trainer.strategy=ddp"], ["trainer.strategy=ddp", "single process", "trainer=ddp_cpu"]),
+        (["trainer=cpu", "trainer.devices=2"], ["trainer.devices=2", "trainer.strategy=ddp"]),
+        (["trainer=ddp_cpu", "trainer.devices=1"], ["single process"]),
+        (["trainer.strategy=dp"], ["trainer.strategy=dp", "not supported"]),
+        (["trainer.strategy=fsdp"], ["trainer.strategy=fsdp", "not supported"]),
+        (["trainer.strategy=deepspeed"], ["trainer.strategy=deepspeed", "not supported"]),
+        (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], ["ddp_spawn", "not supported"]),
+        (["trainer=cpu", "+trainer.num_nodes=2"], ["trainer.num_nodes=2", "trainer.strategy=ddp"]),
+        (["trainer=ddp_cpu", "trainer.devices=-1"], ["trainer.devices=-1", "CPU"]),
+        (["trainer=ddp_cpu", "trainer.devices=0"], ["trainer.devices=0"]),
+        (["trainer=ddp_cpu", "trainer.use_distributed_sampler=true"],
+         ["trainer.use_distributed_sampler"]),
+        (["+trainer.sync_batchnorm=true"], ["trainer.sync_batchnorm", "model.sync_batchnorm"]),
         # 9. issue 17's samples (--cfg job: code that accepted one would print, not train)
         (["--cfg", "job", "callbacks.model_checkpoint.every_n_train_steps=-1"],
          ["every_n_train_steps=-1"]),

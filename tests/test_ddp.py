@@ -220,37 +220,6 @@ def test_without_a_process_group_nothing_is_synchronised_or_averaged() -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "needles"),
-    [
-        (["trainer=cpu", "trainer.devices=2"], ["trainer.devices=2", "trainer.strategy=ddp"]),
-        (["trainer.strategy=ddp"], ["trainer.strategy=ddp", "single process", "trainer=ddp_cpu"]),
-        (["trainer=ddp_cpu", "trainer.devices=1"], ["single process"]),
-        (["trainer.strategy=dp"], ["trainer.strategy=dp", "not supported"]),
-        (["trainer.strategy=fsdp"], ["trainer.strategy=fsdp", "not supported"]),
-        (["trainer.strategy=deepspeed"], ["trainer.strategy=deepspeed", "not supported"]),
-        (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], ["ddp_spawn", "not supported"]),
-        (["trainer=cpu", "+trainer.num_nodes=2"], ["trainer.num_nodes=2", "trainer.strategy=ddp"]),
-        (["trainer=ddp_cpu", "trainer.devices=-1"], ["trainer.devices=-1", "CPU"]),
-        (["trainer=ddp_cpu", "trainer.devices=0"], ["trainer.devices=0"]),
-        (
-            ["trainer=ddp_cpu", "trainer.use_distributed_sampler=true"],
-            ["trainer.use_distributed_sampler"],
-        ),  # fmt: skip
-        (["+trainer.sync_batchnorm=true"], ["trainer.sync_batchnorm", "model.sync_batchnorm"]),
-    ],
-)
-def test_process_settings_that_would_run_otherwise_are_refused(
-    tmp_path: Path, cache_dir: Path, overrides: list[str], needles: list[str]
-) -> None:
-    cfg = compose_config(overrides, tmp_path / "run", cache_dir)
-    with pytest.raises(ConfigError) as err:
-        check_config(cfg)
-    for needle in needles:
-        assert needle in str(err.value), str(err.value)
-    assert "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize(
     "overrides",
     [
         ["trainer=ddp_cpu"],
