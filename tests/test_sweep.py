@@ -176,26 +176,19 @@ def test_job_names_are_short_readable_folder_names() -> None:
 def test_the_job_folder_is_the_number_then_the_swept_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
-    monkeypatch.setattr(naming, "current", plan_of(master))
-    job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
-    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
-
-
-def test_a_job_in_another_process_names_its_folder_from_the_callback(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
     """Joblib and submitit unpickle the callback in the job's process before Hydra resolves the
     job's folder there: the plan comes with it."""
     monkeypatch.setattr(naming, "current", None)  # as it was, afterwards
     master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
     summary = SweepSummary()
     summary.on_multirun_start(master)
-    job = OmegaConf.create({"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3"]}}})
+    job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
     naming.current = None  # a fresh process
-    assert sweep_subdir(_root_=job) == "3"  # nothing known: the number
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "3"  # nothing known: the number
     pickle.loads(pickle.dumps(summary))
-    assert sweep_subdir(_root_=job) == "03_seed=3"
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
+    monkeypatch.setattr(naming, "current", plan_of(master))  # the launching process's plan
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"
 
 
 def test_an_optuna_search_plans_its_trials() -> None:
