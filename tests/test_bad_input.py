@@ -315,6 +315,12 @@ def test_an_unresolvable_value_is_still_caught_before_hydra_sets_its_config(
         ["trainer.limit_test_batches=0", "test=false"],
         ["trainer.limit_test_batches=0.5", "trainer.limit_train_batches=2"],
         ["trainer.limit_train_batches=1.0", "trainer.limit_test_batches=null"],
+        # process settings that run as asked
+        ["trainer=ddp_cpu"],
+        ["trainer=ddp_cpu", "trainer.devices=3", "model.sync_batchnorm=true"],
+        ["trainer=ddp_cpu", "trainer.devices='2'"],
+        ["trainer=cpu"],
+        ["trainer=cpu", "trainer.strategy=single_device"],
     ],
 )  # fmt: skip
 def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:

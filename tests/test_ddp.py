@@ -219,22 +219,6 @@ def test_without_a_process_group_nothing_is_synchronised_or_averaged() -> None:
 # What the config may ask for
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["trainer=ddp_cpu"],
-        ["trainer=ddp_cpu", "trainer.devices=3", "model.sync_batchnorm=true"],
-        ["trainer=ddp_cpu", "trainer.devices='2'"],
-        ["trainer=cpu"],
-        ["trainer=cpu", "trainer.strategy=single_device"],
-    ],
-)
-def test_supported_process_settings_pass(
-    tmp_path: Path, cache_dir: Path, overrides: list[str]
-) -> None:
-    check_config(compose_config(overrides, tmp_path / "run", cache_dir))
-
-
 def test_ddp_inside_a_multirun_is_refused(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
