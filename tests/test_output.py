@@ -25,7 +25,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from src import cli as entry
 from src.callbacks.progress import ProgressBar, epoch_number, progress_values
 from src.reports import figures
-from tests.conftest import ROOT, TINY, assert_last_line_error, run_cli
+from tests.conftest import ROOT, TINY, run_cli
 
 LOG_PREFIX = re.compile(r"\[20\d\d-\d\d-\d\d ")
 PROGRESS = re.compile(
@@ -106,19 +106,6 @@ def test_config_tree_is_printed_and_saved_without_escape_codes(plain_run) -> Non
     assert "\x1b" not in tree + proc.stdout
     assert tree.splitlines()[1] in proc.stdout  # printed at the start, too
     assert tree.index("── data") < tree.index("── model") < tree.index("── trainer")
-
-
-@pytest.mark.slow
-def test_a_failed_run_leaves_its_error_in_train_log(tmp_path: Path, cache_dir: Path) -> None:
-    """A data error found after the run folder exists (10-class data, 3 classes)."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "model.num_classes=3", f"paths.cache_dir={cache_dir}",
-                   f"hydra.run.dir={run_dir}", timeout=120)  # fmt: skip
-    line = assert_last_line_error(proc, "model.num_classes=3")
-    log = (run_dir / "train.log").read_text()
-    assert f"[src.cli][ERROR] - {line}" in log
-    assert (run_dir / "config_tree.log").is_file()
-    assert "\r" not in proc.stdout + proc.stderr
 
 
 def test_an_unexpected_error_leaves_its_traceback_in_the_log_file(

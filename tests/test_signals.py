@@ -240,13 +240,3 @@ def test_sigint_soon_after_start_stops_a_real_process(tmp_path: Path, cache_dir:
     stopped_line(done, signal.SIGINT)
     assert not (run / "metrics.json").exists()
     complete_files(run)
-
-
-@pytest.mark.slow
-def test_sigterm_while_testing_stops_a_real_process(tmp_path: Path, cache_dir: Path) -> None:
-    run = tmp_path / "run"
-    proc = _popen(run, cache_dir, *with_signal("test", signal.SIGTERM))
-    out, err = proc.communicate(timeout=180)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    assert "after training" in stopped_line(done, signal.SIGTERM)
-    complete_files(run)

@@ -54,6 +54,8 @@ def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> No
         assert (row["job"], row["optimizer.lr"], row["seed"]) == (str(i), lr, seed)
         assert (row["status"], row["error"], row["val/acc"]) == ("ok", "", "")
         assert Path(row["run_dir"]) == sweep / name and name.endswith(row["name"])
+        assert f"lr: {lr}" in (sweep / name / ".hydra" / "config.yaml").read_text()
+        assert (sweep / name / "checkpoints" / "last.ckpt").is_file()
         saved = json.loads((sweep / name / "metrics.json").read_text())
         assert {f"optimizer.lr={lr}", f"seed={seed}", "trainer=cpu"} <= set(saved["overrides"])
         assert row["overrides"].split() == saved["overrides"]
@@ -108,7 +110,9 @@ def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path: Path, cache_dir: 
     assert (failed["status"], failed["error"], failed["test/acc"]) == ("failed", errors[0], "")
     assert errors[0] in (sweep / "0_lr=1000" / "train.log").read_text()
     assert not (sweep / "0_lr=1000" / "metrics.json").exists()
-    assert ok["status"] == "ok" and 0.0 <= float(ok["test/acc"]) <= 1.0
+    assert ok["status"] == "ok" and float(ok["test/acc"]) * 100 == pytest.approx(
+        round(float(ok["test/acc"]) * 100)
+    )  # a whole number of TINY's 100 test images
     assert (sweep / "1_lr=0.05" / "checkpoints" / "last.ckpt").is_file()
     assert "Sweep: 2 jobs, 1 ok, 1 failed" in proc.stdout
     assert _table_jobs(proc.stdout, "Sweep: 2 jobs") == ["1", "0"]
@@ -172,26 +176,19 @@ def test_job_names_are_short_readable_folder_names() -> None:
 def test_the_job_folder_is_the_number_then_the_swept_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
-    monkeypatch.setattr(naming, "current", plan_of(master))
-    job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
-    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
-
-
-def test_a_job_in_another_process_names_its_folder_from_the_callback(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
     """Joblib and submitit unpickle the callback in the job's process before Hydra resolves the
     job's folder there: the plan comes with it."""
     monkeypatch.setattr(naming, "current", None)  # as it was, afterwards
     master = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=range(12)", "test=false"]}}})
     summary = SweepSummary()
     summary.on_multirun_start(master)
-    job = OmegaConf.create({"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3"]}}})
+    job = {"hydra": {"job": {"num": 3}, "overrides": {"task": ["seed=3", "test=false"]}}}
     naming.current = None  # a fresh process
-    assert sweep_subdir(_root_=job) == "3"  # nothing known: the number
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "3"  # nothing known: the number
     pickle.loads(pickle.dumps(summary))
-    assert sweep_subdir(_root_=job) == "03_seed=3"
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"  # 12 jobs: two digits
+    monkeypatch.setattr(naming, "current", plan_of(master))  # the launching process's plan
+    assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"
 
 
 def test_an_optuna_search_plans_its_trials() -> None:
