@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from src.config.schema import NULLABLE
 from tests.conftest import CONF, cli_in_process
 
 # Groups that only bundle other groups' values (checked there) or Hydra's own settings.
@@ -111,7 +112,9 @@ WRONG_TYPES = ["abc", "[1,2]", "{a: 1}", "''", "null"]
 
 def bad_values(kind: str, key: str) -> st.SearchStrategy[str]:
     """Override texts that no number or switch of `kind` at `key` may take."""
-    special = st.sampled_from(["nan", "inf", "-inf", *WRONG_TYPES])
+    # null is a value where the project gives it a meaning (data.test_batch_size: the batch size)
+    wrong = [t for t in WRONG_TYPES if not (t == "null" and key in NULLABLE)]
+    special = st.sampled_from(["nan", "inf", "-inf", *wrong])
     if kind == "bool":
         numbers = st.integers(-(2**70), 2**70).map(str) | st.floats(allow_nan=False).map(repr)
         return special | numbers | st.sampled_from(["yes_please", "0.5"])

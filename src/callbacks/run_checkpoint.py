@@ -78,7 +78,11 @@ class RunCheckpoint(Checkpoint):
             self._signal = signum  # another process received it
         if diverged:
             self._diverged(trainer, broken)
-        if self._signal is not None:
+        # What the processes agreed on, not this one's flag: a signal handled just after the
+        # all-reduce returned (it arrives while this process waits in it) would otherwise stop
+        # this process alone, and the others would wait for it in a collective forever. It is
+        # agreed on at the next iteration.
+        if signum:
             path = self.save(trainer)
             _outlive_the_launcher(trainer)
             raise RunStopped(self._signal, path, trainer.global_step)
