@@ -213,3 +213,16 @@ def test_a_hostile_loader_position_is_one_line(ckpt: Path, tmp_path: Path, posit
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert_one_line_error(proc, "data loader position")
     assert not run.exists()
+
+
+@pytest.mark.parametrize("history", [{"iterations": [1]}, {"iterations": "x"}, [1, 2]])
+def test_a_hostile_loss_history_only_restarts_the_plot(history: Any) -> None:
+    """A stored history of another shape was a KeyError traceback when the run resumed."""
+    from src.model.module import BNStateModule
+
+    module = BNStateModule()
+    module.on_load_checkpoint({"history": history})
+    assert module.history == {"iterations": [], "losses": [], "epochs": []}
+    good = {"iterations": [1, 2], "losses": [0.5, 0.4], "epochs": [0]}
+    module.on_load_checkpoint({"history": good})
+    assert module.history == good

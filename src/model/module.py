@@ -354,8 +354,15 @@ class BNStateModule(L.LightningModule):
         # Before 2026-12 the history was the TrainingProgressPlot callback's state.
         old = checkpoint.get("callbacks", {}).pop("TrainingProgressPlot", None)
         history = checkpoint.get("history") or old
-        if history:
+        # Read as data: a history of another shape (a tampered file) only loses the old curve.
+        if isinstance(history, dict) and all(
+            isinstance(history.get(key), list)
+            and all(isinstance(v, (int, float)) for v in history[key])
+            for key in self.history
+        ):
             self.history = {key: list(history[key]) for key in self.history}
+        elif history:
+            log.warning("The checkpoint's loss history is malformed; the plot starts afresh.")
         stats = checkpoint.get("bn_statistics") or {}
         self.running_state = stats.get("running")
         self.population_state = stats.get("population")
