@@ -1,7 +1,7 @@
 """`python -m src.predict ckpt_path=PATH images=PATH`: classify image files with a trained network.
 
 `images` is one image file, a folder (its files and those of its sub-folders) or a glob pattern.
-Every file goes through the reader of `data=folder` (`src.data.sources.decode_image`): the same
+Every file goes through the reader of `data=folder` (`src.data.sources.decode_images`): the same
 checks and one-line errors, the same conversions (`data.resize`, `data.grayscale`, `data.frame`
 for a photo of a digit written on paper) and the same scaling to [0, 1] as the images the network
 learnt from; the mean image is inside the network.
@@ -22,8 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli import run, run_job
-from src.data.arrays import IMAGE_SIZE
-from src.data.sources import decode_image, is_junk
+from src.data.sources import decode_images, is_junk
 from src.errors import ConfigError, DataError
 from src.io import output_file
 from src.runtime.build import (
@@ -96,10 +95,7 @@ def _decoded(
 ) -> Any:
     """The files decoded as one N x 1 x 28 x 28 float32 array. Cached on each file's size and
     modification time, so the run reuses what the check before it read, unless a file changed."""
-    images = np.empty((len(stamped), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    for i, (path, _, _) in enumerate(stamped):
-        images[i, 0] = decode_image(path, resize, grayscale, frame)
-    return images
+    return decode_images([path for path, _, _ in stamped], resize, grayscale, frame)
 
 
 def read_images(cfg: DictConfig) -> tuple[list[str], np.ndarray]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from src.data.arrays import DigitArrays
+from src.io import output_file
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +55,14 @@ def load_cached(path: Path) -> DigitArrays | None:
 
 
 def save_cached(path: Path, data: DigitArrays) -> None:
-    """Write atomically: a crash or a parallel run never leaves a half-written cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (`src.io.output_file`): a crash or a parallel run never leaves a
+    half-written cache file. A read-only or full disk costs time, not the run: a warning."""
     arrays = _as_dict(data)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, digest=np.array(_content_digest(arrays)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with output_file(path, "data cache") as tmp:
+            np.savez(tmp, digest=np.array(_content_digest(arrays)), **arrays)
+    except OSError as err:
+        log.warning("%s; continuing without it.", err)
 
 
 def cached(
@@ -79,8 +75,5 @@ def cached(
     data = load_cached(path)
     if data is None:
         data = build()
-        try:
-            save_cached(path, data)
-        except OSError as err:  # a read-only or full disk costs time, not the run
-            log.warning("Could not write data cache %s (%s); continuing without it.", path, err)
+        save_cached(path, data)
     return data

@@ -7,7 +7,7 @@ read before it writes any cache, so a failed load leaves the caches as they were
 `data=NAME` picks `SOURCES[NAME]`; each source lives in its own file of this package:
 
     builtin.py        data=synthetic  `synthetic`: draws of src/data/synthetic.py's generator
-    image_folders.py  data=folder     `folder`: class folders of image files; `decode_image`
+    image_folders.py  data=folder     `folder`: class folders of image files; `decode_images`
                                       (also src.predict's reader), `is_junk`, `split_class`
     mat_files.py      data=mat        `mat`: MATLAB .mat files (v4-v7)
     idx.py            data=mnist      `mnist`: MNIST and its family (data.dataset) as IDX files;
@@ -17,9 +17,9 @@ read before it writes any cache, so a failed load leaves the caches as they were
     common.py         what the readers from disk share: the config's options, error reasons and
                       the train/test cache that writes nothing unless both sets built cleanly
 
-Code elsewhere imports from `src.data.sources` only: every public name is re-exported here. The
-files are not named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the
-loader function, never a module that an import of the file would put in its place.
+Code elsewhere imports what it uses from `src.data.sources`, re-exported here. The files are not
+named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the loader
+function, never a module that an import of the file would put in its place.
 """
 
 from __future__ import annotations
@@ -29,34 +29,23 @@ from typing import Any
 
 from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
-from src.data.sources.common import SPLITS
 from src.data.sources.download import mirrors_problem
-from src.data.sources.idx import DATASETS, MNIST_FILES, dataset_problem, mnist, read_idx
-from src.data.sources.image_folders import (
-    FOLDER_READER_VERSION,
-    decode_image,
-    folder,
-    is_junk,
-    split_class,
-)
+from src.data.sources.idx import dataset_problem, mnist
+from src.data.sources.image_folders import decode_image, decode_images, folder, is_junk, split_class
 from src.data.sources.mat_files import mat
 from src.errors import DataError
 
 __all__ = [
-    "DATASETS",
-    "FOLDER_READER_VERSION",
-    "MNIST_FILES",
     "SOURCES",
-    "SPLITS",
     "dataset_problem",
     "decode_image",
+    "decode_images",
     "folder",
     "is_junk",
     "load_source",
     "mat",
     "mirrors_problem",
     "mnist",
-    "read_idx",
     "split_class",
     "synthetic",
 ]

@@ -4,7 +4,6 @@ until both sets have been read."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +12,6 @@ from typing import Any
 from src.data.arrays import DigitArrays
 from src.data.cache import cache_path, load_cached, save_cached
 from src.errors import DataError
-
-# Log under the package's name, as before it was split: the name shows in each run's train.log.
-log = logging.getLogger(__package__)
 
 SPLITS = ("train", "test")
 
@@ -61,10 +57,5 @@ def _cached_pair(
     sets = {s: found[s] if found[s] is not None else builds[s]() for s in SPLITS}
     for s in SPLITS:
         if found[s] is None:
-            try:
-                save_cached(paths[s], sets[s])
-            except OSError as err:  # a read-only or full disk costs time, not the run
-                log.warning(
-                    "Could not write data cache %s (%s); continuing without it.", paths[s], err
-                )
+            save_cached(paths[s], sets[s])
     return sets["train"], sets["test"]

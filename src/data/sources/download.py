@@ -2,9 +2,9 @@
 MD5, and renamed into place only once checked, so a file on disk is always a whole, verified one.
 
 Standard library only (urllib, hashlib): torchvision, which does the same for its data sets,
-cannot be installed beside this project's torch. A download goes to a hidden temporary file in
-the destination folder (same file system, so the rename is atomic) and that file is deleted on
-any failure, a KeyboardInterrupt included; a process killed outright (SIGKILL) can leave one
+cannot be installed beside this project's torch. A download is written as every output is
+(`src.io.output_file`): to a hidden temporary file in the destination folder, deleted on any
+failure, a KeyboardInterrupt included; a process killed outright (SIGKILL) can leave one
 behind, which nothing ever reads.
 """
 
@@ -14,19 +14,18 @@ import gzip
 import hashlib
 import http.client
 import logging
-import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from src.errors import DataError, first_line
+from src.io import output_file
 
 log = logging.getLogger(__package__)
 
@@ -75,26 +74,8 @@ def _md5() -> Any:
 
 def file_md5(path: Path) -> str:
     """The MD5 hex digest of a file on disk."""
-    digest = _md5()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write(dest: Path, fill: Callable[[IO[bytes]], None]) -> None:
-    """Write `dest` through `fill(file)` into a temporary file beside it, then rename it into
-    place; on any failure (KeyboardInterrupt too) the temporary file is removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return hashlib.file_digest(f, _md5).hexdigest()
 
 
 def _copy_checked(url: str, md5: str, out: IO[bytes]) -> int:
@@ -135,19 +116,15 @@ def fetch(name: str, md5: str, mirrors: Sequence[str], dest: Path) -> Path:
     failed: list[str] = []
     for base in mirrors:
         url = mirror_url(base, name)
-        size = 0
-
-        def fill(out: IO[bytes], url: str = url) -> None:
-            nonlocal size
-            size = _copy_checked(url, md5, out)
-
         try:
-            atomic_write(dest, fill)
+            with output_file(dest) as tmp, open(tmp, "wb") as out:
+                size = _copy_checked(url, md5, out)
         except _MirrorFailed as err:
             failed.append(f"{url}: {err}")
             continue
         except OSError as err:  # the destination, not the mirror: no point trying another
-            raise DataError(f"{dest}: cannot be written ({first_line(err)})") from err
+            reason = first_line(err.__cause__ or err)  # output_file's OutputWriteError: its cause
+            raise DataError(f"{dest}: cannot be written ({reason})") from err
         after = f" (after {'; '.join(failed)})" if failed else ""
         log.info("Downloaded %s (%s, MD5 checked) to %s%s", url, size_text(size), dest, after)
         return dest
@@ -157,9 +134,11 @@ def fetch(name: str, md5: str, mirrors: Sequence[str], dest: Path) -> Path:
 def gunzip(source: IO[bytes], dest: Path, what: str) -> None:
     """The plain file of a gzipped stream, written atomically (torchvision keeps both)."""
     try:
-        atomic_write(dest, lambda out: shutil.copyfileobj(gzip.GzipFile(fileobj=source), out))
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{what}: cannot be unpacked to {dest} ({first_line(err)})") from err
+        with output_file(dest) as tmp, open(tmp, "wb") as out:
+            shutil.copyfileobj(gzip.GzipFile(fileobj=source), out)
+    except (OSError, EOFError, zlib.error) as err:  # OutputWriteError: say what caused it
+        reason = first_line(err.__cause__ or err)
+        raise DataError(f"{what}: cannot be unpacked to {dest} ({reason})") from err
 
 
 def unpack_members(archive: Path, members: Sequence[str], folder: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """data=folder: images in class folders, MATLAB's DigitDataset layout.
 
-`decode_image` is also what `python -m src.predict` reads its images with.
+`decode_images` is also what `python -m src.predict` reads its images with.
 """
 
 from __future__ import annotations
@@ -165,13 +165,19 @@ def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) 
     return a
 
 
+def decode_images(paths: Sequence[str], resize: bool, grayscale: bool, frame: bool) -> np.ndarray:
+    """Image files as one float32 (N, 1, 28, 28) array, each read by `decode_image`."""
+    images = np.empty((len(paths), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for i, path in enumerate(paths):
+        images[i, 0] = decode_image(path, resize, grayscale, frame)
+    return images
+
+
 def _decode_set(
     files: Sequence[tuple[str, int]], origin: str, resize: bool, grayscale: bool, frame: bool
 ) -> DigitArrays:
     """(path, label) pairs decoded into one checked DigitArrays."""
-    images = np.empty((len(files), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    for i, (path, _) in enumerate(files):
-        images[i, 0] = decode_image(path, resize, grayscale, frame)
+    images = decode_images([path for path, _ in files], resize, grayscale, frame)
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     return DigitArrays(images, labels).check(origin)
 
