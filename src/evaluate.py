@@ -32,11 +32,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint, write `metrics.json` in the run directory, and return the metrics."""
     ckpt = checked_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     data = data_config(cfg, ckpt)
     # What this run actually used: the checkpoint's data, not the placeholder group.
-    save_resolved_config(cfg, output_dir, data=data)
+    output_dir = save_resolved_config(cfg, data=data)
 
     datamodule = build_datamodule(data)
     datamodule.setup("fit")  # the training set too: population statistics may need it

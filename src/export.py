@@ -70,23 +70,13 @@ def comparison_images(data: CheckpointData) -> tuple[np.ndarray, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# ONNX
-
-
-# ---------------------------------------------------------------------------------------------
-# MATLAB .mat
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model file and `export.json` in the run folder; return what export.json holds."""
     ckpt = checked_export(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, output_dir)
+    output_dir = save_resolved_config(cfg)
 
     net = trained_network(cfg, ckpt)
     bn_stats = cfg.model.get("bn_stats") or (ckpt.get("bn_statistics") or {}).get("used", "running")

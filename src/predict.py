@@ -14,7 +14,6 @@ import functools
 import glob
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -143,9 +142,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     probabilities."""
     ckpt = checked_run(cfg, DATA_KEYS)
     files, images = read_images(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, output_dir)
+    output_dir = save_resolved_config(cfg)
 
     net = trained_network(cfg, ckpt)
     probs = probabilities(net, images)

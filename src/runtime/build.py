@@ -203,11 +203,14 @@ def probabilities(net: DigitsNet, images: np.ndarray) -> np.ndarray:
     return torch.cat([net.predict(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]).numpy()
 
 
-def save_resolved_config(cfg: DictConfig, output_dir: Path, data: Any = None) -> None:
-    """`config.yaml` in the run folder: what the run actually used, every value resolved
-    (`.hydra/config.yaml` keeps the interpolations); `data` replaces the data group."""
+def save_resolved_config(cfg: DictConfig, data: Any = None) -> Path:
+    """`config.yaml` in the run folder (`paths.output_dir`, made here; returned): what the run
+    actually used, every value resolved (`.hydra/config.yaml` keeps the interpolations); `data`
+    replaces the data group."""
+    output_dir = Path(cfg.paths.output_dir)
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if data is not None:
         resolved["data"] = data
     with output_file(output_dir / "config.yaml", "config") as tmp:
         OmegaConf.save(OmegaConf.create(resolved), tmp, resolve=True)
+    return output_dir
