@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 
 from src.data.arrays import DigitArrays
-from src.data.synthetic import (
-    GENERATOR_VERSION,
-    STYLES,
-    font_files,
-    generate_digits,
-    generator_settings,
-)
+from src.data.print_fonts import font_files
+from src.data.synthetic import GENERATOR_VERSION, STYLES, generate_digits, generator_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

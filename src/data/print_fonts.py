@@ -92,11 +92,8 @@ def _draw(path: str, digit: int, stroke: int) -> np.ndarray:
         stroke_width=stroke,
         stroke_fill=255,
     )
-    mask = np.asarray(img)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return mask[:0, :0]
-    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = img.getbbox()  # of the ink: the non-zero pixels
+    return np.asarray(img.crop(box)) if box else np.zeros((0, 0), dtype=np.uint8)
 
 
 def _has_usable_digits(path: pathlib.Path) -> bool:
@@ -177,8 +174,8 @@ def _stroke_for(font_index: int, digit: int, ratio: float) -> int:
     return int(np.clip(round(stroke), 0, _MAX_STROKE))
 
 
-def _render(glyph: _Glyph, height: float, aspect: float, angle: int) -> np.ndarray:
-    """The transformed glyph centred on a blank supersampled canvas, as uint8."""
+def _render(glyph: _Glyph, height: float, aspect: float, angle: int) -> Image.Image:
+    """The transformed glyph centred on a blank supersampled canvas."""
     scale = _SUPERSAMPLE * height / glyph.height
     theta = math.radians(angle)
     cos, sin = math.cos(theta), math.sin(theta)
@@ -190,17 +187,9 @@ def _render(glyph: _Glyph, height: float, aspect: float, angle: int) -> np.ndarr
     glyph_centre = np.array([glyph.mask.width / 2, glyph.mask.height / 2])
     offset = glyph_centre - inverse @ centre
     data = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
-    img = glyph.mask.transform(
+    return glyph.mask.transform(
         (_CANVAS, _CANVAS), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR
     )
-    return np.asarray(img)
-
-
-def _ink_box(canvas: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(canvas.any(axis=1)), np.flatnonzero(canvas.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _window_start(lo: int, hi: int, u: float) -> int:
@@ -233,24 +222,23 @@ def _draw_one(
     # A tall glyph turned by 45 degrees can outgrow the frame: shrink it until it fits, which
     # takes one or two passes (each one cuts the size by at least 3 %).
     for _ in range(20):
-        canvas = _render(glyph, height, aspect, angle)
-        box = _ink_box(canvas)
+        image = _render(glyph, height, aspect, angle)
+        box = image.getbbox()  # of the ink: (left, top, right, bottom)
         if box is None:
             raise DataError(f"font {name} drew digit {digit} with no ink")
-        size = max(box[1] - box[0], box[3] - box[2])
+        size = max(box[3] - box[1], box[2] - box[0])
         if size <= inner:
             break
         height *= 0.97 * inner / size
     else:
         raise DataError(f"font {name}: digit {digit} at {angle} degrees does not fit in the frame")
-    top = _window_start(box[0], box[1], shift[1])
-    left = _window_start(box[2], box[3], shift[0])
+    top = _window_start(box[1], box[3], shift[1])
+    left = _window_start(box[0], box[2], shift[0])
     side = IMAGE_SIZE * _SUPERSAMPLE
     # The ink of a rotated glyph need not be centred on the canvas (think of a 7), so the window
     # can reach past the canvas edge; the canvas is blank there.
     pad = max(0, -top, -left, top + side - _CANVAS, left + side - _CANVAS)
-    if pad:
-        canvas = np.pad(canvas, pad)
+    canvas = np.pad(np.asarray(image), pad)
     window = canvas[top + pad : top + pad + side, left + pad : left + pad + side].astype(np.float64)
     s = _SUPERSAMPLE
     return window.reshape(IMAGE_SIZE, s, IMAGE_SIZE, s).mean(axis=(1, 3)) / 255.0

@@ -11,7 +11,6 @@ with some print, as MATLAB's set has both. docs/data.md compares the statistics 
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Sequence
 
 import matplotlib
@@ -33,11 +32,6 @@ STYLES = ("mixed", "handwriting", "print")
 # trained on it must read both; handwriting stays the large majority.
 PRINT_SHARE = {"mixed": 0.3, "handwriting": 0.0, "print": 1.0}
 ANGLE_RANGE = (-45, 45)  # whole degrees, counter-clockwise positive like MATLAB's imrotate
-
-
-def font_files() -> list[pathlib.Path]:
-    """The TrueType fonts the print digits are drawn with, in sorted order."""
-    return print_fonts.font_files()
 
 
 def _check_style(style: str) -> None:
