@@ -21,6 +21,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
+from src.data.digit_stats import stroke_widths
 from src.errors import DataError
 
 # Fonts whose digits were checked by eye: ordinary lining figures, ten distinct glyphs, and no pair
@@ -153,17 +154,12 @@ class _Glyph:
     thickness: float  # typical stroke thickness, in reference pixels
 
 
-def _thickness(mask: np.ndarray) -> float:
-    """Stroke thickness as 2 * area / perimeter: exact for a long straight stroke."""
-    ink = np.pad(mask >= 128, 1)
-    edges = np.count_nonzero(ink[1:] != ink[:-1]) + np.count_nonzero(ink[:, 1:] != ink[:, :-1])
-    return 2.0 * np.count_nonzero(ink) / max(edges, 1)
-
-
 @functools.cache
 def _glyph(font_index: int, digit: int, stroke: int) -> _Glyph:
     mask = _draw(str(_fonts()[font_index]), digit, stroke)
-    return _Glyph(Image.fromarray(mask), mask.shape[0], _thickness(mask))
+    # The stroke thickness as digit_stats measures it (2 x area / perimeter), of the ink's mask.
+    thickness = float(stroke_widths(mask[None] >= 128)[0])
+    return _Glyph(Image.fromarray(mask), mask.shape[0], thickness)
 
 
 def _stroke_for(font_index: int, digit: int, ratio: float) -> int:

@@ -153,7 +153,7 @@ def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
         # What check_config asks of a training config, neither of them built here: a data
         # module reading image files with these settings, and a one-process CPU trainer.
         raw = OmegaConf.to_container(data, resolve=False) if data else {}
-        probe.data = {"_target_": "src.data.datamodule.DigitsDataModule", "source": "folder", **raw}
+        probe.data = {"_target_": DATA_MODULE_TARGET, "source": "folder", **raw}
         probe.trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu"}
     return checked_checkpoint(probe)
 
