@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import pickle
 import shutil
 import zipfile
@@ -15,7 +16,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from src.errors import CheckpointError, first_line
+from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
@@ -124,10 +125,7 @@ def _plain_value(value: Any, where: str, name: str) -> None:
 def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -> dict[str, Any]:
     """The network settings a checkpoint was trained with (`model.*`), checked: only arguments
     of `BNStateModule` that a checkpoint records, each of its default's type and in range."""
-    import inspect
-
     from src.config.schema import check_model_settings
-    from src.errors import ConfigError
     from src.model.module import BNStateModule
 
     where = f"{key}={path}"
@@ -152,12 +150,9 @@ def stored_data_settings(
     """The training run's `data` settings (None if it recorded none), checked: the project's own
     data module, keys it or its data source takes, plain values in range. Never instantiated as
     stored: the caller builds `DigitsDataModule(**settings)`."""
-    import inspect
-
     from src.config.schema import check_data_settings
     from src.data.datamodule import DigitsDataModule
     from src.data.sources import SOURCES
-    from src.errors import ConfigError
 
     where = f"{key}={path}"
     config = ckpt.get("config")
