@@ -1,7 +1,7 @@
 """`python -m src.predict ckpt_path=PATH images=PATH`: classify image files with a trained network.
 
 `images` is one image file, a folder (its files and those of its sub-folders) or a glob pattern.
-Every file goes through the reader of `data=folder` (`src.data.sources.decode_images`): the same
+Every file goes through the reader of `data=folder` (`src/data/sources/image_folders.py`): the same
 checks and one-line errors, the same conversions (`data.resize`, `data.grayscale`, `data.frame`
 for a photo of a digit written on paper) and the same scaling to [0, 1] as the images the network
 learnt from; the mean image is inside the network.
@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli import run, run_job
-from src.data.sources import decode_images, is_junk
+from src.data.sources.image_folders import decode_images, file_stamp, is_junk
 from src.errors import ConfigError, DataError
 from src.io import output_file
 from src.runtime.build import (
@@ -100,16 +100,10 @@ def _decoded(
 def read_images(cfg: DictConfig) -> tuple[list[str], np.ndarray]:
     """The files `images` names and their pixels, read as `data=folder` reads its images."""
     files = image_files(cfg.images)
-    stamped = []
-    for path in files:
-        try:
-            st = os.stat(path)
-        except OSError as err:  # e.g. a broken link a pattern matched
-            raise DataError(f"{path}: cannot be read ({err.strerror})") from err
-        stamped.append((path, st.st_size, st.st_mtime_ns))
+    stamped = tuple((path, *file_stamp(path)) for path in files)  # e.g. a broken link: DataError
     data = cfg.data
     frame = bool(data.get("frame", False))
-    return files, _decoded(tuple(stamped), bool(data.resize), bool(data.grayscale), frame)
+    return files, _decoded(stamped, bool(data.resize), bool(data.grayscale), frame)
 
 
 def checked_inputs(cfg: DictConfig) -> None:

@@ -7,8 +7,8 @@ read before it writes any cache, so a failed load leaves the caches as they were
 `data=NAME` picks `SOURCES[NAME]`; each source lives in its own file of this package:
 
     builtin.py        data=synthetic  `synthetic`: draws of src/data/synthetic.py's generator
-    image_folders.py  data=folder     `folder`: class folders of image files; `decode_images`
-                                      (also src.predict's reader), `is_junk`, `split_class`
+    image_folders.py  data=folder     `folder`: class folders of image files; what
+                                      src.predict reads its images with; `split_class`
     mat_files.py      data=mat        `mat`: MATLAB .mat files (v4-v7)
     idx.py            data=mnist      `mnist`: MNIST and its family (data.dataset) as IDX files;
                                       `read_idx`; `DATASETS`, their files, checksums and mirrors
@@ -17,7 +17,7 @@ read before it writes any cache, so a failed load leaves the caches as they were
     common.py         what the readers from disk share: the config's options, error reasons and
                       the train/test cache that writes nothing unless both sets built cleanly
 
-Code elsewhere imports what it uses from `src.data.sources`, re-exported here. The files are not
+Code elsewhere imports the loaders from `src.data.sources`, re-exported here. The files are not
 named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the loader
 function, never a module that an import of the file would put in its place.
 """
@@ -31,7 +31,7 @@ from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
 from src.data.sources.download import mirrors_problem
 from src.data.sources.idx import dataset_problem, mnist
-from src.data.sources.image_folders import decode_image, decode_images, folder, is_junk, split_class
+from src.data.sources.image_folders import decode_image, folder, split_class
 from src.data.sources.mat_files import mat
 from src.errors import DataError
 
@@ -39,9 +39,7 @@ __all__ = [
     "SOURCES",
     "dataset_problem",
     "decode_image",
-    "decode_images",
     "folder",
-    "is_junk",
     "load_source",
     "mat",
     "mirrors_problem",

@@ -182,16 +182,22 @@ def _decode_set(
     return DigitArrays(images, labels).check(origin)
 
 
+def file_stamp(path: str) -> tuple[int, int]:
+    """An input file's size and modification time (ns), which change when it is rewritten."""
+    try:
+        st = os.stat(path)
+    except OSError as err:  # a broken link, say: a read problem of the input (exit 2)
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from err
+    return st.st_size, st.st_mtime_ns
+
+
 def _listing_digest(classes: dict[int, list[os.DirEntry]], root: Path) -> str:
     """Changes whenever a file is added, removed, renamed or rewritten (size or mtime)."""
     h = hashlib.sha256()
     for files in classes.values():
         for f in files:
-            try:
-                st = f.stat()
-            except OSError as err:  # a broken link, say: a read problem of the input (exit 2)
-                raise DataError(f"{f.path}: cannot be read ({err.strerror})") from err
-            h.update(f"{os.path.relpath(f.path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            size, mtime = file_stamp(f.path)
+            h.update(f"{os.path.relpath(f.path, root)}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()
 
 
