@@ -14,8 +14,8 @@ read before it writes any cache, so a failed load leaves the caches as they were
                                       `read_idx`; `DATASETS`, their files, checksums and mirrors
     download.py       data.download=true: a file fetched from the mirrors in turn, MD5-checked,
                       renamed into place only when whole
-    common.py         what the readers from disk share: the config's options, error reasons and
-                      the train/test cache that writes nothing unless both sets built cleanly
+    common.py         what the readers from disk share: the config's options and the train/test
+                      cache that writes nothing unless both sets built cleanly
 
 Code elsewhere imports the loaders from `src.data.sources`, re-exported here. The files are not
 named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the loader

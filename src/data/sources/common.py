@@ -1,6 +1,6 @@
 """What the readers of digit data from disk share: the config's options (paths, true/false
-flags), the first line of an error as its reason, and the train/test cache that writes nothing
-until both sets have been read."""
+flags, files and folders that must exist) and the train/test cache that writes nothing until
+both sets have been read."""
 
 from __future__ import annotations
 
