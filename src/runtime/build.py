@@ -134,12 +134,8 @@ def build_datamodule(data: DictConfig) -> DigitsDataModule:
     return DigitsDataModule(**settings)
 
 
-# Images a forward pass (memory, not results: every image is predicted on its own statistics).
-BATCH = 1024
-
-
 def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
-    """`src.evaluate.checked_checkpoint` for a command that builds no data module or trainer:
+    """`checked_checkpoint` for a command that builds no data module or trainer:
     the same one-line refusals (unset or unresolvable keys, bad `model.bn_stats`, a missing,
     damaged or foreign checkpoint), then the checkpoint itself."""
     data = OmegaConf.select(cfg, "data", default=None) or {}
@@ -161,7 +157,7 @@ def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
 class CheckpointData:
     """The data of the checkpoint's training run (its stored `data` settings), read on first use.
 
-    Stands in for the data module `src.evaluate.build_model` takes: it reads the training images
+    Stands in for the data module `build_model` takes: it reads the training images
     only to compute population statistics the checkpoint does not hold.
     """
 
@@ -194,6 +190,10 @@ def trained_network(cfg: DictConfig, ckpt: dict) -> DigitsNet:
     data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), data)
     return model.net.eval()
+
+
+# Images a forward pass (memory, not results: every image is predicted on its own statistics).
+BATCH = 1024
 
 
 @torch.inference_mode()
