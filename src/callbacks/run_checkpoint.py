@@ -63,8 +63,14 @@ class RunCheckpoint(Checkpoint):
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
-        """Write `last.ckpt` unless the run diverged since the last check (then stop it)."""
-        self._check_finite(trainer, trainer.lightning_module, flush=True)
+        """Write `last.ckpt` unless any process's values went non-finite since the last check
+        (then stop the run; every process calls this)."""
+        pl_module = trainer.lightning_module
+        if hasattr(pl_module, "flush_step_values"):  # the iterations not written out yet
+            pl_module.flush_step_values()
+        broken = _non_finite(None, pl_module)
+        if self._agree(trainer, 0, broken is not None)[1]:
+            self._diverged(trainer, broken)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full training state
         self._saved_at = trainer.global_step
         return self.last_path
@@ -90,14 +96,6 @@ class RunCheckpoint(Checkpoint):
         last_of_epoch = i + 1 >= trainer.num_training_batches
         if every > 0 and trainer.global_step % every == 0 and not last_of_epoch:
             self.save(trainer)  # the epoch's last batch is saved by on_train_epoch_end
-
-    def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule, flush: bool) -> None:
-        """Stop the run if any process's values went non-finite (every process calls this)."""
-        if flush and hasattr(pl_module, "flush_step_values"):
-            pl_module.flush_step_values()
-        broken = _non_finite(None, pl_module)
-        if self._agree(trainer, 0, broken is not None)[1]:
-            self._diverged(trainer, broken)
 
     def _diverged(self, trainer: L.Trainer, broken: str | None) -> None:
         broken = broken or "a non-finite value in another process"
