@@ -21,9 +21,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from src.compat import run_composed, task_name
 from src.config import rules
 from src.config.compose import preflight
-from src.config.rules import check_config
 from src.console import route_output
 from src.errors import (
     CheckpointError,
@@ -46,8 +46,8 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 log = logging.getLogger(__name__)
 
 # Whether `run` set this process up (output, signals) for the job it starts; a launcher that runs
-# the job in a process of its own finds it false there.
-_in_command = {"run": False}
+# the job in a process of its own finds it false there. "checked": `run` checked the job's config.
+_in_command = {"run": False, "checked": False}
 
 
 class _DropAdverts(logging.Filter):
@@ -108,6 +108,12 @@ def failure(err: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def config_checked() -> bool:
+    """Whether `run` checked the config of the job now running (a single run it started): the
+    job need not check it again. A sweep's job, or one Hydra composed itself, checks its own."""
+    return _in_command["checked"]
+
+
 def run_job(job: Callable[[], Any]) -> Any:
     """Run one job inside Hydra's main; a known failure ends it with its line and exit code.
 
@@ -155,28 +161,36 @@ def run(
     main: Callable[[], Any],
     config_dir: str,
     config_name: str,
-    check: Callable[[DictConfig], Any] = check_config,
+    check: Callable[[DictConfig], Any] | None = None,
 ) -> None:
-    """Check the command line's config first (`check` on every composition, sweeps included),
-    so mistakes cost one line and no run folder."""
+    """Check the command line's config first (`check`, by default `check_config`, on every
+    composition, sweeps included), so mistakes cost one line and no run folder. A single run's
+    config, composed and checked once here, is the one Hydra runs; a sweep's jobs are composed
+    by Hydra's launcher."""
     previous = stop_on_signals()  # first: Ctrl-C at any moment stops the run
     _in_command["run"] = True
     try:
         setup()
         rules.checked = set()  # the job does not redo the checks passed here
         try:
-            multirun, configs = preflight(sys.argv[1:], config_dir, config_name, check)
-            if multirun:  # parallel jobs would each create it, at once: here, once, first
+            check = check or rules.check_config
+            mode, configs = preflight(sys.argv[1:], config_dir, config_name, check, task_name(main))
+            if mode == "multirun":  # parallel jobs would each create it, at once: here, first
                 prepare_mlflow_stores(configs)
         except (ConfigError, CheckpointError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        main()
+        if mode == "run":
+            _in_command["checked"] = True
+            run_composed(main, config_dir, configs[0])
+        else:
+            main()
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
         line, code = failure(err)
         print(line, file=sys.stderr, flush=True)
         sys.exit(code)
     finally:  # run in-process (tests, a notebook): the caller's handlers again
-        _in_command["run"], rules.checked = False, None
+        _in_command["run"] = _in_command["checked"] = False
+        rules.checked = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -53,3 +53,48 @@ def event_file_writer(writer: Any) -> Any:
     `add_summary` of it writes a whole iteration's values as one event; the public `add_scalar`
     and `add_histogram` write an event a value, about ten times the cost."""
     return writer._get_file_writer()
+
+
+def task_name(task_function: Any) -> str:
+    """The job name `@hydra.main` gives `task_function`'s runs (`hydra.job.name`, the name of its
+    log file): `train` for `python -m src.train`, whether run as a module or imported."""
+    from hydra._internal.utils import (
+        detect_calling_file_or_module_from_task_function,
+        detect_task_name,
+    )
+
+    return detect_task_name(*detect_calling_file_or_module_from_task_function(task_function))
+
+
+def run_composed(task_function: Any, config_dir: str, cfg: Any) -> None:
+    """`@hydra.main`'s single run of `task_function` (run folder, `.hydra/`, logging, Hydra's
+    callbacks and its report of an error) on `cfg`, the command line's config composed already,
+    `hydra` node included. `@hydra.main` would compose it twice more (to learn the run mode, then
+    to run); Hydra has no public way to run a job on a config composed before."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, run_and_report
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_config_search_path(config_dir)  # `@hydra.main` makes it so from a path
+    hydra = Hydra.create_main_hydra2(task_name(task_function), search_path)
+    loader = hydra.config_loader
+
+    class Composed:
+        """Hydra's loader, but its next composition is `cfg` (a debug dump composes for itself)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(loader, name)
+
+        def load_configuration(self, *args: Any, **kwargs: Any) -> Any:
+            hydra.config_loader = loader
+            return cfg
+
+    if cfg.hydra.mode is None:  # what `@hydra.main` adds to a plain run's command line
+        cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+    overrides = [*cfg.hydra.overrides.task, *cfg.hydra.overrides.hydra]
+    hydra.config_loader = Composed()
+    try:
+        name = cfg.hydra.job.config_name
+        run_and_report(lambda: hydra.run(name, task_function, overrides))
+    finally:
+        GlobalHydra.instance().clear()

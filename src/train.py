@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
-from src.cli import run, run_job
+from src.cli import config_checked, run, run_job
 from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
@@ -63,9 +63,11 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
         logger.finalize("success")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test, write `metrics.json` in the run directory, and return the metrics."""
-    check_config(cfg)
+def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
+    """Fit, test, write `metrics.json` in the run directory, and return the metrics. The config
+    is checked first unless `checked` (the command line's check passed it)."""
+    if not checked:
+        check_config(cfg)
     configure_threads(cfg)  # parallel launchers share the cores; a plain run keeps torch's default
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -153,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-    metrics = run_job(lambda: train(cfg))
+    metrics = run_job(lambda: train(cfg, config_checked()))
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 

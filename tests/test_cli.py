@@ -34,3 +34,36 @@ def test_gpu_without_cuda_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     proc = cli_in_process("trainer=gpu", f"hydra.run.dir={run_dir}")
     assert_one_line_error(proc, "trainer.accelerator=gpu", "no CUDA GPU")
     assert not run_dir.exists()
+
+
+def test_a_plain_run_composes_its_config_once_and_checks_it_once(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config composed and checked before the run folder exists is the one Hydra runs, and
+    the job takes it as checked (`@hydra.main` alone composes twice; issue 22 counted three)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    import src.train
+    from src.config import rules
+
+    compositions, checks = [], []
+    load, check = ConfigLoaderImpl.load_configuration, rules.check_config
+
+    def counted_load(self, *args, **kwargs):
+        compositions.append(args)
+        return load(self, *args, **kwargs)
+
+    def counted_check(cfg):
+        checks.append(cfg)
+        return check(cfg)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counted_load)
+    monkeypatch.setattr(rules, "check_config", counted_check)  # the command line's check
+    monkeypatch.setattr(src.train, "check_config", counted_check)  # the job's, if it checked
+    run_dir = tmp_path / "run"
+    proc = cli_in_process(*TINY, "logger=none", "reports=none", f"paths.cache_dir={cache_dir}",
+                          f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(compositions) == 1 and len(checks) == 1
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "train.log").is_file()
+    assert "hydra.mode=RUN" in (run_dir / ".hydra" / "hydra.yaml").read_text()

@@ -139,10 +139,13 @@ def preflight(
     config_dir: str,
     config_name: str,
     check: Callable[[DictConfig], Any] = check_config,
-) -> tuple[bool, list[DictConfig]]:
+    job_name: str = "app",
+) -> tuple[str | None, list[DictConfig]]:
     """Compose the config the CLI will run (each sweep value too) and check it with `check`
     (default: check_config), then check that its run (or sweep) folder can be created.
-    Returns whether it is a multirun, and the configs composed (none for an informational call).
+    Returns "run" (a single run: the one config is the run's, `hydra` node and `job_name`
+    included, for Hydra to run as it is), "multirun", or None (Hydra's own: it prints, or reads
+    another config folder), and the configs composed (none for an informational call).
 
     Raises ConfigError with one line for an unknown group, option or key, or a bad value, or a
     run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
@@ -154,14 +157,14 @@ def preflight(
 
     args = hydra_args_parser().parse_args(argv)
     if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
-        return False, []  # another search path or an informational call: leave it to Hydra
+        return None, []  # another search path or an informational call: leave it to Hydra
     try:
         runs = _compositions(args.overrides)
     except HydraException as err:
         raise ConfigError(one_line(err)) from err
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        with initialize_config_dir(config_dir, job_name, version_base="1.3"):
             done: dict[tuple[str, ...], DictConfig] = {}
 
             def composed(overrides: list[str]) -> DictConfig:
@@ -190,6 +193,8 @@ def preflight(
                 check(cfg)
                 if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                     check_output_folder(cfg, multirun)
-            return multirun and not args.cfg, list(done.values())
+            # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
+            own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
+            return (None if own else "multirun" if multirun else "run"), list(done.values())
     finally:
         GlobalHydra.instance().clear()
