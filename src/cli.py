@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from src.compat import run_composed, task_name
 from src.config import rules
-from src.config.compose import preflight
+from src.config.compose import preflight, quoted_for_hydra
 from src.console import route_output
 from src.errors import (
     CheckpointError,
@@ -173,6 +173,7 @@ def run(
         setup()
         rules.checked = set()  # the job does not redo the checks passed here
         try:
+            sys.argv[1:] = quoted_for_hydra(sys.argv[1:])  # Hydra's main reads sys.argv
             check = check or rules.check_config
             mode, configs = preflight(sys.argv[1:], config_dir, config_name, check, task_name(main))
             if mode == "multirun":  # parallel jobs would each create it, at once: here, first

@@ -67,3 +67,44 @@ def test_a_plain_run_composes_its_config_once_and_checks_it_once(
     assert len(compositions) == 1 and len(checks) == 1
     assert (run_dir / "metrics.json").is_file() and (run_dir / "train.log").is_file()
     assert "hydra.mode=RUN" in (run_dir / ".hydra" / "hydra.yaml").read_text()
+
+
+def test_an_unquoted_value_with_letters_outside_ascii_means_what_was_typed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run dir ü"
+    proc = cli_in_process("--cfg", "hydra", f"hydra.run.dir={run_dir}")  # Hydra reads it too
+    assert proc.returncode == 0, proc.stderr
+    assert f"dir: {run_dir}\n" in proc.stdout
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "passed"),
+    [
+        ("hydra.run.dir=runs/run dir ü", "hydra.run.dir='runs/run dir ü'"),
+        ("+data.note=  Grüße  ", "+data.note='Grüße'"),  # unquoted, its edges' blanks go
+        ("paths.x=C:\\ü\\", "paths.x='C:\\ü\\\\'"),  # no \' at the closing quote
+        ("paths.x=${paths.root_dir}/ü", "paths.x='${paths.root_dir}/ü'"),
+        ("paths.x='ü'", "paths.x='ü'"),  # quoted already
+        ("paths.x=plain", "paths.x=plain"),
+    ],
+)
+def test_values_outside_ascii_are_quoted_as_one_string(typed: str, passed: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.config.compose import quoted_for_hydra
+
+    assert quoted_for_hydra(["--multirun", typed]) == ["--multirun", passed]
+    value = OverridesParser.create().parse_override(passed).value()
+    assert value == typed.partition("=")[2].strip().strip("'")
+
+
+@pytest.mark.parametrize("typed", ["data.classes=[ä,b]", "seed=ä,b", "paths.x=ä\\,b"])
+def test_a_list_or_sweep_outside_ascii_is_one_line_saying_to_quote_it(
+    tmp_path: Path, typed: str
+) -> None:
+    """Quoting the whole value would change its meaning: the user is told how instead."""
+    run_dir = tmp_path / "run"
+    proc = cli_in_process(typed, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, typed, "only inside quotes")
+    assert not run_dir.exists()

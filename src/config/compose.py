@@ -7,6 +7,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,44 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
 from src.errors import ConfigError, first_line, one_line
+
+
+def quoted_for_hydra(argv: list[str]) -> list[str]:
+    """The command line with each override whose value holds characters outside ASCII quoted,
+    as Hydra's grammar needs (`hydra.run.dir=runs/run dir ü` as `hydra.run.dir='runs/run dir ü'`)
+    where the quotes keep the very string typed. Raises ConfigError saying how to quote the rest
+    (a list or a sweep of such strings)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, error = OverridesParser.create(), object()
+
+    def value(line: str) -> Any:
+        """The override's value, or `error` where Hydra cannot parse it."""
+        try:
+            return parser.parse_override(line).value()
+        except HydraException:
+            return error
+
+    def quoted(line: str) -> str:
+        key, _, raw = line.partition("=")
+        text = raw.strip()  # what an unquoted value means: its edges' blanks are not part of it
+        if text.isascii() or value(line) is not error:
+            return line
+        plain = "".join(c if c.isascii() else "x" for c in text)
+        if value(f"{key}={plain}") is error:
+            return line  # another mistake as well: Hydra's message names it
+        escaped = re.sub(r"\\+$", lambda m: m.group() * 2, text)  # no \' at the closing quote
+        if value(f"{key}={plain}") == plain and value(f"{key}='{escaped}'") == text:
+            return f"{key}='{escaped}'"
+        chars = "".join(dict.fromkeys(c for c in text if not c.isascii()))
+        raise ConfigError(
+            f"{line}: Hydra reads {chars} only inside quotes: quote each string that holds it "
+            f"({key}='...', or each item of a list or sweep)"
+        )
+
+    given = set(hydra_args_parser().parse_args(argv).overrides)
+    return [quoted(arg) if arg in given else arg for arg in argv]
 
 
 def _compositions(overrides: list[str]) -> list[list[str]]:
