@@ -1,5 +1,6 @@
 """The command line composed as Hydra will compose it (every sweep value too) and checked before
-Hydra makes a run folder, so a mistake costs one line and no folder."""
+Hydra makes a run folder, so a mistake costs one line and no folder; a single run's composition
+is the one Hydra then runs."""
 
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
         if text.isascii() or value(line) is not error:
             return line
         plain = "".join(c if c.isascii() else "x" for c in text)
-        if value(f"{key}={plain}") is error:
+        as_plain = value(f"{key}={plain}")
+        if as_plain is error:
             return line  # another mistake as well: Hydra's message names it
         escaped = re.sub(r"\\+$", lambda m: m.group() * 2, text)  # no \' at the closing quote
-        if value(f"{key}={plain}") == plain and value(f"{key}='{escaped}'") == text:
+        if as_plain == plain and value(f"{key}='{escaped}'") == text:
             return f"{key}='{escaped}'"
         chars = "".join(dict.fromkeys(c for c in text if not c.isascii()))
         raise ConfigError(
