@@ -53,3 +53,13 @@ def event_file_writer(writer: Any) -> Any:
     `add_summary` of it writes a whole iteration's values as one event; the public `add_scalar`
     and `add_histogram` write an event a value, about ten times the cost."""
     return writer._get_file_writer()
+
+
+def event_writer_file(thread: Any) -> str | None:
+    """The event file a TensorBoard writer thread (`EventFileWriter`'s `_AsyncWriterThread`,
+    which does its writes) writes; None for any other thread."""
+    if type(thread).__module__ != "tensorboard.summary.writer.event_file_writer":
+        return None
+    file = getattr(getattr(thread, "_record_writer", None), "_writer", None)
+    name = getattr(file, "filename", None)
+    return name.decode() if isinstance(name, bytes) else name
