@@ -112,6 +112,8 @@ def handled_signals() -> list[int]:
 def _exit_now(signum: int, frame: FrameType | None) -> None:
     # Exits here, not by an exception: during imports, an exception would be a traceback from
     # wherever the signal came, and a library's bare `except:` could swallow it.
+    for other in handled_signals():  # a second Ctrl-C while this one is said: no second line
+        signal.signal(other, signal.SIG_IGN)
     print(f"stopped: {RunStopped(signum, None, -1)}", file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
         sys.stdout.flush()

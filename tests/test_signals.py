@@ -214,13 +214,15 @@ def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_d
 
 
 def _popen(
-    run: Path, cache_dir: Path, *extra: str, sigint_ignored: bool = False
+    run: Path, cache_dir: Path, *extra: str, sigint_ignored: bool = False, module: str = "src.train"
 ) -> subprocess.Popen:
-    """`python -m src.train` started from a terminal, or (`sigint_ignored`) as a shell starts a
-    background job: SIGINT ignored from the start."""
+    """`python -m src.train` (another `module`: with `hydra.run.dir` only) started from a
+    terminal, or (`sigint_ignored`) as a shell starts a background job: SIGINT ignored from the
+    start."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    args = run_args(run, cache_dir, *extra) if module == "src.train" else [f"hydra.run.dir={run}"]
     return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *run_args(run, cache_dir, *extra)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -280,12 +282,15 @@ ON_LINUX = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="re
 
 
 @ON_LINUX
+@pytest.mark.parametrize("module", ["src.train", "src.evaluate", "src.predict", "src.export"])
 @pytest.mark.parametrize("signum", SIGNALS, ids=["SIGINT", "SIGTERM"])
-def test_a_signal_while_importing_is_one_line(tmp_path: Path, cache_dir: Path, signum: int) -> None:
+def test_a_signal_while_importing_is_one_line(
+    tmp_path: Path, cache_dir: Path, signum: int, module: str
+) -> None:
     """Before torch is loaded: it was a KeyboardInterrupt traceback (SIGINT) or a silent death
     by the signal (SIGTERM)."""
     run = tmp_path / "run"
-    proc = _popen(run, cache_dir)
+    proc = _popen(run, cache_dir, module=module)
     _while_importing(proc)
     proc.send_signal(signum)
     done = _finished(proc)
