@@ -69,7 +69,8 @@ class BarSafeStream:
 def route_output() -> None:
     """Once a job's logging is configured (Hydra's console and file handlers on the root
     logger): send Lightning's lines and Python warnings through those handlers, so they reach
-    `train.log` and are printed once, and make the console handlers bar-safe."""
+    `train.log` and are printed once, and make the console handlers bar-safe. A failed
+    TensorBoard write is said once, by the main thread (`_event_write_failed`)."""
     if threading.excepthook is not _event_write_failed:
         _hooks["previous"] = threading.excepthook
         threading.excepthook = _event_write_failed
