@@ -98,3 +98,13 @@ def run_composed(task_function: Any, config_dir: str, cfg: Any) -> None:
         run_and_report(lambda: hydra.run(name, task_function, overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def event_writer_file(thread: Any) -> str | None:
+    """The event file a TensorBoard writer thread (`EventFileWriter`'s `_AsyncWriterThread`,
+    which does its writes) writes; None for any other thread."""
+    if type(thread).__module__ != "tensorboard.summary.writer.event_file_writer":
+        return None
+    file = getattr(getattr(thread, "_record_writer", None), "_writer", None)
+    name = getattr(file, "filename", None)
+    return name.decode() if isinstance(name, bytes) else name

@@ -5,8 +5,10 @@
 - The run's log file (Hydra's `train.log`) holds what the terminal shows: Lightning's own lines
   (its `lightning.pytorch` logger otherwise prints to stderr past Hydra's handlers) and Python
   warnings go through the root logger too (`route_output`).
+- A failed write to a TensorBoard event file (a full disk) is said once, by the main thread
+  (`route_output`).
 - The composed config, printed as a tree at the start and saved as `config_tree.log`
-  (`print_config_tree`); rich is imported only then.
+  (`print_config_tree`, atomically); rich is imported only then.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import io
 import logging
 import shutil
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
+
+from src.compat import event_writer_file
+from src.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,11 @@ class BarSafeStream:
 def route_output() -> None:
     """Once a job's logging is configured (Hydra's console and file handlers on the root
     logger): send Lightning's lines and Python warnings through those handlers, so they reach
-    `train.log` and are printed once, and make the console handlers bar-safe."""
+    `train.log` and are printed once, and make the console handlers bar-safe. A failed
+    TensorBoard write is said once, by the main thread (`_event_write_failed`)."""
+    if threading.excepthook is not _event_write_failed:
+        _hooks["previous"] = threading.excepthook
+        threading.excepthook = _event_write_failed
     root = logging.getLogger()
     if not root.handlers:  # no job logging (a test calling train() directly): leave it as is
         return
@@ -79,6 +89,23 @@ def route_output() -> None:
         console = type(handler) is logging.StreamHandler
         if console and stream is not None and not isinstance(stream, BarSafeStream):
             handler.setStream(BarSafeStream(stream))  # type: ignore[arg-type]
+
+
+_hooks: dict[str, Any] = {"previous": threading.excepthook}
+
+
+def _event_write_failed(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes its event file in a thread of its own. A write that fails there (a
+    full disk) is printed by that thread as a traceback, then raised again in the main thread
+    at its next write, which ends the run with one line (exit 4): that line only, with the
+    file's name, which a failed `write()` does not give."""
+    err = args.exc_value
+    path = event_writer_file(args.thread) if isinstance(err, OSError) else None
+    if path is None:
+        return _hooks["previous"](args)
+    # The same object the main thread raises (it may have already: then its line names none).
+    if err.filename is None or isinstance(err.filename, bytes):  # TensorBoard opens it by bytes
+        err.filename = path
 
 
 def log_to_files(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
@@ -142,7 +169,7 @@ def print_config_tree(cfg: DictConfig, path: Path | None = None) -> None:
     width = shutil.get_terminal_size((100, 24)).columns if colour else 100
     shown, plain = config_tree(cfg, colour=colour, width=width)
     if path is not None:
-        path.write_text(plain)
+        write_text(path, plain, "config tree")
     sys.stdout.write(shown)
     sys.stdout.flush()
     log_to_files(log, logging.INFO, "Config (saved as %s):\n%s", path, plain.rstrip("\n"))

@@ -8,7 +8,10 @@ Exit codes (`src.cli`): 0 done; 2 bad input (`ConfigError`, `DataError`, `Checkp
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -85,6 +88,47 @@ def keep_checkpoint(path: Path | None) -> None:
     _kept["checkpoint"] = path
 
 
+def handled_signals() -> list[int]:
+    """The signals a run stops on: SIGTERM always; SIGINT unless this process started with it
+    ignored.
+
+    The Unix convention (`if signal(SIGINT, SIG_IGN) != SIG_IGN`): a shell starts a background
+    job of a script, and `nohup`-style launchers start theirs, with SIGINT ignored, so that the
+    terminal's Ctrl-C does not reach them; such a run is meant to outlive it, and does.
+    Launchers' worker processes need nothing else: joblib's loky workers, submitit's tasks and
+    Lightning's DDP processes all inherit the launching process's disposition (none ignores
+    SIGINT of its own), so every process of a run answers a Ctrl-C alike. Submitit's local
+    controller ends a task past its time-out with SIGINT and SIGKILL a second later: a task
+    that ignores SIGINT keeps its last periodic checkpoint, as a killed run does. SIGTERM (what
+    `kill`, SLURM's time limit and `scancel` send) always saves and stops.
+    """
+    return [
+        signum
+        for signum in SIGNAL_NAMES
+        if signum != signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
+    ]
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    # Exits here, not by an exception: during imports, an exception would be a traceback from
+    # wherever the signal came, and a library's bare `except:` could swallow it.
+    for other in handled_signals():  # a second Ctrl-C while this one is said: no second line
+        signal.signal(other, signal.SIG_IGN)
+    print(f"stopped: {RunStopped(signum, None, -1)}", file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(128 + signum)  # 130 for SIGINT, 143 for SIGTERM: src.cli.EXIT_SIGNAL
+
+
+def exit_on_signals() -> None:
+    """For an entry point's first lines, before its imports (torch and Lightning: seconds):
+    Ctrl-C (SIGINT) or SIGTERM ends the process with the one `stopped:` line and exit code
+    130/143, instead of a `KeyboardInterrupt` traceback (or, for SIGTERM, no word at all).
+    `stop_on_signals` replaces it once the command line is read."""
+    for signum in handled_signals():
+        signal.signal(signum, _exit_now)
+
+
 def _stop_now(signum: int, frame: FrameType | None) -> None:
     path = _kept["checkpoint"]
     raise RunStopped(signum, path, -1, finished=path is not None)
@@ -95,12 +139,11 @@ def stop_on_signals() -> dict[int, Any]:
     writes are atomic, so none is left half-written). Training replaces this with its own
     handler, which finishes the iteration and saves a checkpoint first (RunCheckpoint).
 
-    Installed even where the signal was ignored: a job started in the background by a shell
-    inherits SIGINT ignored, and `kill -INT` must still stop it. Returns the handlers it
-    replaced."""
+    SIGINT only where the process did not start with it ignored (`handled_signals`). Returns
+    the handlers it replaced."""
     _kept["checkpoint"] = None
     previous = {signum: signal.getsignal(signum) for signum in SIGNAL_NAMES}
-    for signum in SIGNAL_NAMES:
+    for signum in handled_signals():
         signal.signal(signum, _stop_now)
     return previous
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from src.errors import exit_on_signals
+
+if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
+    exit_on_signals()
+
 import json
 import logging
 from pathlib import Path

@@ -9,6 +9,11 @@ learnt from; the mean image is inside the network.
 
 from __future__ import annotations
 
+from src.errors import exit_on_signals
+
+if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
+    exit_on_signals()
+
 import csv
 import functools
 import glob

@@ -8,6 +8,7 @@ the phases before the trainer exists. In-process through `cli()`; a few real pro
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -212,18 +213,50 @@ def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_d
 # Real processes
 
 
-def _popen(run: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+def _popen(
+    run: Path, cache_dir: Path, *extra: str, sigint_ignored: bool = False, module: str = "src.train"
+) -> subprocess.Popen:
+    """`python -m src.train` (another `module`: with `hydra.run.dir` only) started from a
+    terminal, or (`sigint_ignored`) as a shell starts a background job: SIGINT ignored from the
+    start."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    args = run_args(run, cache_dir, *extra) if module == "src.train" else [f"hydra.run.dir={run}"]
     return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *run_args(run, cache_dir, *extra)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A shell's background job: SIGINT ignored from the start, as the issue's run had it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler yet (its `SigCgt` mask): the first thing the
+    entry module does, before its imports; Python itself installs none."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def _while_importing(proc: subprocess.Popen) -> None:
+    """Wait until the entry module has installed its handler; assert torch is not loaded yet."""
+    deadline = time.monotonic() + 60
+    while not _handles_sigterm(proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.002)
+    assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
+
+
+def _finished(proc: subprocess.Popen, timeout: int = 120) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -240,3 +273,115 @@ def test_sigint_soon_after_start_stops_a_real_process(tmp_path: Path, cache_dir:
     stopped_line(done, signal.SIGINT)
     assert not (run / "metrics.json").exists()
     complete_files(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up: a signal while Python is still importing, and a SIGINT inherited as ignored
+
+ON_LINUX = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+
+
+@ON_LINUX
+@pytest.mark.parametrize("module", ["src.train", "src.evaluate", "src.predict", "src.export"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_importing_is_one_line(
+    tmp_path: Path, cache_dir: Path, signum: int, module: str
+) -> None:
+    """Before torch is loaded: it was a KeyboardInterrupt traceback (SIGINT) or a silent death
+    by the signal (SIGTERM)."""
+    run = tmp_path / "run"
+    proc = _popen(run, cache_dir, module=module)
+    _while_importing(proc)
+    proc.send_signal(signum)
+    done = _finished(proc)
+    line = stopped_line(done, signum)
+    assert line == f"stopped: {signal.Signals(signum).name}: stopped; no file was left half-written"
+    assert done.stderr.strip() == line
+    assert not run.exists()
+
+
+@ON_LINUX
+def test_an_ignored_sigint_is_ignored_while_importing(tmp_path: Path, cache_dir: Path) -> None:
+    """A background job's Ctrl-C does not stop it at start-up either; SIGTERM still does."""
+    run = tmp_path / "run"
+    proc = _popen(run, cache_dir, sigint_ignored=True)
+    _while_importing(proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    done = _finished(proc)
+    stopped_line(done, signal.SIGTERM)
+    assert "SIGINT" not in done.stderr
+
+
+@pytest.fixture
+def sigint_ignored() -> object:
+    """This process as a shell starts a background job: SIGINT ignored from the start."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, sigint_ignored: object
+) -> None:
+    """A job meant to outlive the terminal's Ctrl-C does: SIGINT at start-up (the command's
+    handler) and in training (RunCheckpoint's) is ignored and the run finishes; the process
+    keeps it ignored. SIGTERM still saves and stops. Both were stops (exit 130)."""
+    import src.cli
+
+    real = src.cli.setup
+
+    def setup() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real()
+
+    monkeypatch.setattr(src.cli, "setup", setup)
+    run = tmp_path / "run"
+    proc = cli_in_process(*run_args(run, cache_dir, *with_signal("mid_epoch", signal.SIGINT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SIGINT" not in proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["test/acc"] >= 0
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+    monkeypatch.setattr(src.cli, "setup", real)
+    term = tmp_path / "term"
+    line = stopped_line(
+        cli_in_process(*run_args(term, cache_dir, *with_signal("mid_epoch", signal.SIGTERM))),
+        signal.SIGTERM,
+    )
+    assert "stopped after iteration 2" in line
+    assert read_checkpoint(term / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+@pytest.mark.slow
+def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_dir: Path) -> None:
+    """A sweep started as a background job: loky's workers inherit SIGINT ignored, and a job's
+    SIGINT is ignored (it finishes); a job's SIGTERM still saves and stops it, and the sweep."""
+    sweep = tmp_path / "sweep"
+    args = [*TINY, "logger=none", "test=true", f"paths.cache_dir={cache_dir}",
+            f"hydra.sweep.dir={sweep}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
+            *with_signal("mid_epoch", signal.SIGINT)[:2],
+            f"+callbacks.signal_at.signum={int(signal.SIGINT)},{int(signal.SIGTERM)}"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "--multirun", *args],
+        cwd=ROOT,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_sigint,
+    )
+    done = _finished(proc, timeout=300)
+    assert done.returncode == CODES[signal.SIGTERM], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "stopped: SIGINT" not in done.stderr
+    assert "stopped: SIGTERM: stopped after iteration 2" in done.stderr
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["status"] for row in rows] == ["ok", "stopped"], rows
+    assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
+    stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(stopped)["global_step"] == 2

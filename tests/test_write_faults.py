@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -116,7 +118,64 @@ def test_a_full_disk_at_a_checkpoint_is_exit_4(
     no_temporary_files(run)
 
 
-TRAIN_FILES = ["metrics.json", "config.yaml", "training_progress.png", "confusion_matrix.png"]
+class EventFolderFails(L.Callback):
+    """From the second iteration on, the run's TensorBoard event file cannot be written: the disk
+    is full (`how="full"`: every write to it writes half, then fails as a full disk does), or
+    its folder is gone (`how="gone"`: removed, as a clean-up script or another user might)."""
+
+    full = False
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx != 1 or EventFolderFails.full:
+            return
+        if self.how == "gone":
+            shutil.rmtree(trainer.logger.log_dir)
+        EventFolderFails.full = self.how == "full"
+
+
+# The writer thread's own traceback: pytest catches it (it would reach stderr), as this warning.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("how", ["full", pytest.param("gone", marks=pytest.mark.slow)])
+def test_a_tensorboard_write_failure_is_exit_4(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """It was exit 4 with the writer thread's traceback, and a line naming no file."""
+    from tensorboard.compat.tensorflow_stub.io.gfile import LocalFileSystem
+
+    append = LocalFileSystem.append  # TensorBoard's writer thread appends each event so
+
+    def full_disk(self, filename, file_content, binary_mode=False) -> None:
+        if not (EventFolderFails.full and "tfevents" in str(filename)):
+            return append(self, filename, file_content, binary_mode)
+        append(self, filename, file_content[: len(file_content) // 2], binary_mode)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalFileSystem, "append", full_disk)
+    monkeypatch.setattr(EventFolderFails, "full", False)
+    run = tmp_path / "run"
+    proc = cli_in_process(
+        *TINY, "logger=tensorboard", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "+callbacks.event_folder_fails._target_=tests.test_write_faults.EventFolderFails",
+        f"+callbacks.event_folder_fails.how={how}",
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    reason = "No space left on device" if how == "full" else "No such file or directory"
+    assert reason in lines[0] and f": '{run / 'tensorboard'}/events.out.tfevents." in lines[0]
+    assert lines[0] in (run / "train.log").read_text()
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] >= 1  # whole
+    assert not (run / "metrics.json").exists()
+    no_temporary_files(run)
+
+
+TRAIN_FILES = ["metrics.json", "config.yaml", "config_tree.log", "training_progress.png",
+               "confusion_matrix.png"]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 
 from src.compat import is_script_launcher
-from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged, keep_checkpoint
+from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged, handled_signals, keep_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,10 @@ class RunCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Installed after Lightning's own handlers (registered before training starts), so these
         # replace its SIGTERM handler, which would exit 0 with nothing saved. SLURM's requeue
-        # signal (SIGUSR1) stays Lightning's.
+        # signal (SIGUSR1) stays Lightning's. SIGINT stays ignored where the process started so.
         self._signal = None
         self._trainer = trainer
-        for signum in SIGNAL_NAMES:
+        for signum in handled_signals():
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
 
