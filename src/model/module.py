@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -50,19 +49,15 @@ class BNStateModule(L.LightningModule):
         # resolved config records it. Hyperparameters reach TensorBoard once, with the test
         # accuracy, from train.py (HParams tab), so not here.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        # Every network argument, defaults included, goes into checkpoints: a resume compares them.
-        net_args = inspect.signature(DigitsNet).bind(**network)
-        net_args.apply_defaults()
-        self.hparams.update(net_args.arguments)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
-        self.net = DigitsNet(**net_args.arguments)
+        self.net = DigitsNet(**network)
         self.optimizer_factory = optimizer
         # {interval: step|epoch, scheduler: factory}, or None: a constant learning rate.
         self.scheduler_config = scheduler
         self.scheduler_interval: str | None = None
         self.update_state = update_state
         self.bn_stats = bn_stats
-        num_classes = net_args.arguments["num_classes"]
+        num_classes = self.net.fc.out_features
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.last_confusion_matrix = None  # numpy, after a test
