@@ -66,7 +66,7 @@ def checked_export(cfg: DictConfig) -> dict:
             f"opset={opset!r} must be a whole number in [{low}, {high}], the ONNX opsets torch's "
             "TorchScript exporter writes (13: see docs/predict-and-export.md for MATLAB's importer)"
         )
-    # The layers of the checkpoint's network (its weights do not matter here) the writer knows.
+    # Each layer of the checkpoint's network is one the writer knows (fresh weights: types only).
     check_writable(BNStateModule(**model_settings(ckpt, cfg.ckpt_path)).net, fmt, opset)
     return ckpt
 
