@@ -124,20 +124,19 @@ def _plain_value(value: Any, where: str, name: str) -> None:
 
 def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -> dict[str, Any]:
     """The network settings a checkpoint was trained with (`model.*`), checked: only arguments
-    of `BNStateModule` that a checkpoint records, each of its default's type and in range."""
-    from src.config.schema import check_model_settings
-    from src.model.module import BNStateModule
+    of `BNStateModule` and its network that a checkpoint records, each of its type and in range."""
+    from src.config.schema import check_model_settings, model_parameters
 
     where = f"{key}={path}"
     saved = ckpt.get("hyper_parameters") or {}
     if not isinstance(saved, dict):
         raise _untrusted(where, f"its hyper_parameters are a {type(saved).__name__}, not settings")
-    params = inspect.signature(BNStateModule).parameters
+    params = model_parameters()
     for name, value in saved.items():
         if name not in params or name in _NOT_STORED:
             raise _untrusted(where, f"hyper_parameters.{name} is not a setting of this network")
         _plain_value(value, where, f"model.{name}")
-    try:  # typed from BNStateModule's signature, as the command line's model.* is
+    try:  # typed from the signatures, as the command line's model.* is
         check_model_settings({"model": saved})
     except ConfigError as err:
         raise CheckpointError(f"{where}: its stored {err}") from err
@@ -212,7 +211,11 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
     """CheckpointError unless the checkpoint's weights are those of the network `model_cfg`
     builds, key for key and shape for shape (what `load_state_dict` would refuse); the module
     itself says which settings shape it, so no list of them is kept here."""
-    saved = model_settings(ckpt, path, key)
+    from src.config.schema import model_parameters
+
+    # A setting the checkpoint does not record (an option added since) had its default.
+    defaults = {k: p.default for k, p in model_parameters().items() if k not in _NOT_STORED}
+    saved = {**defaults, **model_settings(ckpt, path, key)}
     given = {k: model_cfg.get(k) for k in saved if model_cfg is not None and k in model_cfg}
     want = {**saved, **{k: v for k, v in given.items() if v is not None}}
     have = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}

@@ -23,9 +23,11 @@ import numpy as np
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from src.checkpoint import model_settings
 from src.cli import run, run_job
 from src.errors import ConfigError, DataError
 from src.io import write_text
+from src.model.module import BNStateModule
 from src.runtime.build import (
     CONFIG_DIR,
     CheckpointData,
@@ -34,7 +36,13 @@ from src.runtime.build import (
     save_resolved_config,
     trained_network,
 )
-from src.runtime.exporters import mat_probabilities, onnx_probabilities, write_mat, write_onnx
+from src.runtime.exporters import (
+    check_writable,
+    mat_probabilities,
+    onnx_probabilities,
+    write_mat,
+    write_onnx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,8 @@ def checked_export(cfg: DictConfig) -> dict:
             f"opset={opset!r} must be a whole number in [{low}, {high}], the ONNX opsets torch's "
             "TorchScript exporter writes (13: see docs/predict-and-export.md for MATLAB's importer)"
         )
+    # Each layer of the checkpoint's network is one the writer knows (fresh weights: types only).
+    check_writable(BNStateModule(**model_settings(ckpt, cfg.ckpt_path)).net, fmt, opset)
     return ckpt
 
 

@@ -57,6 +57,7 @@ def _physical_memory() -> int:
         (["optimizer.momentum=1.0"], ["optimizer.momentum"]),
         (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
         (["model.update_state=maybe"], ["model.update_state"]),
+        (["model.pool=abc"], ["model.pool must be true or false, got 'abc'"]),  # its annotation
         (["trainer=tpu"], ["trainer/tpu"]),
         (["optimizer.lrr=3"], ["optimizer.lrr"]),
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),

@@ -310,6 +310,12 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
             f"ckpt_path={tiny_checkpoint}"]  # fmt: skip
     proc = cli_in_process(*base, "model.num_filters=8")
     assert_one_line_error(proc, "model.num_filters=20", "model.num_filters=8")
+    # A network option the checkpoint predates (model.pool, say) was trained with its default.
+    saved = read_checkpoint(tiny_checkpoint)
+    del saved["hyper_parameters"]["pool"]
+    torch.save(saved, tmp_path / "before_pool.ckpt")
+    proc = cli_in_process(*base, f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true")
+    assert_one_line_error(proc, "model.pool=False", "model.pool=True")
     proc = cli_in_process(*base, "data.batch_size=16")
     assert_one_line_error(proc, "data.batch_size=16", "middle of epoch 1", "data.batch_size=32")
     assert not run_dir.exists()

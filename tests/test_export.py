@@ -13,8 +13,11 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
+from src.checkpoint import read_checkpoint
+from src.errors import ConfigError
 from src.export import export
 from src.model.network import DigitsNet
+from src.runtime.exporters import check_writable
 from tests.conftest import assert_one_line_error, cli_in_process, compose_config
 from tests.test_sources import digits
 
@@ -158,19 +161,27 @@ def test_bad_input_is_one_line_and_no_run_folder(
     assert not run.exists()
 
 
-def test_a_layer_the_mat_writer_does_not_know_is_one_line_and_no_file(
-    ckpt: Path, net: DigitsNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_layer_the_writer_does_not_know_is_one_line_and_nothing_written(
+    ckpt: Path, tmp_path: Path
 ) -> None:
-    """A network option adding a layer type (2x2 max pooling, say): format=mat names the type,
-    exit 2, and leaves no model.mat that would compute something else."""
-    import copy
-
-    pooled = copy.deepcopy(net)
-    pooled.add_module("pool", torch.nn.MaxPool2d(2))
-    monkeypatch.setattr("src.export.trained_network", lambda cfg, saved: pooled)
+    """A model.pool=true checkpoint: format=mat names the layer and its type, exit 2, before any
+    run folder; ONNX's exporter refuses a layer it cannot write (here a made-up operator) alike."""
+    saved = read_checkpoint(ckpt)
+    saved["hyper_parameters"]["pool"] = True
+    saved["state_dict"]["net.fc.weight"] = torch.zeros(10, 20 * 12 * 12)
+    torch.save(saved, tmp_path / "pooled.ckpt")
     run = tmp_path / "run"
-    proc = cli_in_process(f"ckpt_path={ckpt}", "format=mat", f"hydra.run.dir={run}",
-                          module="src.export")  # fmt: skip
+    proc = cli_in_process(f"ckpt_path={tmp_path}/pooled.ckpt", "format=mat",
+                          f"hydra.run.dir={run}", module="src.export")  # fmt: skip
     assert proc.returncode == 2
-    assert_one_line_error(proc, "format=mat", "pool", "MaxPool2d")
-    assert not (run / "model.mat").exists()
+    assert_one_line_error(proc, "format=mat: layer pool is a MaxPool2d")
+    assert not run.exists()
+
+    class Bessel(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.special.i1e(x)  # no ONNX operator for it
+
+    net = DigitsNet()
+    net.relu3 = Bessel()  # in relu3's place
+    with pytest.raises(ConfigError, match="format=onnx: layer relu3 is a Bessel, which torch's"):
+        check_writable(net, "onnx", 13)

@@ -39,6 +39,15 @@ def test_output_shapes() -> None:
     torch.testing.assert_close(probs.sum(1), torch.ones(7))
 
 
+def test_pool_adds_max_pooling_before_fc() -> None:
+    """model.pool=true (not in the example): fc takes 12 x 12 instead of 24 x 24 activations."""
+    net = DigitsNet(pool=True)
+    assert [n for n, _ in net.named_children()] == [*LAYERS[:-2], "pool", "fc", "softmax"]
+    assert net.fc.in_features == 20 * 12 * 12
+    x = torch.rand(7, 1, 28, 28)
+    assert net.forward_with_state(x, net.state)[0].shape == net(x).shape == (7, 10)
+
+
 def test_initialisers_are_matlabs_defaults() -> None:
     net = make_net()
     for name in ("conv1", "conv2", "conv3", "fc"):

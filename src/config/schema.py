@@ -8,14 +8,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.arrays import NUM_CLASSES
 from src.errors import ConfigError
-from src.model.state import BN_STATS_MODES
 
 ABSENT = object()
 
@@ -95,24 +94,42 @@ def as_config(cfg: DictConfig | dict) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
 
-def check_model_settings(cfg: DictConfig | dict) -> None:
-    """The `model.*` values, alone: also what a checkpoint's stored settings must pass."""
-    cfg = as_config(cfg)
-    # Typed from the network's own signature: a new true/false or number argument is checked
-    # by its default's type without being listed here; only ranges are written out below.
+def model_parameters() -> dict[str, inspect.Parameter]:
+    """`model.<key>` -> its parameter, annotation evaluated: DigitsNet's arguments, which
+    BNStateModule passes through, and the module's own. A new network option is typed, checked
+    and compared on resume from its own annotation and default, without being listed here."""
     from src.model.module import BNStateModule
+    from src.model.network import DigitsNet
 
-    for name, param in inspect.signature(BNStateModule).parameters.items():
-        kind = type(param.default)
-        if kind is bool:
-            require_bool(cfg, f"model.{name}")
-        elif kind in (int, float):
-            number_at(cfg, f"model.{name}", integer=kind is int)
+    return {
+        p.name: p
+        for cls in (DigitsNet, BNStateModule)
+        for p in inspect.signature(cls, eval_str=True).parameters.values()
+        if p.kind is not p.VAR_KEYWORD
+    }
+
+
+def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
+    """The value at `key` is of its declared type: true or false, a (whole) number, or one of a
+    Literal's choices. Other types (factories, tables) are left to the class that takes them."""
+    if kind is bool:
+        require_bool(cfg, key)
+    elif kind in (int, float):
+        number_at(cfg, key, integer=kind is int)
+    elif get_origin(kind) is Literal:
+        value, choices = value_at(cfg, key), get_args(kind)
+        if value is not None and value not in choices:
+            raise ConfigError(f"{key}={value!r} must be one of: {', '.join(map(str, choices))}")
+
+
+def check_model_settings(cfg: DictConfig | dict) -> None:
+    """The `model.*` values, alone: also what a checkpoint's stored settings must pass. Types
+    come from the signatures (`model_parameters`); only ranges are written out below."""
+    cfg = as_config(cfg)
+    for name, param in model_parameters().items():
+        require_type(cfg, f"model.{name}", param.annotation)
     require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "model.log_block_seconds", lambda v: v >= 0, "0 or more")
-    bn_stats = value_at(cfg, "model.bn_stats")
-    if bn_stats is not None and bn_stats not in BN_STATS_MODES:
-        raise ConfigError(f"model.bn_stats={bn_stats!r} must be 'running' or 'population'")
     require(cfg, "model.num_filters", lambda v: 1 <= v <= MAX_FILTERS,
              f"in [1, {MAX_FILTERS}]", integer=True)  # fmt: skip
     require(cfg, "model.bn_decay", lambda v: 0 < v <= 1, "in (0, 1]")

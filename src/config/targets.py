@@ -104,10 +104,18 @@ def _summary_writer_options(cfg: DictConfig, path: str, target: Any) -> tuple[li
     return [n for n in inspect.signature(SummaryWriter).parameters if n != "log_dir"], ""
 
 
+def _network_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+    """BNStateModule passes its **kwargs to its network, DigitsNet."""
+    from src.model.network import DigitsNet
+
+    return list(inspect.signature(DigitsNet).parameters), ""
+
+
 # Targets whose **kwargs go on to a known callee: what that callee takes, and a note for the
 # message. Any other target with **kwargs is given the benefit of the doubt.
 _KWARGS_TAKEN: dict[str, Callable[[DictConfig, str, Any], tuple[list[str], str]]] = {
     "src.data.datamodule.DigitsDataModule": _source_options,
+    "src.model.module.BNStateModule": _network_options,
     "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": _summary_writer_options,
 }
 

@@ -19,7 +19,7 @@ from src.compat import count_optimizer_step
 from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
 from src.model.schedulers import build_scheduler
-from src.model.state import BN_STATS_MODES, clone_state, population_statistics
+from src.model.state import BN_STATS_MODES, BNStats, clone_state, population_statistics
 from src.model.step_block import StepBlock, StepRecord, write_records
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,16 @@ class BNStateModule(L.LightningModule):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        num_filters: int = 20,
-        bn_decay: float = 0.1,
-        bn_epsilon: float = 1e-5,
         update_state: bool = True,
-        bn_stats: str = "running",
+        bn_stats: BNStats = "running",
         optimizer: OptimizerFactory | None = None,
         scheduler: Mapping[str, Any] | None = None,
-        sync_batchnorm: bool = False,
         log_block_steps: int = 100,
         log_block_seconds: float = 2.0,
         cuda_graph: bool = False,
+        **network: Any,
     ) -> None:
+        """`network`: DigitsNet's own arguments (`model.num_filters`, ...), passed through."""
         super().__init__()
         if bn_stats not in BN_STATS_MODES:
             raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}")
@@ -53,15 +50,14 @@ class BNStateModule(L.LightningModule):
         # accuracy, from train.py (HParams tab), so not here.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
-        self.net = DigitsNet(
-            num_classes, num_filters, bn_decay, bn_epsilon, sync_batchnorm=sync_batchnorm
-        )
+        self.net = DigitsNet(**network)
         self.optimizer_factory = optimizer
         # {interval: step|epoch, scheduler: factory}, or None: a constant learning rate.
         self.scheduler_config = scheduler
         self.scheduler_interval: str | None = None
         self.update_state = update_state
         self.bn_stats = bn_stats
+        num_classes = self.net.fc.out_features
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.last_confusion_matrix = None  # numpy, after a test

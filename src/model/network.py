@@ -137,7 +137,10 @@ def _process_group_size() -> int:
 
 
 class DigitsNet(nn.Module):
-    """conv1-bn1-relu1-conv2-bn2-relu2-conv3-bn3-relu3-fc-softmax on 28x28x1 images."""
+    """conv1-bn1-relu1-conv2-bn2-relu2-conv3-bn3-relu3-(pool-)fc-softmax on 28x28x1 images.
+
+    Its `__init__` arguments are the `model.<key>` settings, typed by their annotations and
+    recorded in checkpoints (docs/configuration.md, "A new network option")."""
 
     def __init__(
         self,
@@ -145,12 +148,12 @@ class DigitsNet(nn.Module):
         num_filters: int = 20,
         bn_decay: float = 0.1,
         bn_epsilon: float = 1e-5,
-        image_size: int = 28,
         sync_batchnorm: bool = False,
+        pool: bool = False,
     ) -> None:
         super().__init__()
         f = num_filters
-        self.input = ImageInput((1, image_size, image_size))
+        self.input = ImageInput()  # 28 x 28 x 1
         self.conv1 = nn.Conv2d(1, f, kernel_size=5)
         self.bn1 = BatchNorm(f, bn_decay, bn_epsilon, sync_batchnorm)
         self.relu1 = nn.ReLU()
@@ -160,7 +163,10 @@ class DigitsNet(nn.Module):
         self.conv3 = nn.Conv2d(f, f, kernel_size=3, padding=1)
         self.bn3 = BatchNorm(f, bn_decay, bn_epsilon, sync_batchnorm)
         self.relu3 = nn.ReLU()
-        side = image_size - 4  # conv1 has no padding: 28 -> 24
+        side = 28 - 4  # conv1 has no padding: 28 -> 24
+        if pool:  # model.pool: 2x2 max pooling before fc, which it makes 4 times smaller
+            self.pool = nn.MaxPool2d(2)
+            side //= 2
         self.fc = nn.Linear(f * side * side, num_classes)
         # Kept for the layer list; training uses the logits with cross-entropy, which is the
         # same loss as crossentropy(softmax(.)) and numerically safer.

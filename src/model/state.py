@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -11,11 +12,12 @@ from torch import Tensor
 from src.model.network import DigitsNet, State
 
 # The states a trained network can predict with (`model.bn_stats`), as the log describes them.
-BN_STATS_DESCRIPTIONS = {
+BNStats = Literal["running", "population"]
+BN_STATS_DESCRIPTIONS: dict[BNStats, str] = {
     "running": "the running estimates carried by the training loop",
     "population": "population statistics over the whole training set",
 }
-BN_STATS_MODES = tuple(BN_STATS_DESCRIPTIONS)
+BN_STATS_MODES = get_args(BNStats)
 
 
 def state_label(bn_stats: str, update_state: bool = True) -> str:

@@ -4,6 +4,9 @@ MATLAB's layouts, read back by `mat_probabilities`)."""
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.errors import ConfigError
+from src.errors import ConfigError, first_line
 from src.io import output_file
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
@@ -155,21 +158,56 @@ def _listing(layers: dict[str, dict[str, np.ndarray]], state: bool) -> dict[str,
 # The layer types `matlab_parameters` and `mat_probabilities` know; ImageInput and Softmax
 # hold nothing to write beyond the mean image, and are applied before and after the others.
 MAT_LAYERS = (ImageInput, nn.Conv2d, BatchNorm, nn.ReLU, nn.Linear, nn.Softmax)
+# The network's own layer types whose export `tests/test_export.py` checks; torch's are torch's.
+ONNX_LAYERS = (ImageInput, BatchNorm)
+
+
+def check_writable(net: DigitsNet, fmt: str, opset: int) -> None:
+    """ConfigError, one line naming the layer and its type, for a layer the format's writer does
+    not know; called before anything is written. The .mat writer knows `MAT_LAYERS` (a layer it
+    skipped would make a file that computes something else); the ONNX exporter knows torch's
+    layers and `ONNX_LAYERS`, and tries any other alone, on its input."""
+    for name, layer in net.named_children():
+        if fmt == "mat" and not isinstance(layer, MAT_LAYERS):
+            problem = (
+                "the .mat writer does not know (it writes convolution, batch norm, ReLU and "
+                "fully connected layers); use format=onnx"
+            )
+        elif fmt == "onnx" and not (
+            isinstance(layer, ONNX_LAYERS) or type(layer).__module__.startswith("torch.")
+        ):
+            x = net.features_until(torch.zeros(1, *net.input.mean.shape), name)
+            problem = _onnx_problem(layer, x, opset)
+        else:
+            continue
+        if problem:
+            raise ConfigError(
+                f"format={fmt}: layer {name} is a {type(layer).__name__}, which {problem}"
+            )
+
+
+def _onnx_problem(layer: nn.Module, x: Tensor, opset: int) -> str | None:
+    """Why torch's ONNX exporter cannot write `layer` alone, given `x`; None when it can."""
+    sys.stdout.flush()
+    stdout = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(null.fileno(), 1)  # where the exporter prints its graph when it fails
+            torch.onnx.export(layer, (x,), io.BytesIO(), dynamo=False, opset_version=opset)
+    except Exception as err:  # the exporter's errors are of many types
+        return f"torch's ONNX exporter cannot write at opset {opset} ({first_line(err)})"
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
+    return None
 
 
 def write_mat(net: DigitsNet, path: Path, props: dict[str, str]) -> None:
-    """`model.mat`: a struct per layer, plus `Learnables` and `State` as columns and `Info`."""
+    """`model.mat`: a struct per layer, plus `Learnables` and `State` as columns and `Info`;
+    `check_writable` has refused any layer it does not know."""
     import scipy.io
 
-    # Refused before anything is written: a skipped layer would make a file that computes
-    # something else, and its read-back a shape traceback.
-    for name, layer in net.named_children():
-        if not isinstance(layer, MAT_LAYERS):
-            raise ConfigError(
-                f"format=mat: layer {name} is a {type(layer).__name__}, which the .mat writer "
-                "does not know (it writes convolution, batch norm, ReLU and fully connected "
-                "layers); use format=onnx"
-            )
     layers = matlab_parameters(net)
     for name, layer in net.batch_norms().items():
         layers[name]["Epsilon"] = np.float64(layer.epsilon)  # batchNormalizationLayer's Epsilon
