@@ -10,7 +10,9 @@ In order, each step a separate process with a time limit, so one failure costs o
    time;
 3. `benchmarks/bench.py --device cuda` at the example's size and at the host-overhead setting:
    plain loop, Lightning's floor, the project, and `model.cuda_graph=true`, ms an iteration;
-4. `model.cuda_graph=true` against the eager loop over 3 seeds: test accuracy of each.
+4. `model.cuda_graph=true` against the eager loop over 3 seeds: test accuracy of each;
+5. the speed settings on the GPU, seed 0: `trainer.precision=bf16-mixed`,
+   `model.channels_last=true`, and both with `model.cuda_graph=true`: test accuracy, wall time.
 
 A summary table is printed last (and `--out DIR` keeps each step's log and `gpu_check.json`).
 `--dry-run` runs the same sequence on the CPU with a tiny data set and one epoch, and without
@@ -78,6 +80,18 @@ def plan(out: Path, dry: bool) -> list[Step]:
             overrides = [f"trainer={device}", f"seed={seed}", *extra, *tiny]
             steps.append(Step(f"seed {seed}, {mode}", _train(out, f"{mode}_{seed}", overrides),
                               300))  # fmt: skip
+    settings = {
+        "bf16-mixed": ["trainer.precision=bf16-mixed"],
+        "channels_last": ["model.channels_last=true"],
+        "bf16-mixed, channels_last, cuda_graph": ["trainer.precision=bf16-mixed",
+                                                  "model.channels_last=true", *graph],
+    }  # fmt: skip
+    for name, extra in settings.items():
+        if "cuda_graph" in name and not graph:
+            continue
+        slug = re.sub(r"[^a-z0-9]+", "_", name)
+        steps.append(Step(f"settings: {name}", _train(out, slug, [f"trainer={device}", *extra,
+                                                                   *tiny]), 300))  # fmt: skip
     return steps
 
 

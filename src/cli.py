@@ -35,6 +35,7 @@ from src.errors import (
     one_line,
     stop_on_signals,
 )
+from src.model.precision import register_resolver
 from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
 from src.sweep.naming import register_resolvers
 
@@ -62,6 +63,7 @@ def setup() -> None:
     environment, the warnings and log lines that are noise here. Safe to call again; nothing
     is set up by importing a module."""
     register_resolvers()  # ${sweep_subdir:}
+    register_resolver()  # ${fast_precision:} (experiment=fast)
     setup_loggers()  # ${run_name:}, ${tag_dict:}, MLflow offline and quiet
     adverts = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in adverts.filters):

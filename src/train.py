@@ -24,6 +24,7 @@ from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
 from src.io import output_file, write_text
+from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
 from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     if not checked:
         check_config(cfg)
     configure_threads(cfg)  # parallel launchers share the cores; a plain run keeps torch's default
+    say_fast_choice(cfg)  # experiment=fast on a machine without native bfloat16: one line
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

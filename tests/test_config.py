@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from src.config.rules import check_config
+from src.model.precision import fast_precision
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -27,11 +29,12 @@ def test_every_experiment_composes_and_passes_the_checks(tmp_path: Path, name: s
     cfg = compose_config([f"experiment={name}"], tmp_path, tmp_path)
     check_config(cfg)
     expected = {
-        "forgot_state_update": ("update_state", False),
-        "population_stats": ("bn_stats", "population"),
-        "matlab_example": ("update_state", True),
+        "forgot_state_update": ("model.update_state", False),
+        "population_stats": ("model.bn_stats", "population"),
+        "matlab_example": ("model.update_state", True),
+        "fast": ("trainer.precision", fast_precision("auto")),  # what this machine computes fastest
     }[name]
-    assert cfg.model[expected[0]] == expected[1]
+    assert OmegaConf.select(cfg, expected[0]) == expected[1]
 
 
 def test_experiments_exist() -> None:

@@ -111,7 +111,7 @@ def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 5
+    assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 7
     figures = {s["name"]: s["figures"] for s in steps}
     assert "test/acc" in figures["trainer=gpu, end to end"]
     assert "Lightning's floor (bare module)" in figures["benchmark, host overhead"]
@@ -134,6 +134,7 @@ def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
         (["trainer=ddp_cpu"], "trainer"),
         (["trainer=cpu"], "trainer"),
         (["scheduler=cosine"], "scheduler=none"),
+        (["trainer.precision=16-mixed"], "GradScaler"),
     ):
         cfg = compose_config(["model.cuda_graph=true", *extra], tmp_path, tmp_path)
         with pytest.raises(ConfigError, match=r"model\.cuda_graph=true") as err:
@@ -163,7 +164,9 @@ def test_benchmark_times_both_loops_and_prints_its_table(tmp_path: Path, cache_d
                             "--variant", "no monitor=~callbacks.bn_state_monitor")  # fmt: skip
     loop = result["loop"]
     assert set(loop) == {"plain loop", "Lightning's floor (bare module)", "project (default)",
-                         "project, no monitor"}  # fmt: skip
+                         "project, no monitor", "expert plain, bf16",
+                         "expert plain, channels_last", "expert plain, bf16 + channels_last",
+                         "project, experiment=fast"}  # fmt: skip
     assert loop["plain loop"]["ratio"] == 1.0
     assert all(r["ms_per_iter"] > 0 and r["images_per_s"] > 0 for r in loop.values())
     assert "| project (default) |" in stdout and "ratio to plain" in stdout

@@ -29,6 +29,7 @@ from src.config.schema import (
 from src.config.targets import check_group_entries, check_targets
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
 from src.errors import ConfigError, first_line
+from src.model.precision import canonical, precision_problem
 
 # Stands in for Hydra's runtime.output_dir, which only exists once Hydra has made the run folder.
 _PLACEHOLDER_OUTPUT_DIR = "<run folder>"
@@ -94,6 +95,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _check_batch_limits(cfg)
+    _check_precision(cfg)
     _check_memory(cfg)
     _check_checkpoint(cfg, _check_accelerator(cfg))
     _check_cuda_graph(cfg)
@@ -123,6 +125,11 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
         problem = "model.sync_batchnorm=true needs collectives the graph cannot hold: set it false"
     elif value_at(cfg, "data.on_device") is False:
         problem = "the graph indexes data resident on the GPU: set data.on_device=auto or true"
+    elif canonical(OmegaConf.select(cfg, "trainer.precision", default=None)) == "16-mixed":
+        problem = (
+            "trainer.precision=16-mixed scales the loss with a GradScaler, whose overflow check "
+            "reads a value back to the host at every step and cannot be captured: use bf16-mixed"
+        )
     else:
         scheduler = OmegaConf.select(cfg, "scheduler.scheduler", default=None)
         if scheduler:
@@ -132,6 +139,13 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
             )
     if problem:
         raise ConfigError(f"model.cuda_graph=true: {problem}")
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    """`trainer.precision`: one Lightning takes that keeps the batch-norm state float32."""
+    problem = precision_problem(OmegaConf.select(cfg, "trainer.precision", default=None))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_train_or_test(cfg: DictConfig) -> None:

@@ -39,6 +39,7 @@ class BNStateModule(L.LightningModule):
         log_block_steps: int = 100,
         log_block_seconds: float = 2.0,
         cuda_graph: bool = False,
+        channels_last: bool = False,
         **network: Any,
     ) -> None:
         """`network`: DigitsNet's own arguments (`model.num_filters`, ...), passed through."""
@@ -51,6 +52,11 @@ class BNStateModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
         self.net = DigitsNet(**network)
+        # The convolutions' weights and each batch in NHWC order (oneDNN's and cuDNN's faster
+        # kernels); the state is 1-D and the checkpoint saves every tensor contiguous, so
+        # neither changes.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer
         # {interval: step|epoch, scheduler: factory}, or None: a constant learning rate.
         self.scheduler_config = scheduler
@@ -111,6 +117,7 @@ class BNStateModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
+        x = x.contiguous(memory_format=self.memory_format)
         if self.first_batch is None:
             self.first_batch = (x, self.global_step)
         lr = self._lr_group["lr"] if self.lr_key else None  # the rate this iteration uses
@@ -301,7 +308,7 @@ class BNStateModule(L.LightningModule):
         """Predict with the stored state, as `predict` does: `self.net(x)`, never
         `forward_with_state`, so a validation pass leaves the batch-norm state where it was."""
         x, y = batch
-        scores = self.net(x)
+        scores = self.net(x.contiguous(memory_format=self.memory_format))
         # Means weighted by batch size over the epoch: the loss and accuracy of the whole split.
         # Under DDP every process validates on all of it (the loader is not sharded), so the
         # values agree and sync_dist (a mean over the processes) changes nothing but the warning.
@@ -314,7 +321,7 @@ class BNStateModule(L.LightningModule):
     # -- test ---------------------------------------------------------------------------------
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        scores = self.net(x)
+        scores = self.net(x.contiguous(memory_format=self.memory_format))
         self.test_acc(scores, y)
         self.test_confusion.update(scores, y)
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(y))
@@ -333,6 +340,11 @@ class BNStateModule(L.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The default layout whatever model.channels_last: the same file, read anywhere.
+        checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+        for state in checkpoint.get("optimizer_states", []):
+            for buffers in state.get("state", {}).values():
+                buffers.update({k: v.contiguous() for k, v in buffers.items() if _is_4d(v)})
         checkpoint["elapsed_s"] = self.elapsed()
         self.flush_step_values()  # the iterations not written out yet belong in the history
         checkpoint["history"] = self.history
@@ -373,3 +385,8 @@ class BNStateModule(L.LightningModule):
             # Training goes on, so the end-of-training pair is out of date until the new end;
             # checkpoints written meanwhile hold the running state only, as any mid-run one does.
             self.running_state = self.population_state = None
+
+
+def _is_4d(value: Any) -> bool:
+    """A tensor `model.channels_last` may have stored in NHWC order (a convolution's)."""
+    return isinstance(value, Tensor) and value.dim() == 4

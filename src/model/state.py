@@ -74,7 +74,9 @@ def population_statistics(
             for x in batches():
                 if device is not None:
                     x = x.to(device)
-                h = net.features_until(x, name).double().transpose(0, 1).flatten(1)  # C x values
+                # In float32 whatever the run's precision (trainer.precision=bf16-mixed).
+                with torch.autocast(x.device.type, enabled=False):
+                    h = net.features_until(x, name).double().transpose(0, 1).flatten(1)  # C x N
                 n_b = h.shape[1]
                 mean_b = h.mean(dim=1)
                 m2_b = ((h - mean_b[:, None]) ** 2).sum(dim=1)

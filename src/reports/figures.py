@@ -8,19 +8,21 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from src.callbacks.progress import epoch_number, hms
 from src.data.digit_stats import image_grid
 from src.io import output_file
 from src.model.state import state_label
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, after training: not at start-up
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ LOSS_COLOUR = (0.85, 0.325, 0.098)
 def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     """A figure drawn into memory by Agg: files and TensorBoard only, never a window, and no
     pyplot (whose backend choice would be process-wide state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
