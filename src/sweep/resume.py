@@ -106,8 +106,8 @@ def difference(was: dict[str, Any], now: dict[str, Any]) -> str | None:
             if old.get(key) != new.get(key):
                 if name == "library":
                     return f"was started with {key} {old.get(key)}; this command runs {new[key]}"
-                state = "is new" if key not in old else "is gone" if key not in new else "differs"
-                return f"was started with other code: {key} {state} since"
+                state = "is new" if key not in old else "is gone" if key not in new else "changed"
+                return f"was started with other code ({key} {state} since)"
     return None
 
 
