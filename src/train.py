@@ -31,6 +31,7 @@ from src.reports.state_tables import network_tables, state_after_training
 from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
+from src.sweep.resume import continue_job
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,13 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-    metrics = run_job(lambda: train(cfg, config_checked()))
+
+    def job() -> dict[str, float]:
+        # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
+        kept = continue_job(cfg)
+        return train(cfg, config_checked()) if kept is None else kept
+
+    metrics = run_job(job)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 

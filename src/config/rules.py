@@ -66,6 +66,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     check_group_entries(settings)
     require_bool(cfg, "test")
     require_bool(cfg, "train")
+    require_bool(cfg, "sweep.rerun_failed")
     _check_train_or_test(cfg)
     interval = value_at(cfg, "scheduler.interval")
     if interval is not None and interval not in ("step", "epoch"):

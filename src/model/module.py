@@ -348,6 +348,7 @@ class BNStateModule(L.LightningModule):
         checkpoint["elapsed_s"] = self.elapsed()
         self.flush_step_values()  # the iterations not written out yet belong in the history
         checkpoint["history"] = self.history
+        checkpoint["latest"] = dict(self.latest)  # metrics.json's final values, if nothing is left
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
         # `state_dict` holds the state the network predicts with; this records both candidates.
@@ -371,6 +372,9 @@ class BNStateModule(L.LightningModule):
             self.history = {key: list(history[key]) for key in self.history}
         elif history:
             log.warning("The checkpoint's loss history is malformed; the plot starts afresh.")
+        latest = checkpoint.get("latest")  # a resume with no iteration left still reports them
+        if isinstance(latest, dict) and all(isinstance(v, (int, float)) for v in latest.values()):
+            self.latest = {str(k): float(v) for k, v in latest.items()}
         stats = checkpoint.get("bn_statistics") or {}
         self.running_state = stats.get("running")
         self.population_state = stats.get("population")

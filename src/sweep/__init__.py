@@ -9,6 +9,8 @@ One concern a module:
   conf/hydra/default.yaml): each job's row, failed and stopped jobs, the outputs, the exit code.
 - `rows`: a job's `Row`, the order of the summary table, and the plain text tables.
 - `seeds`: the jobs grouped over seeds, their statistics (`seeds.csv`) and `sweep.png`.
+- `resume`: the same sweep run again into its folder continues it (`sweep.json`, each job's
+  folder); any other sweep there is refused.
 """
 
 from __future__ import annotations

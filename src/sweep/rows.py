@@ -23,6 +23,7 @@ class Row:
     metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
     run_dir: str = ""
+    resume: str = ""  # a sweep run again (src.sweep.resume): "resumed", "skipped" or "rerun"
 
     @property
     def folder(self) -> str:
@@ -30,6 +31,7 @@ class Row:
 
 
 STATUSES = ("ok", "failed", "stopped")
+RESUMES = ("", "resumed", "skipped", "rerun")
 
 
 def saved_row(saved: Any) -> Row:
@@ -71,6 +73,7 @@ def saved_row(saved: Any) -> Row:
         ),  # fmt: skip
         wall_s=field_of("wall_s", lambda v: v is None or number(v)),
         run_dir=field_of("run_dir", lambda v: isinstance(v, str), ""),
+        resume=field_of("resume", lambda v: v in RESUMES, ""),
     )
 
 

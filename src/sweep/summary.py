@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import BASIC_SWEEPER, job_error
 from src.errors import JobFailed
 from src.io import output_file, write_text
-from src.sweep import naming
+from src.sweep import naming, resume
 from src.sweep.naming import (
     Plan,
     job_name,
@@ -53,6 +53,7 @@ from src.sweep.naming import (
 )
 from src.sweep.rows import (
     METRICS,
+    RESUMES,
     Row,
     fmt,
     fmt_time,
@@ -82,12 +83,14 @@ class SweepSummary(Callback):
         self.started: dict[int, float] = {}
         self.sweep_id = ""  # tags this sweep's status files (a reused sweep folder has old ones)
         self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
+        self.checked: tuple[str, str] | None = None  # resume.checked: the sweep jobs continue
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
         # folder, `${sweep_subdir:}`, before the job runs any code of ours.
         self.__dict__.update(state)
         naming.current = Plan(list(self.keys), self.planned)
+        resume.checked = self.checked
         register_resolvers()
 
     # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
@@ -97,6 +100,10 @@ class SweepSummary(Callback):
         self.keys, self.planned = list(plan.keys), plan.jobs
         self.rows, self.started = {}, {}
         self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        if sweep_dir:  # the same sweep again continues (src.sweep.resume); any other: exit 2
+            self.sweep_id = resume.start(config, Path(str(sweep_dir)))
+        self.checked = resume.checked
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _multirun(config):
@@ -108,7 +115,14 @@ class SweepSummary(Callback):
         from hydra.core.utils import JobStatus
 
         num, failed = _num(config), job_return.status == JobStatus.FAILED
-        row = self.rows[num] = Row(num, {}, [])
+        run_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir") or "")
+        how, saved = resume.outcomes.pop(run_dir, ("", None))
+        if how == "skipped" and saved is not None and saved.status != "ok":  # kept as it was
+            saved.resume = how
+            self.rows[num] = saved
+            self.save_row(saved)
+            return
+        row = self.rows[num] = Row(num, {}, [], resume=how)
         if failed:
             row.error, row.code = _failure_of(job_error(job_return))
             row.status = "stopped" if row.code in STOP_CODES else "failed"
@@ -119,7 +133,9 @@ class SweepSummary(Callback):
                 gc.collect()
         started = self.started.pop(num, None)
         row.wall_s = None if started is None else time.perf_counter() - started
-        row.run_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir") or "")
+        if how == "skipped":  # its time is that of the launch that ran it
+            row.wall_s = saved.wall_s if saved is not None else None
+        row.run_dir = run_dir
         try:
             row.overrides = [str(o) for o in (job_return.overrides or [])]
             row.values = swept_values(row.overrides, self.keys)
@@ -219,7 +235,7 @@ class SweepSummary(Callback):
 
     def write_csv(self, sweep_dir: Path, rows: list[Row]) -> str:
         header = ["job", "name", *self.keys, "status", "error", *METRICS, "wall_time_s"]
-        header += ["overrides", "run_dir"]
+        header += ["overrides", "run_dir", "resume"]
         with output_file(sweep_dir / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
@@ -228,7 +244,7 @@ class SweepSummary(Callback):
                     [r.job, job_name(r.values), *(r.values.get(k, "") for k in self.keys)]
                     + [r.status, r.error, *(r.metrics.get(m, "") for m in METRICS)]
                     + ["" if r.wall_s is None else round(r.wall_s, 2), " ".join(r.overrides)]
-                    + [r.run_dir]
+                    + [r.run_dir, r.resume]
                 )
         return ""
 
@@ -236,19 +252,24 @@ class SweepSummary(Callback):
         metric = sort_metric(rows)
         columns = [m for m in METRICS if any(m in r.metrics for r in rows)]
         names = short_names(self.keys)
+        marks = [s for s in RESUMES if s and any(r.resume == s for r in rows)]  # a resumed sweep
         header = ["job", *(names[k] for k in self.keys), "status", *columns, "time", "folder"]
         right = {0, *range(len(self.keys) + 2, len(self.keys) + 3 + len(columns))}
         cells = [
             [str(r.job), *(shown(r.values.get(k, "")) for k in self.keys), r.status]
             + [fmt(r.metrics.get(m)) for m in columns]
             + [fmt_time(r.wall_s), r.folder]
+            + ([r.resume] if marks else [])
             for r in sorted_rows(rows, metric)
         ]
+        header += ["this run"] if marks else []
         counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "stopped")}
         run = f"{len(rows)} of {jobs(self.planned)} run" if len(rows) < (self.planned or 0) else ""
         title = f"Sweep: {run or jobs(len(rows))}, " + ", ".join(
             f"{n} {s}" for s, n in counts.items() if n or s != "stopped"
         )
+        if marks:
+            title += f" ({', '.join(f'{sum(r.resume == s for r in rows)} {s}' for s in marks)})"
         if metric:
             title += f"; by {metric}, {'highest' if METRICS[metric] else 'lowest'} first"
         title += f"\n  in {sweep_dir}"

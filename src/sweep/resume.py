@@ -1,0 +1,232 @@
+"""A sweep run again into its own folder (the same `--multirun` command, the same
+`hydra.sweep.dir`) continues where it stopped (docs/sweeps-and-clusters.md).
+
+Two halves, one in each kind of process:
+
+- `start`, in the launching process (`SweepSummary.on_multirun_start`, before Hydra writes
+  anything): the sweep's identity (the command line's fixed and swept overrides, the search
+  space, the sweeper, the code and config files that change results, the library versions) is
+  written to `sweep.json` at the first start. A later start compares: any difference is refused
+  in one line (exit 2) and nothing in the folder changes. So only the very same sweep continues
+  into existing job folders.
+- `continue_job`, inside each job (whichever launcher runs it; `src.train.main`), once Hydra has
+  made the job's folder: a finished job (its `metrics.json`) is skipped, a job with a
+  `last.ckpt` resumes from it exactly, a job started before without one runs again from the
+  start, a failed one too unless `sweep.rerun_failed=false` (then its row is kept). A resumed
+  job continues its TensorBoard events (`purge_step`) and its MLflow run (found by its
+  `sweep_job` tag).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.io import write_text
+from src.sweep.rows import Row, saved_row
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "sweep.json"
+STATUS_FILE = "sweep_job.json"  # each job's row, in its folder (src.sweep.summary)
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARIES = ("torch", "lightning", "numpy")
+
+# The sweep this process may continue: (its folder, its id), once `start` checked its identity
+# (the launching process) or the unpickled SweepSummary brought it (a job's own process).
+# None: no job continues anything.
+checked: tuple[str, str] | None = None
+# What each job run in this process did with its folder, by folder: ("resumed" from its
+# checkpoint, "skipped", or "rerun" from the start) and the row it had saved, if any.
+outcomes: dict[str, tuple[str, Row | None]] = {}
+
+
+# -- The sweep's identity -------------------------------------------------------------------------
+
+
+def identity(master: DictConfig) -> dict[str, Any]:
+    """What makes a sweep's results: swept and fixed overrides (`key: line`), the sweeper, the
+    digest of every file of src/ and conf/, and the versions of the libraries that compute."""
+    from importlib.metadata import version
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = list(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
+    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
+    parsed = OverridesParser.create().parse_overrides(lines)
+    given = {o.key_or_group for o in parsed}
+    parsed += OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items() if k not in given]
+    )
+    swept, fixed = {}, {}
+    for o in parsed:
+        if o.key_or_group.startswith("sweep."):  # how to continue, not what is computed
+            continue
+        (swept if o.is_sweep_override() else fixed)[o.key_or_group] = o.input_line
+    files = sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "conf").rglob("*.yaml")])
+    return {
+        "sweeper": str(OmegaConf.select(master, "hydra.sweeper._target_", default="")),
+        "swept": swept,
+        "fixed": dict(sorted(fixed.items())),
+        "code": {
+            str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files
+        },
+        "versions": {name: version(name) for name in LIBRARIES},
+    }
+
+
+def difference(was: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first way `now` differs from `was` (two identities), in words; None if none."""
+    if was["sweeper"] != now["sweeper"]:
+        return f"was started by {was['sweeper']}; this command sweeps with {now['sweeper']}"
+    old, new = {**was["swept"], **was["fixed"]}, {**now["swept"], **now["fixed"]}
+    for key in dict.fromkeys([*now["swept"], *was["swept"], *new, *old]):
+        if old.get(key) != new.get(key):
+            said = f"with {old[key]}" if key in old else f"without {key}"
+            verb = "sweeps" if key in now["swept"] else "sets"
+            return f"was started {said}; this command " + (
+                f"{verb} {new[key]}" if key in new else f"does not set {key}"
+            )
+    if list(was["swept"]) != list(now["swept"]):
+        return (
+            f"was started sweeping {', '.join(was['swept'])} in that order; this command sweeps "
+            f"{', '.join(now['swept'])}"
+        )
+    for name, versions in (("code", "code"), ("library", "versions")):
+        old, new = was[versions], now[versions]
+        for key in sorted({*old, *new}):
+            if old.get(key) != new.get(key):
+                if name == "library":
+                    return f"was started with {key} {old.get(key)}; this command runs {new[key]}"
+                state = "is new" if key not in old else "is gone" if key not in new else "changed"
+                return f"was started with other code ({key} {state} since)"
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def refuse(sweep_dir: Path, why: str) -> None:
+    print(f"error: sweep folder {sweep_dir} {why}: use another hydra.sweep.dir", file=sys.stderr)
+    sys.exit(2)  # src.cli.EXIT_BAD_INPUT (src.sweep sits below src.cli)
+
+
+def start(master: DictConfig, sweep_dir: Path) -> str:
+    """The sweep's id: a new one, recorded with its identity in `sweep.json`, for a new sweep
+    folder; the recorded one for the same sweep run again. Exits 2 with one line, the folder as
+    it was, for any other sweep into an existing folder."""
+    global checked
+    now = identity(master)
+    optuna = "optuna" in now["sweeper"].lower()
+    path = sweep_dir / IDENTITY_FILE
+    if path.is_file():
+        if optuna:
+            refuse(sweep_dir, "holds an Optuna search already started; resuming one needs its "
+                   "study kept in a database (hydra.sweeper.storage), which hydra-optuna-sweeper's "
+                   "optuna<3 pin cannot open with SQLAlchemy 2")  # fmt: skip
+        try:
+            was = json.loads(path.read_text())  # read as data: each field of its type
+            texts = [was.get(k) for k in ("swept", "fixed", "code", "versions")]
+            if not (
+                re.fullmatch(r"[0-9a-f]{32}", str(was.get("id")))
+                and isinstance(was.get("sweeper"), str)
+                and all(isinstance(t, dict) and all(map(_text, (*t, *t.values()))) for t in texts)
+            ):
+                raise ValueError("not a sweep's identity")
+        except (OSError, ValueError, AttributeError) as err:
+            refuse(sweep_dir, f"has an unreadable {IDENTITY_FILE} ({err})")
+        why = difference(was, now)
+        if why:
+            refuse(sweep_dir, why)
+        sweep_id = was["id"]
+    else:
+        if any(sweep_dir.glob(f"*/{STATUS_FILE}")) or any(sweep_dir.glob("*/.hydra")):
+            refuse(sweep_dir, f"holds the jobs of a sweep with no {IDENTITY_FILE} to compare with")
+        sweep_id = uuid.uuid4().hex
+        write_text(path, json.dumps({"id": sweep_id, **now}, indent=2) + "\n")
+    checked = (str(sweep_dir.resolve()), sweep_id)
+    return sweep_id
+
+
+# -- Each job -------------------------------------------------------------------------------------
+
+
+def continue_job(cfg: DictConfig) -> dict[str, float] | None:
+    """In a job of a sweep `start` checked: the metrics of a job that needs no run (finished:
+    its `metrics.json`; failed with `sweep.rerun_failed=false`: none) to return instead of
+    training, else None, with `cfg` set to continue what an earlier launch left in the job's
+    folder (its `last.ckpt`, TensorBoard events and MLflow run)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if checked is None or not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    if hydra.mode != RunMode.MULTIRUN or str(folder.resolve().parent) != checked[0]:
+        return None
+    saved = _saved(folder)
+    if (folder / "metrics.json").is_file():
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+            outcomes[str(folder)] = ("skipped", saved if saved and saved.status == "ok" else None)
+            log.info("Finished by an earlier start of this sweep (metrics.json): skipped.")
+            return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        except ValueError:  # cut short by hand: the job runs again
+            pass
+    keep_failed = OmegaConf.select(cfg, "sweep.rerun_failed", default=True) is False
+    if saved is not None and saved.status == "failed" and keep_failed:
+        outcomes[str(folder)] = ("skipped", saved)
+        log.info("Failed in an earlier start of this sweep: kept so (sweep.rerun_failed=false).")
+        return {}
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    last = Path(str(dirpath or folder / "checkpoints")) / "last.ckpt"
+    began = saved is not None or last.is_file() or (folder / "config.yaml").is_file()
+    tag = f"{checked[1]}/{hydra.job.num}"
+    with open_dict(cfg):
+        if last.is_file():
+            cfg.ckpt_path = str(last)  # src.train continues the TensorBoard events from it
+        for node in (OmegaConf.select(cfg, "logger", default=None) or {}).values():
+            target = str((node or {}).get("_target_", ""))
+            if target.endswith("MLFlowLogger"):
+                tags = OmegaConf.to_container(node, resolve=True).get("tags") or {}
+                node.tags = {**tags, "sweep_job": tag}
+                if began:
+                    node.run_id = _mlflow_run(node, tag)
+            elif target.endswith("TensorBoardLogger") and began and not last.is_file():
+                node.purge_step = 0  # the events of the start that left no checkpoint: hidden
+    if began:
+        outcomes[str(folder)] = ("resumed" if last.is_file() else "rerun", saved)
+        if not last.is_file():
+            log.info("Begun by an earlier start of this sweep, no checkpoint: from the start.")
+    return None
+
+
+def _saved(folder: Path) -> Row | None:
+    try:
+        return saved_row(json.loads((folder / STATUS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _mlflow_run(node: DictConfig, tag: str) -> str | None:
+    """The MLflow run an earlier start of this job made (by its `sweep_job` tag), if any."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=str(node.tracking_uri))
+    experiment = client.get_experiment_by_name(str(node.experiment_name))
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.sweep_job = '{tag}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None

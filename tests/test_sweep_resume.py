@@ -1,0 +1,264 @@
+"""A sweep run again into its folder continues it: finished jobs skipped, a killed job resumed to
+the figures of one never stopped, failed jobs rerun or kept; any other sweep into the folder is
+refused in one line with the folder untouched. On each launcher, and under repeated SIGKILLs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from src import cli as entry
+from tests.conftest import ROOT, TINY, assert_one_line_error, cli_in_process, run_cli
+
+# 7 iterations a job, a checkpoint after each: a kill lands mid-training. One thread a job
+# whatever the launcher, so every launcher's figures equal the reference sweep's.
+SWEEP = [*TINY, "num_threads=1", "reports=none", "callbacks.model_checkpoint.every_n_train_steps=1"]
+LRS = "optimizer.lr=0.01,0.05"
+LAUNCHERS = {
+    "basic": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+}
+
+
+def _rows(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _figures(sweep: Path) -> dict[str, tuple[float, float]]:
+    """Each job folder's (test/acc, final train/loss), from its metrics.json."""
+    found = {}
+    for path in sorted(sweep.glob("*/metrics.json")):
+        saved = json.loads(path.read_text())
+        found[path.parent.name] = (saved["test/acc"], saved["train/loss"])
+    return found
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under `folder` with its size and modification time (None: a folder)."""
+    stats = {p: p.stat() for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): (s.st_size, s.st_mtime_ns) if p.is_file() else None
+        for p, s in stats.items()
+    }
+
+
+def _start(sweep: Path, *args: str) -> subprocess.Popen:
+    """`python -m src.train --multirun ARGS` in a process group of its own (launcher, workers)."""
+    command = [sys.executable, "-m", "src.train", "--multirun", *args, f"hydra.sweep.dir={sweep}"]
+    return subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker it started
+    proc.wait()
+
+
+def _kill_at_first_checkpoint(sweep: Path, *args: str) -> int:
+    """The sweep SIGKILLed as soon as a job has written a checkpoint; its iteration."""
+    proc = _start(sweep, *args)
+    while not any(sweep.glob("*/checkpoints/last.ckpt")) and proc.poll() is None:
+        time.sleep(0.01)
+    _kill(proc)
+    steps = [torch.load(p, weights_only=True)["global_step"]
+             for p in sweep.glob("*/checkpoints/last.ckpt")]  # fmt: skip
+    return min(steps)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """The sweep run once, never stopped (the default launcher)."""
+    sweep = tmp_path_factory.mktemp("reference") / "sweep"
+    proc = run_cli("--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", LRS,
+                   f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "sweep.json").is_file()
+    return sweep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_killed_sweep_resumes_to_the_figures_of_one_never_stopped(
+    launcher: str, reference: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*SWEEP, f"paths.cache_dir={cache_dir}", LRS, *LAUNCHERS[launcher]]
+    step = _kill_at_first_checkpoint(sweep, *args)
+    assert step > 0 and not _figures(sweep)  # killed in the middle of training
+
+    proc = run_cli("--multirun", *args, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _figures(sweep) == _figures(reference)  # exactly: the same floats
+    rows = _rows(sweep)
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok")]
+    assert "resumed" in {r["resume"] for r in rows}
+    resumed = [r for r in rows if r["resume"] == "resumed"]
+    for row in resumed:
+        log = (Path(row["run_dir"]) / "train.log").read_text()
+        assert "checkpoints/last.ckpt (iteration " in log
+    assert f"({len(resumed)} resumed" in proc.stdout
+    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def losses(folder: Path) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+        return [(e.step, e.value) for e in events.Reload().Scalars("train/loss")]
+
+    for row in resumed:
+        folder = Path(row["run_dir"])
+        assert losses(folder) == losses(reference / folder.name)
+
+    if launcher != "basic":
+        return
+    # Run again: every job finished, all skipped, the same rows.
+    again = run_cli("--multirun", *args, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(2 skipped)" in again.stdout
+    assert [r["test/acc"] for r in _rows(sweep)] == [r["test/acc"] for r in rows]
+
+
+@pytest.mark.slow  # the reference sweep
+def test_another_sweep_into_the_folder_is_refused_and_changes_nothing(
+    reference: Path, cache_dir: Path
+) -> None:
+    before = _files(reference)
+    same = [*SWEEP, f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={reference}"]
+    for change, said in (
+        (["optimizer.lr=0.01,0.02"], "was started with optimizer.lr=0.01,0.05; this command "
+         "sweeps optimizer.lr=0.01,0.02"),
+        ([LRS, "seed=3"], "was started without seed; this command sets seed=3"),
+    ):  # fmt: skip
+        proc = cli_in_process("--multirun", *same, *change)
+        assert proc.returncode == entry.EXIT_BAD_INPUT
+        line = assert_one_line_error(proc, str(reference), said, "use another hydra.sweep.dir")
+        assert line.count(";") == 1, line
+    assert _files(reference) == before
+
+
+@pytest.mark.slow  # the reference sweep
+def test_an_optuna_search_into_a_started_folder_is_refused(reference: Path) -> None:
+    before = _files(reference)
+    proc = cli_in_process("--multirun", "hparams_search=optuna", *TINY, "trainer.max_epochs=1",
+                          f"hydra.sweep.dir={reference}")  # fmt: skip
+    assert proc.returncode == entry.EXIT_BAD_INPUT
+    assert_one_line_error(proc, "Optuna", "hydra.sweeper.storage", "optuna<3")
+    assert _files(reference) == before
+
+
+@pytest.mark.slow
+def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
+    """Job 0 diverges (exit 3) with no checkpoint: a re-run runs it again from the start and
+    skips the finished job; with sweep.rerun_failed=false it is skipped too, its row kept."""
+    sweep = tmp_path / "sweep"
+    args = [*TINY, "reports=none", f"paths.cache_dir={cache_dir}", "optimizer.lr=1000,0.05",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    first = run_cli("--multirun", *args)
+    assert first.returncode == entry.EXIT_DIVERGED, first.stderr[-3000:]
+    failed, ok = _rows(sweep)
+    log = sweep / "0_lr=1000" / "train.log"
+
+    again = run_cli("--multirun", *args)
+    assert again.returncode == entry.EXIT_DIVERGED, again.stderr[-3000:]
+    rows = _rows(sweep)
+    assert [(r["status"], r["resume"]) for r in rows] == [("failed", "rerun"), ("ok", "skipped")]
+    assert rows[0]["error"] == failed["error"] and rows[1]["test/acc"] == ok["test/acc"]
+    assert log.read_text().count(failed["error"]) == 2  # it ran again
+
+    kept = run_cli("--multirun", *args, "sweep.rerun_failed=false")
+    assert kept.returncode == entry.EXIT_DIVERGED, kept.stderr[-3000:]
+    rows = _rows(sweep)
+    assert [(r["status"], r["resume"]) for r in rows] == [("failed", "skipped"), ("ok", "skipped")]
+    assert rows[0]["error"] == failed["error"]
+    assert log.read_text().count(failed["error"]) == 2  # not run this time
+    assert f"job 0 (0_lr=1000): {failed['error']}" in kept.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """24 tiny jobs, two at once (joblib), MLflow and TensorBoard on, the launcher and its
+    workers SIGKILLed at random moments (fixed seed) and the same command run again until it
+    ends: every job's row, test/acc and final train/loss as in the same sweep never stopped
+    (run meanwhile, one job after another, without loggers), and no job folder, MLflow run or
+    TensorBoard event duplicated or lost."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 5 iterations a job, a checkpoint after each; 24 jobs from 6 compositions checked at each
+    # start (one key of 24 values: 24)
+    tiny = [*TINY[:2], "data.num_train_per_class=4", "data.num_test_per_class=2",
+            "data.batch_size=8", "num_threads=1", "reports=none", f"paths.cache_dir={cache_dir}",
+            "callbacks.model_checkpoint.every_n_train_steps=1", "optimizer.lr=0.01,0.02",
+            "optimizer.momentum=0.5,0.6", "data.shuffle_seed=0,1",
+            "optimizer.weight_decay=0,0.001,0.002"]  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loggers = ["logger=many_loggers", "~logger.csv", f"logger.mlflow.tracking_uri={uri}",
+               f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # fmt: skip
+    reference = _start(tmp_path / "reference", *tiny, "logger=none")
+
+    def training() -> bool:  # a job has a checkpoint and no metrics yet
+        return any(not (p.parents[1] / "metrics.json").exists()
+                   for p in killed.glob("*/checkpoints/last.ckpt"))  # fmt: skip
+
+    # Each kill once a random number of jobs have finished: a random moment later, or (every
+    # other kill) as soon as a job has a checkpoint and is still training.
+    killed, chance = tmp_path / "killed", random.Random(24)
+    done_at_kills: list[int] = []
+    for i, target in enumerate([*sorted(chance.sample(range(2, 22), 3)), None]):
+        proc = _start(killed, *tiny, *loggers)
+        while target is not None and len(_figures(killed)) < target and proc.poll() is None:
+            time.sleep(0.02)
+        while target is not None and i % 2 == 0 and not training() and proc.poll() is None:
+            time.sleep(0.005)
+        if target is None or proc.poll() is not None:
+            assert proc.wait(timeout=300) == 0
+            break
+        time.sleep(chance.uniform(0.0, 0.5) if i % 2 else 0)
+        done_at_kills.append(len(_figures(killed)))
+        _kill(proc)
+    assert reference.wait(timeout=300) == 0
+
+    rows, expected = _rows(killed), _rows(tmp_path / "reference")
+    columns = ("job", "name", "status", "test/acc", "train/loss")
+    assert [[r[c] for c in columns] for r in rows] == [[r[c] for c in columns] for r in expected]
+    figures = _figures(killed)
+    assert figures == _figures(tmp_path / "reference") and len(figures) == 24
+    assert sorted(p.name for p in killed.iterdir() if p.is_dir()) == sorted(figures)
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    tags = sorted(int(r.data.tags["sweep_job"].split("/")[1]) for r in runs)
+    assert tags == list(range(24))  # one MLflow run a job: none duplicated, none lost
+    for run in runs:
+        folder = run.info.run_name.removeprefix("dev_")
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["train/loss"] == figures[folder][1]
+        assert run.data.metrics["test/acc"] == figures[folder][0]
+
+    resumed = 0
+    for folder in figures:  # TensorBoard: every iteration once, the last the final loss
+        events = EventAccumulator(str(killed / folder / "tensorboard"), {"scalars": 0}).Reload()
+        losses = events.Scalars("train/loss")
+        assert [e.step for e in losses] == list(range(len(losses))) and len(losses) >= 5
+        assert losses[-1].value == pytest.approx(figures[folder][1], abs=0)
+        resumed += "Resuming from" in (killed / folder / "train.log").read_text()
+    print(
+        f"\nload: 24 jobs, {len(done_at_kills)} kills (after {done_at_kills} jobs had "
+        f"finished), {len(rows)} rows, {resumed} jobs resumed from a checkpoint; rows, "
+        "test/acc, train/loss, MLflow runs and TensorBoard events as never stopped"
+    )
+    assert len(done_at_kills) == 3
