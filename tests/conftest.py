@@ -77,9 +77,12 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
     )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """A failed run that says why in one `error: ...` line naming `needles`, no traceback."""
-    assert proc.returncode != 0
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess, *needles: str, code: int | None = None
+) -> str:
+    """A failed run (exit `code`, if given) that says why in one `error: ...` line naming
+    `needles`, no traceback."""
+    assert proc.returncode != 0 and code in (None, proc.returncode), proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ")
@@ -89,10 +92,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     return lines[0]
 
 
-def assert_last_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """A run that failed once under way: its last stderr line is the one `error: ...` line
-    naming `needles` (Lightning's start-up lines may come before it), and no traceback."""
-    assert proc.returncode != 0
+def assert_last_line_error(
+    proc: subprocess.CompletedProcess, *needles: str, code: int | None = None
+) -> str:
+    """A run that failed once under way (exit `code`, if given): its last stderr line is the one
+    `error: ...` line naming `needles` (Lightning's start-up lines may come before it), and no
+    traceback."""
+    assert proc.returncode != 0 and code in (None, proc.returncode), proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
@@ -100,6 +106,15 @@ def assert_last_line_error(proc: subprocess.CompletedProcess, *needles: str) -> 
         assert needle in errors[0], errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     return errors[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cli_in_process(*args: str, module: str = "src.train") -> subprocess.CompletedProcess:

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import TINY, assert_one_line_error, cli_in_process, run_cli
-
-
-@pytest.mark.slow
-def test_cli_runs_with_an_override(tmp_path: Path, cache_dir: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "optimizer.lr=0.05", f"paths.cache_dir={cache_dir}",
-                   f"hydra.run.dir={run_dir}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {"test/acc", "train/loss"} <= metrics.keys()
-    saved = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "lr: 0.05" in saved
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert "Test accuracy (running statistics): " in proc.stdout + proc.stderr
+from tests.conftest import TINY, assert_one_line_error, cli_in_process
 
 
 def test_gpu_without_cuda_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,6 +90,5 @@ def test_a_list_or_sweep_outside_ascii_is_one_line_saying_to_quote_it(
     """Quoting the whole value would change its meaning: the user is told how instead."""
     run_dir = tmp_path / "run"
     proc = cli_in_process(typed, f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 2
-    assert_one_line_error(proc, typed, "only inside quotes")
+    assert_one_line_error(proc, typed, "only inside quotes", code=2)
     assert not run_dir.exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from src.model.module import BNStateModule
 from src.model.network import BatchNorm, DigitsNet
 from src.model.state import population_statistics
 from src.runtime.build import CONFIG_DIR
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT, TINY, compose_config, free_port
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
@@ -99,12 +98,6 @@ def test_the_data_module_deals_shards_by_the_trainers_rank(cache_dir: Path) -> N
 # Pieces in 2 processes of our own (gloo), against the single-process computation
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 B, C = 6, 5  # images per process, channels
 
 
@@ -161,7 +154,7 @@ def _pieces_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_two_processes_hold_the_global_batchs_statistics_and_state(tmp_path: Path) -> None:
     """Synchronised batch norm is batch norm of the global batch; the population statistics are
     merged; the state and loss are averaged over the processes (2 processes of our own: slow)."""
-    mp.spawn(_pieces_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_pieces_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     two_process_pieces = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     x, grad, weight, bias = _global_batch()
     x = x.clone().requires_grad_()
@@ -288,35 +281,49 @@ def _dump_args(folder: Path) -> list[str]:
     ]
 
 
-@pytest.mark.slow
-def test_ddp_cpu_processes_end_with_one_state_the_checkpoints(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    """Population statistics too: each process passes over its share of the training set."""
-    run_dir, dumps = tmp_path / "run", tmp_path / "dumps"
-    proc = _run(*TINY, "trainer=ddp_cpu", "model.bn_stats=population",
-                f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
-                *_dump_args(dumps))  # fmt: skip
+# 3 epochs of 12 iterations with 2 processes of batch 32: time to stop one mid-epoch.
+LONGER = [*TINY, "data.num_train_per_class=80", "trainer.max_epochs=3", "trainer=ddp_cpu",
+          "model.bn_stats=population", "callbacks.model_checkpoint.every_n_train_steps=2",
+          "logger=none"]  # fmt: skip
+ITERS = 800 // (32 * 2)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
+) -> tuple[subprocess.CompletedProcess, Path, list[dict]]:
+    """LONGER through the CLI, never stopped: the process, its run folder and what each of its
+    processes ended training with."""
+    base = tmp_path_factory.mktemp("ddp")
+    proc = _run(*LONGER, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={base / 'run'}",
+                *_dump_args(base / "dumps"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, base / "run", _dumps(base / "dumps", 2)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_processes_end_with_one_state_the_checkpoints(ddp_run, cache_dir: Path) -> None:
+    """Population statistics too: each process passes over its share of the training set."""
+    proc, run_dir, ranks = ddp_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_step"] == 200 // (32 * 2)
-    ranks = _dumps(dumps, 2)
+    assert metrics["global_step"] == 3 * ITERS
     assert [d["rank"] for d in ranks] == [0, 1] and ranks[0]["world_size"] == 2
     ckpt = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 3
+    assert ckpt["global_step"] == 3 * ITERS
     for key, value in ckpt["state_dict"].items():  # weights, state and mean image
         assert torch.equal(ranks[0]["state_dict"][key], value), key
         assert torch.equal(ranks[1]["state_dict"][key], value), key
     # the running state moved, and the logged loss is the global batch's: the same in both
     running = ckpt["bn_statistics"]["running"]
     assert not torch.equal(running["bn1.running_var"], torch.ones(20))
-    assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 3
-    # the resumed data position is the iteration count
-    assert loader_position(ckpt)["batches_done"] == 3 and loader_position(ckpt)["world_size"] == 2
+    assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 3 * ITERS
+    # the resumed data position is the iteration count of the epoch
+    position = loader_position(ckpt)
+    assert position["batches_done"] == ITERS and position["world_size"] == 2
 
     # test accuracy over the whole test set, as one process computes it from the checkpoint
     dm = DigitsDataModule(batch_size=32, test_batch_size=64, cache_dir=cache_dir,
-                          num_train_per_class=20, num_test_per_class=10)  # fmt: skip
+                          num_train_per_class=80, num_test_per_class=10)  # fmt: skip
     dm.setup("test")
     model = BNStateModule()
     model.load_state_dict(ckpt["state_dict"])
@@ -366,17 +373,12 @@ def test_sync_batchnorm_2x_b_equals_one_process_with_2b(tmp_path: Path, cache_di
 # ---------------------------------------------------------------------------------------------
 # Stops and resumes under DDP
 
-# 3 epochs of 12 iterations with 2 processes of batch 32: time to stop one mid-epoch.
-LONGER = [*TINY, "data.num_train_per_class=80", "trainer.max_epochs=3", "test=false",
-          "callbacks.model_checkpoint.every_n_train_steps=2", "trainer=ddp_cpu",
-          "logger=none"]  # fmt: skip
-ITERS = 800 // (32 * 2)
-
 
 @pytest.mark.slow
 def test_sigterm_under_ddp_saves_then_the_run_resumes_exactly(
-    tmp_path: Path, cache_dir: Path
+    tmp_path: Path, cache_dir: Path, ddp_run
 ) -> None:
+    """Stopped mid-run, then resumed: it ends as `ddp_run`, never stopped, ends."""
     ckpt_path = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     args = [*LONGER, f"paths.cache_dir={cache_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "src.train", *args,
@@ -400,9 +402,7 @@ def test_sigterm_under_ddp_saves_then_the_run_resumes_exactly(
 
     resumed = _run(*args, f"ckpt_path={ckpt_path}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = _run(*args, f"hydra.run.dir={tmp_path / 'straight'}")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    a = torch.load(ddp_run[1] / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 3 * ITERS
     for key, value in a["state_dict"].items():

@@ -76,8 +76,7 @@ def test_a_damaged_checkpoint_is_one_line_and_no_run_folder(trained: dict, tmp_p
     ckpt.write_bytes(trained["running"][0].read_bytes()[:5000])
     run = tmp_path / "eval"
     proc = cli_in_process(f"ckpt_path={ckpt}", f"hydra.run.dir={run}", module="src.evaluate")
-    assert proc.returncode == 2
-    assert_one_line_error(proc, f"ckpt_path={ckpt}", "damaged")
+    assert_one_line_error(proc, f"ckpt_path={ckpt}", "damaged", code=2)
     assert not run.exists()
 
 

@@ -122,6 +122,5 @@ def test_bad_frame_input_is_one_line(
     run = tmp_path / "run"
     args = [f"ckpt_path={ckpt}", f"images={tmp_path / 'blank.png'}", f"hydra.run.dir={run}"]
     proc = cli_in_process(*args, *extra, module="src.predict")
-    assert proc.returncode == 2
-    assert_one_line_error(proc, *needles)
+    assert_one_line_error(proc, *needles, code=2)
     assert not run.exists()

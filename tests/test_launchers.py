@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import pytest
 import torch
 from hydra.core.utils import JobReturn, JobStatus
@@ -73,8 +72,8 @@ def test_an_explicit_count_is_used_as_is() -> None:
 
 def test_joblib_jobs_keep_joblibs_cap_unless_fewer_run_at_once() -> None:
     """Joblib's workers start with cores / workers threads (what a job gets on this machine:
-    test_a_joblib_sweep_runs_jobs_in_parallel); a sweep with fewer jobs than workers shares the
-    cores among the jobs it runs."""
+    test_sweep.py::test_a_parallel_sweep_over_seeds_is_summarised); a sweep with fewer jobs
+    than workers shares the cores among the jobs it runs."""
 
     def threads(n_jobs: int, cores: int, batch: int | None = None) -> int | None:
         return choose_threads(None, _joblib(n_jobs), True, cores, batch).threads
@@ -199,45 +198,6 @@ def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.Capt
 
 
 # -- Through the CLI ----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_joblib_sweep_runs_jobs_in_parallel(tmp_path: Path, cache_dir: Path) -> None:
-    """Two jobs at once, logging to a new MLflow store: every run logged (the launching process
-    makes the store first)."""
-    from mlflow.tracking import MlflowClient
-
-    sweep = tmp_path / "sweep"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.02,0.03,0.05",
-                   "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
-                   f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
-                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    rows = _csv(sweep / "summary.csv")
-    assert [(r["job"], r["optimizer.lr"], r["status"]) for r in rows] == [
-        ("0", "0.01", "ok"),
-        ("1", "0.02", "ok"),
-        ("2", "0.03", "ok"),
-        ("3", "0.05", "ok"),
-    ]
-    cores = joblib.cpu_count()
-    threads = max(cores // 2, 1)  # 1 on a 2-core machine
-    for row in rows:
-        run_dir = Path(row["run_dir"])
-        saved = json.loads((run_dir / "metrics.json").read_text())
-        assert float(row["test/acc"]) == pytest.approx(saved["test/acc"])
-        assert float(row["wall_time_s"]) > 0
-        log = (run_dir / "train.log").read_text()
-        choice = f"torch threads: {threads} ({cores} cores / 2 at once: hydra.launcher.n_jobs=2)"
-        assert f"{choice}; intra-op {threads}," in log, log[:2000]
-    assert "Sweep: 4 jobs, 4 ok, 0 failed" in proc.stdout
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("train")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ with a message when someone does, a train.log holding it all, honest words, the 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import pty
@@ -67,6 +68,14 @@ def test_output_to_a_pipe_has_no_bar_and_one_plain_line_per_epoch(plain_run) -> 
     for line in ("GPU available: ", "`Trainer.fit` stopped: `max_epochs=2` reached."):
         assert out.count(line) == 1, line
     assert proc.stderr.strip() == ""
+
+
+def test_a_run_from_the_command_line_writes_its_outputs(plain_run) -> None:
+    _, run_dir = plain_run
+    assert {"test/acc", "train/loss"} <= json.loads((run_dir / "metrics.json").read_text()).keys()
+    assert "update_state: false" in (run_dir / ".hydra" / "config.yaml").read_text()  # override
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_train_log_holds_lightning_lines_warnings_and_progress(plain_run) -> None:

@@ -108,6 +108,5 @@ def test_bad_input_is_one_line_and_no_run_folder(
     fill = {"tmp": tmp_path, "folder": folder}
     args = [f"ckpt_path={ckpt}", f"images={images.format(**fill)}", f"hydra.run.dir={run}"]
     proc = cli_in_process(*args, *(e.format(**fill) for e in extra), module="src.predict")
-    assert proc.returncode == 2
-    assert_one_line_error(proc, *(n.format(**fill) for n in needles))
+    assert_one_line_error(proc, *(n.format(**fill) for n in needles), code=2)
     assert not run.exists()

@@ -342,7 +342,7 @@ def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(
     proc = cli_in_process(*run_args(run, cache_dir, *with_signal("mid_epoch", signal.SIGINT)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SIGINT" not in proc.stderr
-    assert json.loads((run / "metrics.json").read_text())["test/acc"] >= 0
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 200 // 32  # all of it
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
     monkeypatch.setattr(src.cli, "setup", real)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +35,7 @@ def direct_population(net: DigitsNet, x: torch.Tensor) -> OrderedDict:
     return out
 
 
+@functools.cache  # trained once for the three tests that read it; none changes it
 def trained_net(seed: int = 0) -> tuple[DigitsNet, torch.Tensor]:
     torch.manual_seed(seed)
     net = DigitsNet()

@@ -9,6 +9,7 @@ import pickle
 import statistics
 from pathlib import Path
 
+import joblib
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -38,12 +39,21 @@ def _table_jobs(stdout: str, title: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> None:
-    sweep = tmp_path / "sweep"
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow
+def test_a_parallel_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> None:
+    """Two jobs at once (joblib), logging to a new MLflow store too: every run logged (the
+    launching process makes the store first), every row gathered from the workers."""
+    from mlflow.tracking import MlflowClient
+
+    sweep, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=0.01,0.05", "seed=0,1",
+                   "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}",
+                   f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                    f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
 
     names = ["0_lr=0.01,seed=0", "1_lr=0.01,seed=1", "2_lr=0.05,seed=0", "3_lr=0.05,seed=1"]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == names
@@ -62,6 +72,12 @@ def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> No
         assert float(row["test/acc"]) == pytest.approx(saved["test/acc"])
         assert float(row["train/loss"]) == pytest.approx(saved["train/loss"])
         assert float(row["wall_time_s"]) > 0
+        # each job's threads: joblib's cap, cores / workers (1 on a 2-core machine)
+        cores = joblib.cpu_count()
+        threads = max(cores // 2, 1)
+        choice = f"torch threads: {threads} ({cores} cores / 2 at once: hydra.launcher.n_jobs=2)"
+        log = (sweep / name / "train.log").read_text()
+        assert f"{choice}; intra-op {threads}," in log, log[:2000]
 
     # The printed table: every job, best test accuracy first.
     assert "Sweep: 4 jobs, 4 ok, 0 failed; by test/acc, highest first" in proc.stdout
@@ -88,6 +104,9 @@ def test_a_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> No
 
     runs = plugin_event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(sweep)).Runs()
     assert sorted(runs) == [f"{name}/tensorboard" for name in names]
+    client = MlflowClient(tracking_uri=uri)
+    logged = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert len(logged) == 4 and all(r.info.status == "FINISHED" for r in logged)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import src.io as io_module
 from src.checkpoint import read_checkpoint
 from src.errors import OutputWriteError
 from src.io import output_file, write_text
-from tests.conftest import TINY, cli_in_process
+from tests.conftest import TINY, assert_last_line_error, assert_one_line_error, cli_in_process
 
 PREVIOUS = b"the previous file\n"
 
@@ -35,17 +35,6 @@ def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Path]:
 
     monkeypatch.setattr(io_module, "_commit", failing)
     return failed
-
-
-def assert_write_failed(proc, name: str) -> str:
-    """Exit code 4 and one `error:` line naming `name` (the last line of stderr), no traceback."""
-    assert proc.returncode == 4, proc.stderr[-3000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-3000:]
-    assert name in errors[0] and "No space left on device" in errors[0], errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return errors[0]
 
 
 def no_temporary_files(folder: Path) -> None:
@@ -108,11 +97,9 @@ def test_a_full_disk_at_a_checkpoint_is_exit_4(
     run = tmp_path / "run"
     args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
     proc = cli_in_process(*args, "callbacks.model_checkpoint.every_n_train_steps=1")
-    assert proc.returncode == 4, proc.stderr[-3000:]
-    line = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert line.startswith("error: could not write checkpoint") and "unexpected pos" in line
-    assert "last.ckpt" in line and line in (run / "train.log").read_text()
-    assert "Traceback" not in proc.stderr
+    line = assert_last_line_error(proc, "unexpected pos", "last.ckpt", code=4)
+    assert line.startswith("error: could not write checkpoint")
+    assert line in (run / "train.log").read_text()
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert not (run / "metrics.json").exists()
     no_temporary_files(run)
@@ -162,13 +149,11 @@ def test_a_tensorboard_write_failure_is_exit_4(
         "+callbacks.event_folder_fails._target_=tests.test_write_faults.EventFolderFails",
         f"+callbacks.event_folder_fails.how={how}",
     )  # fmt: skip
-    assert proc.returncode == 4, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
     reason = "No space left on device" if how == "full" else "No such file or directory"
-    assert reason in lines[0] and f": '{run / 'tensorboard'}/events.out.tfevents." in lines[0]
-    assert lines[0] in (run / "train.log").read_text()
+    line = assert_one_line_error(
+        proc, reason, f": '{run / 'tensorboard'}/events.out.tfevents.", code=4
+    )
+    assert line in (run / "train.log").read_text()
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] >= 1  # whole
     assert not (run / "metrics.json").exists()
     no_temporary_files(run)
@@ -188,7 +173,7 @@ def test_a_full_disk_in_training_is_exit_4(
     run.mkdir()
     (run / name).write_bytes(PREVIOUS)
     args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
-    assert_write_failed(cli_in_process(*args), name)
+    assert_last_line_error(cli_in_process(*args), name, "No space left on device", code=4)
     assert failed and (run / name).read_bytes() == PREVIOUS
     no_temporary_files(run)
 
@@ -223,7 +208,8 @@ def test_a_full_disk_in_a_command_is_exit_4(
     run.mkdir()
     (run / name).write_bytes(PREVIOUS)
     extra = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
-    assert_write_failed(cli_in_process(*args, *extra, module=module), name)
+    proc = cli_in_process(*args, *extra, module=module)
+    assert_last_line_error(proc, name, "No space left on device", code=4)
     assert failed and (run / name).read_bytes() == PREVIOUS
     no_temporary_files(run)
 
