@@ -24,9 +24,9 @@ from tests.conftest import ROOT, TINY, assert_one_line_error, cli_in_process, ru
 # whatever the launcher, so every launcher's figures equal the reference sweep's.
 SWEEP = [*TINY, "num_threads=1", "reports=none", "callbacks.model_checkpoint.every_n_train_steps=1"]
 LRS = "optimizer.lr=0.01,0.05"
+# joblib's resume is the load test's (two workers, killed again and again, the same checks).
 LAUNCHERS = {
     "basic": [],
-    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
 }
 
