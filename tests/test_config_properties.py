@@ -171,7 +171,7 @@ def test_every_key_refuses_a_bad_value(
 
 @pytest.mark.slow
 @PER_KEY
-@settings(max_examples=6, **COMMON)
+@settings(max_examples=3, **COMMON)
 @given(data=st.data())
 def test_every_key_refuses_bad_values(
     key: str, kind: str, default: Any, option: list[str], data: st.DataObject

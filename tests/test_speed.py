@@ -111,7 +111,7 @@ def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 6
+    assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 5
     figures = {s["name"]: s["figures"] for s in steps}
     assert "test/acc" in figures["trainer=gpu, end to end"]
     assert "Lightning's floor (bare module)" in figures["benchmark, host overhead"]
