@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import statistics
 from pathlib import Path
@@ -72,9 +73,10 @@ def test_a_parallel_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Pa
         assert float(row["test/acc"]) == pytest.approx(saved["test/acc"])
         assert float(row["train/loss"]) == pytest.approx(saved["train/loss"])
         assert float(row["wall_time_s"]) > 0
-        # each job's threads: joblib's cap, cores / workers (1 on a 2-core machine)
+        # each job's threads: joblib's cap, cores / workers (1 on a 2-core machine), unless the
+        # launching process sets OMP_NUM_THREADS (tests/conftest.py does), which joblib passes on
         cores = joblib.cpu_count()
-        threads = max(cores // 2, 1)
+        threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(cores // 2, 1)
         choice = f"torch threads: {threads} ({cores} cores / 2 at once: hydra.launcher.n_jobs=2)"
         log = (sweep / name / "train.log").read_text()
         assert f"{choice}; intra-op {threads}," in log, log[:2000]
