@@ -65,15 +65,24 @@ def save_cached(path: Path, data: DigitArrays) -> None:
         log.warning("%s; continuing without it.", err)
 
 
+def cached_sets(
+    cache_dir: str | Path | None, sets: dict[str, tuple[dict, Callable[[], DigitArrays]]]
+) -> dict[str, DigitArrays]:
+    """Each `name: (key, build)`'s arrays, from the cache where a sound copy for its key exists
+    there; built ones are written only once every set has built cleanly."""
+    if cache_dir is None:
+        return {name: build() for name, (_, build) in sets.items()}
+    paths = {name: cache_path(Path(cache_dir), name, key) for name, (key, _) in sets.items()}
+    found = {name: load_cached(path) for name, path in paths.items()}
+    out = {name: data if data is not None else sets[name][1]() for name, data in found.items()}
+    for name, data in found.items():
+        if data is None:
+            save_cached(paths[name], out[name])
+    return out
+
+
 def cached(
     cache_dir: str | Path | None, name: str, key: dict, build: Callable[[], DigitArrays]
 ) -> DigitArrays:
     """`build()`'s result, from the cache when a sound copy for `key` exists there."""
-    if cache_dir is None:
-        return build()
-    path = cache_path(Path(cache_dir), name, key)
-    data = load_cached(path)
-    if data is None:
-        data = build()
-        save_cached(path, data)
-    return data
+    return cached_sets(cache_dir, {name: (key, build)})[name]

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
-from src.data.sources.common import SPLITS, _bool_option, _existing, _path_option
-from src.data.sources.download import fetch, fetch_archive, gunzip, mirrors_problem
+from src.data.sources.common import SPLITS, _existing, _path_option
+from src.data.sources.download import fetch, fetch_archive, gunzip
 from src.errors import DataError, first_line
 
 MNIST_FILES = {
@@ -256,12 +256,10 @@ def mnist(
     each checked against its MD5; the files are read the same way however they got there.
     """
     # Not cached: decompressing and converting all 70,000 images takes about half a second.
-    problem = dataset_problem(dataset) or mirrors_problem(mirrors)
-    if problem:
-        raise DataError(problem)
+    # `dataset` and `mirrors` are checked with the config (dataset_problem, mirrors_problem).
     spec = DATASETS[dataset]
     path = _path_option("data.root", root)
-    if _bool_option("data.download", download):
+    if download:
         _download_missing(path, spec, None if mirrors is None else [str(m) for m in mirrors])
     elif not path.exists():
         raise DataError(f"{path}: no such folder (data.root); add data.download=true to fetch it")

@@ -15,14 +15,9 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
+from src.data.cache import cached_sets
 from src.data.frame import bicubic, frame_photo
-from src.data.sources.common import (
-    SPLITS,
-    _bool_option,
-    _cached_pair,
-    _existing,
-    _path_option,
-)
+from src.data.sources.common import SPLITS, _existing, _path_option
 from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
@@ -211,12 +206,6 @@ def folder(
 ) -> tuple[DigitArrays, DigitArrays]:
     """Images in class folders: ROOT/{train,test}/<label>/*, or one ROOT/<label>/* tree halved."""
     root = _existing(_path_option("data.root", root), "data.root", want_dir=True)
-    resize = _bool_option("data.resize", resize)
-    grayscale = _bool_option("data.grayscale", grayscale)
-    frame = _bool_option("data.frame", frame)
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
-        raise DataError(f"data.split_seed must be a whole number 0 or more, got {split_seed!r}")
-
     has = {s: (root / s).is_dir() for s in SPLITS}
     if any(has.values()):
         if not all(has.values()):
@@ -248,9 +237,10 @@ def folder(
         "grayscale": grayscale,
         **({"frame": True} if frame else {}),  # caches read before data.frame stay valid
     }
-    keys = {s: {**settings, **files[s]} for s in SPLITS}
-    builds = {
+    build = {
         s: lambda s=s: _decode_set(sets[s], origins[s], resize, grayscale, frame) for s in SPLITS
     }
-    train, test = _cached_pair(cache_dir, "folder", keys, builds)
+    train, test = cached_sets(
+        cache_dir, {f"folder-{s}": ({**settings, **files[s]}, build[s]) for s in SPLITS}
+    ).values()
     return train.check(origins["train"]), test.check(origins["test"])
