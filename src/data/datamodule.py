@@ -10,34 +10,19 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from src.data.arrays import DigitArrays
 from src.data.sources import load_source
 from src.errors import DataError
 
 
-class InMemoryBatches(Dataset):
+class InMemoryBatches(TensorDataset):
     """Indexed by a tensor of indices, returns the whole batch: one gather, no per-sample loop."""
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.images, self.labels))
-
-    def to(self, device: torch.device) -> None:
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.images[idx], self.labels[idx]
+    images = property(lambda self: self.tensors[0])
+    labels = property(lambda self: self.tensors[1])
+    device = property(lambda self: self.tensors[0].device)
 
 
 class EpochBatchSampler(Sampler[Tensor]):
@@ -309,13 +294,13 @@ class DigitsDataModule(L.LightningDataModule):
         device = getattr(strategy, "root_device", None)
         if device is None or device.type != "cuda" or data.device == device:
             return data
-        if self.on_device is False or self.on_device == "false":
+        if self.on_device is False:
             return data
         if self.on_device == "auto":
             free, _ = torch.cuda.mem_get_info(device)
-            if data.nbytes() > free // 2:
+            if sum(t.nbytes for t in data.tensors) > free // 2:
                 return data
-        data.to(device)
+        data.tensors = tuple(t.to(device) for t in data.tensors)
         return data
 
     def check_labels(self, num_classes: int | None) -> None:
