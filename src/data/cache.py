@@ -31,13 +31,6 @@ def _content_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _as_dict(data: DigitArrays) -> dict[str, np.ndarray]:
-    out = {"images": data.images, "labels": data.labels}
-    if data.angles is not None:
-        out["angles"] = data.angles
-    return out
-
-
 def load_cached(path: Path) -> DigitArrays | None:
     """The arrays stored at `path`, or None when missing or damaged in any way."""
     if not path.is_file():
@@ -48,7 +41,7 @@ def load_cached(path: Path) -> DigitArrays | None:
             digest = str(f["digest"])
         if digest != _content_digest(arrays):
             raise ValueError("content digest mismatch")
-        return DigitArrays(arrays["images"], arrays["labels"], arrays.get("angles"))
+        return DigitArrays(**arrays)
     except Exception as err:  # any failure to read means: rebuild
         log.warning("Data cache %s is damaged (%s); rebuilding it.", path, err)
         return None
@@ -57,7 +50,7 @@ def load_cached(path: Path) -> DigitArrays | None:
 def save_cached(path: Path, data: DigitArrays) -> None:
     """Write atomically (`src.io.output_file`): a crash or a parallel run never leaves a
     half-written cache file. A read-only or full disk costs time, not the run: a warning."""
-    arrays = _as_dict(data)
+    arrays = {name: a for name, a in vars(data).items() if a is not None}
     try:
         with output_file(path, "data cache") as tmp:
             np.savez(tmp, digest=np.array(_content_digest(arrays)), **arrays)
