@@ -135,14 +135,11 @@ class EpochBatchSampler(Sampler[Tensor]):
 
 
 class EpochLoader(DataLoader):
-    """A DataLoader that Lightning saves and restores with the checkpoint.
-
-    Lightning (2.2+) stores the `state_dict()` of a training loader that has `state_dict` and
-    `load_state_dict` in the fit loop's checkpoint state and restores it on `fit(ckpt_path=...)`:
-    the library's own mechanism for resuming mid-epoch. torchdata's `StatefulDataLoader` is the
-    general implementation; this one needs no extra package, since the position in an epoch is
-    simply the sampler's batch count (the permutation itself follows from (seed, epoch)).
-    The loader has a length, so Lightning does not prefetch and the count is exact.
+    """A DataLoader that Lightning (2.2+) saves with the checkpoint and restores on
+    `fit(ckpt_path=...)`, as it does any training loader with `state_dict`/`load_state_dict`:
+    the position in an epoch is the sampler's batch count (the permutation follows from (seed,
+    epoch)), so torchdata's `StatefulDataLoader` is not needed. Having a length, the loader is
+    not prefetched by Lightning, so the count is exact.
     """
 
     def state_dict(self) -> dict[str, int]:

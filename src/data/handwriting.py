@@ -1,14 +1,9 @@
-"""Digits drawn as pen strokes: the handwriting half of the built-in generator.
+"""Digits drawn as pen strokes: the handwriting half of the built-in generator (docs/data.md).
 
-Each digit has several stroke templates (src/data/stroke_templates.py), the ways people write it
-(open or closed 4, 1 with or without flag and base, 7 with or without bar, looped or plain 2,
-...). A template is a few strokes through control points in a unit box (x right, y down, height
-1); a stroke is a Catmull-Rom spline through its points, so corners only occur where one stroke
-ends and the next begins. Per sample the control points are jittered and the whole digit is
-slanted, stretched, sized, rotated by its recorded angle and elastically distorted, all on the
-points. The strokes are then drawn with a round pen whose width and pressure vary along the
-stroke: each pixel takes the Gaussian-blurred coverage of the nearest pen disc, which leaves a
-bright core and a soft edge.
+Each digit's templates (src/data/stroke_templates.py) are strokes through control points, each a
+Catmull-Rom spline. Per sample the points are jittered, slanted, stretched, sized, rotated by the
+recorded angle and elastically distorted; a round pen whose width and pressure vary along the
+stroke then draws them: each pixel takes the smoothed coverage of the nearest pen disc.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Print digits drawn from matplotlib's bundled fonts: the print half of the built-in generator.
 
-Until generator version 2 this was the whole generator (src/data/synthetic.py now mixes it with
-the handwriting of src/data/handwriting.py). Each digit is drawn large with Pillow (the stroke width
-varying), put through a random affine transformation (rotation in whole degrees, scale, aspect,
-shift), averaged down to 28x28, which gives smooth antialiased edges, and dimmed to a random peak
-brightness. The ranges below were tuned so that a 5,000-image set matches the pixel and
-bounding-box statistics measured on MATLAB's own digit data.
+Each digit is drawn large with Pillow (the stroke width varying), put through a random affine
+transformation (rotation in whole degrees, scale, aspect, shift), averaged down to 28x28, which
+antialiases the edges, and dimmed to a random peak brightness. The ranges below were tuned on
+5,000 images against the pixel and bounding-box statistics of MATLAB's own digit data.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Built-in 28x28 digit images: handwriting drawn as pen strokes, with print fonts a minority.
-
-They stand in for MATLAB's `digitTrain4DArrayData` / `digitTest4DArrayData` ("synthetic
-grayscale images of handwritten digits", each rotated by a recorded angle), so that the project
-runs without downloading anything. `style` picks the look: `handwriting` (src/data/handwriting.py:
-stroke templates, pen width and pressure, elastic distortion), `print` (src/data/print_fonts.py:
-matplotlib's fonts, the generator before version 2) or `mixed`, the default, mostly handwriting
-with some print, as MATLAB's set has both. docs/data.md compares the statistics with MATLAB's
-(`python -m src.data.digit_stats` measures them).
+"""Built-in 28x28 digit images, standing in for MATLAB's `digitTrain4DArrayData` so that the
+project runs without downloading anything (docs/data.md compares the two). `style` picks the
+look: `handwriting` (src/data/handwriting.py), `print` (src/data/print_fonts.py, the generator
+before version 2) or `mixed`, the default, mostly handwriting with some print, as MATLAB's set.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """Where digit images come from: each source returns a (train, test) pair of DigitArrays.
 
-`synthetic` is the built-in generator; `folder`, `mat` and `mnist` read digit data from disk. Every
-reader raises DataError with one line naming the file or folder at fault, and checks everything it
-read before it writes any cache, so a failed load leaves the caches as they were.
-
-`data=NAME` picks `SOURCES[NAME]`; each source lives in its own file of this package:
-
-    builtin.py        data=synthetic  `synthetic`: draws of src/data/synthetic.py's generator
-    image_folders.py  data=folder     `folder`: class folders of image files; what
-                                      src.predict reads its images with; `split_class`
-    mat_files.py      data=mat        `mat`: MATLAB .mat files (v4-v7)
-    idx.py            data=mnist      `mnist`: MNIST and its family (data.dataset) as IDX files;
-                                      `read_idx`; `DATASETS`, their files, checksums and mirrors
-    download.py       data.download=true: a file fetched from the mirrors in turn, MD5-checked,
-                      renamed into place only when whole
-    common.py         what the readers from disk share: the config's options and the train/test
-                      cache that writes nothing unless both sets built cleanly
-
-Code elsewhere imports the loaders from `src.data.sources`, re-exported here. The files are not
-named after the loaders, so that `src.data.sources.folder` (and `mat`) is always the loader
-function, never a module that an import of the file would put in its place.
+`data=NAME` picks `SOURCES[NAME]`, each loader in its own file of this package (its docstring
+says which). Every reader raises DataError with one line naming the file or folder at fault, and
+checks everything it read before it writes any cache, so a failed load leaves the caches as they
+were. The files are not named after the loaders, so that `src.data.sources.folder` (and `mat`) is
+always the loader function, never a module that an import of the file would put in its place.
 """
 
 from __future__ import annotations

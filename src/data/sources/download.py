@@ -1,11 +1,9 @@
 """Files fetched on demand (data.download=true): tried mirror by mirror, checked against their
 MD5, and renamed into place only once checked, so a file on disk is always a whole, verified one.
 
-Standard library only (urllib, hashlib): torchvision, which does the same for its data sets,
-cannot be installed beside this project's torch. A download is written as every output is
-(`src.io.output_file`): to a hidden temporary file in the destination folder, deleted on any
-failure, a KeyboardInterrupt included; a process killed outright (SIGKILL) can leave one
-behind, which nothing ever reads.
+Standard library only (urllib, hashlib): torchvision cannot be installed beside this project's
+torch. A download is written as every output is (`src.io.output_file`): to a hidden temporary
+file, deleted on any failure but SIGKILL (whose leftover nothing ever reads).
 """
 
 from __future__ import annotations
