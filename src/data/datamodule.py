@@ -355,6 +355,3 @@ class DigitsDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         # Sharded: the test metrics sum their counts across the processes in compute().
         return self.ordered_dataloader("test", sharded=True)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.ordered_dataloader("test")
