@@ -230,10 +230,8 @@ def _draw_one(
     left = _window_start(box[0], box[2], shift[0])
     side = IMAGE_SIZE * _SUPERSAMPLE
     # The ink of a rotated glyph need not be centred on the canvas (think of a 7), so the window
-    # can reach past the canvas edge; the canvas is blank there.
-    pad = max(0, -top, -left, top + side - _CANVAS, left + side - _CANVAS)
-    canvas = np.pad(np.asarray(image), pad)
-    window = canvas[top + pad : top + pad + side, left + pad : left + pad + side].astype(np.float64)
+    # can reach past the canvas edge: Pillow's crop is blank there.
+    window = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.float64)
     s = _SUPERSAMPLE
     return window.reshape(IMAGE_SIZE, s, IMAGE_SIZE, s).mean(axis=(1, 3)) / 255.0
 
