@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
-import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
@@ -137,11 +136,8 @@ def settings() -> dict:
         "peak_range": list(_PEAK_RANGE),
         "shift_max": _SHIFT_MAX,
         "max_stroke": _MAX_STROKE,
-        "versions": {
-            "pillow": PIL.__version__,
-            "matplotlib": matplotlib.__version__,
-            "freetype": features.version("freetype2"),
-        },
+        # Pillow's and matplotlib's versions: in generator_settings' own "versions".
+        "versions": {"freetype": features.version("freetype2")},
     }
 
 
