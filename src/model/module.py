@@ -247,12 +247,9 @@ class BNStateModule(L.LightningModule):
         flat = torch.cat([*(v.reshape(-1) for v in state.values()), loss.reshape(1).float()])
         torch.distributed.all_reduce(flat)  # SUM; an in-place tensor op, no autograd here
         flat /= world_size
-        averaged: State = OrderedDict()
-        start = 0
-        for key, value in state.items():
-            averaged[key] = flat[start : start + value.numel()].view_as(value).to(value.dtype)
-            start += value.numel()
-        return averaged, flat[start].to(loss.dtype)
+        *parts, mean_loss = flat.split([*(v.numel() for v in state.values()), 1])
+        averaged = (p.view_as(v).to(v.dtype) for p, v in zip(parts, state.values()))
+        return OrderedDict(zip(state, averaged)), mean_loss.view_as(loss).to(loss.dtype)
 
     # -- after the last epoch: which statistics the network predicts with ------------------------
     def on_train_epoch_start(self) -> None:

@@ -174,9 +174,11 @@ class DigitsNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """MATLAB's layer defaults: Glorot-uniform weights, zero biases, BN offset 0 / scale 1."""
+        """MATLAB's layer defaults: Glorot-uniform weights, zero biases, BN offset 0 / scale 1.
+        MATLAB's 'glorot' is U(-b, b), b = sqrt(6 / (fan_in + fan_out)) with fan_in =
+        kh*kw*in_channels and fan_out = kh*kw*out_channels: torch's `xavier_uniform_`."""
         for layer in (self.conv1, self.conv2, self.conv3, self.fc):
-            glorot_uniform_(layer.weight)
+            nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         for bn in self.batch_norms().values():
             nn.init.ones_(bn.weight)
@@ -249,15 +251,6 @@ class DigitsNet(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities with the stored state: MATLAB's `predict(dlnet, X)`."""
         return self.softmax(self.forward(x))
-
-
-def glorot_uniform_(weight: Tensor) -> Tensor:
-    """MATLAB's 'glorot' initialiser: U(-b, b), b = sqrt(6 / (fan_in + fan_out)).
-
-    fan_in = kh*kw*in_channels and fan_out = kh*kw*out_channels, which is what
-    `nn.init.xavier_uniform_` computes for conv and linear weights.
-    """
-    return nn.init.xavier_uniform_(weight)
 
 
 def glorot_bound(weight: Tensor) -> float:
