@@ -68,7 +68,7 @@ class BatchNorm(nn.Module):
         With `sync_batchnorm` and a process group of several processes, the batch is the global
         one: the statistics of every process's mini-batch together (`_forward_train_synced`).
         """
-        group_size = _process_group_size() if self.sync_batchnorm else 1
+        group_size = process_group_size() if self.sync_batchnorm else 1
         if group_size > 1:
             return self._forward_train_synced(x, mean, var)
         new_mean, new_var = mean.detach().clone(), var.detach().clone()
@@ -130,7 +130,7 @@ class BatchNorm(nn.Module):
         return f"{self.num_channels}, decay={self.decay}, epsilon={self.epsilon}{sync}"
 
 
-def _process_group_size() -> int:
+def process_group_size() -> int:
     """The number of processes in the default process group; 1 when there is none."""
     dist = torch.distributed
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

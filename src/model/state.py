@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from src.model.network import DigitsNet, State
+from src.model.network import DigitsNet, State, process_group_size
 
 # The states a trained network can predict with (`model.bn_stats`), as the log describes them.
 BNStats = Literal["running", "population"]
@@ -98,12 +98,12 @@ def population_statistics(
 def _merge_over_processes(count: int, mean: Tensor, m2: Tensor) -> tuple[int, Tensor, Tensor]:
     """Every process's (count, mean, M2) merged with the same pairwise update, in rank order,
     so the result is the same on every process; unchanged without a process group."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = process_group_size()
+    if world == 1:
         return count, mean, m2
     mine = torch.cat([torch.tensor([float(count)], dtype=mean.dtype, device=mean.device), mean, m2])
-    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(everyone, mine)
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    torch.distributed.all_gather(everyone, mine)
     channels = mean.shape[0]
     count, mean, m2 = 0, torch.zeros_like(mean), torch.zeros_like(m2)
     for part in everyone:
