@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collections
 from torch import Tensor
 
 Step = Callable[[Tensor, Tensor], Any]
@@ -104,16 +105,4 @@ class EagerBackend:
     def replay(self) -> None:
         assert self.fn is not None
         self.replays += 1
-        fresh = self.fn()
-        for static, new in zip(_tensors(self.outputs), _tensors(fresh)):
-            static.copy_(new)
-
-
-def _tensors(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    return []
+        apply_to_collections(self.outputs, self.fn(), Tensor, Tensor.copy_)

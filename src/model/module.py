@@ -247,12 +247,9 @@ class BNStateModule(L.LightningModule):
         flat = torch.cat([*(v.reshape(-1) for v in state.values()), loss.reshape(1).float()])
         torch.distributed.all_reduce(flat)  # SUM; an in-place tensor op, no autograd here
         flat /= world_size
-        averaged: State = OrderedDict()
-        start = 0
-        for key, value in state.items():
-            averaged[key] = flat[start : start + value.numel()].view_as(value).to(value.dtype)
-            start += value.numel()
-        return averaged, flat[start].to(loss.dtype)
+        *parts, mean_loss = flat.split([*(v.numel() for v in state.values()), 1])
+        averaged = (p.view_as(v).to(v.dtype) for p, v in zip(parts, state.values()))
+        return OrderedDict(zip(state, averaged)), mean_loss.view_as(loss).to(loss.dtype)
 
     # -- after the last epoch: which statistics the network predicts with ------------------------
     def on_train_epoch_start(self) -> None:
@@ -343,8 +340,10 @@ class BNStateModule(L.LightningModule):
         # The default layout whatever model.channels_last: the same file, read anywhere.
         checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
         for state in checkpoint.get("optimizer_states", []):
-            for buffers in state.get("state", {}).values():
-                buffers.update({k: v.contiguous() for k, v in buffers.items() if _is_4d(v)})
+            for buffers in state.get("state", {}).values():  # a contiguous tensor stays itself
+                buffers.update(
+                    {k: v.contiguous() for k, v in buffers.items() if torch.is_tensor(v)}
+                )
         checkpoint["elapsed_s"] = self.elapsed()
         self.flush_step_values()  # the iterations not written out yet belong in the history
         checkpoint["history"] = self.history
@@ -389,8 +388,3 @@ class BNStateModule(L.LightningModule):
             # Training goes on, so the end-of-training pair is out of date until the new end;
             # checkpoints written meanwhile hold the running state only, as any mid-run one does.
             self.running_state = self.population_state = None
-
-
-def _is_4d(value: Any) -> bool:
-    """A tensor `model.channels_last` may have stored in NHWC order (a convolution's)."""
-    return isinstance(value, Tensor) and value.dim() == 4

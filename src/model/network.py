@@ -68,7 +68,7 @@ class BatchNorm(nn.Module):
         With `sync_batchnorm` and a process group of several processes, the batch is the global
         one: the statistics of every process's mini-batch together (`_forward_train_synced`).
         """
-        group_size = _process_group_size() if self.sync_batchnorm else 1
+        group_size = process_group_size() if self.sync_batchnorm else 1
         if group_size > 1:
             return self._forward_train_synced(x, mean, var)
         new_mean, new_var = mean.detach().clone(), var.detach().clone()
@@ -130,7 +130,7 @@ class BatchNorm(nn.Module):
         return f"{self.num_channels}, decay={self.decay}, epsilon={self.epsilon}{sync}"
 
 
-def _process_group_size() -> int:
+def process_group_size() -> int:
     """The number of processes in the default process group; 1 when there is none."""
     dist = torch.distributed
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -174,9 +174,11 @@ class DigitsNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """MATLAB's layer defaults: Glorot-uniform weights, zero biases, BN offset 0 / scale 1."""
+        """MATLAB's layer defaults: Glorot-uniform weights, zero biases, BN offset 0 / scale 1.
+        MATLAB's 'glorot' is U(-b, b), b = sqrt(6 / (fan_in + fan_out)) with fan_in =
+        kh*kw*in_channels and fan_out = kh*kw*out_channels: torch's `xavier_uniform_`."""
         for layer in (self.conv1, self.conv2, self.conv3, self.fc):
-            glorot_uniform_(layer.weight)
+            nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         for bn in self.batch_norms().values():
             nn.init.ones_(bn.weight)
@@ -249,15 +251,6 @@ class DigitsNet(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities with the stored state: MATLAB's `predict(dlnet, X)`."""
         return self.softmax(self.forward(x))
-
-
-def glorot_uniform_(weight: Tensor) -> Tensor:
-    """MATLAB's 'glorot' initialiser: U(-b, b), b = sqrt(6 / (fan_in + fan_out)).
-
-    fan_in = kh*kw*in_channels and fan_out = kh*kw*out_channels, which is what
-    `nn.init.xavier_uniform_` computes for conv and linear weights.
-    """
-    return nn.init.xavier_uniform_(weight)
 
 
 def glorot_bound(weight: Tensor) -> float:

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from src.model.network import DigitsNet, State
+from src.model.network import DigitsNet, State, process_group_size
 
 # The states a trained network can predict with (`model.bn_stats`), as the log describes them.
 BNStats = Literal["running", "population"]
@@ -77,14 +77,9 @@ def population_statistics(
                 # In float32 whatever the run's precision (trainer.precision=bf16-mixed).
                 with torch.autocast(x.device.type, enabled=False):
                     h = net.features_until(x, name).double().transpose(0, 1).flatten(1)  # C x N
-                n_b = h.shape[1]
                 mean_b = h.mean(dim=1)
                 m2_b = ((h - mean_b[:, None]) ** 2).sum(dim=1)
-                delta = mean_b - mean
-                total = count + n_b
-                mean = mean + delta * (n_b / total)
-                m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-                count = total
+                count, mean, m2 = _merge(count, mean, m2, h.shape[1], mean_b, m2_b)
             if across_processes:
                 count, mean, m2 = _merge_over_processes(count, mean, m2)
             if count < 2:
@@ -103,25 +98,29 @@ def population_statistics(
 def _merge_over_processes(count: int, mean: Tensor, m2: Tensor) -> tuple[int, Tensor, Tensor]:
     """Every process's (count, mean, M2) merged with the same pairwise update, in rank order,
     so the result is the same on every process; unchanged without a process group."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = process_group_size()
+    if world == 1:
         return count, mean, m2
     mine = torch.cat([torch.tensor([float(count)], dtype=mean.dtype, device=mean.device), mean, m2])
-    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(everyone, mine)
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    torch.distributed.all_gather(everyone, mine)
     channels = mean.shape[0]
     count, mean, m2 = 0, torch.zeros_like(mean), torch.zeros_like(m2)
     for part in everyone:
         n_b = int(part[0].item())
         if n_b == 0:
             continue
-        mean_b, m2_b = part[1 : 1 + channels], part[1 + channels :]
-        delta = mean_b - mean
-        total = count + n_b
-        mean = mean + delta * (n_b / total)
-        m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-        count = total
+        count, mean, m2 = _merge(count, mean, m2, n_b, part[1 : 1 + channels], part[1 + channels :])
     return count, mean, m2
+
+
+def _merge(
+    count: int, mean: Tensor, m2: Tensor, n_b: int, mean_b: Tensor, m2_b: Tensor
+) -> tuple[int, Tensor, Tensor]:
+    """(count, mean, M2) of two parts together: Chan et al.'s pairwise update."""
+    delta = mean_b - mean
+    total = count + n_b
+    return total, mean + delta * (n_b / total), m2 + m2_b + delta**2 * (count * n_b / total)
 
 
 def clone_state(state: State) -> State:
