@@ -21,17 +21,15 @@ import logging
 import os
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli import run, run_job
 from src.data.sources.image_folders import decode_images, file_stamp, is_junk
 from src.errors import ConfigError, DataError
 from src.io import output_file
 from src.runtime.build import (
-    CONFIG_DIR,
     checked_run,
+    entry_point,
     probabilities,
     save_resolved_config,
     trained_network,
@@ -158,15 +156,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return {"files": files, "labels": labels, "probabilities": probs}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
-    """CLI entry point."""
-    run_job(lambda: predict(cfg))
-
-
-def cli() -> None:
-    """`python -m src.predict`: the config, checkpoint and images checked, then the run."""
-    run(main, CONFIG_DIR, "predict", check=checked_inputs)
+main, cli = entry_point(predict, "predict", check=checked_inputs)
 
 
 if __name__ == "__main__":

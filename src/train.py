@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
-from src.cli import config_checked, run, run_job
+from src.cli import config_checked
 from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
@@ -28,7 +28,7 @@ from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
 from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
-from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
+from src.runtime.build import build_model, entry_point, instantiate_group
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job
@@ -160,23 +160,16 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-
-    def job() -> dict[str, float]:
-        # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
-        kept = continue_job(cfg)
-        return train(cfg, config_checked()) if kept is None else kept
-
-    metrics = run_job(job)
+def job(cfg: DictConfig) -> float | None:
+    """A job of `main`; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
+    # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
+    kept = continue_job(cfg)
+    metrics = train(cfg, config_checked()) if kept is None else kept
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 
-def cli() -> None:
-    """`python -m src.train`: the command line checked, then the run."""
-    run(main, CONFIG_DIR, "config")
+main, cli = entry_point(job, "config")
 
 
 if __name__ == "__main__":
