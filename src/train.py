@@ -23,12 +23,12 @@ from src.cli import config_checked
 from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
-from src.io import output_file, write_text
+from src.io import write_text
 from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
 from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
-from src.runtime.build import build_model, entry_point, instantiate_group
+from src.runtime.build import build_model, entry_point, instantiate_group, save_resolved_config
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job
@@ -83,8 +83,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if rank_zero_only.rank == 0:  # DDP: the processes Lightning launches write no outputs
-        with output_file(output_dir / "config.yaml", "config") as tmp:
-            OmegaConf.save(OmegaConf.create(resolved), tmp, resolve=True)
+        save_resolved_config(cfg)
         print_config_tree(cfg, output_dir / "config_tree.log")
     else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
         for handler in logging.getLogger().handlers[:]:
