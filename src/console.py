@@ -108,6 +108,23 @@ def _event_write_failed(args: threading.ExceptHookArgs) -> None:
         err.filename = path
 
 
+def text_table(
+    header: list[str], rows: list[list[str]], right: set[int], indent: str = "  ", rule: str = "-"
+) -> str:
+    """A plain aligned table (columns `right` right-aligned, a `rule` line under the header
+    unless it is empty): reads the same on a terminal and in a log file."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return indent + "  ".join(out).rstrip()
+
+    rules = [line([rule * w for w in widths])] if rule else []
+    return "\n".join([line(header), *rules, *map(line, rows)])
+
+
 def log_to_files(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
     """Log to the run's log file(s) only, not to the terminal (which shows it another way)."""
     record = logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None)

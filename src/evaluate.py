@@ -17,15 +17,14 @@ import lightning as L
 from omegaconf import DictConfig
 
 from src.checkpoint import model_settings
-from src.cli import run, run_job
 from src.io import write_text
 from src.reports.figures import confusion_matrix
 from src.runtime.build import (
-    CONFIG_DIR,
     build_datamodule,
     build_model,
     checked_checkpoint,
     data_config,
+    entry_point,
     instantiate_group,
     save_resolved_config,
 )
@@ -71,16 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    """CLI entry point."""
-    run_job(lambda: evaluate(cfg))
-
-
-def cli() -> None:
-    """`python -m src.evaluate`: the shared command-line checks, then the run."""
-    # Reading the checkpoint at preflight too: a damaged file costs one line and no run folder.
-    run(main, CONFIG_DIR, "evaluate", check=checked_checkpoint)
+# Reading the checkpoint at preflight too: a damaged file costs one line and no run folder.
+main, cli = entry_point(evaluate, "evaluate", check=checked_checkpoint)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from src.checkpoint import model_settings
-from src.cli import run, run_job
 from src.errors import ConfigError, DataError
 from src.io import write_text
 from src.model.module import BNStateModule
 from src.runtime.build import (
-    CONFIG_DIR,
     CheckpointData,
     checked_run,
+    entry_point,
     probabilities,
     save_resolved_config,
     trained_network,
@@ -141,15 +139,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def main(cfg: DictConfig) -> None:
-    """CLI entry point."""
-    run_job(lambda: export(cfg))
-
-
-def cli() -> None:
-    """`python -m src.export`: the config and checkpoint checked, then the export."""
-    run(main, CONFIG_DIR, "export", check=checked_export)
+main, cli = entry_point(export, "export", check=checked_export)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,16 @@ import logging
 import os
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli import run, run_job
+from src.console import text_table
 from src.data.sources.image_folders import decode_images, file_stamp, is_junk
 from src.errors import ConfigError, DataError
 from src.io import output_file
 from src.runtime.build import (
-    CONFIG_DIR,
     checked_run,
+    entry_point,
     probabilities,
     save_resolved_config,
     trained_network,
@@ -126,14 +125,12 @@ def checked_inputs(cfg: DictConfig) -> None:
 
 def table(files: list[str], labels: np.ndarray, probs: np.ndarray) -> str:
     """The first SHOWN predictions as aligned text, and how many there are in all."""
-    shown = files[:SHOWN]
-    width = max(len("file"), *(len(f) for f in shown))
-    lines = [f"{'file':<{width}}  predicted  probability"]
-    for i, name in enumerate(shown):
-        lines.append(f"{name:<{width}}  {labels[i]:>9d}  {probs[i, labels[i]]:>11.4f}")
-    more = len(files) - len(shown)
-    lines.append(f"({len(files)} images" + (f"; {more} more in predictions.csv)" if more else ")"))
-    return "\n".join(lines)
+    cells = [[f, str(k), f"{p[k]:.4f}"] for f, k, p in zip(files[:SHOWN], labels, probs)]
+    shown = text_table(["file", "predicted", "probability"], cells, {1, 2}, indent="", rule="")
+    more = len(files) - len(cells)
+    return (
+        shown + f"\n({len(files)} images" + (f"; {more} more in predictions.csv)" if more else ")")
+    )
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -158,15 +155,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return {"files": files, "labels": labels, "probabilities": probs}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
-    """CLI entry point."""
-    run_job(lambda: predict(cfg))
-
-
-def cli() -> None:
-    """`python -m src.predict`: the config, checkpoint and images checked, then the run."""
-    run(main, CONFIG_DIR, "predict", check=checked_inputs)
+main, cli = entry_point(predict, "predict", check=checked_inputs)
 
 
 if __name__ == "__main__":

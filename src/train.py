@@ -19,16 +19,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
-from src.cli import config_checked, run, run_job
+from src.cli import config_checked
 from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
-from src.io import output_file, write_text
+from src.io import write_text
 from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
 from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
-from src.runtime.build import CONFIG_DIR, build_model, instantiate_group
+from src.runtime.build import build_model, entry_point, instantiate_group, save_resolved_config
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job
@@ -83,8 +83,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
     resolved = {k: v for k, v in cfg.items() if k != "hydra"}
     if rank_zero_only.rank == 0:  # DDP: the processes Lightning launches write no outputs
-        with output_file(output_dir / "config.yaml", "config") as tmp:
-            OmegaConf.save(OmegaConf.create(resolved), tmp, resolve=True)
+        save_resolved_config(cfg)
         print_config_tree(cfg, output_dir / "config_tree.log")
     else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
         for handler in logging.getLogger().handlers[:]:
@@ -160,23 +159,16 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """CLI entry point; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
-
-    def job() -> dict[str, float]:
-        # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
-        kept = continue_job(cfg)
-        return train(cfg, config_checked()) if kept is None else kept
-
-    metrics = run_job(job)
+def job(cfg: DictConfig) -> float | None:
+    """A job of `main`; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
+    # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
+    kept = continue_job(cfg)
+    metrics = train(cfg, config_checked()) if kept is None else kept
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 
-def cli() -> None:
-    """`python -m src.train`: the command line checked, then the run."""
-    run(main, CONFIG_DIR, "config")
+main, cli = entry_point(job, "config")
 
 
 if __name__ == "__main__":

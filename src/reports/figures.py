@@ -43,19 +43,26 @@ def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
 
 def save_figure(trainer: L.Trainer, fig: Figure, filename: str, tag: str) -> Path:
     """Write `fig` as a PNG in the run directory and, if TensorBoard logs, as image `tag`."""
-    from PIL import Image
-
-    path = Path(trainer.default_root_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Drawn once: the same pixels go to the file and to TensorBoard (savefig and add_figure
     # would each draw the figure again).
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    return save_image(trainer, rgb, filename, tag, trainer.global_step, fig.dpi)
+
+
+def save_image(
+    trainer: L.Trainer, image: np.ndarray, filename: str, tag: str, step: int, dpi: float = 0
+) -> Path:
+    """Write `image` (H x W grey or H x W x 3) as a PNG in the run directory and, if TensorBoard
+    logs, as image `tag` at `step`."""
+    from PIL import Image
+
+    path = Path(trainer.default_root_dir) / filename
     with output_file(path, "figure") as tmp:  # the suffix is .tmp.png: say the format
-        Image.fromarray(rgb).save(tmp, format="PNG", dpi=(fig.dpi, fig.dpi))
+        Image.fromarray(image).save(tmp, format="PNG", dpi=(dpi, dpi) if dpi else None)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, rgb, trainer.global_step, dataformats="HWC")
+            logger.experiment.add_image(tag, image, step, dataformats="HWC"[: image.ndim])
     return path
 
 
@@ -92,17 +99,10 @@ def first_batch(
     grid, what the network is actually shown (`module.first_batch`, noted by its first step)."""
     if module.first_batch is None:
         return
-    from PIL import Image
-
     images, step = module.first_batch
     images = images.detach().float().cpu().numpy()
     grid = image_grid(images, columns=math.ceil(math.sqrt(len(images))))
-    path = Path(trainer.default_root_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image("train/first_batch", grid, step, dataformats="HW")
+    path = save_image(trainer, grid, filename, "train/first_batch", step)
     log.info("First training batch: %s", path)
 
 

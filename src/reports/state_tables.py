@@ -8,6 +8,7 @@ import logging
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from src.console import text_table
 from src.model.module import BNStateModule
 from src.model.network import (
     MATLAB_BN_LEARNABLE_NAMES,
@@ -23,10 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "    " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    rule = "    " + "  ".join("_" * w for w in widths)
-    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+    return f"{title}\n{text_table(header, rows, set(), indent='    ', rule='_')}"
 
 
 def _shape(t: Tensor) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,24 @@ def instantiate_group(
 
 # An absolute path: works whether an entry point runs as `python -m src.train` or is imported.
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def entry_point(
+    task: Callable[[DictConfig], Any],
+    config_name: str,
+    check: Callable[[DictConfig], Any] | None = None,
+) -> tuple[Callable[..., Any], Callable[[], None]]:
+    """An entry point's `main` (Hydra's job: `task(cfg)` through `src.cli.run_job`, so a known
+    failure is one line and its exit code) and `cli` (`src.cli.run`: the command line checked
+    by `check`, by default `check_config`, then `main`)."""
+    from src.cli import run, run_job
+
+    def job(cfg: DictConfig) -> Any:
+        return run_job(lambda: task(cfg))
+
+    job.__wrapped__ = task  # type: ignore[attr-defined]  # Hydra names the job after task's file
+    main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(job)
+    return main, lambda: run(main, CONFIG_DIR, config_name, check=check)
 
 
 def checked_checkpoint(cfg: DictConfig) -> dict:

@@ -21,11 +21,9 @@ from src.config.schema import tag_list
 from src.errors import ConfigError
 
 
-class _DropExperimentCreated(logging.Filter):
+def _drop_experiment_created(record: logging.LogRecord) -> bool:
     """Lightning's MLFlowLogger warns when it creates an experiment: expected on a first run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "not found. Creating it" not in record.getMessage()
+    return "not found. Creating it" not in record.getMessage()
 
 
 def run_name(tags: Iterable[str] | str | None, output_dir: str) -> str:
@@ -48,8 +46,7 @@ def setup_loggers() -> None:
     # Its INFO lines (creating the database tables on the first run) are noise in a training log.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     mlflow_logger = logging.getLogger("lightning.pytorch.loggers.mlflow")
-    if not any(isinstance(f, _DropExperimentCreated) for f in mlflow_logger.filters):
-        mlflow_logger.addFilter(_DropExperimentCreated())
+    mlflow_logger.addFilter(_drop_experiment_created)  # added once: logging keeps no duplicate
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("tag_dict", tag_dict, replace=True)
 

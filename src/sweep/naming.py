@@ -38,13 +38,19 @@ def _parse(lines: Iterable[str]) -> list[Any]:
     return OverridesParser.create().parse_overrides(list(lines))
 
 
+def sweep_overrides(master: DictConfig) -> list[Any]:
+    """A multirun config's overrides, parsed: the command line's, then those of
+    `hydra.sweeper.params` for the keys the command line does not set."""
+    given = _parse(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
+    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
+    keys = {o.key_or_group for o in given}
+    return given + _parse(f"{k}={v}" for k, v in params.items() if k not in keys)
+
+
 def plan_of(master: DictConfig) -> Plan:
     """The swept keys of a multirun config (command line and `hydra.sweeper.params`)."""
-    lines = list(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
-    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
-    lines += [f"{key}={value}" for key, value in params.items()]
     plan, jobs = Plan(), 1
-    for o in _parse(lines):
+    for o in sweep_overrides(master):
         if not o.is_sweep_override() or o.key_or_group in plan.keys:
             continue
         plan.keys.append(o.key_or_group)

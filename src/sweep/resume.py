@@ -31,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.io import write_text
+from src.sweep.naming import sweep_overrides
 from src.sweep.rows import Row, saved_row
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,8 @@ def identity(master: DictConfig) -> dict[str, Any]:
     digest of every file of src/ and conf/, and the versions of the libraries that compute."""
     from importlib.metadata import version
 
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    lines = list(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
-    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
-    parsed = OverridesParser.create().parse_overrides(lines)
-    given = {o.key_or_group for o in parsed}
-    parsed += OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in params.items() if k not in given]
-    )
     swept, fixed = {}, {}
-    for o in parsed:
+    for o in sweep_overrides(master):
         if o.key_or_group.startswith("sweep."):  # how to continue, not what is computed
             continue
         (swept if o.is_sweep_override() else fixed)[o.key_or_group] = o.input_line

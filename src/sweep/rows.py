@@ -105,19 +105,6 @@ def fmt_time(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def text_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    """A plain aligned table: reads the same on a terminal and in a log file."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ]
-        return "  " + "  ".join(out).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def sort_metric(rows: list[Row]) -> str | None:
     done = [r for r in rows if r.status == "ok"]
     return next((m for m in METRICS if any(m in r.metrics for r in done)), None)

@@ -39,6 +39,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_SWEEPER, job_error
+from src.console import text_table
 from src.errors import JobFailed
 from src.io import output_file, write_text
 from src.sweep import naming, resume
@@ -62,7 +63,6 @@ from src.sweep.rows import (
     saved_row,
     sort_metric,
     sorted_rows,
-    text_table,
 )
 from src.sweep.seeds import SEED_KEY, plot_seeds, seed_groups, seed_order, stats
 
