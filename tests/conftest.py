@@ -121,6 +121,24 @@ def assert_last_line_error(
     return errors[0]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (summary.csv, seeds.csv, the CSV logger's)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_jobs(stdout: str, title: str) -> list[str]:
+    """The job numbers of the printed sweep summary table, top to bottom."""
+    jobs = []
+    for line in stdout[stdout.index(title) :].splitlines()[4:]:  # title, folder, header, ---
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        jobs.append(line.split()[0])
+    return jobs
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
     import socket

@@ -8,7 +8,6 @@ the phases before the trainer exists. In-process through `cli()`; a few real pro
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ import yaml
 import src.io as io_module
 from src.checkpoint import read_checkpoint
 from src.data.datamodule import DigitsDataModule
-from tests.conftest import ROOT, TINY, cli_in_process
+from tests.conftest import ROOT, TINY, cli_in_process, read_csv
 
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -379,8 +378,7 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert "Traceback" not in done.stderr + done.stdout
     assert "stopped: SIGINT" not in done.stderr
     assert "stopped: SIGTERM: stopped after iteration 2" in done.stderr
-    with open(sweep / "summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep / "summary.csv")
     assert [row["status"] for row in rows] == ["ok", "stopped"], rows
     assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
     stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"
