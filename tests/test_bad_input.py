@@ -151,16 +151,6 @@ def test_bad_input_is_one_line_before_the_run_folder(
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("override", ["optimizer.lr=${nope}", "+optimizer.foo=1"])
-def test_bad_input_through_a_real_process(tmp_path: Path, override: str) -> None:
-    """The same refusals from a fresh interpreter, as a user's shell runs them."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
-    assert_one_line_error(proc, override.lstrip("+").split("=")[0], code=2)
-    assert not run_dir.exists()
-
-
 def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder\n")

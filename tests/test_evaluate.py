@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from src.evaluate import evaluate
 from src.train import train
-from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import TINY, cli_in_process, compose_config
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
@@ -69,15 +69,6 @@ def test_the_other_statistics_give_the_other_runs_accuracy(
         metrics = evaluate(cfg)
         assert metrics["bn_stats"] == mode
         assert metrics["test/acc"] == trained[mode][1]["test/acc"], mode
-
-
-def test_a_damaged_checkpoint_is_one_line_and_no_run_folder(trained: dict, tmp_path: Path) -> None:
-    ckpt = tmp_path / "truncated.ckpt"
-    ckpt.write_bytes(trained["running"][0].read_bytes()[:5000])
-    run = tmp_path / "eval"
-    proc = cli_in_process(f"ckpt_path={ckpt}", f"hydra.run.dir={run}", module="src.evaluate")
-    assert_one_line_error(proc, f"ckpt_path={ckpt}", "damaged", code=2)
-    assert not run.exists()
 
 
 def test_data_overrides_apply_to_the_checkpoints_data(
