@@ -205,6 +205,23 @@ def fit(
     return fitted, model, dm
 
 
+@pytest.fixture(scope="session")
+def small_fit(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
+) -> tuple[L.Trainer, Any, Any]:
+    """`fit` with its defaults (2 epochs), one a session: tests read it, none changes its
+    weights or state."""
+    return fit(cache_dir, tmp_path_factory.mktemp("fit"))
+
+
+def tb_events(folder: Path):
+    """A TensorBoard event folder read back whole (every scalar, histogram and image)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    return EventAccumulator(str(folder), size_guidance=guidance).Reload()
+
+
 class Crash(L.Callback):
     """Stands in for a kill: the process dies after iteration `at`, saving nothing more."""
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
@@ -25,6 +24,7 @@ from tests.conftest import (
     assert_one_line_error,
     cli_in_process,
     compose_config,
+    tb_events,
 )
 from tests.test_conventions import column, csv_rows
 
@@ -44,9 +44,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 
 
 def loss_steps(run_dir: Path) -> list[int]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [e.step for e in acc.Scalars("train/loss")]
+    return [e.step for e in tb_events(run_dir / "tensorboard").Scalars("train/loss")]
 
 
 def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir: Path) -> None:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.evaluate import evaluate
 from src.train import train
-from tests.conftest import TINY, cli_in_process, compose_config
+from tests.conftest import TINY, cli_in_process, compose_config, tb_events
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
@@ -51,8 +50,7 @@ def test_cli_reproduces_the_training_runs_accuracy(
     assert (run / "confusion_matrix.png").stat().st_size > 10_000
     assert (run / "evaluate.log").is_file()
     assert "Predicting with bn_stats=running" in proc.stdout + proc.stderr
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
+    acc = tb_events(run / "tensorboard")
     assert acc.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     assert "test/confusion_matrix" in acc.Tags()["images"]
 

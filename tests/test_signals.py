@@ -258,22 +258,6 @@ def _finished(proc: subprocess.Popen, timeout: int = 120) -> subprocess.Complete
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.slow
-def test_sigint_soon_after_start_stops_a_real_process(tmp_path: Path, cache_dir: Path) -> None:
-    """SIGINT once the command line is read (here: when the run folder appears)."""
-    run = tmp_path / "run"
-    proc = _popen(run, cache_dir, "trainer.max_epochs=50")
-    deadline = time.monotonic() + 120
-    while not run.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    stopped_line(done, signal.SIGINT)
-    assert not (run / "metrics.json").exists()
-    complete_files(run)
-
-
 # ---------------------------------------------------------------------------------------------
 # Start-up: a signal while Python is still importing, and a SIGINT inherited as ignored
 

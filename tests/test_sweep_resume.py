@@ -25,6 +25,7 @@ from tests.conftest import (
     read_csv,
     run_cli,
     table_jobs,
+    tb_events,
 )
 
 # 7 iterations a job, a checkpoint after each: a kill lands mid-training. One thread a job
@@ -115,12 +116,10 @@ def test_a_killed_sweep_resumes_to_the_figures_of_one_never_stopped(
         log = (Path(row["run_dir"]) / "train.log").read_text()
         assert "checkpoints/last.ckpt (iteration " in log
     assert f"({len(resumed)} resumed" in proc.stdout
-    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
     def losses(folder: Path) -> list[tuple[int, float]]:
-        events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
-        return [(e.step, e.value) for e in events.Reload().Scalars("train/loss")]
+        return [(e.step, e.value) for e in tb_events(folder / "tensorboard").Scalars("train/loss")]
 
     for row in resumed:
         folder = Path(row["run_dir"])
@@ -221,7 +220,6 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     (run meanwhile, one job after another, without loggers), and no job folder, MLflow run or
     TensorBoard event duplicated or lost."""
     from mlflow.tracking import MlflowClient
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # 5 iterations a job, a checkpoint after each; 24 jobs from 6 compositions checked at each
     # start (one key of 24 values: 24)
@@ -277,8 +275,7 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
 
     resumed = 0
     for folder in figures:  # TensorBoard: every iteration once, the last the final loss
-        events = EventAccumulator(str(killed / folder / "tensorboard"), {"scalars": 0}).Reload()
-        losses = events.Scalars("train/loss")
+        losses = tb_events(killed / folder / "tensorboard").Scalars("train/loss")
         assert [e.step for e in losses] == list(range(len(losses))) and len(losses) >= 5
         assert losses[-1].value == pytest.approx(figures[folder][1], abs=0)
         resumed += "Resuming from" in (killed / folder / "train.log").read_text()
