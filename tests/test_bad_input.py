@@ -319,16 +319,14 @@ def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:
     ("overrides", "start", "needle"),
     [
         (["trainer.devices=[${nope}]"], "trainer.devices.0=${nope}: cannot be resolved", ""),
-        (["optimizer.lr=4e38"], "", "overflows float32"),
         (["model.bn_epsilon=1e39"], "", "model.bn_epsilon=1e+39 overflows float32"),
-        *[([f"model.num_classes={n}"], f"model.num_classes={n} ", "") for n in (0, 1, 11, -3)],
+        *[([f"model.num_classes={n}"], f"model.num_classes={n} ", "") for n in (0, -3)],
         (["data=mnist", "data.root=TMP", "+data.seed=1"],
          "data.seed: src.data.datamodule.DigitsDataModule with data.source=",
          "mnist takes no argument 'seed'"),
         (["+data.split_seed=1"], "", "'split_seed'"),  # a folder-only option
         (["+logger.tensorboard.log_dir=x"], "", "'log_dir'"),  # the logger sets it
         (["~model"], "model must be set", ""),
-        (["~optimizer._target_"], "optimizer._target_ must be set", ""),
         # batch limits that cannot work
         (["trainer.limit_test_batches=0.0"], "trainer.limit_test_batches",
          "leaves no test batches"),
