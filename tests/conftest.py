@@ -121,6 +121,24 @@ def assert_last_line_error(
     return errors[0]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (summary.csv, seeds.csv, the CSV logger's)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_jobs(stdout: str, title: str) -> list[str]:
+    """The job numbers of the printed sweep summary table, top to bottom."""
+    jobs = []
+    for line in stdout[stdout.index(title) :].splitlines()[4:]:  # title, folder, header, ---
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        jobs.append(line.split()[0])
+    return jobs
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
     import socket
@@ -185,6 +203,23 @@ def fit(
     fitted = L.Trainer(**{**settings, **(trainer or {})})
     fitted.fit(model, datamodule=dm)
     return fitted, model, dm
+
+
+@pytest.fixture(scope="session")
+def small_fit(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
+) -> tuple[L.Trainer, Any, Any]:
+    """`fit` with its defaults (2 epochs), one a session: tests read it, none changes its
+    weights or state."""
+    return fit(cache_dir, tmp_path_factory.mktemp("fit"))
+
+
+def tb_events(folder: Path):
+    """A TensorBoard event folder read back whole (every scalar, histogram and image)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    return EventAccumulator(str(folder), size_guidance=guidance).Reload()
 
 
 class Crash(L.Callback):

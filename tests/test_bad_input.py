@@ -151,16 +151,6 @@ def test_bad_input_is_one_line_before_the_run_folder(
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("override", ["optimizer.lr=${nope}", "+optimizer.foo=1"])
-def test_bad_input_through_a_real_process(tmp_path: Path, override: str) -> None:
-    """The same refusals from a fresh interpreter, as a user's shell runs them."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(override, f"hydra.run.dir={run_dir}", timeout=60)
-    assert_one_line_error(proc, override.lstrip("+").split("=")[0], code=2)
-    assert not run_dir.exists()
-
-
 def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder\n")
@@ -329,16 +319,14 @@ def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:
     ("overrides", "start", "needle"),
     [
         (["trainer.devices=[${nope}]"], "trainer.devices.0=${nope}: cannot be resolved", ""),
-        (["optimizer.lr=4e38"], "", "overflows float32"),
         (["model.bn_epsilon=1e39"], "", "model.bn_epsilon=1e+39 overflows float32"),
-        *[([f"model.num_classes={n}"], f"model.num_classes={n} ", "") for n in (0, 1, 11, -3)],
+        *[([f"model.num_classes={n}"], f"model.num_classes={n} ", "") for n in (0, -3)],
         (["data=mnist", "data.root=TMP", "+data.seed=1"],
          "data.seed: src.data.datamodule.DigitsDataModule with data.source=",
          "mnist takes no argument 'seed'"),
         (["+data.split_seed=1"], "", "'split_seed'"),  # a folder-only option
         (["+logger.tensorboard.log_dir=x"], "", "'log_dir'"),  # the logger sets it
         (["~model"], "model must be set", ""),
-        (["~optimizer._target_"], "optimizer._target_ must be set", ""),
         # batch limits that cannot work
         (["trainer.limit_test_batches=0.0"], "trainer.limit_test_batches",
          "leaves no test batches"),

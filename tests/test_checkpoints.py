@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,13 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import src.checkpoint as checkpoint_module
-import src.io as io_module
 from src.checkpoint import read_checkpoint
-from src.errors import CheckpointWriteError
-from src.io import write_atomically
 from src.train import train
 from tests.conftest import (
     ROOT,
@@ -30,6 +24,7 @@ from tests.conftest import (
     assert_one_line_error,
     cli_in_process,
     compose_config,
+    tb_events,
 )
 from tests.test_conventions import column, csv_rows
 
@@ -49,9 +44,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 
 
 def loss_steps(run_dir: Path) -> list[int]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [e.step for e in acc.Scalars("train/loss")]
+    return [e.step for e in tb_events(run_dir / "tensorboard").Scalars("train/loss")]
 
 
 def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir: Path) -> None:
@@ -117,66 +110,6 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     assert sorted(plot["epochs"]) == [0, ITERS]
 
 
-# 15 iterations an epoch, long enough to stop a run in the middle of one.
-LONGER = ["trainer=cpu", "trainer.max_epochs=3", "data.num_train_per_class=100",
-          "data.num_test_per_class=10", "data.batch_size=64", "test=false"]  # fmt: skip
-LONGER_ITERS = 1000 // 64
-# Results depend on the thread count: every run of a comparison uses the same one.
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-
-
-def _train_process(run_dir: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
-    args = [*LONGER, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", *extra]
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=ROOT,
-        env=ONE_THREAD,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, past: int = 0) -> int:
-    """The step of the first checkpoint at `path` beyond iteration `past` (polls until then)."""
-    deadline = time.monotonic() + 240
-    seen = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        if path.is_file() and path.stat().st_mtime_ns != seen:
-            seen = path.stat().st_mtime_ns
-            step = int(read_checkpoint(path)["global_step"])
-            if step > past:
-                return step
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(f"no checkpoint past iteration {past} at {path}")
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
-    """The CLI end to end: a killed run resumed from its last periodic checkpoint ends exactly
-    where the run that was never interrupted ends."""
-    killed = _train_process(tmp_path / "killed", cache_dir,
-                            "callbacks.model_checkpoint.every_n_train_steps=4")  # fmt: skip
-    straight = _train_process(tmp_path / "straight", cache_dir)  # alongside: one thread each
-    ckpt_path = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    # wait for a checkpoint inside the second epoch, then kill
-    _wait_for_checkpoint(killed, ckpt_path, past=LONGER_ITERS)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    ckpt = read_checkpoint(ckpt_path)  # what SIGKILL left is complete
-    assert ckpt["global_step"] % LONGER_ITERS != 0, "the test needs a mid-epoch checkpoint"
-
-    resumed = _train_process(tmp_path / "resumed", cache_dir, f"ckpt_path={ckpt_path}")
-    for proc in (resumed, straight):
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert_same_training_state(a, b)
-    assert loss_steps(tmp_path / "resumed") == list(range(3 * LONGER_ITERS))
-
-
 _WRITER = """
 import sys, torch
 from pathlib import Path
@@ -210,20 +143,6 @@ def test_killed_write_with_tmpdir_elsewhere_never_leaves_a_broken_file(tmp_path:
     assert [p.name for p in target.parent.iterdir()] != [] and all(
         p.name == "last.ckpt" or p.name.endswith(".tmp.ckpt") for p in target.parent.iterdir()
     )
-
-
-def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    target = tmp_path / "last.ckpt"
-    write_atomically({"global_step": 1, "w": torch.ones(1000)}, target)
-
-    def disk_full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(io_module.os, "fsync", disk_full)
-    with pytest.raises(CheckpointWriteError, match="No space left on device"):
-        write_atomically({"global_step": 2, "w": torch.zeros(1000)}, target)
-    assert torch.load(target, weights_only=True)["global_step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ callbacks=none, tags, train=false, and entries without a _target_."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -17,10 +16,7 @@ from omegaconf import DictConfig, open_dict
 from src.checkpoint import read_checkpoint
 from src.config.rules import check_config
 from src.train import train
-from tests.conftest import (
-    TINY,
-    compose_config,
-)
+from tests.conftest import TINY, compose_config, read_csv
 
 # MLflow's SQL store (mlflow-skinny 3.17) still uses a loader strategy SQLAlchemy 2.1 deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -33,8 +29,7 @@ LEAN = ["~callbacks.bn_state_monitor", "reports=none"]
 
 
 def csv_rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "csv" / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(run / "csv" / "metrics.csv")
 
 
 def column(rows: list[dict[str, str]], key: str) -> dict[int, float]:

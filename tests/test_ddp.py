@@ -1,7 +1,8 @@
 """Several processes that hold one state: DDP on the CPU (gloo), through the real CLI and piece by
 piece in processes started here.
 
-Every comparison runs each process with one thread (OMP_NUM_THREADS=1): results depend on it.
+Every comparison runs its processes with the same thread count (conftest's OMP_NUM_THREADS=1, or
+the one set): results depend on it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,10 @@ from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
-from src.model.network import BatchNorm, DigitsNet
+from src.model.network import BatchNorm
 from src.model.state import population_statistics
 from src.runtime.build import CONFIG_DIR
-from tests.conftest import ROOT, TINY, compose_config, free_port
-
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-
+from tests.conftest import ROOT, TINY, compose_config, free_port, run_cli
 
 # ---------------------------------------------------------------------------------------------
 # Dealing out the data: no process group needed
@@ -133,13 +131,6 @@ def _pieces_worker(rank: int, world: int, port: int, out: str) -> None:
         bn.sync_batchnorm = False  # each process's own statistics: what the sync replaces
         result["y_local"] = bn.forward_train(local.detach(), bn.running_mean, bn.running_var)[0]
 
-        # population statistics: each process its share of the batches, merged
-        torch.manual_seed(1)
-        net = DigitsNet(num_filters=4)
-        images = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-        mine = list(images.split(8))[rank::world]
-        result["population"] = population_statistics(net, lambda: mine, across_processes=True)
-
         # the state average of the training step: one all-reduce, identical everywhere
         module = BNStateModule(num_filters=4)
         module._trainer = SimpleNamespace(world_size=world)
@@ -152,8 +143,9 @@ def _pieces_worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_hold_the_global_batchs_statistics_and_state(tmp_path: Path) -> None:
-    """Synchronised batch norm is batch norm of the global batch; the population statistics are
-    merged; the state and loss are averaged over the processes (2 processes of our own: slow)."""
+    """Synchronised batch norm is batch norm of the global batch; the state and loss are averaged
+    over the processes (2 processes of our own: slow). The population statistics merged over
+    the processes: test_ddp_cpu_processes_end_with_one_state_the_checkpoints."""
     mp.spawn(_pieces_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     two_process_pieces = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     x, grad, weight, bias = _global_batch()
@@ -177,15 +169,6 @@ def test_two_processes_hold_the_global_batchs_statistics_and_state(tmp_path: Pat
     # and without the sync each process's half of the batch is normalised otherwise
     local = torch.cat([r0["y_local"], r1["y_local"]])
     assert (local - y.detach()).abs().max() > 1e-2
-    # population statistics: each process its share of the batches, merged
-    torch.manual_seed(1)
-    net = DigitsNet(num_filters=4)
-    images = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-    want = population_statistics(net, lambda: images.split(8))
-    p0, p1 = (r["population"] for r in two_process_pieces)
-    for key in want:
-        assert torch.equal(p0[key], p1[key]), key  # the same on every process
-        torch.testing.assert_close(p0[key], want[key], rtol=1e-6, atol=1e-7)
     # the state and loss of the training step: averaged
     for r in two_process_pieces:
         state, loss = r["averaged"]
@@ -265,11 +248,6 @@ class DumpState(L.Callback):
         torch.save(dump, self.dirpath / f"rank{trainer.global_rank}.pt")
 
 
-def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=ONE_THREAD,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
-
-
 def _dumps(folder: Path, world: int) -> list[dict]:
     return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
@@ -295,7 +273,7 @@ def ddp_run(
     """LONGER through the CLI, never stopped: the process, its run folder and what each of its
     processes ended training with."""
     base = tmp_path_factory.mktemp("ddp")
-    proc = _run(*LONGER, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={base / 'run'}",
+    proc = run_cli(*LONGER, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={base / 'run'}",
                 *_dump_args(base / "dumps"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, base / "run", _dumps(base / "dumps", 2)
@@ -353,10 +331,10 @@ def test_sync_batchnorm_2x_b_equals_one_process_with_2b(tmp_path: Path, cache_di
     """
     common = [*TINY, "test=false", f"paths.cache_dir={cache_dir}", "logger=none",
               "optimizer.lr=0.001"]  # fmt: skip
-    two = _run(*common, "trainer=ddp_cpu", "data.batch_size=16", "model.sync_batchnorm=true",
+    two = run_cli(*common, "trainer=ddp_cpu", "data.batch_size=16", "model.sync_batchnorm=true",
                f"hydra.run.dir={tmp_path / 'two'}", *_dump_args(tmp_path / "d2"))  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    one = _run(*common, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'one'}",
+    one = run_cli(*common, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'one'}",
                *_dump_args(tmp_path / "d1"))  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
     (single,), pair = _dumps(tmp_path / "d1", 1), _dumps(tmp_path / "d2", 2)
@@ -383,8 +361,9 @@ def test_sigterm_under_ddp_saves_then_the_run_resumes_exactly(
     args = [*LONGER, f"paths.cache_dir={cache_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "src.train", *args,
                              f"hydra.run.dir={tmp_path / 'stopped'}"],  # fmt: skip
-                            cwd=ROOT, env=ONE_THREAD, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     deadline = time.monotonic() + 240
     while not (ckpt_path.is_file() and read_checkpoint(ckpt_path)["global_step"] >= 4):
         assert proc.poll() is None, proc.stderr.read()
@@ -400,7 +379,7 @@ def test_sigterm_under_ddp_saves_then_the_run_resumes_exactly(
     assert str(step) in stopped[-1]
     assert 0 < step < 3 * ITERS
 
-    resumed = _run(*args, f"ckpt_path={ckpt_path}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    resumed = run_cli(*args, f"ckpt_path={ckpt_path}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(ddp_run[1] / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)

@@ -144,19 +144,15 @@ def test_mat_round_trip(ckpt: Path, net: DigitsNet, tmp_path: Path, cache_dir: P
     [
         (["format=tflite"], ["format='tflite'", "onnx", "mat"]),
         (["opset=99"], ["opset=99", "[7, 20]"]),
-        (["ckpt_path={tmp}/cut.ckpt"], ["ckpt_path={tmp}/cut.ckpt", "damaged"]),
-        (["ckpt_path={tmp}/none.ckpt"], ["ckpt_path={tmp}/none.ckpt", "no such checkpoint"]),
     ],
-    ids=["format", "opset", "damaged", "missing"],
+    ids=["format", "opset"],
 )
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, tmp_path: Path, args: list[str], needles: list[str]
 ) -> None:
-    (tmp_path / "cut.ckpt").write_bytes(ckpt.read_bytes()[:5000])
     run = tmp_path / "run"
-    given = [a.format(tmp=tmp_path) for a in args]
-    proc = cli_in_process(f"ckpt_path={ckpt}", *given, f"hydra.run.dir={run}", module="src.export")
-    assert_one_line_error(proc, *(n.format(tmp=tmp_path) for n in needles), code=2)
+    proc = cli_in_process(f"ckpt_path={ckpt}", *args, f"hydra.run.dir={run}", module="src.export")
+    assert_one_line_error(proc, *needles, code=2)
     assert not run.exists()
 
 

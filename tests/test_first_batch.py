@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.reports import figures
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, tb_events
 
 
 def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> None:
@@ -35,8 +34,7 @@ def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> No
     assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)  # 32 images, 6 a row
     assert grid.max() > 128  # digits, not a blank picture
 
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
-    events.Reload()
+    events = tb_events(run / "tensorboard")
     assert "train/first_batch" in events.Tags()["images"]
     images = events.Images("train/first_batch")
     assert len(images) == 1 and images[0].step == 0

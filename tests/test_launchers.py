@@ -4,7 +4,6 @@ summary that gets every job's row from jobs run in other processes."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pickle
@@ -34,14 +33,9 @@ from src.runtime.threads import (
     configure_threads,
 )
 from src.sweep.summary import STATUS_FILE, SweepSummary
-from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.conftest import ROOT, TINY, read_csv, run_cli
 
 BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
-
-
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _joblib(n_jobs: int) -> dict:
@@ -189,7 +183,7 @@ def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit) as ended:
         parent.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert ended.value.code == 143
-    rows = _csv(sweep / "summary.csv")
+    rows = read_csv(sweep / "summary.csv")
     assert [(r["job"], r["seed"], r["status"], r["test/acc"]) for r in rows] == [
         ("0", "0", "ok", "0.5"),
         ("1", "1", "stopped", ""),
@@ -212,7 +206,7 @@ def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir:
     assert "Traceback" not in proc.stdout + proc.stderr
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
     assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
-    failed, ok = _csv(sweep / "summary.csv")
+    failed, ok = read_csv(sweep / "summary.csv")
     assert failed["status"] == "failed" and failed["error"].startswith("error: training diverged")
     assert ok["status"] == "ok" and float(ok["test/acc"]) * 100 == pytest.approx(
         round(float(ok["test/acc"]) * 100)
@@ -220,22 +214,3 @@ def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir:
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit's own results
     for folder in ("0_lr=1000", "1_lr=0.05"):
         assert "torch threads: " in (sweep / folder / "train.log").read_text()
-
-
-@pytest.mark.slow  # MLflow's import and migrations: seconds
-def test_the_mlflow_store_is_made_once_before_the_jobs(tmp_path: Path) -> None:
-    """Parallel jobs each ran MLflow's migrations on one new SQLite file at once, and all failed
-    (`table _alembic_tmp_tags already exists`): the launching process makes it first."""
-    from mlflow.tracking import MlflowClient
-
-    from src.runtime.loggers import prepare_mlflow_stores
-
-    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    cfg = compose_config(
-        ["logger=many_loggers", f"logger.mlflow.tracking_uri={uri}",
-         f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}"],
-        tmp_path / "run", tmp_path,
-    )  # fmt: skip
-    prepare_mlflow_stores([cfg, cfg])
-    prepare_mlflow_stores([cfg])  # a second sweep on the same store
-    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("train") is not None

@@ -50,8 +50,8 @@ def assert_test_accuracy_uses_the_stored_state(trainer: L.Trainer, model, dm) ->
     assert result["test/acc"] == pytest.approx(acc, abs=1e-6)
 
 
-def test_state_update_line_moves_the_state(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model, dm = fit(cache_dir, tmp_path, update_state=True)
+def test_state_update_line_moves_the_state(small_fit) -> None:
+    trainer, model, dm = small_fit  # update_state=True: the default
     init = model.net.initial_state()
     for k, v in model.net.state.items():
         assert not torch.allclose(v, init[k]), k

@@ -8,7 +8,6 @@ the phases before the trainer exists. In-process through `cli()`; a few real pro
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ import yaml
 import src.io as io_module
 from src.checkpoint import read_checkpoint
 from src.data.datamodule import DigitsDataModule
-from tests.conftest import ROOT, TINY, cli_in_process
+from tests.conftest import ROOT, TINY, cli_in_process, read_csv
 
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -259,22 +258,6 @@ def _finished(proc: subprocess.Popen, timeout: int = 120) -> subprocess.Complete
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.slow
-def test_sigint_soon_after_start_stops_a_real_process(tmp_path: Path, cache_dir: Path) -> None:
-    """SIGINT once the command line is read (here: when the run folder appears)."""
-    run = tmp_path / "run"
-    proc = _popen(run, cache_dir, "trainer.max_epochs=50")
-    deadline = time.monotonic() + 120
-    while not run.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    stopped_line(done, signal.SIGINT)
-    assert not (run / "metrics.json").exists()
-    complete_files(run)
-
-
 # ---------------------------------------------------------------------------------------------
 # Start-up: a signal while Python is still importing, and a SIGINT inherited as ignored
 
@@ -379,8 +362,7 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert "Traceback" not in done.stderr + done.stdout
     assert "stopped: SIGINT" not in done.stderr
     assert "stopped: SIGTERM: stopped after iteration 2" in done.stderr
-    with open(sweep / "summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep / "summary.csv")
     assert [row["status"] for row in rows] == ["ok", "stopped"], rows
     assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
     stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"

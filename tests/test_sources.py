@@ -23,7 +23,7 @@ from PIL import Image
 from src.config.compose import preflight
 from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule
-from src.data.sources import SOURCES, folder, mat, mnist, split_class
+from src.data.sources import folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
 from src.errors import ConfigError, DataError
 from tests.conftest import CONF, assert_one_line_error, cli_in_process
@@ -510,12 +510,6 @@ def test_bad_mnist_is_one_line_naming_the_file(
 
 # ---------------------------------------------------------------------------------------------
 # Configs and the CLI
-
-
-def test_every_data_config_names_a_registered_source() -> None:
-    for name in ("synthetic", "folder", "mat", "mnist"):
-        assert f"source: {name}" in (CONF / "data" / f"{name}.yaml").read_text()
-        assert name in SOURCES
 
 
 @pytest.mark.parametrize(

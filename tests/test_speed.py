@@ -33,12 +33,12 @@ def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_pa
 
 
 def test_the_captured_step_trains_exactly_as_the_eager_loop(
-    cache_dir: Path, tmp_path: Path
+    cache_dir: Path, tmp_path: Path, small_fit
 ) -> None:
     """model.cuda_graph=true on a CPU (outside the CLI) runs its warm-up, capture and replays
     eagerly: weights, state and the loss history must be the plain loop's, bit for bit."""
-    _, eager, _ = fit(cache_dir, tmp_path / "a")
-    _, graphed, _ = fit(cache_dir, tmp_path / "b", cuda_graph=True)
+    _, eager, _ = small_fit
+    _, graphed, _ = fit(cache_dir, tmp_path, cuda_graph=True)
     step = graphed.captured_step
     assert step is not None and step.captured and isinstance(step.backend, EagerBackend)
     assert step.backend.replays == 12 - 4  # 3 warm-up steps, 1 capture, then replays
@@ -71,9 +71,8 @@ def test_indices_follow_the_data_to_its_device() -> None:
     assert all(b.device.type == "cpu" for b in sampler)
 
 
-def test_data_stays_on_the_cpu_when_training_on_the_cpu(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, _, _ = fit(cache_dir, tmp_path, 1)
-    assert trainer.datamodule.train_set.device.type == "cpu"
+def test_data_stays_on_the_cpu_when_training_on_the_cpu(small_fit) -> None:
+    assert small_fit[0].datamodule.train_set.device.type == "cpu"
 
 
 @pytest.mark.gpu

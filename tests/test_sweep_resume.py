@@ -4,7 +4,6 @@ refused in one line with the folder untouched. On each launcher, and under repea
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -18,7 +17,16 @@ import pytest
 import torch
 
 from src import cli as entry
-from tests.conftest import ROOT, TINY, assert_one_line_error, cli_in_process, run_cli
+from tests.conftest import (
+    ROOT,
+    TINY,
+    assert_one_line_error,
+    cli_in_process,
+    read_csv,
+    run_cli,
+    table_jobs,
+    tb_events,
+)
 
 # 7 iterations a job, a checkpoint after each: a kill lands mid-training. One thread a job
 # whatever the launcher, so every launcher's figures equal the reference sweep's.
@@ -32,8 +40,7 @@ LAUNCHERS = {
 
 
 def _rows(sweep: Path) -> list[dict[str, str]]:
-    with open(sweep / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(sweep / "summary.csv")
 
 
 def _figures(sweep: Path) -> dict[str, tuple[float, float]]:
@@ -109,12 +116,10 @@ def test_a_killed_sweep_resumes_to_the_figures_of_one_never_stopped(
         log = (Path(row["run_dir"]) / "train.log").read_text()
         assert "checkpoints/last.ckpt (iteration " in log
     assert f"({len(resumed)} resumed" in proc.stdout
-    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
     def losses(folder: Path) -> list[tuple[int, float]]:
-        events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
-        return [(e.step, e.value) for e in events.Reload().Scalars("train/loss")]
+        return [(e.step, e.value) for e in tb_events(folder / "tensorboard").Scalars("train/loss")]
 
     for row in resumed:
         folder = Path(row["run_dir"])
@@ -159,15 +164,35 @@ def test_an_optuna_search_into_a_started_folder_is_refused(reference: Path) -> N
 
 @pytest.mark.slow
 def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
-    """Job 0 diverges (exit 3) with no checkpoint: a re-run runs it again from the start and
-    skips the finished job; with sweep.rerun_failed=false it is skipped too, its row kept."""
+    """Job 0 diverges (exit 3) with no checkpoint: a row of the summary, and the sweep goes on.
+    A re-run runs it again from the start and skips the finished job; with
+    sweep.rerun_failed=false it is skipped too, its row kept."""
     sweep = tmp_path / "sweep"
     args = [*TINY, "reports=none", f"paths.cache_dir={cache_dir}", "optimizer.lr=1000,0.05",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
     first = run_cli("--multirun", *args)
     assert first.returncode == entry.EXIT_DIVERGED, first.stderr[-3000:]
+    # The first run: the failed job is a row, the next one still runs (diverged code, 3)
+    assert "Traceback" not in first.stdout + first.stderr
+    errors = [ln for ln in first.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2, first.stderr
+    assert errors[0].startswith("error: training diverged") and "optimizer.lr=1000" in errors[0]
+    last = [ln for ln in first.stderr.splitlines() if ln.strip()][-1]
+    assert last == errors[1]
+    assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
     failed, ok = _rows(sweep)
     log = sweep / "0_lr=1000" / "train.log"
+    assert (failed["status"], failed["error"], failed["test/acc"]) == ("failed", errors[0], "")
+    assert errors[0] in log.read_text()
+    assert not (sweep / "0_lr=1000" / "metrics.json").exists()
+    assert ok["status"] == "ok" and float(ok["test/acc"]) * 100 == pytest.approx(
+        round(float(ok["test/acc"]) * 100)
+    )  # a whole number of TINY's 100 test images
+    assert (sweep / "1_lr=0.05" / "checkpoints" / "last.ckpt").is_file()
+    assert "Sweep: 2 jobs, 1 ok, 1 failed" in first.stdout
+    assert table_jobs(first.stdout, "Sweep: 2 jobs") == ["1", "0"]
+    assert f"job 0 (0_lr=1000): {errors[0]}" in first.stdout
+    assert not (sweep / "seeds.csv").exists() and not (sweep / "sweep.png").exists()
 
     again = run_cli("--multirun", *args)
     assert again.returncode == entry.EXIT_DIVERGED, again.stderr[-3000:]
@@ -195,7 +220,6 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     (run meanwhile, one job after another, without loggers), and no job folder, MLflow run or
     TensorBoard event duplicated or lost."""
     from mlflow.tracking import MlflowClient
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # 5 iterations a job, a checkpoint after each; 24 jobs from 6 compositions checked at each
     # start (one key of 24 values: 24)
@@ -251,8 +275,7 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
 
     resumed = 0
     for folder in figures:  # TensorBoard: every iteration once, the last the final loss
-        events = EventAccumulator(str(killed / folder / "tensorboard"), {"scalars": 0}).Reload()
-        losses = events.Scalars("train/loss")
+        losses = tb_events(killed / folder / "tensorboard").Scalars("train/loss")
         assert [e.step for e in losses] == list(range(len(losses))) and len(losses) >= 5
         assert losses[-1].value == pytest.approx(figures[folder][1], abs=0)
         resumed += "Resuming from" in (killed / folder / "train.log").read_text()

@@ -8,22 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.errors import ConfigError
 from src.train import train
-from tests.conftest import TINY
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance=guidance)
-    acc.Reload()
-    return acc
+from tests.conftest import TINY, tb_events
 
 
 def scalar_tags(run_dir: Path) -> dict[str, list]:
-    acc = events(run_dir)
+    acc = tb_events(run_dir / "tensorboard")
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
@@ -60,7 +52,7 @@ def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -
         tiny_cfg.trainer.log_every_n_steps = 2
     metrics = train(tiny_cfg)
     run = Path(tiny_cfg.paths.output_dir)
-    acc = events(run)
+    acc = tb_events(run / "tensorboard")
     tags = acc.Tags()
     steps = 200 // 32
     for layer in ("bn1", "bn2", "bn3"):

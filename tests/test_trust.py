@@ -115,13 +115,6 @@ def test_stored_settings_are_values_checked_like_the_config(
         assert needle in message, message
 
 
-def test_an_honest_checkpoint_still_reads(ckpt: Path) -> None:
-    data = torch.load(ckpt, weights_only=True)
-    assert model_settings(data, ckpt)["num_filters"] == 20
-    settings = stored_data_settings(data, ckpt)
-    assert settings["source"] == "synthetic" and "_target_" not in settings
-
-
 def test_a_checkpoint_never_asks_for_a_download(ckpt: Path, tmp_path: Path) -> None:
     """Its stored data.download and data.mirrors choose no network request: only this command
     line can (data.download=true with its own mirrors)."""
@@ -179,22 +172,6 @@ def test_a_hostile_sweep_job_file_is_a_warning(
     assert summary.rows == {}
     assert err.startswith("warning: sweep summary: ") and "not used" in err, err
     assert len(err.strip().splitlines()) == 1
-
-
-def test_a_good_sweep_job_file_is_read(tmp_path: Path) -> None:
-    import json
-
-    from src.sweep.summary import STATUS_FILE, SweepSummary
-
-    summary = SweepSummary()
-    summary.sweep_id = "s"
-    (tmp_path / "0").mkdir()
-    row = {"sweep": "s", "job": 0, "values": {"optimizer.lr": "0.1"}, "overrides": [],
-           "status": "failed", "error": "error: x", "code": 2, "metrics": {"train/loss": 1.5},
-           "wall_s": 1.0, "run_dir": str(tmp_path / "0")}  # fmt: skip
-    (tmp_path / "0" / STATUS_FILE).write_text(json.dumps(row))
-    summary.gather(tmp_path)
-    assert summary.rows[0].code == 2 and summary.rows[0].metrics == {"train/loss": 1.5}
 
 
 @pytest.mark.parametrize(

@@ -97,10 +97,12 @@ class DataBeforeValidation(DigitsDataModule):
 
 
 @pytest.mark.filterwarnings("ignore:Total length of `list`")  # src.data.datamodule
-def test_val_fraction_0_trains_bit_for_bit_as_before(cache_dir: Path, tmp_path: Path) -> None:
-    old_trainer, old, _ = fit(cache_dir, tmp_path / "old", module=BeforeValidation,
+def test_val_fraction_0_trains_bit_for_bit_as_before(
+    cache_dir: Path, tmp_path: Path, small_fit
+) -> None:
+    old_trainer, old, _ = fit(cache_dir, tmp_path, module=BeforeValidation,
                               datamodule=DataBeforeValidation)  # fmt: skip
-    trainer, model, _ = fit(cache_dir, tmp_path / "new", data={"val_fraction": 0.0})
+    trainer, model, _ = small_fit  # data.val_fraction=0: the default
     assert not trainer.val_dataloaders  # no validation loop ran
     assert not any(k.startswith("val/") for k in trainer.callback_metrics)
     assert trainer.global_step == old_trainer.global_step == 2 * (200 // 32)

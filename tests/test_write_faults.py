@@ -4,7 +4,6 @@ code 4, and the file that was there before intact (`src.io.output_file`)."""
 from __future__ import annotations
 
 import errno
-import json
 import shutil
 from pathlib import Path
 
@@ -240,7 +239,6 @@ def test_a_full_disk_at_the_sweep_summary_is_exit_4(
     assert failed and (tmp_path / name).read_bytes() == PREVIOUS
     others = {"summary.csv", "summary.txt", "seeds.csv"} - {name}
     assert all((tmp_path / o).exists() for o in others)
-    json.dumps(lines)
 
 
 def test_a_broken_link_in_an_image_folder_is_bad_input(tmp_path: Path, cache_dir: Path) -> None:
