@@ -23,7 +23,6 @@ from src.config.schema import (
     number_at,
     require,
     require_bool,
-    unset_keys,
     value_at,
 )
 from src.config.targets import check_group_entries, check_targets
@@ -57,7 +56,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def _check_all(cfg: DictConfig, settings: dict) -> None:
     """Every check of `check_config`, in order."""
-    unset = unset_keys(settings)
+    unset = [key for key, value in leaves(settings) if value == "???"]  # Hydra's mandatory
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.

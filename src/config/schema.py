@@ -83,13 +83,6 @@ def require_bool(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
-def unset_keys(node: Any, prefix: str = "") -> list[str]:
-    """Keys still at `???` (Hydra's mandatory value), found without resolving anything."""
-    if isinstance(node, dict):
-        return [k for key, value in node.items() for k in unset_keys(value, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if node == "???" else []
-
-
 def as_config(cfg: DictConfig | dict) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
