@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.accelerators.cuda import CUDAAccelerator
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -41,17 +42,19 @@ checked: set[str] | None = None
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
-    from hydra.core.hydra_config import HydraConfig
-
     settings = OmegaConf.to_container(cfg, resolve=False)
     settings.pop("hydra", None)
     # A multirun's job checks again: only it knows it is one (DDP is refused there).
-    multirun = HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
-    key = repr((settings, multirun))
+    key = repr((settings, _multirun()))
     if checked is None or key not in checked:
         _check_all(cfg, settings)
     if checked is not None:
         checked.add(key)
+
+
+def _multirun() -> bool:
+    """Whether this is a job of a Hydra multirun."""
+    return HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
 
 
 def _check_all(cfg: DictConfig, settings: dict) -> None:
@@ -217,8 +220,6 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
 @contextlib.contextmanager
 def _hydra_runtime(cfg: DictConfig) -> Iterator[None]:
     """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized() or "hydra" not in cfg:
         yield  # inside a run: the real runtime config answers
         return
@@ -397,18 +398,11 @@ def _check_processes(cfg: DictConfig, accelerator: str) -> int:
             "trainer.use_distributed_sampler must be false with several processes: the data "
             "module deals each process its shard of the epoch itself"
         )
-    _check_multirun_ddp()
-    return processes
-
-
-def _check_multirun_ddp() -> None:
-    """Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
-    multirun that command is the whole sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
+    # multirun that command is the whole sweep.
+    if _multirun():
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
             "launches would re-run the whole sweep): run each configuration as its own run"
         )
+    return processes
