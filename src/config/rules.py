@@ -89,8 +89,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     check_group_values(cfg)
     _check_optuna_storage(cfg)
     require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
-    if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
-        require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
+    require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
     require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
     require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
