@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.accelerators.cpu import CPUAccelerator
 from lightning.fabric.accelerators.cuda import CUDAAccelerator
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -337,14 +338,13 @@ def _device_count(cfg: DictConfig, accelerator: str) -> int:
         return 1  # mps and others: Lightning checks them itself
     if devices == "auto":
         return 1
-    if isinstance(devices, str) and devices.strip().isdigit():
-        devices = int(devices)
-    if not isinstance(devices, int) or devices < 1:
+    try:  # Lightning's own reading: a whole number of 1 or more, or one written as a string
+        return CPUAccelerator.parse_devices(devices)
+    except TypeError as err:
         raise ConfigError(
             f"trainer.devices={devices}: on the CPU it is the number of processes, a whole "
             "number of 1 or more (trainer=ddp_cpu: 2)"
-        )
-    return devices
+        ) from err
 
 
 def _check_processes(cfg: DictConfig, accelerator: str) -> int:
