@@ -14,6 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, OverrideType
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
@@ -26,8 +32,6 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
     as Hydra's grammar needs (`hydra.run.dir=runs/run dir ü` as `hydra.run.dir='runs/run dir ü'`)
     where the quotes keep the very string typed. Raises ConfigError saying how to quote the rest
     (a list or a sweep of such strings)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     parser, error = OverridesParser.create(), object()
 
@@ -62,8 +66,6 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
 
 def _compositions(overrides: list[str]) -> list[list[str]]:
     """The override lists to try: every value of every sweep appears in at least one of them."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
@@ -83,7 +85,6 @@ def _compositions(overrides: list[str]) -> list[list[str]]:
 def _sweep_values(o: Any) -> list[str]:
     """A sweep's values: every one of a list or range; an interval's two ends, the upper one just
     below it for floats (Optuna samples a float interval in [start, end), an int one in both)."""
-    from hydra.core.override_parser.types import IntervalSweep
 
     value = o.value()
     if not isinstance(value, IntervalSweep):
@@ -97,7 +98,6 @@ def _sweep_values(o: Any) -> list[str]:
 def _sweeper_params(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
     lines, but for the keys the command line sets itself (they replace the config's)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
@@ -129,7 +129,6 @@ def _probe_folder(folder: Path) -> None:
 
 def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
     """Raise ConfigError unless the folder Hydra is about to create (run or sweep) can be made."""
-    from hydra.types import RunMode
 
     if multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
         key, what = "hydra.sweep.dir", "sweep folder"
@@ -152,7 +151,6 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
 
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not multirun:
         for o in OverridesParser.create().parse_overrides(overrides):
@@ -192,9 +190,6 @@ def preflight(
     run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
     report, and no run directory is made.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
 
     args = hydra_args_parser().parse_args(argv)
     if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.accelerators.cpu import CPUAccelerator
 from lightning.fabric.accelerators.cuda import CUDAAccelerator
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -23,7 +25,6 @@ from src.config.schema import (
     number_at,
     require,
     require_bool,
-    unset_keys,
     value_at,
 )
 from src.config.targets import check_group_entries, check_targets
@@ -42,22 +43,24 @@ checked: set[str] | None = None
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
-    from hydra.core.hydra_config import HydraConfig
-
     settings = OmegaConf.to_container(cfg, resolve=False)
     settings.pop("hydra", None)
     # A multirun's job checks again: only it knows it is one (DDP is refused there).
-    multirun = HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
-    key = repr((settings, multirun))
+    key = repr((settings, _multirun()))
     if checked is None or key not in checked:
         _check_all(cfg, settings)
     if checked is not None:
         checked.add(key)
 
 
+def _multirun() -> bool:
+    """Whether this is a job of a Hydra multirun."""
+    return HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
+
+
 def _check_all(cfg: DictConfig, settings: dict) -> None:
     """Every check of `check_config`, in order."""
-    unset = unset_keys(settings)
+    unset = [key for key, value in leaves(settings) if value == "???"]  # Hydra's mandatory
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
@@ -87,8 +90,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     check_group_values(cfg)
     _check_optuna_storage(cfg)
     require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
-    if OmegaConf.select(cfg, "num_threads", default=None) is not None:  # null: automatic
-        require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
+    require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
     require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
     require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
@@ -218,8 +220,6 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
 @contextlib.contextmanager
 def _hydra_runtime(cfg: DictConfig) -> Iterator[None]:
     """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized() or "hydra" not in cfg:
         yield  # inside a run: the real runtime config answers
         return
@@ -338,14 +338,13 @@ def _device_count(cfg: DictConfig, accelerator: str) -> int:
         return 1  # mps and others: Lightning checks them itself
     if devices == "auto":
         return 1
-    if isinstance(devices, str) and devices.strip().isdigit():
-        devices = int(devices)
-    if not isinstance(devices, int) or devices < 1:
+    try:  # Lightning's own reading: a whole number of 1 or more, or one written as a string
+        return CPUAccelerator.parse_devices(devices)
+    except TypeError as err:
         raise ConfigError(
             f"trainer.devices={devices}: on the CPU it is the number of processes, a whole "
             "number of 1 or more (trainer=ddp_cpu: 2)"
-        )
-    return devices
+        ) from err
 
 
 def _check_processes(cfg: DictConfig, accelerator: str) -> int:
@@ -398,18 +397,11 @@ def _check_processes(cfg: DictConfig, accelerator: str) -> int:
             "trainer.use_distributed_sampler must be false with several processes: the data "
             "module deals each process its shard of the epoch itself"
         )
-    _check_multirun_ddp()
-    return processes
-
-
-def _check_multirun_ddp() -> None:
-    """Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
-    multirun that command is the whole sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
+    # multirun that command is the whole sweep.
+    if _multirun():
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
             "launches would re-run the whole sweep): run each configuration as its own run"
         )
+    return processes

@@ -26,6 +26,8 @@ NULLABLE = {
     "ckpt_path",
     "trainer.limit_train_batches",
     "trainer.limit_test_batches",
+    "scheduler.scheduler.total_steps",  # null: every iteration of the run
+    "num_threads",  # null: automatic
 }
 
 
@@ -81,13 +83,6 @@ def require_bool(cfg: DictConfig, key: str) -> None:
     value = value_at(cfg, key)
     if value is not None and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def unset_keys(node: Any, prefix: str = "") -> list[str]:
-    """Keys still at `???` (Hydra's mandatory value), found without resolving anything."""
-    if isinstance(node, dict):
-        return [k for key, value in node.items() for k in unset_keys(value, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if node == "???" else []
 
 
 def as_config(cfg: DictConfig | dict) -> DictConfig:
@@ -182,7 +177,8 @@ def _check_idx_dataset(cfg: DictConfig) -> None:
 
 
 # The other groups' numbers, each one line when wrong: (key, the test, what it must be, whole).
-# A key absent from the composed config (another option of its group) is skipped.
+# A key absent from the composed config (another option of its group), or null where null
+# means something (NULLABLE), is skipped.
 GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("optimizer.eps", lambda v: v > 0, "above 0", False),
     ("optimizer.dampening", lambda v: 0 <= v <= 1, "in [0, 1]", False),
@@ -200,9 +196,8 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("callbacks.early_stopping.patience", lambda v: v >= 0, "0 or more", True),
     ("callbacks.early_stopping.min_delta", lambda v: v >= 0, "0 or more", False),
     ("trainer.num_sanity_val_steps", lambda v: v >= -1, "-1 (all) or more", True),
+    ("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),
 )  # fmt: skip
-# Keys that are null (automatic) or a number.
-GROUP_NULL_NUMBERS = (("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),)
 # True/false keys whose class's default does not say so (null there), and the reports' switches
 # (no class); every other one is typed by its class's own default (`src.config.targets`).
 GROUP_BOOLS = (
@@ -227,9 +222,6 @@ def check_group_values(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.deterministic={deterministic!r} must be true, false or warn")
     for key, ok, what, integer in GROUP_NUMBERS:
         require(cfg, key, ok, what, integer)
-    for key, ok, what, integer in GROUP_NULL_NUMBERS:
-        if OmegaConf.select(cfg, key, default=None) is not None:
-            require(cfg, key, ok, what, integer)
     betas = value_at(cfg, "optimizer.betas")
     if betas is not None:
         if not OmegaConf.is_list(betas) or len(betas) != 2:

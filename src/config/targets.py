@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +44,6 @@ def check_group_entries(settings: dict) -> None:
             )
 
 
-def _target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
-    """(dotted key, node) for every node with a `_target_`, nested ones included."""
-    if not isinstance(node, dict):
-        return
-    if "_target_" in node:
-        yield path, node
-    for key, value in node.items():
-        yield from _target_nodes(value, f"{path}.{key}" if path else str(key))
-
-
 def check_targets(cfg: DictConfig, settings: dict) -> None:
     """Each group train.py builds names a class, and no node holds a key its class does not take."""
     for group in (*REQUIRED_TARGETS, "optimizer"):
@@ -69,8 +58,10 @@ def check_targets(cfg: DictConfig, settings: dict) -> None:
             raise ConfigError(
                 f"{group}._target_ must be set: the {group} config names no class to build"
             )
-    for path, node in _target_nodes(settings):
-        _check_arguments(cfg, path, node)
+    for key, _ in leaves(settings):  # every node with a `_target_`, nested ones included
+        path, _, last = key.rpartition(".")
+        if last == "_target_" and path:
+            _check_arguments(cfg, path, OmegaConf.select(cfg, path))
 
 
 def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
@@ -97,30 +88,20 @@ def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str],
     return list(inspect.signature(SOURCES[name]).parameters)[1:], f" with {path}.source={name}"
 
 
-def _summary_writer_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
-    """TensorBoardLogger passes its **kwargs to SummaryWriter, except log_dir, which it sets."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    return [n for n in inspect.signature(SummaryWriter).parameters if n != "log_dir"], ""
-
-
-def _network_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
-    """BNStateModule passes its **kwargs to its network, DigitsNet."""
-    from src.model.network import DigitsNet
-
-    return list(inspect.signature(DigitsNet).parameters), ""
-
-
-# Targets whose **kwargs go on to a known callee: what that callee takes, and a note for the
-# message. Any other target with **kwargs is given the benefit of the doubt.
-_KWARGS_TAKEN: dict[str, Callable[[DictConfig, str, Any], tuple[list[str], str]]] = {
-    "src.data.datamodule.DigitsDataModule": _source_options,
-    "src.model.module.BNStateModule": _network_options,
-    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": _summary_writer_options,
+# Targets whose **kwargs go on to a known callee: what that callee takes (but the arguments the
+# target sets itself). Any other target with **kwargs is given the benefit of the doubt.
+_KWARGS_TAKEN = {
+    # BNStateModule passes its **kwargs to its network, DigitsNet.
+    "src.model.module.BNStateModule": ("src.model.network.DigitsNet", ()),
+    # TensorBoardLogger passes its **kwargs to SummaryWriter, except log_dir, which it sets.
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": (
+        "torch.utils.tensorboard.SummaryWriter",
+        ("log_dir",),
+    ),
 }
 
 
-def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
+def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> None:
     """Refuse keys of `node` that its `_target_` would reject when instantiated."""
     key = f"{path}._target_"
     name = OmegaConf.select(cfg, key)
@@ -145,10 +126,15 @@ def _check_arguments(cfg: DictConfig, path: str, node: dict) -> None:
     note = ""
     extra = [k for k in map(str, node) if not k.startswith("_") and k not in taken]
     if extra and open_kwargs:
-        passed_on = _KWARGS_TAKEN.get(f"{target.__module__}.{target.__qualname__}")
-        if passed_on is None:
+        name_of = f"{target.__module__}.{target.__qualname__}"
+        if name_of == "src.data.datamodule.DigitsDataModule":
+            more, note = _source_options(cfg, path, target)
+        elif name_of in _KWARGS_TAKEN:
+            callee, set_by_target = _KWARGS_TAKEN[name_of]
+            params = inspect.signature(hydra.utils.get_object(callee)).parameters
+            more = [n for n in params if n not in set_by_target]
+        else:
             return
-        more, note = passed_on(cfg, path, target)
         taken = [*taken, *more]
         extra = [k for k in extra if k not in taken]
     if extra:
