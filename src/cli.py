@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from src.compat import run_composed, task_name
 from src.config import rules
 from src.config.compose import preflight, quoted_for_hydra
-from src.console import route_output
+from src.console import log_to_files, route_output
 from src.errors import (
     CheckpointError,
     ConfigError,
@@ -51,11 +51,9 @@ log = logging.getLogger(__name__)
 _in_command = {"run": False, "checked": False}
 
 
-class _DropAdverts(logging.Filter):
+def _drop_adverts(record: logging.LogRecord) -> bool:
     """Lightning advertises a cloud logger at every start; with no network it is only noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+    return "litlogger" not in record.getMessage()
 
 
 def setup() -> None:
@@ -65,9 +63,8 @@ def setup() -> None:
     register_resolvers()  # ${sweep_subdir:}
     register_resolver()  # ${fast_precision:} (experiment=fast)
     setup_loggers()  # ${run_name:}, ${tag_dict:}, MLflow offline and quiet
-    adverts = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdverts) for f in adverts.filters):
-        adverts.addFilter(_DropAdverts())
+    # Added once: logging keeps no duplicate of the same filter.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_adverts)
     # In-memory batches need no worker processes; Lightning's advice to add some does not apply.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # Lightning 2.6 on torch 2.13 trips over a torch deprecation in its own pytree helper.
@@ -75,14 +72,6 @@ def setup() -> None:
     # Without a validation split val_dataloader returns an empty list, and Lightning remarks
     # once that its length is zero: intended (no validation loop), so not a warning.
     warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
-
-
-def _to_log_files(message: str) -> None:
-    """Write `message` to the run's log file(s) only: the terminal gets it once, on stderr."""
-    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
 
 
 def failure(err: BaseException) -> tuple[str, int] | None:
@@ -140,7 +129,7 @@ def run_job(job: Callable[[], Any]) -> Any:
         known = failure(err)
         if known is None:
             trace = "".join(traceback.format_exception(err)).rstrip()
-            _to_log_files(trace)  # the run's log file keeps what the terminal shows
+            log_to_files(log, logging.ERROR, "%s", trace)  # the log file keeps what is printed
             if not multirun:
                 raise
             # A bug: its traceback now, as a single run would print it, and the sweep goes on.
@@ -149,7 +138,7 @@ def run_job(job: Callable[[], Any]) -> Any:
             line, code = f"error: {': '.join([type(err).__name__, *reason])}", 1
         else:
             line, code = known
-            _to_log_files(line)
+            log_to_files(log, logging.ERROR, "%s", line)  # the terminal gets it on stderr
             if rank_zero_only.rank == 0:  # under DDP every process fails alike: say it once
                 print(line, file=sys.stderr, flush=True)
             if not multirun:

@@ -14,7 +14,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import (
@@ -30,6 +29,7 @@ from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import describe_state, population_statistics
+from src.sweep.naming import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def data_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     """The training run's data with this command line's `data.KEY` overrides on top; a data
     group named on the command line (`data=folder ...`) replaces it."""
     stored = stored_data_settings(ckpt, cfg.ckpt_path)  # checked values; CheckpointError
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    overrides = parse_overrides(HydraConfig.get().overrides.task)
     if any(o.key_or_group == "data" for o in overrides):
         return cfg.data
     if stored is None:

@@ -8,7 +8,6 @@ import io
 import os
 import sys
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +45,19 @@ def write_onnx(net: DigitsNet, path: Path, opset: int, props: dict[str, str]) ->
     """`model.onnx` with torch's TorchScript exporter (`dynamo=False`: works offline, without
     onnxscript). No constant folding, so each batch-norm layer stays a BatchNormalization node
     holding its state (mean, var) instead of being folded into the convolution before it."""
-    with output_file(path, "model") as tmp:
-        _write_onnx(net, tmp, opset, props)
-
-
-def _write_onnx(net: DigitsNet, path: Path, opset: int, props: dict[str, str]) -> None:
     import onnx
 
     model = _Probabilities(net).eval()
     example = torch.zeros(2, *net.input.mean.shape)
-    with warnings.catch_warnings():  # the exporter's notice that the dynamo one is the default
+    with output_file(path, "model") as tmp, warnings.catch_warnings():
+        # The exporter's notice that the dynamo one is the default.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", message="The feature will be removed")
         torch.onnx.export(
             model,
             (example,),
-            str(path),
+            str(tmp),
             dynamo=False,
             opset_version=opset,
             do_constant_folding=False,
@@ -70,10 +65,10 @@ def _write_onnx(net: DigitsNet, path: Path, opset: int, props: dict[str, str]) -
             output_names=["probabilities"],
             dynamic_axes={"images": {0: "N"}, "probabilities": {0: "N"}},
         )
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, props)
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, props)
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
 
 
 def onnx_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
@@ -91,7 +86,7 @@ def _matlab_flatten_order(shape: tuple[int, int, int]) -> np.ndarray:
     return index.transpose(1, 2, 0).reshape(-1, order="F")  # read out in MATLAB's order
 
 
-def matlab_parameters(net: DigitsNet) -> OrderedDict[str, OrderedDict[str, np.ndarray]]:
+def matlab_parameters(net: DigitsNet) -> dict[str, dict[str, np.ndarray]]:
     """Every learnable and state tensor by MATLAB layer and parameter name, in MATLAB's layout:
     `input.Mean` 28x28x1; convolution Weights H x W x C x F, Bias 1x1xF; batch norm Offset,
     Scale, TrainedMean, TrainedVariance 1x1xC; fully connected Weights outputs x inputs with the
@@ -100,36 +95,29 @@ def matlab_parameters(net: DigitsNet) -> OrderedDict[str, OrderedDict[str, np.nd
     def arr(t: Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32))
 
-    layers: OrderedDict[str, OrderedDict[str, np.ndarray]] = OrderedDict()
-    layers["input"] = OrderedDict(Mean=arr(net.input.mean.permute(1, 2, 0)))
+    layers = {"input": {"Mean": arr(net.input.mean.permute(1, 2, 0))}}
     x = torch.zeros(1, *net.input.mean.shape)
     for name, layer in net.named_children():
         if isinstance(layer, nn.Conv2d):
-            layers[name] = OrderedDict(
-                [
-                    (MATLAB_LEARNABLE_NAMES["weight"], arr(layer.weight.permute(2, 3, 1, 0))),
-                    (MATLAB_LEARNABLE_NAMES["bias"], arr(layer.bias.reshape(1, 1, -1))),
-                ]
-            )
+            layers[name] = {
+                MATLAB_LEARNABLE_NAMES["weight"]: arr(layer.weight.permute(2, 3, 1, 0)),
+                MATLAB_LEARNABLE_NAMES["bias"]: arr(layer.bias.reshape(1, 1, -1)),
+            }
         elif isinstance(layer, BatchNorm):
-            layers[name] = OrderedDict(
-                [  # the order of dlnet.Learnables (Offset, Scale), then dlnet.State
-                    (MATLAB_BN_LEARNABLE_NAMES["bias"], arr(layer.bias.reshape(1, 1, -1))),
-                    (MATLAB_BN_LEARNABLE_NAMES["weight"], arr(layer.weight.reshape(1, 1, -1))),
-                    (MATLAB_STATE_NAMES["running_mean"], arr(layer.running_mean.reshape(1, 1, -1))),
-                    (MATLAB_STATE_NAMES["running_var"], arr(layer.running_var.reshape(1, 1, -1))),
-                ]
-            )
+            layers[name] = {  # the order of dlnet.Learnables (Offset, Scale), then dlnet.State
+                MATLAB_BN_LEARNABLE_NAMES["bias"]: arr(layer.bias.reshape(1, 1, -1)),
+                MATLAB_BN_LEARNABLE_NAMES["weight"]: arr(layer.weight.reshape(1, 1, -1)),
+                MATLAB_STATE_NAMES["running_mean"]: arr(layer.running_mean.reshape(1, 1, -1)),
+                MATLAB_STATE_NAMES["running_var"]: arr(layer.running_var.reshape(1, 1, -1)),
+            }
         elif isinstance(layer, nn.Linear):
             with torch.no_grad():
                 shape = tuple(net.features_until(x, name).shape[1:])  # its input, C x H x W
             weight = layer.weight[:, torch.from_numpy(_matlab_flatten_order(shape))]
-            layers[name] = OrderedDict(
-                [
-                    (MATLAB_LEARNABLE_NAMES["weight"], arr(weight)),
-                    (MATLAB_LEARNABLE_NAMES["bias"], arr(layer.bias.reshape(-1, 1))),
-                ]
-            )
+            layers[name] = {
+                MATLAB_LEARNABLE_NAMES["weight"]: arr(weight),
+                MATLAB_LEARNABLE_NAMES["bias"]: arr(layer.bias.reshape(-1, 1)),
+            }
     return layers
 
 
@@ -211,7 +199,7 @@ def write_mat(net: DigitsNet, path: Path, props: dict[str, str]) -> None:
     layers = matlab_parameters(net)
     for name, layer in net.batch_norms().items():
         layers[name]["Epsilon"] = np.float64(layer.epsilon)  # batchNormalizationLayer's Epsilon
-    contents: dict[str, Any] = {k: dict(v) for k, v in layers.items()}
+    contents: dict[str, Any] = dict(layers)
     plain = {k: {p: v for p, v in ps.items() if p != "Epsilon"} for k, ps in layers.items()}
     contents["Learnables"] = _listing(plain, state=False)
     contents["State"] = _listing(plain, state=True)

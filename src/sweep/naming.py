@@ -32,7 +32,7 @@ class Plan:
 current: Plan | None = None
 
 
-def _parse(lines: Iterable[str]) -> list[Any]:
+def parse_overrides(lines: Iterable[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create().parse_overrides(list(lines))
@@ -41,10 +41,10 @@ def _parse(lines: Iterable[str]) -> list[Any]:
 def sweep_overrides(master: DictConfig) -> list[Any]:
     """A multirun config's overrides, parsed: the command line's, then those of
     `hydra.sweeper.params` for the keys the command line does not set."""
-    given = _parse(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
+    given = parse_overrides(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
     params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
     keys = {o.key_or_group for o in given}
-    return given + _parse(f"{k}={v}" for k, v in params.items() if k not in keys)
+    return given + parse_overrides(f"{k}={v}" for k, v in params.items() if k not in keys)
 
 
 def plan_of(master: DictConfig) -> Plan:
@@ -79,7 +79,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 def swept_values(overrides: Iterable[str], keys: list[str]) -> dict[str, str]:
     """`{key: value}` of a job's overrides, for the swept keys, in the sweep's order."""
-    found = {o.key_or_group: _value(o) for o in _parse(overrides) if not o.is_delete()}
+    found = {o.key_or_group: _value(o) for o in parse_overrides(overrides) if not o.is_delete()}
     return {k: found[k] for k in keys if k in found}
 
 
@@ -107,9 +107,13 @@ def job_name(values: dict[str, str]) -> str:
     return name
 
 
+def job_num(config: DictConfig) -> int:
+    return int(OmegaConf.select(config, "hydra.job.num", default=0) or 0)
+
+
 def sweep_subdir(*, _root_: DictConfig) -> str:
     """`hydra.sweep.subdir`: `<job number>_<swept key=value,...>`, or the number alone."""
-    num = int(OmegaConf.select(_root_, "hydra.job.num", default=0) or 0)
+    num = job_num(_root_)
     plan = current or Plan()
     width = len(str(plan.jobs - 1)) if plan.jobs else 1
     overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []

@@ -32,12 +32,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.io import write_text
 from src.sweep.naming import sweep_overrides
-from src.sweep.rows import Row, saved_row
+from src.sweep.rows import STATUS_FILE, Row, saved_row
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "sweep.json"
-STATUS_FILE = "sweep_job.json"  # each job's row, in its folder (src.sweep.summary)
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("torch", "lightning", "numpy")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
 # The metrics in the summary, in column order, and whether higher is better.
 METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
 

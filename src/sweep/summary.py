@@ -46,6 +46,7 @@ from src.sweep import naming, resume
 from src.sweep.naming import (
     Plan,
     job_name,
+    job_num,
     plan_of,
     register_resolvers,
     short_names,
@@ -55,6 +56,7 @@ from src.sweep.naming import (
 from src.sweep.rows import (
     METRICS,
     RESUMES,
+    STATUS_FILE,
     Row,
     fmt,
     fmt_time,
@@ -70,7 +72,6 @@ log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had 
 
 # Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
 STOP_CODES = {130, 143}
-STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
 
 
 class SweepSummary(Callback):
@@ -107,14 +108,14 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _multirun(config):
-            self.started[_num(config)] = time.perf_counter()
+            self.started[job_num(config)] = time.perf_counter()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not _multirun(config):
             return
         from hydra.core.utils import JobStatus
 
-        num, failed = _num(config), job_return.status == JobStatus.FAILED
+        num, failed = job_num(config), job_return.status == JobStatus.FAILED
         run_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir") or "")
         how, saved = resume.outcomes.pop(run_dir, ("", None))
         if how == "skipped" and saved is not None and saved.status != "ok":  # kept as it was
@@ -236,16 +237,14 @@ class SweepSummary(Callback):
     def write_csv(self, sweep_dir: Path, rows: list[Row]) -> str:
         header = ["job", "name", *self.keys, "status", "error", *METRICS, "wall_time_s"]
         header += ["overrides", "run_dir", "resume"]
-        with output_file(sweep_dir / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for r in rows:
-                writer.writerow(
-                    [r.job, job_name(r.values), *(r.values.get(k, "") for k in self.keys)]
-                    + [r.status, r.error, *(r.metrics.get(m, "") for m in METRICS)]
-                    + ["" if r.wall_s is None else round(r.wall_s, 2), " ".join(r.overrides)]
-                    + [r.run_dir, r.resume]
-                )
+        table = [
+            [r.job, job_name(r.values), *(r.values.get(k, "") for k in self.keys)]
+            + [r.status, r.error, *(r.metrics.get(m, "") for m in METRICS)]
+            + ["" if r.wall_s is None else round(r.wall_s, 2), " ".join(r.overrides)]
+            + [r.run_dir, r.resume]
+            for r in rows
+        ]
+        _write_csv(sweep_dir / "summary.csv", header, table)
         return ""
 
     def summary_text(self, sweep_dir: Path, rows: list[Row]) -> str:
@@ -283,7 +282,8 @@ class SweepSummary(Callback):
         others = [k for k in self.keys if k != SEED_KEY]
         metrics = [m for m in METRICS if any(m in g.metrics for g in groups)]
         names = short_names(others)
-        header = [*(names[k] for k in others), "metric", "mean", "std", "min", "max", "n"]
+        columns = ["metric", "mean", "std", "min", "max", "n"]
+        header = [*(names[k] for k in others), *columns]
         cells, records = [], []
         for g in groups:
             for i, m in enumerate(metrics or ["-"]):
@@ -292,10 +292,8 @@ class SweepSummary(Callback):
                 label = [shown(v) for v in g.values.values()] if i == 0 else [""] * len(others)
                 numbers = [fmt(s[k]) for k in ("mean", "std", "min", "max")]
                 cells.append([*label, m, *numbers, str(s["n"])])
-        with output_file(sweep_dir / "seeds.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow([*others, "metric", "mean", "std", "min", "max", "n"])
-            writer.writerows([["" if v is None else v for v in rec] for rec in records])
+        records = [["" if v is None else v for v in rec] for rec in records]
+        _write_csv(sweep_dir / "seeds.csv", [*others, *columns], records)
         note = ""
         try:
             plot_seeds(groups, others, metrics, sweep_dir / "sweep.png")
@@ -313,6 +311,11 @@ class SweepSummary(Callback):
         return "\n".join([title, text_table(header, cells, right)]) + note
 
 
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with output_file(path) as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
 def _failure_of(err: BaseException) -> tuple[str, int]:
     """A failed job's error line and the exit code it would have had on its own."""
     if isinstance(err, JobFailed):
@@ -325,7 +328,3 @@ def _multirun(config: DictConfig) -> bool:
     from hydra.types import RunMode
 
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
-
-
-def _num(config: DictConfig) -> int:
-    return int(OmegaConf.select(config, "hydra.job.num", default=0) or 0)
