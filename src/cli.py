@@ -31,6 +31,7 @@ from src.errors import (
     DataError,
     RunStopped,
     TrainingDiverged,
+    exit_with,
     keep_checkpoint,
     one_line,
     stop_on_signals,
@@ -170,17 +171,14 @@ def run(
             if mode == "multirun":  # parallel jobs would each create it, at once: here, first
                 prepare_mlflow_stores(configs)
         except (ConfigError, CheckpointError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
+            exit_with(f"error: {err}", EXIT_BAD_INPUT)
         if mode == "run":
             _in_command["checked"] = True
             run_composed(main, config_dir, configs[0])
         else:
             main()
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
-        line, code = failure(err)
-        print(line, file=sys.stderr, flush=True)
-        sys.exit(code)
+        exit_with(*failure(err))
     finally:  # run in-process (tests, a notebook): the caller's handlers again
         _in_command["run"] = _in_command["checked"] = False
         rules.checked = None

@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
@@ -107,6 +107,12 @@ def handled_signals() -> list[int]:
         for signum in SIGNAL_NAMES
         if signum != signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
     ]
+
+
+def exit_with(line: str, code: int) -> NoReturn:
+    """End the process with its one line on stderr and its exit code."""
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def _exit_now(signum: int, frame: FrameType | None) -> None:

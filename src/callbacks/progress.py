@@ -125,8 +125,7 @@ class ProgressBar(TQDMProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if not self.plain:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, i)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, i)  # no bar: nothing
         n = self.every_n_iterations
         if n and trainer.global_step % n == 0 and i + 1 < trainer.num_training_batches:
             self._line(trainer, pl_module)  # the epoch's last iteration gets its epoch line

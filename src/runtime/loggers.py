@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
 
 from src.config.schema import tag_list
-from src.errors import ConfigError
+from src.errors import ConfigError, first_line
 
 
 def _drop_experiment_created(record: logging.LogRecord) -> bool:
@@ -104,7 +104,7 @@ def _prepare_store(key: str, uri: str, experiment: str, artifacts: str | None) -
             if client.get_experiment_by_name(experiment) is None:  # opening it migrates it
                 client.create_experiment(experiment, artifact_location=artifacts)
     except Exception as err:  # MLflow wraps SQLAlchemy's and the filesystem's errors alike
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise ConfigError(
             f"{key}.tracking_uri={uri}: cannot open the MLflow store ({reason})"
         ) from err

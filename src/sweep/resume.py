@@ -23,13 +23,13 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.errors import exit_with
 from src.io import write_text
 from src.sweep.naming import sweep_overrides
 from src.sweep.rows import STATUS_FILE, Row, saved_row
@@ -106,9 +106,9 @@ def _text(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def refuse(sweep_dir: Path, why: str) -> None:
-    print(f"error: sweep folder {sweep_dir} {why}: use another hydra.sweep.dir", file=sys.stderr)
-    sys.exit(2)  # src.cli.EXIT_BAD_INPUT (src.sweep sits below src.cli)
+def refuse(sweep_dir: Path, why: str) -> NoReturn:
+    # 2: src.cli.EXIT_BAD_INPUT (src.sweep sits below src.cli)
+    exit_with(f"error: sweep folder {sweep_dir} {why}: use another hydra.sweep.dir", 2)
 
 
 def start(master: DictConfig, sweep_dir: Path) -> str:

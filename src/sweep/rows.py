@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
 @dataclass
 class Row:
     job: int
-    values: dict[str, str]  # swept key -> value
-    overrides: list[str]
+    values: dict[str, str] = field(default_factory=dict)  # swept key -> value
+    overrides: list[str] = field(default_factory=list)
     status: str = "ok"
     error: str = ""
     code: int = 0
@@ -35,47 +35,46 @@ STATUSES = ("ok", "failed", "stopped")
 RESUMES = ("", "resumed", "skipped", "rerun")
 
 
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# What each field of a saved row may hold.
+VALID: dict[str, Callable[[Any], bool]] = {
+    "job": lambda v: _whole(v) and v >= 0,
+    "values": lambda v: isinstance(v, dict) and _texts([*v, *v.values()]),
+    "overrides": _texts,
+    "status": lambda v: v in STATUSES,
+    "error": lambda v: isinstance(v, str),
+    "code": lambda v: _whole(v) and 0 <= v <= 255,
+    "metrics": lambda v: isinstance(v, dict) and _texts([*v]) and all(map(_number, v.values())),
+    "wall_s": lambda v: v is None or _number(v),
+    "run_dir": lambda v: isinstance(v, str),
+    "resume": lambda v: v in RESUMES,
+}
+
+
 def saved_row(saved: Any) -> Row:
     """A job's row from its `sweep_job.json`, read as untrusted data: each field of its type
-    (ValueError naming the first that is not), nothing else kept."""
+    (ValueError naming the first that is not), missing ones at Row's defaults, nothing else
+    kept."""
     if not isinstance(saved, dict):
         raise ValueError(f"holds a {type(saved).__name__}, not a row")
-
-    def field_of(name: str, ok: Callable[[Any], bool], default: Any = None) -> Any:
-        value = saved.get(name, default)
-        if not ok(value):
-            raise ValueError(f"{name}={value!r:.80} is not a valid value")
-        return value
-
-    def whole(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    def texts(v: Any) -> bool:
-        return isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values()))
-
-    return Row(
-        job=field_of("job", lambda v: whole(v) and v >= 0),
-        values=field_of("values", texts, {}),
-        overrides=field_of(
-            "overrides", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), []
-        ),  # fmt: skip
-        status=field_of("status", lambda v: v in STATUSES, "ok"),
-        error=field_of("error", lambda v: isinstance(v, str), ""),
-        code=field_of("code", lambda v: whole(v) and 0 <= v <= 255, 0),
-        metrics=field_of(
-            "metrics",
-            lambda v: (
-                isinstance(v, dict) and all(isinstance(k, str) and number(x) for k, x in v.items())
-            ),
-            {},
-        ),  # fmt: skip
-        wall_s=field_of("wall_s", lambda v: v is None or number(v)),
-        run_dir=field_of("run_dir", lambda v: isinstance(v, str), ""),
-        resume=field_of("resume", lambda v: v in RESUMES, ""),
-    )
+    found = {}
+    for f in fields(Row):
+        default = f.default if f.default_factory is MISSING else f.default_factory()
+        value = found[f.name] = saved.get(f.name, None if default is MISSING else default)
+        if not VALID[f.name](value):
+            raise ValueError(f"{f.name}={value!r:.80} is not a valid value")
+    return Row(**found)
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:

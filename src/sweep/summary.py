@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_SWEEPER, job_error
 from src.console import text_table
-from src.errors import JobFailed
+from src.errors import JobFailed, exit_with
 from src.io import output_file, write_text
 from src.sweep import naming, resume
 from src.sweep.naming import (
@@ -123,7 +123,7 @@ class SweepSummary(Callback):
             self.rows[num] = saved
             self.save_row(saved)
             return
-        row = self.rows[num] = Row(num, {}, [], resume=how)
+        row = self.rows[num] = Row(num, resume=how)
         if failed:
             row.error, row.code = _failure_of(job_error(job_return))
             row.status = "stopped" if row.code in STOP_CODES else "failed"
@@ -213,26 +213,16 @@ class SweepSummary(Callback):
         summary = sweep_dir / "summary.csv"
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
-            print(
-                f"stopped: the sweep stops after job {stopped.job}{left} ({stopped.folder}); "
-                f"see {summary}",
-                file=sys.stderr,
-                flush=True,
-            )
-            sys.exit(stopped.code)
+            after = f"job {stopped.job}{left} ({stopped.folder})"
+            exit_with(f"stopped: the sweep stops after {after}; see {summary}", stopped.code)
         failed = [r for r in rows if r.status != "ok"]
         if failed:
             codes = {r.code for r in failed}
             names = ", ".join(r.folder or str(r.job) for r in failed)
-            print(
-                f"error: {len(failed)} of {jobs(len(rows))} failed ({names}); see {summary}",
-                file=sys.stderr,
-                flush=True,
-            )
-            sys.exit(codes.pop() if len(codes) == 1 else 1)
-        if unwritten:
-            print(f"error: sweep summary: {unwritten[0]}", file=sys.stderr, flush=True)
-            sys.exit(4)  # src.cli.EXIT_WRITE_FAILED (src.sweep sits below src.cli)
+            line = f"error: {len(failed)} of {jobs(len(rows))} failed ({names}); see {summary}"
+            exit_with(line, codes.pop() if len(codes) == 1 else 1)
+        if unwritten:  # 4: src.cli.EXIT_WRITE_FAILED (src.sweep sits below src.cli)
+            exit_with(f"error: sweep summary: {unwritten[0]}", 4)
 
     def write_csv(self, sweep_dir: Path, rows: list[Row]) -> str:
         header = ["job", "name", *self.keys, "status", "error", *METRICS, "wall_time_s"]
