@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.errors import exit_with
 from src.io import write_text
 from src.sweep.naming import sweep_overrides
-from src.sweep.rows import STATUS_FILE, Row, saved_row
+from src.sweep.rows import STATUS_FILE, Row, saved_row, text_map
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,6 @@ def difference(was: dict[str, Any], now: dict[str, Any]) -> str | None:
     return None
 
 
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
 def refuse(sweep_dir: Path, why: str) -> NoReturn:
     # 2: src.cli.EXIT_BAD_INPUT (src.sweep sits below src.cli)
     exit_with(f"error: sweep folder {sweep_dir} {why}: use another hydra.sweep.dir", 2)
@@ -130,7 +126,7 @@ def start(master: DictConfig, sweep_dir: Path) -> str:
             if not (
                 re.fullmatch(r"[0-9a-f]{32}", str(was.get("id")))
                 and isinstance(was.get("sweeper"), str)
-                and all(isinstance(t, dict) and all(map(_text, (*t, *t.values()))) for t in texts)
+                and all(map(text_map, texts))
             ):
                 raise ValueError("not a sweep's identity")
         except (OSError, ValueError, AttributeError) as err:

@@ -47,10 +47,15 @@ def _texts(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def text_map(v: Any) -> bool:
+    """Whether `v` is a dict of strings to strings (a row's values; in sweep.json too)."""
+    return isinstance(v, dict) and _texts([*v, *v.values()])
+
+
 # What each field of a saved row may hold.
 VALID: dict[str, Callable[[Any], bool]] = {
     "job": lambda v: _whole(v) and v >= 0,
-    "values": lambda v: isinstance(v, dict) and _texts([*v, *v.values()]),
+    "values": text_map,
     "overrides": _texts,
     "status": lambda v: v in STATUSES,
     "error": lambda v: isinstance(v, str),

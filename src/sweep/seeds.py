@@ -52,9 +52,11 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def seed_order(seed: str) -> tuple:
-    """Seeds in numeric order where they are numbers."""
-    return (as_number(seed) is None, as_number(seed) or 0.0, seed)
+def over_seeds(groups: list[Group]) -> str:
+    """`Over seed=0,1,2`: the seeds of the completed jobs, in numeric order where numbers."""
+    seeds = {s for g in groups for s in g.seeds}
+    order = sorted(seeds, key=lambda s: (as_number(s) is None, as_number(s) or 0.0, s))
+    return f"Over {SEED_KEY}={','.join(order)}"
 
 
 def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: Path) -> None:
@@ -97,8 +99,7 @@ def plot_seeds(groups: list[Group], keys: list[str], metrics: list[str], path: P
         handles, titles = ax.get_legend_handles_labels()
         unique = dict(zip(titles, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
-    seeds = sorted({s for g in groups for s in g.seeds}, key=seed_order)
-    fig.suptitle(f"Over {SEED_KEY}={','.join(seeds)}")
+    fig.suptitle(over_seeds(groups))
     fig.tight_layout()
     with output_file(Path(path), "figure") as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -66,7 +66,7 @@ from src.sweep.rows import (
     sort_metric,
     sorted_rows,
 )
-from src.sweep.seeds import SEED_KEY, plot_seeds, seed_groups, seed_order, stats
+from src.sweep.seeds import SEED_KEY, over_seeds, plot_seeds, seed_groups, stats
 
 log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
 
@@ -291,12 +291,8 @@ class SweepSummary(Callback):
             raise  # a failed write: exit code 4 (finish)
         except Exception as err:  # the tables are written: a missing figure is one line
             note = f"\n  (sweep.png not drawn: {err})"
-        seeds = sorted({s for g in groups for s in g.seeds}, key=seed_order)
         by = f"grouped by {', '.join(names[k] for k in others)}; " if others else ""
-        title = (
-            f"Over {SEED_KEY}={','.join(seeds)} ({by}completed jobs only; std: sample standard "
-            "deviation)"
-        )
+        title = f"{over_seeds(groups)} ({by}completed jobs only; std: sample standard deviation)"
         right = set(range(len(others) + 1, len(header)))
         return "\n".join([title, text_table(header, cells, right)]) + note
 
