@@ -185,9 +185,7 @@ def test_single_tree_is_halved_per_class_by_the_seeded_rule(tmp_path: Path) -> N
     np.testing.assert_array_equal(again.images, train.images)
     other, _ = folder(None, str(tmp_path / "DigitDataset"), split_seed=8)
     assert not np.array_equal(other.images, train.images)
-
-
-def test_split_rule_gives_half_and_the_odd_one_to_training() -> None:
+    # split_class itself: half to each side, the odd one to training
     names = [f"image{i}.png" for i in range(1000)]
     tr, te = split_class(names, 3, 0)
     assert len(tr) == len(te) == 500 and not set(tr) & set(te)
@@ -225,9 +223,7 @@ def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Pat
     np.testing.assert_allclose(six, ramp, atol=0.03)
 
 
-def test_folder_reads_train_and_test_trees_caches_them_and_follows_edited_files(
-    tmp_path: Path,
-) -> None:
+def test_folder_reads_caches_and_serves_train_and_test_trees_following_edits(tmp_path: Path):
     root, cache = tmp_path / "digits", tmp_path / "cache"
     train, test = write_two_trees(root)
     (root / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
@@ -247,15 +243,12 @@ def test_folder_reads_train_and_test_trees_caches_them_and_follows_edited_files(
     edited, _ = folder(cache, str(root))
     assert edited.images[0].min() == 1.0
     assert len(list(cache.glob("folder-*.npz"))) == 3  # the test set's entry still holds
-
-
-def test_datamodule_serves_folder_data(tmp_path: Path) -> None:
-    write_two_trees(tmp_path / "digits")
+    # and the data module serves them
     dm = DigitsDataModule(
         source="folder",
         batch_size=8,
-        cache_dir=tmp_path / "cache",
-        root=str(tmp_path / "digits"),
+        cache_dir=tmp_path / "dm-cache",
+        root=str(root),
         resize=False,
         split_seed=0,
     )
@@ -328,68 +321,52 @@ def _first(folder: Path) -> Path:
     return sorted(folder.glob("*.png"))[0]
 
 
-def _empty_class(root: Path) -> Path:
-    for p in (root / "train" / "4").iterdir():
+def _empty(folder: Path) -> None:
+    for p in folder.iterdir():
         p.unlink()
-    (root / "train" / "4" / ".DS_Store").write_bytes(b"")  # junk does not count
-    return root / "train" / "4"
+    (folder / ".DS_Store").write_bytes(b"")  # junk does not count
 
 
-def _not_a_label(name: str) -> Callable[[Path], Path]:
-    def change(root: Path) -> Path:
-        write_tree(root / "test" / name, digits(0))
-        return root / "test" / name
-
-    return change
+def _not_a_label(folder: Path) -> None:
+    write_tree(folder, digits(0))
 
 
-def _text_file(root: Path) -> Path:
-    (root / "train" / "2" / "notes.txt").write_text("not an image")
-    return root / "train" / "2" / "notes.txt"
-
-
-def _wrong_size(root: Path) -> Path:
-    Image.fromarray(np.zeros((28, 30), np.uint8)).save(root / "train" / "5" / "wide.png")
-    return root / "train" / "5" / "wide.png"
-
-
-def _nan_pixels(root: Path) -> Path:
-    Image.fromarray(np.full((28, 28), np.nan, np.float32)).save(root / "train" / "6" / "f.tif")
-    return root / "train" / "6" / "f.tif"
-
-
-def _no_test_tree(root: Path) -> Path:
+def _no_test_tree(root: Path) -> None:
     (root / "train").rename(root / "train_only")
     (root / "test").rename(root / "train")
-    return root
 
 
-def _nested_folder(root: Path) -> Path:
-    (root / "train" / "7" / "more").mkdir()
-    return root / "train" / "7" / "more"
+def _image(pixels: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: Image.fromarray(pixels).save(path)
 
 
+# Each case: `change` breaks ROOT/where; the path it returns, if any, is the one to name instead.
 @pytest.mark.parametrize(
-    ("change", "needles"),
+    ("where", "change", "needles"),
     [
-        (_empty_class, ["holds no image files"]),
-        (_not_a_label("cat"), ["'cat'", "not a digit label 0-9"]),
-        (_not_a_label("10"), ["'10'", "not a digit label 0-9"]),
-        (_text_file, ["cannot be read as an image"]),
-        (lambda root: _truncate(_first(root / "test" / "8"), 40), ["cannot be read as an image"]),
-        (lambda root: _truncate(_first(root / "train" / "9"), 150), ["truncated"]),
-        (_wrong_size, ["28x30", "expected 28x28", "data.resize=true"]),
-        (_nan_pixels, ["NaN"]),
-        (_no_test_tree, ["has a train/ folder but no test/ folder"]),
-        (_nested_folder, ["folder inside class folder 7"]),
+        ("train/4", _empty, ["holds no image files"]),
+        ("test/cat", _not_a_label, ["'cat'", "not a digit label 0-9"]),
+        ("test/10", _not_a_label, ["'10'", "not a digit label 0-9"]),
+        ("train/2/notes.txt", lambda p: p.write_text("text"), ["cannot be read as an image"]),
+        ("test/8", lambda p: _truncate(_first(p), 40), ["cannot be read as an image"]),
+        ("train/9", lambda p: _truncate(_first(p), 150), ["truncated"]),
+        (
+            "train/5/wide.png",
+            _image(np.zeros((28, 30), np.uint8)),
+            ["28x30", "expected 28x28", "data.resize=true"],
+        ),
+        ("train/6/f.tif", _image(np.full((28, 28), np.nan, np.float32)), ["NaN"]),
+        ("", _no_test_tree, ["has a train/ folder but no test/ folder"]),
+        ("train/7/more", Path.mkdir, ["folder inside class folder 7"]),
     ],
 )
 def test_bad_folder_is_one_line_naming_it(
-    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
 ) -> None:
     root, cache = tmp_path / "digits", tmp_path / "cache"
     write_two_trees(root)
-    culprit = change(root)
+    broken = change(root / where)
+    culprit = broken if isinstance(broken, Path) else root / where
     fail(lambda: folder(cache, str(root)), str(culprit), *needles)
     assert not cache.exists()  # a failed load caches nothing, not even the good half
 
@@ -457,55 +434,39 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
 
 
-_MNIST_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-_MNIST_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 
 
-def _mnist_missing(root: Path) -> Path:
-    (root / _MNIST_TEST_LABELS).unlink()
-    return root
+def _cut_plain(path: Path) -> None:
+    (path.parent / _TRAIN_IMAGES).unlink()
+    write_idx(path, as_uint8(digits(0).images[:, 0]), 2051)
+    _truncate(path, 2000)
 
 
-def _mnist_cut_plain(root: Path) -> Path:
-    (root / _MNIST_TRAIN_IMAGES).unlink()
-    write_idx(root / "train-images-idx3-ubyte", as_uint8(digits(0).images[:, 0]), 2051)
-    return _truncate(root / "train-images-idx3-ubyte", 2000)
+def _idx(array: np.ndarray, magic: int = 2049) -> Callable[[Path], None]:
+    return lambda path: write_idx(path, array, magic)
 
 
-def _mnist_write(name: str, array: np.ndarray, magic: int) -> Callable[[Path], Path]:
-    def change(root: Path) -> Path:
-        write_idx(root / name, array, magic)
-        return root / name
-
-    return change
-
-
-@pytest.mark.parametrize(
-    ("change", "needles"),
+@pytest.mark.parametrize(  # as for folders: ROOT/where broken by `change`, named in the error
+    ("where", "change", "needles"),
     [
-        (_mnist_missing, ["no MNIST file t10k-labels-idx1-ubyte"]),
-        (lambda root: _truncate(root / _MNIST_TRAIN_IMAGES, 200), ["cannot be read"]),
-        (_mnist_cut_plain, ["truncated", "28x28"]),
-        (
-            _mnist_write(_MNIST_TRAIN_IMAGES, np.zeros(40, np.uint8), 2049),
-            ["not an IDX image file", "2049"],
-        ),
-        (
-            _mnist_write(_MNIST_TEST_LABELS, np.zeros(19, np.uint8), 2049),
-            ["19 labels", "20 images"],
-        ),
-        (
-            _mnist_write(_MNIST_TEST_LABELS, np.full(20, 12, np.uint8), 2049),
-            ["20 label(s) outside 0-9 (e.g. 12)"],
-        ),
+        ("", lambda p: (p / _TEST_LABELS).unlink(), ["no MNIST file t10k-labels-idx1-ubyte"]),
+        (_TRAIN_IMAGES, lambda p: _truncate(p, 200), ["cannot be read"]),
+        ("train-images-idx3-ubyte", _cut_plain, ["truncated", "28x28"]),
+        (_TRAIN_IMAGES, _idx(np.zeros(40, np.uint8)), ["not an IDX image file", "2049"]),
+        (_TEST_LABELS, _idx(np.zeros(19, np.uint8)), ["19 labels", "20 images"]),
+        (_TEST_LABELS, _idx(np.full(20, 12, np.uint8)), ["20 label(s) outside 0-9 (e.g. 12)"]),
     ],
 )
 def test_bad_mnist_is_one_line_naming_the_file(
-    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
 ) -> None:
-    write_mnist(tmp_path / "mnist")
-    culprit = change(tmp_path / "mnist")
-    fail(lambda: mnist(None, str(tmp_path / "mnist")), str(culprit), *needles)
+    root = tmp_path / "mnist"
+    write_mnist(root)
+    broken = change(root / where)
+    culprit = broken if isinstance(broken, Path) else root / where
+    fail(lambda: mnist(None, str(root)), str(culprit), *needles)
 
 
 # ---------------------------------------------------------------------------------------------
