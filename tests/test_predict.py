@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 from src.data.sources import decode_image
 from src.model.network import DigitsNet
 from src.predict import predict
-from tests.conftest import assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import assert_one_line_error, cli_in_process, compose_config, read_csv
 from tests.test_sources import as_uint8, digits, write_tree
 
 
@@ -25,11 +24,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def read_csv(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    with open(path, newline="") as f:
-        header, *rows = list(csv.reader(f))
-    labels = np.array([int(r[1]) for r in rows])
-    return header, [r[0] for r in rows], labels, np.array([[float(v) for v in r[2:]] for r in rows])
+def predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """predictions.csv's files, predicted labels and probabilities; its columns checked."""
+    rows = read_csv(path)
+    assert list(rows[0]) == ["file", "predicted", *(f"prob_{k}" for k in range(10))]
+    probs = np.array([[float(r[f"prob_{k}"]) for k in range(10)] for r in rows])
+    return [r["file"] for r in rows], np.array([int(r["predicted"]) for r in rows]), probs
 
 
 def test_predictions_are_the_networks_own(
@@ -43,8 +43,7 @@ def test_predictions_are_the_networks_own(
     with torch.no_grad():
         want = net.predict(torch.from_numpy(images)).numpy()
         logits = net(torch.from_numpy(images)).numpy()
-    header, files, labels, probs = read_csv(run / "predictions.csv")
-    assert header == ["file", "predicted", *(f"prob_{k}" for k in range(10))]
+    files, labels, probs = predictions(run / "predictions.csv")
     assert len(files) == len(images) == 20 and files == result["files"]
     order = [int(Path(f).stem) for f in files]  # each file is named by its index in `images`
     assert sorted(order) == list(range(20))
@@ -73,7 +72,7 @@ def test_cli_reads_a_glob_and_converts_on_request(
                           f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
                           module="src.predict")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, files, labels, probs = read_csv(run / "predictions.csv")
+    files, labels, _ = predictions(run / "predictions.csv")
     assert files == [*sorted(str(p) for p in (folder / "3").glob("*.png")), str(big)]
     with torch.no_grad():
         x = torch.from_numpy(decode_image(str(big), resize=True, grayscale=True))[None, None]
@@ -94,8 +93,10 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{tmp}/rgb.png", [], ["rgb.png", "data.grayscale=true"]),
         ("{folder}", ["+data.root=x"], ["data.root", "data.resize and data.grayscale"]),
         ("{folder}", ["ckpt_path={tmp}/none.ckpt"], ["ckpt_path={tmp}/none.ckpt"]),
+        ("{tmp}/blank.png", ["data.frame=maybe"], ["data.frame"]),
+        ("{tmp}/blank.png", ["data.frame=true"], ["blank.png", "no digit"]),
     ],
-    ids=["missing", "no-match", "empty-folder", "size", "unreadable", "colour", "key", "ckpt"],
+    ids=["missing", "glob", "empty", "size", "text", "colour", "key", "ckpt", "frame", "blank"],
 )
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]
@@ -104,6 +105,7 @@ def test_bad_input_is_one_line_and_no_run_folder(
     Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "rgb.png")
     (tmp_path / "notes.txt").write_text("not an image\n")
     (tmp_path / "empty").mkdir()
+    Image.fromarray(np.full((90, 60), 230, np.uint8)).save(tmp_path / "blank.png")  # paper only
     run = tmp_path / "run"
     fill = {"tmp": tmp_path, "folder": folder}
     args = [f"ckpt_path={ckpt}", f"images={images.format(**fill)}", f"hydra.run.dir={run}"]
