@@ -42,7 +42,7 @@ def ink_box(image: np.ndarray, level: float = 0.3) -> tuple[int, int, float, flo
     return h, w, (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
 
 
-def test_frame_digit_crops_scales_and_centres() -> None:
+def test_framing_crops_scales_and_centres_and_a_photo_frames_like_its_digit() -> None:
     wide = np.zeros((40, 90))
     wide[10:30, 5:85] = 0.5  # 20 x 80 ink somewhere in the image
     out = frame_digit(wide)
@@ -52,9 +52,7 @@ def test_frame_digit_crops_scales_and_centres() -> None:
     h, w, cy, cx = ink_box(out, 0.5)
     assert w == BOX and 4 <= h <= 6  # the aspect ratio kept: 80 x 20 becomes 20 x 5
     assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
-
-
-def test_a_photo_frames_like_the_digit_it_shows_and_a_blank_one_is_refused() -> None:
+    # a photo frames like the digit it shows
     data = digits(2, per_class=1)
     for i, digit in enumerate(data.images[:, 0]):
         want = frame_digit(digit)

@@ -371,13 +371,18 @@ def test_bad_folder_is_one_line_naming_it(
     assert not cache.exists()  # a failed load caches nothing, not even the good half
 
 
-def test_missing_folder_or_unset_root_for_folder_and_mnist(tmp_path: Path) -> None:
+def test_a_missing_folder_or_an_unset_path_is_one_line(tmp_path: Path) -> None:
     fail(lambda: folder(None, str(tmp_path / "nowhere")), "nowhere", "no such folder", "data.root")
     fail(lambda: folder(None, None), "data.root is not set")
     (tmp_path / "file").write_text("")
     fail(lambda: folder(None, str(tmp_path / "file")), "file", "is a file, expected a folder")
     fail(lambda: folder(None, str(tmp_path)), str(tmp_path), "holds no class folders")
     fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
+    # a path left unset in the config: one line naming the key, before any run
+    for group, key in (("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")):
+        with pytest.raises(ConfigError) as info:
+            preflight([f"data={group}"], str(CONF), "config")
+        assert key in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_mat_files(tmp_path: Path) -> None:
@@ -471,15 +476,6 @@ def test_bad_mnist_is_one_line_naming_the_file(
 
 # ---------------------------------------------------------------------------------------------
 # Configs and the CLI
-
-
-@pytest.mark.parametrize(
-    ("group", "key"), [("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")]
-)
-def test_a_path_left_unset_is_one_line_naming_the_key(group: str, key: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        preflight([f"data={group}"], str(CONF), "config")
-    assert key in str(info.value) and "\n" not in str(info.value)
 
 
 # A seconds-long run on the 40-image fixtures (TINY's keys are the generator's own).

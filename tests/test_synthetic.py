@@ -60,7 +60,7 @@ def test_same_seed_and_style_give_identical_arrays_in_another_process() -> None:
     assert out.stdout.split() == [_digest(generate_digits(3, [4, 2], s)) for s in STYLES]
 
 
-def test_seed_and_style_each_change_the_images_not_the_class_counts() -> None:
+def test_seed_and_style_pick_the_images_of_a_request_and_bad_requests_are_refused() -> None:
     a, b = generate_digits(3, [0, 0]), generate_digits(3, [0, 1])
     assert not np.array_equal(a.images, b.images)
     assert not np.array_equal(a.angles, b.angles)
@@ -74,9 +74,7 @@ def test_seed_and_style_each_change_the_images_not_the_class_counts() -> None:
     np.testing.assert_array_equal(hand.labels, printed.labels)
     np.testing.assert_array_equal(hand.angles, printed.angles)
     assert not np.array_equal(hand.images, printed.images)
-
-
-def test_an_empty_request_or_unknown_style_is_refused() -> None:
+    # an empty request or an unknown style is refused
     with pytest.raises(ValueError, match="num_per_class"):
         generate_digits(0, 0)
     with pytest.raises(DataError, match="data.style='cursive'"):
