@@ -280,14 +280,9 @@ def test_cli_corrupted_download_is_one_line_exit_2_and_leaves_no_file(
     labels = mirror.folder / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:-3] + b"bad")
     root = tmp_path / "data"
+    args = ["data=mnist", f"data.root={root}", "data.download=true", f"data.mirrors=[{mirror.url}]"]
     proc = cli_in_process(
-        *RUN,
-        "data=mnist",
-        f"data.root={root}",
-        "data.download=true",
-        f"data.mirrors=[{mirror.url}]",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        *RUN, *args, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"
     )
     assert_last_line_error(
         proc,

@@ -499,11 +499,7 @@ def _fixture(kind: str, root: Path) -> list[str]:
         root.mkdir()
         write_mat(root / "train.mat", digits(0), "Train", "cellstr")
         write_mat(root / "test.mat", digits(1, per_class=2), "Test", "char")
-        return [
-            "data=mat",
-            f"data.train_file={root / 'train.mat'}",
-            f"data.test_file={root / 'test.mat'}",
-        ]
+        return ["data=mat", f"data.train_file={root}/train.mat", f"data.test_file={root}/test.mat"]
     write_mnist(root, gz=True)
     return ["data=mnist", f"data.root={root}"]
 

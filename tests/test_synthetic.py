@@ -110,16 +110,8 @@ def test_recorded_angle_is_the_rotation_in_the_image(digits: DigitArrays) -> Non
     rows, cols = np.mgrid[0:28, 0:28]
     x, y = cols.astype(np.float64), 27.0 - rows  # y up, as on screen
     measured = []
-    for im in ones:
-        w = im.sum()
-        dx, dy = x - (im * x).sum() / w, y - (im * y).sum() / w
-        cov = np.array(
-            [
-                [(im * dx * dx).sum(), (im * dx * dy).sum()],
-                [(im * dx * dy).sum(), (im * dy**2).sum()],
-            ]
-        )
-        axis = np.linalg.eigh(cov)[1][:, 1]
+    for im in ones:  # the principal axis of the ink: of its pixels' covariance, ink-weighted
+        axis = np.linalg.eigh(np.cov([x.ravel(), y.ravel()], aweights=im.ravel()))[1][:, 1]
         axis = axis if axis[1] >= 0 else -axis
         measured.append(np.degrees(np.arctan2(-axis[0], axis[1])))
     recorded = digits.angles[digits.labels == 1]
