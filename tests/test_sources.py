@@ -415,12 +415,9 @@ def test_bad_mat_files(tmp_path: Path) -> None:
         "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
     )
     check("v73.mat", v73_file, "v7.3", "save('v73.mat', 'XTrain', 'YTrain', '-v7')")
-    check("text.mat", lambda p: p.write_text("hello"), "cannot be read as a MATLAB .mat file")
-    check(
-        "cut.mat",
-        lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)),
-        "cannot be read as a MATLAB .mat file",
-    )
+    unreadable = "cannot be read as a MATLAB .mat file"
+    check("text.mat", lambda p: p.write_text("hello"), unreadable)
+    check("cut.mat", lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)), unreadable)
     check("noy.mat", save(XTrain=x, labels=y), "no variable 'YTrain'", "XTrain, labels")
     check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
     check("range.mat", save(XTrain=x, YTrain=y + 1), "label(s) outside 0-9 (e.g. 10)")
@@ -428,12 +425,7 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     nan = train.images.transpose(2, 3, 1, 0).astype(np.float64)
     nan[3, 4, 0, 5] = np.nan
     check("nan.mat", save(XTrain=nan, YTrain=y), "1 image(s) contain NaN")
-    check(
-        "rgb.mat",
-        save(XTrain=np.repeat(x, 3, axis=2), YTrain=y),
-        "28x28x3x40",
-        "expected 28x28x1xN",
-    )
+    check("rgb.mat", save(XTrain=x.repeat(3, axis=2), YTrain=y), "28x28x3x40", "expected 28x28x1xN")
     words = np.empty((40, 1), dtype=object)
     words[:] = "seven"
     check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
