@@ -145,11 +145,13 @@ def fail(call: Callable[[], object], *needles: str) -> str:
     return msg
 
 
-def assert_same(got: DigitArrays, want: DigitArrays) -> None:
-    assert got.images.dtype == np.float32 and got.labels.dtype == np.int64
-    assert got.images.shape == want.images.shape
-    np.testing.assert_array_equal(got.labels, want.labels)
-    np.testing.assert_allclose(got.images, want.images, atol=0.5 / 255)
+def assert_same(got: tuple[DigitArrays, ...], want: tuple[DigitArrays, ...]) -> None:
+    """The sets read (train, test) hold the sets written, to the 8 bits of a PNG or IDX file."""
+    for g, w in zip(got, want, strict=True):
+        assert g.images.dtype == np.float32 and g.labels.dtype == np.int64
+        assert g.images.shape == w.images.shape
+        np.testing.assert_array_equal(g.labels, w.labels)
+        np.testing.assert_allclose(g.images, w.images, atol=0.5 / 255)
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
@@ -222,12 +224,11 @@ def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Pat
 
 def test_folder_reads_caches_and_serves_train_and_test_trees_following_edits(tmp_path: Path):
     root, cache = tmp_path / "digits", tmp_path / "cache"
-    train, test = write_two_trees(root)
+    written = write_two_trees(root)
     (root / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
     (root / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
     first = folder(cache, str(root))
-    assert_same(first[0], in_folder_order(train))
-    assert_same(first[1], in_folder_order(test))
+    assert_same(first, [in_folder_order(data) for data in written])
     files = sorted(cache.glob("folder-*.npz"))
     assert len(files) == 2
     again = folder(cache, str(root))
@@ -265,11 +266,10 @@ def test_mat_round_trip(tmp_path: Path, labels: str) -> None:
     train, test = digits(0), digits(1, per_class=2)
     write_mat(tmp_path / "train.mat", train, "Train", labels, anglesTrain=train.angles[:, None])
     write_mat(tmp_path / "test.mat", test, "Test", labels)
-    got_train, got_test = mat(None, str(tmp_path / "train.mat"), str(tmp_path / "test.mat"))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
-    np.testing.assert_array_equal(got_train.angles, train.angles)
-    assert got_test.angles is None
+    got = mat(None, str(tmp_path / "train.mat"), str(tmp_path / "test.mat"))
+    assert_same(got, (train, test))
+    np.testing.assert_array_equal(got[0].angles, train.angles)
+    assert got[1].angles is None
 
 
 def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path) -> None:
@@ -284,9 +284,7 @@ def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path
             "YTest": test.labels.astype(np.uint8)[None, :],  # a 1xN uint8 row
         },
     )
-    got_train, got_test = mat(None, str(both), str(both))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
+    assert_same(mat(None, str(both), str(both)), (train, test))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,10 +297,8 @@ def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path
     ids=["gz", "plain", "dotted", "torchvision-layout"],
 )
 def test_mnist_round_trip(tmp_path: Path, gz: bool, dotted: bool, under: str) -> None:
-    train, test = write_mnist(tmp_path / "mnist" / under, gz=gz, dotted=dotted)
-    got_train, got_test = mnist(None, str(tmp_path / "mnist"))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
+    written = write_mnist(tmp_path / "mnist" / under, gz=gz, dotted=dotted)
+    assert_same(mnist(None, str(tmp_path / "mnist")), written)
 
 
 # ---------------------------------------------------------------------------------------------
