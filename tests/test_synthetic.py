@@ -20,7 +20,9 @@ from src.data.digit_stats import class_grid, digit_statistics, image_grid, strok
 from src.data.print_fonts import font_files
 from src.data.synthetic import GENERATOR_VERSION, STYLES, generate_digits, generator_settings
 from src.errors import DataError
-from tests.conftest import ROOT
+
+# Not conftest's ROOT: the subprocess below imports this module, and conftest imports Lightning.
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_same_seed_and_style_give_identical_arrays_in_another_process() -> None:
         "print(*(_digest(generate_digits(3, [4, 2], style)) for style in STYLES))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == [_digest(generate_digits(3, [4, 2], s)) for s in STYLES]
 
