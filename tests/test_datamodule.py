@@ -14,7 +14,7 @@ from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 from src.errors import DataError
 
 
-def test_train_batches_are_floor_n_over_b_and_reshuffled_every_epoch() -> None:
+def test_train_batches_are_floor_n_over_b_reshuffled_and_test_batches_in_order() -> None:
     sampler = EpochBatchSampler(5000, 128, shuffle=True, seed=3)
     assert len(sampler) == 39  # floor(5000/128): the last 8 samples of each epoch are skipped
     epochs = []
@@ -33,9 +33,7 @@ def test_train_batches_are_floor_n_over_b_and_reshuffled_every_epoch() -> None:
     other = EpochBatchSampler(5000, 128, shuffle=True, seed=4)
     other.set_epoch(1)
     assert not torch.equal(torch.cat(list(other)), epochs[1])
-
-
-def test_test_batches_are_in_order_with_the_last_partial() -> None:
+    # test batches: in order, with the last one partial
     batches = list(EpochBatchSampler(5000, 128, shuffle=False))
     assert len(batches) == 40  # ceil(5000/128)
     assert len(batches[-1]) == 5000 - 39 * 128
@@ -61,8 +59,8 @@ def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
 
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:
-    def load(**kw):
-        dm = DigitsDataModule(batch_size=8, cache_dir=cache_dir, num_train_per_class=5,
+    def load(batch_size: int = 8, **kw):
+        dm = DigitsDataModule(batch_size=batch_size, cache_dir=cache_dir, num_train_per_class=5,
                               num_test_per_class=5, **kw)  # fmt: skip
         dm.setup()
         return dm.train_set.images, dm.test_set.images
@@ -73,6 +71,9 @@ def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:
     assert torch.equal(a_train, b_train) and torch.equal(a_test, b_test)
     assert not torch.equal(a_train, c_train)
     assert not torch.equal(a_train[:50], a_test[:50])  # train and test are independent draws
+    # a batch larger than the training set is an error
+    with pytest.raises(DataError, match=r"data\.batch_size=128 is larger than the 50 training"):
+        load(batch_size=128)
 
 
 def _arrays(n: int = 10, seed: int = 0) -> DigitArrays:
@@ -80,7 +81,7 @@ def _arrays(n: int = 10, seed: int = 0) -> DigitArrays:
     return DigitArrays(rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n))
 
 
-def test_cache_round_trip_and_build_once(tmp_path: Path) -> None:
+def test_cache_is_built_once_and_a_damaged_file_rebuilt(tmp_path: Path) -> None:
     calls = []
 
     def build():
@@ -94,29 +95,13 @@ def test_cache_round_trip_and_build_once(tmp_path: Path) -> None:
     cache.cached(tmp_path, "x", {"k": 2}, build)  # other settings, other file
     assert len(calls) == 2
     assert not list(tmp_path.glob("*.tmp"))
-
-
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
-def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str) -> None:
-    key = {"k": 1}
-    cache.cached(tmp_path, "x", key, _arrays)
-    path = cache.cache_path(tmp_path, "x", key)
-    raw = bytearray(path.read_bytes())
-    if damage == "truncate":
-        raw = raw[: len(raw) // 2]
-    elif damage == "flip":  # a byte inside the image data: the file still parses
-        raw[len(raw) // 2] ^= 0xFF
-    else:
-        raw = bytearray(b"not a numpy file")
-    path.write_bytes(bytes(raw))
-    assert cache.load_cached(path) is None
-    rebuilt = cache.cached(tmp_path, "x", key, lambda: _arrays(seed=0))
-    assert np.array_equal(rebuilt.images, _arrays(seed=0).images)
-    assert cache.load_cached(path) is not None  # and the sound copy is written back
-
-
-def test_a_batch_larger_than_the_training_set_is_an_error(cache_dir: Path) -> None:
-    dm = DigitsDataModule(batch_size=128, cache_dir=cache_dir, num_train_per_class=5,
-                          num_test_per_class=5)  # fmt: skip
-    with pytest.raises(DataError, match=r"data\.batch_size=128 is larger than the 50 training"):
-        dm.setup("fit")
+    path = cache.cache_path(tmp_path, "x", {"k": 1})
+    sound = path.read_bytes()
+    flipped = bytearray(sound)  # a byte inside the image data: the file still parses
+    flipped[len(sound) // 2] ^= 0xFF
+    for damaged in (sound[: len(sound) // 2], bytes(flipped), b"not a numpy file"):
+        path.write_bytes(damaged)
+        assert cache.load_cached(path) is None
+        rebuilt = cache.cached(tmp_path, "x", {"k": 1}, build)
+        assert np.array_equal(rebuilt.images, _arrays(seed=0).images)
+        assert cache.load_cached(path) is not None  # and the sound copy is written back

@@ -18,6 +18,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,67 +29,48 @@ from src.data.sources.idx import DATASETS
 from tests.conftest import assert_last_line_error, cli_in_process, free_port
 from tests.test_sources import RUN, as_uint8, digits, fail, idx_bytes
 
-FAMILY = list(DATASETS)
+# Small files of each data set, as its mirrors serve them: the train and test images.
+SETS = digits(0), digits(1, per_class=2)
 
 
 # ---------------------------------------------------------------------------------------------
 # A local mirror
 
 
-class Mirror:
-    """An HTTP server on 127.0.0.1 serving the files of `folder`, and the paths asked of it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.requests: list[str] = []
-        mirror = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, directory=str(folder), **kwargs)
-
-            def do_GET(self) -> None:
-                mirror.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args) -> None:  # not on the test's stderr
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    """An HTTP server on 127.0.0.1: the files of its `folder` at its `url`, the paths asked of it
+    in `requests`; `serve(name)` puts a data set's files there."""
     monkeypatch.setattr(download, "TIMEOUT_S", 5.0)  # a stuck test fails in seconds, not minutes
-    (tmp_path / "mirror").mkdir()
-    served = Mirror(tmp_path / "mirror")
-    yield served
-    served.close()
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    requests: list[str] = []
 
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
 
-# ---------------------------------------------------------------------------------------------
-# Small files of each data set, as its mirrors serve them
+        def log_message(self, *args) -> None:  # not on the test's stderr
+            pass
 
-
-@functools.cache
-def sets() -> tuple[DigitArrays, DigitArrays]:
-    return digits(0), digits(1, per_class=2)
+    handler = functools.partial(Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    yield SimpleNamespace(
+        folder=folder, requests=requests, url=url, serve=lambda n: serve(n, folder, monkeypatch)
+    )
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 def packed_files(name: str) -> dict[str, bytes]:
     """Each data file of `name`, gzipped, by its name without .gz (what a copy by hand holds)."""
     spec, files = DATASETS[name], {}
-    for split, data in zip(("train", "test"), sets()):
+    for split, data in zip(("train", "test"), SETS):
         images_name, labels_name = spec.files[split]
         files[images_name] = idx_bytes(as_uint8(data.images[:, 0]), 2051)
         if name == "qmnist":  # 8 int32 columns an image, the class first
@@ -137,15 +119,15 @@ def files_under(folder: Path) -> list[str]:
 # Downloads
 
 
-@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("name", list(DATASETS))
 def test_download_fetches_each_file_once_into_torchvisions_layout(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str, caplog
+    tmp_path: Path, mirror: SimpleNamespace, name: str, caplog
 ) -> None:
-    served = serve(name, mirror.folder, monkeypatch)
+    served = mirror.serve(name)
     root = tmp_path / "data"
     with caplog.at_level(logging.INFO, logger="src.data.sources"):
         got = mnist(None, str(root), dataset=name, download=True, mirrors=[mirror.url])
-    assert_equal(got, sets())
+    assert_equal(got, SETS)
     assert sorted(mirror.requests) == sorted(f"/{n}" for n in served)
     fetched = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Downloaded")]
     assert len(fetched) == len(served)
@@ -166,26 +148,10 @@ def test_download_fetches_each_file_once_into_torchvisions_layout(
     assert_equal(mnist(None, str(by_hand), dataset=name), got)
 
 
-def test_an_interrupted_download_leaves_no_temporary_file(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    serve("mnist", mirror.folder, monkeypatch)
-
-    def interrupted(url: str, md5: str, out) -> int:
-        out.write(b"half a file")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(download, "_copy_checked", interrupted)
-    root = tmp_path / "data"
-    with pytest.raises(KeyboardInterrupt):
-        mnist(None, str(root), download=True, mirrors=[mirror.url])
-    assert files_under(root) == []
-
-
 def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, caplog
+    tmp_path: Path, mirror: SimpleNamespace, caplog
 ) -> None:
-    serve("kmnist", mirror.folder, monkeypatch)
+    mirror.serve("kmnist")
     refused = f"http://127.0.0.1:{free_port()}/"  # connection refused
     mirrors = [f"{mirror.url}nothing-here", refused]  # a base URL without its slash works too
     root = tmp_path / "data"
@@ -203,18 +169,19 @@ def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
         got = mnist(
             None, str(root), dataset="kmnist", download=True, mirrors=[*mirrors, mirror.url]
         )
-    assert_equal(got, sets())
+    assert_equal(got, SETS)
     assert "/nothing-here/train-images-idx3-ubyte.gz" in mirror.requests
     assert any("HTTP 404" in r.getMessage() for r in caplog.records)
 
 
-def test_without_download_nothing_is_fetched_and_the_error_says_how(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+def test_without_download_nothing_is_fetched_and_an_interrupted_one_leaves_no_file(
+    tmp_path: Path, mirror: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    serve("mnist", mirror.folder, monkeypatch)
-    (tmp_path / "data").mkdir()
+    mirror.serve("mnist")
+    root = tmp_path / "data"
+    root.mkdir()
     fail(
-        lambda: mnist(None, str(tmp_path / "data"), mirrors=[mirror.url]),
+        lambda: mnist(None, str(root), mirrors=[mirror.url]),
         "no MNIST file train-images-idx3-ubyte",
         "add data.download=true to fetch it",
     )
@@ -225,21 +192,28 @@ def test_without_download_nothing_is_fetched_and_the_error_says_how(
     )
     assert mirror.requests == []
 
+    def interrupted(url: str, md5: str, out) -> int:
+        out.write(b"half a file")
+        raise KeyboardInterrupt
 
-def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    folder = tmp_path / "shared"
-    folder.mkdir()
-    serve("fashion_mnist", folder, monkeypatch)
-    got = mnist(None, str(tmp_path / "d"), "fashion_mnist", True, [folder.as_uri() + "/"])
-    assert_equal(got, sets())
+    monkeypatch.setattr(download, "_copy_checked", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mnist(None, str(root), download=True, mirrors=[mirror.url])
+    assert files_under(root) == []
+
+
+def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, mirror: SimpleNamespace) -> None:
+    mirror.serve("fashion_mnist")
+    got = mnist(None, str(tmp_path / "d"), "fashion_mnist", True, [mirror.folder.as_uri() + "/"])
+    assert_equal(got, SETS)
     assert (tmp_path / "d" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
 
 @pytest.mark.parametrize("name", ["qmnist", "emnist_digits"])
 def test_what_an_earlier_fetch_left_is_read_without_fetching(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str
+    tmp_path: Path, mirror: SimpleNamespace, name: str
 ) -> None:
-    served = serve(name, mirror.folder, monkeypatch)
+    served = mirror.serve(name)
     raw = tmp_path / "data" / DATASETS[name].folder / "raw"
     raw.mkdir(parents=True)
     if name == "qmnist":  # what torchvision leaves in ROOT/<Name>/raw: the unpacked files
@@ -248,7 +222,7 @@ def test_what_an_earlier_fetch_left_is_read_without_fetching(
     else:  # a checked archive left by an interrupted unpacking: used, then removed
         (raw / "gzip.zip").write_bytes(served["gzip.zip"])
     got = mnist(None, str(tmp_path / "data"), name, download=True, mirrors=[mirror.url])
-    assert_equal(got, sets())
+    assert_equal(got, SETS)
     assert mirror.requests == [] and not (raw / "gzip.zip").exists()
 
 
@@ -300,20 +274,15 @@ def test_cli_bad_download_settings_are_one_line_before_any_run_folder(
 
 
 def test_cli_corrupted_download_is_one_line_exit_2_and_leaves_no_file(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mirror: SimpleNamespace
 ) -> None:
-    serve("mnist", mirror.folder, monkeypatch)
+    mirror.serve("mnist")
     labels = mirror.folder / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:-3] + b"bad")
     root = tmp_path / "data"
+    args = ["data=mnist", f"data.root={root}", "data.download=true", f"data.mirrors=[{mirror.url}]"]
     proc = cli_in_process(
-        *RUN,
-        "data=mnist",
-        f"data.root={root}",
-        "data.download=true",
-        f"data.mirrors=[{mirror.url}]",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        *RUN, *args, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"
     )
     assert_last_line_error(
         proc,

@@ -11,7 +11,7 @@ from src.reports import figures
 from tests.conftest import TINY, compose_config, tb_events
 
 
-def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> None:
+def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
     from src.train import train
 
     run = tmp_path / "run"
@@ -22,12 +22,9 @@ def test_first_batch_grid_is_written_once(tmp_path: Path, cache_dir: Path) -> No
         calls.append(module.global_step)
         original(trainer, module)
 
-    figures.first_batch = counting
-    try:
-        # 200 images in batches of 32: 6 iterations an epoch, two epochs.
-        train(compose_config([*TINY, "trainer.max_epochs=2", "test=false"], run, cache_dir))
-    finally:
-        figures.first_batch = original
+    monkeypatch.setattr(figures, "first_batch", counting)
+    # 200 images in batches of 32: 6 iterations an epoch, two epochs.
+    train(compose_config([*TINY, "trainer.max_epochs=2", "test=false"], run, cache_dir))
     assert calls == [12]  # once, after training, not at every iteration
 
     grid = np.asarray(Image.open(run / "first_batch.png"))

@@ -43,15 +43,12 @@ def as_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(images * 255).astype(np.uint8)
 
 
-def write_tree(folder: Path, data: DigitArrays) -> list[Path]:
+def write_tree(folder: Path, data: DigitArrays) -> None:
     """One PNG per image in FOLDER/<label>/NNN.png, NNN its index in `data`."""
-    paths = []
     for i, (img, label) in enumerate(zip(as_uint8(data.images[:, 0]), data.labels)):
         path = folder / str(label) / f"{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(path)
-        paths.append(path)
-    return paths
 
 
 def write_two_trees(root: Path) -> tuple[DigitArrays, DigitArrays]:
@@ -148,11 +145,13 @@ def fail(call: Callable[[], object], *needles: str) -> str:
     return msg
 
 
-def assert_same(got: DigitArrays, want: DigitArrays) -> None:
-    assert got.images.dtype == np.float32 and got.labels.dtype == np.int64
-    assert got.images.shape == want.images.shape
-    np.testing.assert_array_equal(got.labels, want.labels)
-    np.testing.assert_allclose(got.images, want.images, atol=0.5 / 255)
+def assert_same(got: tuple[DigitArrays, ...], want: tuple[DigitArrays, ...]) -> None:
+    """The sets read (train, test) hold the sets written, to the 8 bits of a PNG or IDX file."""
+    for g, w in zip(got, want, strict=True):
+        assert g.images.dtype == np.float32 and g.labels.dtype == np.int64
+        assert g.images.shape == w.images.shape
+        np.testing.assert_array_equal(g.labels, w.labels)
+        np.testing.assert_allclose(g.images, w.images, atol=0.5 / 255)
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
@@ -185,9 +184,7 @@ def test_single_tree_is_halved_per_class_by_the_seeded_rule(tmp_path: Path) -> N
     np.testing.assert_array_equal(again.images, train.images)
     other, _ = folder(None, str(tmp_path / "DigitDataset"), split_seed=8)
     assert not np.array_equal(other.images, train.images)
-
-
-def test_split_rule_gives_half_and_the_odd_one_to_training() -> None:
+    # split_class itself: half to each side, the odd one to training
     names = [f"image{i}.png" for i in range(1000)]
     tr, te = split_class(names, 3, 0)
     assert len(tr) == len(te) == 500 and not set(tr) & set(te)
@@ -225,16 +222,13 @@ def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Pat
     np.testing.assert_allclose(six, ramp, atol=0.03)
 
 
-def test_folder_reads_train_and_test_trees_caches_them_and_follows_edited_files(
-    tmp_path: Path,
-) -> None:
+def test_folder_reads_caches_and_serves_train_and_test_trees_following_edits(tmp_path: Path):
     root, cache = tmp_path / "digits", tmp_path / "cache"
-    train, test = write_two_trees(root)
+    written = write_two_trees(root)
     (root / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
     (root / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
     first = folder(cache, str(root))
-    assert_same(first[0], in_folder_order(train))
-    assert_same(first[1], in_folder_order(test))
+    assert_same(first, [in_folder_order(data) for data in written])
     files = sorted(cache.glob("folder-*.npz"))
     assert len(files) == 2
     again = folder(cache, str(root))
@@ -247,15 +241,12 @@ def test_folder_reads_train_and_test_trees_caches_them_and_follows_edited_files(
     edited, _ = folder(cache, str(root))
     assert edited.images[0].min() == 1.0
     assert len(list(cache.glob("folder-*.npz"))) == 3  # the test set's entry still holds
-
-
-def test_datamodule_serves_folder_data(tmp_path: Path) -> None:
-    write_two_trees(tmp_path / "digits")
+    # and the data module serves them
     dm = DigitsDataModule(
         source="folder",
         batch_size=8,
-        cache_dir=tmp_path / "cache",
-        root=str(tmp_path / "digits"),
+        cache_dir=tmp_path / "dm-cache",
+        root=str(root),
         resize=False,
         split_seed=0,
     )
@@ -275,11 +266,10 @@ def test_mat_round_trip(tmp_path: Path, labels: str) -> None:
     train, test = digits(0), digits(1, per_class=2)
     write_mat(tmp_path / "train.mat", train, "Train", labels, anglesTrain=train.angles[:, None])
     write_mat(tmp_path / "test.mat", test, "Test", labels)
-    got_train, got_test = mat(None, str(tmp_path / "train.mat"), str(tmp_path / "test.mat"))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
-    np.testing.assert_array_equal(got_train.angles, train.angles)
-    assert got_test.angles is None
+    got = mat(None, str(tmp_path / "train.mat"), str(tmp_path / "test.mat"))
+    assert_same(got, (train, test))
+    np.testing.assert_array_equal(got[0].angles, train.angles)
+    assert got[1].angles is None
 
 
 def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path) -> None:
@@ -294,9 +284,7 @@ def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path
             "YTest": test.labels.astype(np.uint8)[None, :],  # a 1xN uint8 row
         },
     )
-    got_train, got_test = mat(None, str(both), str(both))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
+    assert_same(mat(None, str(both), str(both)), (train, test))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,10 +297,8 @@ def test_mat_accepts_double_images_28x28xN_char_rows_and_one_file(tmp_path: Path
     ids=["gz", "plain", "dotted", "torchvision-layout"],
 )
 def test_mnist_round_trip(tmp_path: Path, gz: bool, dotted: bool, under: str) -> None:
-    train, test = write_mnist(tmp_path / "mnist" / under, gz=gz, dotted=dotted)
-    got_train, got_test = mnist(None, str(tmp_path / "mnist"))
-    assert_same(got_train, train)
-    assert_same(got_test, test)
+    written = write_mnist(tmp_path / "mnist" / under, gz=gz, dotted=dotted)
+    assert_same(mnist(None, str(tmp_path / "mnist")), written)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,79 +314,64 @@ def _first(folder: Path) -> Path:
     return sorted(folder.glob("*.png"))[0]
 
 
-def _empty_class(root: Path) -> Path:
-    for p in (root / "train" / "4").iterdir():
+def _empty(folder: Path) -> None:
+    for p in folder.iterdir():
         p.unlink()
-    (root / "train" / "4" / ".DS_Store").write_bytes(b"")  # junk does not count
-    return root / "train" / "4"
+    (folder / ".DS_Store").write_bytes(b"")  # junk does not count
 
 
-def _not_a_label(name: str) -> Callable[[Path], Path]:
-    def change(root: Path) -> Path:
-        write_tree(root / "test" / name, digits(0))
-        return root / "test" / name
-
-    return change
-
-
-def _text_file(root: Path) -> Path:
-    (root / "train" / "2" / "notes.txt").write_text("not an image")
-    return root / "train" / "2" / "notes.txt"
-
-
-def _wrong_size(root: Path) -> Path:
-    Image.fromarray(np.zeros((28, 30), np.uint8)).save(root / "train" / "5" / "wide.png")
-    return root / "train" / "5" / "wide.png"
-
-
-def _nan_pixels(root: Path) -> Path:
-    Image.fromarray(np.full((28, 28), np.nan, np.float32)).save(root / "train" / "6" / "f.tif")
-    return root / "train" / "6" / "f.tif"
-
-
-def _no_test_tree(root: Path) -> Path:
+def _no_test_tree(root: Path) -> None:
     (root / "train").rename(root / "train_only")
     (root / "test").rename(root / "train")
-    return root
 
 
-def _nested_folder(root: Path) -> Path:
-    (root / "train" / "7" / "more").mkdir()
-    return root / "train" / "7" / "more"
+def _image(pixels: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: Image.fromarray(pixels).save(path)
 
 
+# Each case: `change` breaks ROOT/where; the path it returns, if any, is the one to name instead.
 @pytest.mark.parametrize(
-    ("change", "needles"),
+    ("where", "change", "needles"),
     [
-        (_empty_class, ["holds no image files"]),
-        (_not_a_label("cat"), ["'cat'", "not a digit label 0-9"]),
-        (_not_a_label("10"), ["'10'", "not a digit label 0-9"]),
-        (_text_file, ["cannot be read as an image"]),
-        (lambda root: _truncate(_first(root / "test" / "8"), 40), ["cannot be read as an image"]),
-        (lambda root: _truncate(_first(root / "train" / "9"), 150), ["truncated"]),
-        (_wrong_size, ["28x30", "expected 28x28", "data.resize=true"]),
-        (_nan_pixels, ["NaN"]),
-        (_no_test_tree, ["has a train/ folder but no test/ folder"]),
-        (_nested_folder, ["folder inside class folder 7"]),
+        ("train/4", _empty, ["holds no image files"]),
+        ("test/cat", lambda p: write_tree(p, digits(0)), ["'cat'", "not a digit label 0-9"]),
+        ("test/10", lambda p: write_tree(p, digits(0)), ["'10'", "not a digit label 0-9"]),
+        ("train/2/notes.txt", lambda p: p.write_text("text"), ["cannot be read as an image"]),
+        ("test/8", lambda p: _truncate(_first(p), 40), ["cannot be read as an image"]),
+        ("train/9", lambda p: _truncate(_first(p), 150), ["truncated"]),
+        (
+            "train/5/wide.png",
+            _image(np.zeros((28, 30), np.uint8)),
+            ["28x30", "expected 28x28", "data.resize=true"],
+        ),
+        ("train/6/f.tif", _image(np.full((28, 28), np.nan, np.float32)), ["NaN"]),
+        ("", _no_test_tree, ["has a train/ folder but no test/ folder"]),
+        ("train/7/more", Path.mkdir, ["folder inside class folder 7"]),
     ],
 )
 def test_bad_folder_is_one_line_naming_it(
-    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
 ) -> None:
     root, cache = tmp_path / "digits", tmp_path / "cache"
     write_two_trees(root)
-    culprit = change(root)
+    broken = change(root / where)
+    culprit = broken if isinstance(broken, Path) else root / where
     fail(lambda: folder(cache, str(root)), str(culprit), *needles)
     assert not cache.exists()  # a failed load caches nothing, not even the good half
 
 
-def test_missing_folder_or_unset_root_for_folder_and_mnist(tmp_path: Path) -> None:
+def test_a_missing_folder_or_an_unset_path_is_one_line(tmp_path: Path) -> None:
     fail(lambda: folder(None, str(tmp_path / "nowhere")), "nowhere", "no such folder", "data.root")
     fail(lambda: folder(None, None), "data.root is not set")
     (tmp_path / "file").write_text("")
     fail(lambda: folder(None, str(tmp_path / "file")), "file", "is a file, expected a folder")
     fail(lambda: folder(None, str(tmp_path)), str(tmp_path), "holds no class folders")
     fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
+    # a path left unset in the config: one line naming the key, before any run
+    for group, key in (("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")):
+        with pytest.raises(ConfigError) as info:
+            preflight([f"data={group}"], str(CONF), "config")
+        assert key in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_mat_files(tmp_path: Path) -> None:
@@ -433,12 +404,9 @@ def test_bad_mat_files(tmp_path: Path) -> None:
         "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
     )
     check("v73.mat", v73_file, "v7.3", "save('v73.mat', 'XTrain', 'YTrain', '-v7')")
-    check("text.mat", lambda p: p.write_text("hello"), "cannot be read as a MATLAB .mat file")
-    check(
-        "cut.mat",
-        lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)),
-        "cannot be read as a MATLAB .mat file",
-    )
+    unreadable = "cannot be read as a MATLAB .mat file"
+    check("text.mat", lambda p: p.write_text("hello"), unreadable)
+    check("cut.mat", lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)), unreadable)
     check("noy.mat", save(XTrain=x, labels=y), "no variable 'YTrain'", "XTrain, labels")
     check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
     check("range.mat", save(XTrain=x, YTrain=y + 1), "label(s) outside 0-9 (e.g. 10)")
@@ -446,79 +414,49 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     nan = train.images.transpose(2, 3, 1, 0).astype(np.float64)
     nan[3, 4, 0, 5] = np.nan
     check("nan.mat", save(XTrain=nan, YTrain=y), "1 image(s) contain NaN")
-    check(
-        "rgb.mat",
-        save(XTrain=np.repeat(x, 3, axis=2), YTrain=y),
-        "28x28x3x40",
-        "expected 28x28x1xN",
-    )
+    check("rgb.mat", save(XTrain=x.repeat(3, axis=2), YTrain=y), "28x28x3x40", "expected 28x28x1xN")
     words = np.empty((40, 1), dtype=object)
     words[:] = "seven"
     check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
 
 
-_MNIST_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-_MNIST_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 
 
-def _mnist_missing(root: Path) -> Path:
-    (root / _MNIST_TEST_LABELS).unlink()
-    return root
+def _cut_plain(path: Path) -> None:
+    (path.parent / _TRAIN_IMAGES).unlink()
+    write_idx(path, as_uint8(digits(0).images[:, 0]), 2051)
+    _truncate(path, 2000)
 
 
-def _mnist_cut_plain(root: Path) -> Path:
-    (root / _MNIST_TRAIN_IMAGES).unlink()
-    write_idx(root / "train-images-idx3-ubyte", as_uint8(digits(0).images[:, 0]), 2051)
-    return _truncate(root / "train-images-idx3-ubyte", 2000)
+def _idx(array: np.ndarray, magic: int = 2049) -> Callable[[Path], None]:
+    return lambda path: write_idx(path, array, magic)
 
 
-def _mnist_write(name: str, array: np.ndarray, magic: int) -> Callable[[Path], Path]:
-    def change(root: Path) -> Path:
-        write_idx(root / name, array, magic)
-        return root / name
-
-    return change
-
-
-@pytest.mark.parametrize(
-    ("change", "needles"),
+@pytest.mark.parametrize(  # as for folders: ROOT/where broken by `change`, named in the error
+    ("where", "change", "needles"),
     [
-        (_mnist_missing, ["no MNIST file t10k-labels-idx1-ubyte"]),
-        (lambda root: _truncate(root / _MNIST_TRAIN_IMAGES, 200), ["cannot be read"]),
-        (_mnist_cut_plain, ["truncated", "28x28"]),
-        (
-            _mnist_write(_MNIST_TRAIN_IMAGES, np.zeros(40, np.uint8), 2049),
-            ["not an IDX image file", "2049"],
-        ),
-        (
-            _mnist_write(_MNIST_TEST_LABELS, np.zeros(19, np.uint8), 2049),
-            ["19 labels", "20 images"],
-        ),
-        (
-            _mnist_write(_MNIST_TEST_LABELS, np.full(20, 12, np.uint8), 2049),
-            ["20 label(s) outside 0-9 (e.g. 12)"],
-        ),
+        ("", lambda p: (p / _TEST_LABELS).unlink(), ["no MNIST file t10k-labels-idx1-ubyte"]),
+        (_TRAIN_IMAGES, lambda p: _truncate(p, 200), ["cannot be read"]),
+        ("train-images-idx3-ubyte", _cut_plain, ["truncated", "28x28"]),
+        (_TRAIN_IMAGES, _idx(np.zeros(40, np.uint8)), ["not an IDX image file", "2049"]),
+        (_TEST_LABELS, _idx(np.zeros(19, np.uint8)), ["19 labels", "20 images"]),
+        (_TEST_LABELS, _idx(np.full(20, 12, np.uint8)), ["20 label(s) outside 0-9 (e.g. 12)"]),
     ],
 )
 def test_bad_mnist_is_one_line_naming_the_file(
-    tmp_path: Path, change: Callable[[Path], Path], needles: list[str]
+    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
 ) -> None:
-    write_mnist(tmp_path / "mnist")
-    culprit = change(tmp_path / "mnist")
-    fail(lambda: mnist(None, str(tmp_path / "mnist")), str(culprit), *needles)
+    root = tmp_path / "mnist"
+    write_mnist(root)
+    broken = change(root / where)
+    culprit = broken if isinstance(broken, Path) else root / where
+    fail(lambda: mnist(None, str(root)), str(culprit), *needles)
 
 
 # ---------------------------------------------------------------------------------------------
 # Configs and the CLI
-
-
-@pytest.mark.parametrize(
-    ("group", "key"), [("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")]
-)
-def test_a_path_left_unset_is_one_line_naming_the_key(group: str, key: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        preflight([f"data={group}"], str(CONF), "config")
-    assert key in str(info.value) and "\n" not in str(info.value)
 
 
 # A seconds-long run on the 40-image fixtures (TINY's keys are the generator's own).
@@ -542,11 +480,7 @@ def _fixture(kind: str, root: Path) -> list[str]:
         root.mkdir()
         write_mat(root / "train.mat", digits(0), "Train", "cellstr")
         write_mat(root / "test.mat", digits(1, per_class=2), "Test", "char")
-        return [
-            "data=mat",
-            f"data.train_file={root / 'train.mat'}",
-            f"data.test_file={root / 'test.mat'}",
-        ]
+        return ["data=mat", f"data.train_file={root}/train.mat", f"data.test_file={root}/test.mat"]
     write_mnist(root, gz=True)
     return ["data=mnist", f"data.root={root}"]
 

@@ -14,7 +14,7 @@ from benchmarks.transfer import SIDE, main, real_baseline, sklearn_digits, to_28
 from tests.test_sources import write_idx
 
 
-def test_upscaled_digits_are_centred_28x28_in_the_unit_range() -> None:
+def test_digits_are_upscaled_to_centred_28x28_in_the_unit_range_keeping_the_aspect() -> None:
     images, labels = sklearn_digits()
     assert images.shape == (1797, 1, SIDE, SIDE) and images.dtype == np.float32
     assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(10))
@@ -23,27 +23,12 @@ def test_upscaled_digits_are_centred_28x28_in_the_unit_range() -> None:
     # A margin like the generated digits': nothing in the outer 3 pixels.
     assert not x[:, :3].any() and not x[:, -3:].any()
     assert not x[:, :, :3].any() and not x[:, :, -3:].any()
-
-
-def test_to_28x28_keeps_the_aspect_ratio() -> None:
+    # the aspect ratio kept
     bar = np.zeros((8, 8))
     bar[:, 3:5] = 16.0  # 8 tall, 2 wide
     ink = to_28x28(bar) > 0.5
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     assert 18 <= len(rows) <= 21 and 4 <= len(cols) <= 7
-
-
-def test_transfer_script_prints_an_accuracy(
-    ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    """Through `main`, what the script's command line runs, in this process."""
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's, for its own process
-    assert main([str(ckpt)]) == 0  # the script's exit status
-    out = capsys.readouterr().out
-    found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out)
-    assert found, out
-    per_class = out.splitlines()[-1].split()
-    assert per_class[0] == "accuracy" and len(per_class) == 11
 
 
 @pytest.mark.slow
@@ -73,12 +58,18 @@ def test_real_baseline_trains_on_each_real_source_and_reads_them_all(
     assert rows["mnist"]["mnist"] >= 0.9
 
 
-def test_bad_arguments_files_and_folders_are_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_the_script_prints_an_accuracy_and_bad_arguments_files_and_folders_are_one_line(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """Through `main`, what the script's command line runs, in this process."""
     monkeypatch.setattr(sys, "argv", ["benchmarks/transfer.py"])  # argparse's program name
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's, for its own process
+    assert main([str(ckpt)]) == 0  # the script's exit status
+    out = capsys.readouterr().out
+    found = re.search(r"sklearn digits: 1797 images, accuracy (\d\.\d{4})", out)
+    assert found, out
+    per_class = out.splitlines()[-1].split()
+    assert per_class[0] == "accuracy" and len(per_class) == 11
     missing = str(tmp_path / "missing")
     cases = {
         (): "give a checkpoint, or --real-baseline",
