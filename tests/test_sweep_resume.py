@@ -165,8 +165,10 @@ def test_an_optuna_search_into_a_started_folder_is_refused(reference: Path) -> N
 @pytest.mark.slow
 def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
     """Job 0 diverges (exit 3) with no checkpoint: a row of the summary, and the sweep goes on.
-    A re-run runs it again from the start and skips the finished job; with
-    sweep.rerun_failed=false it is skipped too, its row kept."""
+    A re-run runs it again from the start and skips the finished job, here through submitit (the
+    launcher may change between starts): each job in its own process, as submitit starts it on a
+    cluster node, and the sweep still ends with the diverged code. With sweep.rerun_failed=false
+    it is skipped too, its row kept."""
     sweep = tmp_path / "sweep"
     args = [*TINY, "reports=none", f"paths.cache_dir={cache_dir}", "optimizer.lr=1000,0.05",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
@@ -194,12 +196,17 @@ def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Pat
     assert f"job 0 (0_lr=1000): {errors[0]}" in first.stdout
     assert not (sweep / "seeds.csv").exists() and not (sweep / "sweep.png").exists()
 
-    again = run_cli("--multirun", *args)
+    again = run_cli("--multirun", *args, *LAUNCHERS["submitit_local"])
     assert again.returncode == entry.EXIT_DIVERGED, again.stderr[-3000:]
+    assert "Traceback" not in again.stdout + again.stderr
+    last = [ln for ln in again.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
     rows = _rows(sweep)
     assert [(r["status"], r["resume"]) for r in rows] == [("failed", "rerun"), ("ok", "skipped")]
     assert rows[0]["error"] == failed["error"] and rows[1]["test/acc"] == ok["test/acc"]
     assert log.read_text().count(failed["error"]) == 2  # it ran again
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit's own results
+    assert log.read_text().count("torch threads: ") == 2  # the submitit job's own log lines
 
     kept = run_cli("--multirun", *args, "sweep.rerun_failed=false")
     assert kept.returncode == entry.EXIT_DIVERGED, kept.stderr[-3000:]
