@@ -52,6 +52,11 @@ def _figures(sweep: Path) -> dict[str, tuple[float, float]]:
     return found
 
 
+def _losses(folder: Path) -> list[tuple[int, float]]:
+    """A job folder's TensorBoard train/loss: (iteration, value) each."""
+    return [(e.step, e.value) for e in tb_events(folder / "tensorboard").Scalars("train/loss")]
+
+
 def _files(folder: Path) -> dict[str, tuple[int, int] | None]:
     """Every path under `folder` with its size and modification time (None: a folder)."""
     stats = {p: p.stat() for p in folder.rglob("*")}
@@ -110,25 +115,16 @@ def test_a_killed_sweep_resumes_to_the_figures_of_one_never_stopped(
     assert _figures(sweep) == _figures(reference)  # exactly: the same floats
     rows = _rows(sweep)
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok")]
-    assert "resumed" in {r["resume"] for r in rows}
-    resumed = [r for r in rows if r["resume"] == "resumed"]
-    for row in resumed:
-        log = (Path(row["run_dir"]) / "train.log").read_text()
-        assert "checkpoints/last.ckpt (iteration " in log
-    assert f"({len(resumed)} resumed" in proc.stdout
-
-    # TensorBoard continues the job's own event folder: every iteration once, as never stopped.
-    def losses(folder: Path) -> list[tuple[int, float]]:
-        return [(e.step, e.value) for e in tb_events(folder / "tensorboard").Scalars("train/loss")]
-
-    for row in resumed:
-        folder = Path(row["run_dir"])
-        assert losses(folder) == losses(reference / folder.name)
+    resumed = [Path(r["run_dir"]) for r in rows if r["resume"] == "resumed"]
+    assert resumed and f"({len(resumed)} resumed" in proc.stdout
+    for folder in resumed:  # TensorBoard continues its event folder: every iteration once
+        assert "checkpoints/last.ckpt (iteration " in (folder / "train.log").read_text()
+        assert _losses(folder) == _losses(reference / folder.name)
 
     if launcher != "basic":
         return
-    # Run again: every job finished, all skipped, the same rows.
-    again = run_cli("--multirun", *args, f"hydra.sweep.dir={sweep}")
+    # Run again (nothing to train: in this process): every job finished, all skipped, the same rows.
+    again = cli_in_process("--multirun", *args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(2 skipped)" in again.stdout
     assert [r["test/acc"] for r in _rows(sweep)] == [r["test/acc"] for r in rows]
@@ -276,9 +272,9 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
 
     resumed = 0
     for folder in figures:  # TensorBoard: every iteration once, the last the final loss
-        losses = tb_events(killed / folder / "tensorboard").Scalars("train/loss")
-        assert [e.step for e in losses] == list(range(len(losses))) and len(losses) >= 5
-        assert losses[-1].value == pytest.approx(figures[folder][1], abs=0)
+        losses = _losses(killed / folder)
+        assert [step for step, _ in losses] == list(range(len(losses))) and len(losses) >= 5
+        assert losses[-1][1] == pytest.approx(figures[folder][1], abs=0)
         resumed += "Resuming from" in (killed / folder / "train.log").read_text()
     print(
         f"\nload: 24 jobs, {len(done_at_kills)} kills (after {done_at_kills} jobs had "
