@@ -56,11 +56,10 @@ class SignalAt(L.Callback):
         self._send("test")
 
 
-def complete_files(run: Path) -> list[str]:
+def complete_files(run: Path) -> None:
     """Every file in the run folder read back whole; no temporary file left."""
     from PIL import Image
 
-    seen = []
     for path in sorted(p for p in run.rglob("*") if p.is_file()):
         assert ".tmp" not in path.name, path
         if path.suffix == ".ckpt":
@@ -72,8 +71,6 @@ def complete_files(run: Path) -> list[str]:
         elif path.suffix == ".png":
             with Image.open(path) as im:
                 im.load()
-        seen.append(path.name)
-    return seen
 
 
 def stopped_line(proc: subprocess.CompletedProcess, signum: int) -> str:
