@@ -15,6 +15,9 @@ from omegaconf import open_dict
 
 import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
+from src.config.compose import preflight
+from src.errors import CheckpointError
+from src.runtime.build import CONFIG_DIR
 from src.train import train
 from tests.conftest import (
     ROOT,
@@ -41,31 +44,6 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert mom_a.keys() == mom_b.keys() and mom_a
     for i in mom_a:
         assert torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]), i
-
-
-def loss_steps(run_dir: Path) -> list[int]:
-    return [e.step for e in tb_events(run_dir / "tensorboard").Scalars("train/loss")]
-
-
-def test_checkpoint_every_n_iterations_and_each_epoch(tmp_path: Path, cache_dir: Path) -> None:
-    cfg = compose_config([*TINY, "trainer.max_epochs=2", "test=false",
-                          "callbacks.model_checkpoint.every_n_train_steps=4"],
-                         tmp_path / "run", cache_dir)  # fmt: skip
-    saved: list[int] = []
-    original = checkpoint_module.write_atomically
-
-    def record(data: dict, path: Path) -> None:
-        saved.append(data["global_step"])
-        original(data, path)
-
-    checkpoint_module.write_atomically = record
-    try:
-        train(cfg)
-    finally:
-        checkpoint_module.write_atomically = original
-    # every 4 iterations (4, 8) and at the end of each epoch (6, 12)
-    assert saved == [4, ITERS, 8, 2 * ITERS]
-    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
 
 
 def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
@@ -103,7 +81,8 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     assert sorted(after) == list(range(9, 2 * ITERS))
     assert all(after[s] == rates[s] for s in after)
     # the resumed run's TensorBoard has the whole curve, each iteration once
-    assert loss_steps(tmp_path / "resumed") == list(range(2 * ITERS))
+    steps = [e.step for e in tb_events(tmp_path / "resumed" / "tensorboard").Scalars("train/loss")]
+    assert steps == list(range(2 * ITERS))
     # the progress figure's history continues from the checkpoint
     plot = final["history"]
     assert plot["iterations"] == list(range(1, 2 * ITERS + 1))
@@ -164,11 +143,20 @@ def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
 
 
 def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
-    tmp_path: Path, cache_dir: Path
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A longer trainer.max_epochs is a setting that may change on resume: 1 epoch, then
-    resumed to 2, ends as 2 epochs straight do (weights, state and momentum)."""
-    one = [*TINY, "test=false", "logger=none"]
+    resumed to 2, ends as 2 epochs straight do (weights, state and momentum). Each run saves a
+    checkpoint every 4 iterations and at the end of each epoch."""
+    saved: dict[str, list[int]] = {}
+    write = checkpoint_module.write_atomically
+
+    def record(data: dict, path: Path) -> None:
+        saved.setdefault(path.parents[1].name, []).append(data["global_step"])
+        write(data, path)
+
+    monkeypatch.setattr(checkpoint_module, "write_atomically", record)
+    one = [*TINY, "test=false", "logger=none", "callbacks.model_checkpoint.every_n_train_steps=4"]
     two = [*one, "trainer.max_epochs=2"]
     train(compose_config(one, tmp_path / "one", cache_dir))
     train(compose_config(two, tmp_path / "straight", cache_dir))
@@ -176,49 +164,48 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     with open_dict(more):
         more.ckpt_path = str(tmp_path / "one" / "checkpoints" / "last.ckpt")
     assert train(more)["global_step"] == 2 * ITERS
-    saved = json.loads((tmp_path / "more" / "metrics.json").read_text())
-    assert saved["global_step"] == 2 * ITERS
+    # every 4 iterations (4, 8) and at the end of each epoch (6, 12); resumed, from 6 on
+    assert saved == {
+        "one": [4, ITERS],
+        "straight": [4, ITERS, 8, 2 * ITERS],
+        "more": [8, 2 * ITERS],
+    }
+    assert not list((tmp_path / "straight" / "checkpoints").glob(".*.tmp"))
+    assert json.loads((tmp_path / "more" / "metrics.json").read_text())["global_step"] == 2 * ITERS
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(tmp_path / "more" / "checkpoints" / "last.ckpt", weights_only=False)
     assert_same_training_state(straight, resumed)
 
 
-def _bad_checkpoints(good: Path, where: Path) -> dict[str, tuple[Path, list[str]]]:
-    """Each kind of file a user might pass as ckpt_path, and what its error line must say."""
-    data = good.read_bytes()
-    files = {
-        "empty": (b"", ["empty"]),
-        "truncated": (data[:1000], ["cannot be read", "damaged, truncated"]),
-        "random": (os.urandom(5000), ["cannot be read"]),
-        "text": (b"epoch: 3\nlr: 0.01\n", ["cannot be read"]),
-    }
-    out = {}
-    for name, (content, needles) in files.items():
-        (where / f"{name}.ckpt").write_bytes(content)
-        out[name] = (where / f"{name}.ckpt", needles)
-    torch.save({"a": 1}, where / "plain.ckpt")
-    out["plain"] = (where / "plain.ckpt", ["not a training checkpoint", "'state_dict'"])
-    weights = torch.load(good, weights_only=True)["state_dict"]
-    torch.save(weights, where / "bare.ckpt")
-    out["bare"] = (where / "bare.ckpt", ["bare weights"])
-    return out
-
-
+@pytest.mark.parametrize(
+    ("made", "needles"),
+    [  # each kind of file a user might pass as ckpt_path, and what its error line must say
+        pytest.param(lambda good: b"", ["empty"], id="empty"),
+        pytest.param(lambda good: good.read_bytes()[:1000],
+                     ["cannot be read", "damaged, truncated"], id="truncated"),
+        pytest.param(lambda good: os.urandom(5000), ["cannot be read"], id="random"),
+        pytest.param(lambda good: b"epoch: 3\nlr: 0.01\n", ["cannot be read"], id="text"),
+        pytest.param(lambda good: {"a": 1}, ["not a training checkpoint", "'state_dict'"],
+                     id="plain"),
+        pytest.param(lambda good: torch.load(good, weights_only=True)["state_dict"],
+                     ["bare weights"], id="bare"),
+    ],
+)  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(
-    tmp_path: Path, tiny_checkpoint: Path
+    tmp_path: Path, tiny_checkpoint: Path, made, needles: list[str]
 ) -> None:
-    from src.config.compose import preflight
-    from src.errors import CheckpointError
-    from src.runtime.build import CONFIG_DIR
-
+    path, content = tmp_path / "bad.ckpt", made(tiny_checkpoint)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
     run_dir = tmp_path / "run"
-    for name, (path, needles) in _bad_checkpoints(tiny_checkpoint, tmp_path).items():
-        with pytest.raises(CheckpointError) as err:
-            preflight([f"ckpt_path={path}", f"hydra.run.dir={run_dir}"], CONFIG_DIR, "config")
-        message = str(err.value)
-        assert message.startswith(f"ckpt_path={path}: ") and "\n" not in message, name
-        for needle in needles:
-            assert needle in message, (name, message)
+    with pytest.raises(CheckpointError) as err:
+        preflight([f"ckpt_path={path}", f"hydra.run.dir={run_dir}"], CONFIG_DIR, "config")
+    message = str(err.value)
+    assert message.startswith(f"ckpt_path={path}: ") and "\n" not in message
+    for needle in needles:
+        assert needle in message, message
     assert not run_dir.exists()
 
 
@@ -230,14 +217,15 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     run_dir = tmp_path / "run"
     base = [*TINY, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
             f"ckpt_path={tiny_checkpoint}"]  # fmt: skip
-    proc = cli_in_process(*base, "model.num_filters=8")
-    assert_one_line_error(proc, "model.num_filters=20", "model.num_filters=8")
     # A network option the checkpoint predates (model.pool, say) was trained with its default.
     saved = read_checkpoint(tiny_checkpoint)
     del saved["hyper_parameters"]["pool"]
     torch.save(saved, tmp_path / "before_pool.ckpt")
-    proc = cli_in_process(*base, f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true")
-    assert_one_line_error(proc, "model.pool=False", "model.pool=True")
-    proc = cli_in_process(*base, "data.batch_size=16")
-    assert_one_line_error(proc, "data.batch_size=16", "middle of epoch 1", "data.batch_size=32")
+    for change, *said in (
+        (["model.num_filters=8"], "model.num_filters=20", "model.num_filters=8"),
+        ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
+         "model.pool=True"),
+        (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
+    ):  # fmt: skip
+        assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()

@@ -1,6 +1,7 @@
 """Hydra's parallel and cluster launchers: joblib (worker processes on this machine), submitit
 (local processes here; SLURM array jobs on a cluster), each job's torch thread count, and a sweep
-summary that gets every job's row from jobs run in other processes."""
+summary that gets every job's row from jobs run in other processes. Sweeps through the CLI on
+each launcher: test_sweep.py (joblib) and test_sweep_resume.py (basic, submitit_local)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ from src.runtime.threads import (
     configure_threads,
 )
 from src.sweep.summary import STATUS_FILE, SweepSummary
-from tests.conftest import ROOT, TINY, read_csv, run_cli
+from tests.conftest import read_csv, run_cli
 
 BASIC = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
 
@@ -117,7 +116,9 @@ def test_preflight_composes_sweeps_on_each_launcher(tmp_path: Path, launcher: st
 
 
 @pytest.mark.slow
-def test_the_slurm_preset_submits_an_array_job(tmp_path: Path) -> None:
+def test_the_slurm_preset_submits_an_array_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Through the CLI, the plugin and submitit up to `sbatch`: a stand-in `sbatch` keeps the
     script it is given and refuses it (no cluster here), so the sweep ends there."""
     bin_dir = tmp_path / "bin"
@@ -127,13 +128,10 @@ def test_the_slurm_preset_submits_an_array_job(tmp_path: Path) -> None:
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {script}\necho refused >&2\nexit 1\n')
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "0"}
-    sweep = tmp_path / "sweep"
-    args = ["--multirun", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-            "hydra.launcher.setup=[module load cuda]", "optimizer.lr=0.01,0.02,0.05",
-            f"hydra.sweep.dir={sweep}"]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    proc = run_cli("--multirun", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+                   "hydra.launcher.setup=[module load cuda]", "optimizer.lr=0.01,0.02,0.05",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120)  # fmt: skip
     assert proc.returncode != 0 and "refused" in proc.stderr, proc.stderr[-2000:]
     text = script.read_text()
     for line in ("--partition=debug", "--array=0-2%3", "--gpus-per-node=1", "--cpus-per-task=8",
@@ -189,28 +187,3 @@ def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.Capt
         ("1", "1", "stopped", ""),
     ]
     assert "stopped: the sweep stops after job 1 of 3" in capsys.readouterr().err
-
-
-# -- Through the CLI ----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_submitit_local_sweep_goes_through_submitit(tmp_path: Path, cache_dir: Path) -> None:
-    """Each job in its own process, as submitit starts it on a cluster node; the first one
-    diverges: the other still runs, and the sweep ends with the diverged code."""
-    sweep = tmp_path / "sweep"
-    proc = run_cli("--multirun", *TINY, "test=true", "optimizer.lr=1000,0.05",
-                   "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                   f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
-    assert proc.returncode == entry.EXIT_DIVERGED, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith("error: 1 of 2 jobs failed (0_lr=1000); see ")
-    failed, ok = read_csv(sweep / "summary.csv")
-    assert failed["status"] == "failed" and failed["error"].startswith("error: training diverged")
-    assert ok["status"] == "ok" and float(ok["test/acc"]) * 100 == pytest.approx(
-        round(float(ok["test/acc"]) * 100)
-    )  # a whole number of TINY's 100 test images
-    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit's own results
-    for folder in ("0_lr=1000", "1_lr=0.05"):
-        assert "torch threads: " in (sweep / folder / "train.log").read_text()

@@ -41,22 +41,17 @@ def assert_log_lines_start_lines(text: str) -> None:
             assert LOG_PREFIX.match(line), f"glued: {line!r}"
 
 
-@pytest.fixture(scope="module")
-def plain_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+def test_a_run_to_pipes_prints_plain_lines_and_logs_them_all(tmp_path: Path) -> None:
     """2 epochs of 6 iterations, output to pipes, the state not carried, and a Lightning warning
-    (the logging interval is longer than an epoch)."""
-    run_dir = tmp_path_factory.mktemp("plain") / "run"
-    cache = tmp_path_factory.mktemp("cache")
+    (the logging interval is longer than an epoch): plain lines, the same in train.log, honest
+    words about the state, and the config tree printed and saved."""
+    run_dir = tmp_path / "run"
     proc = run_cli(*TINY, "trainer.max_epochs=2", "model.update_state=false",
-                   "trainer.log_every_n_steps=50", f"paths.cache_dir={cache}",
+                   "trainer.log_every_n_steps=50", f"paths.cache_dir={tmp_path / 'cache'}",
                    f"hydra.run.dir={run_dir}", timeout=180)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, run_dir
 
-
-@pytest.mark.slow
-def test_output_to_a_pipe_has_no_bar_and_one_plain_line_per_epoch(plain_run) -> None:
-    proc, _ = plain_run
+    # no bar, one plain line per epoch
     out = proc.stdout + proc.stderr
     assert "\r" not in out  # no carriage-return frames at all
     assert_log_lines_start_lines(proc.stdout)
@@ -68,9 +63,7 @@ def test_output_to_a_pipe_has_no_bar_and_one_plain_line_per_epoch(plain_run) -> 
         assert out.count(line) == 1, line
     assert proc.stderr.strip() == ""
 
-
-def test_train_log_holds_lightning_lines_warnings_and_progress(plain_run) -> None:
-    proc, run_dir = plain_run
+    # train.log holds Lightning's lines, warnings and the progress
     log = (run_dir / "train.log").read_text()
     assert "\r" not in log
     assert_log_lines_start_lines(log)
@@ -84,9 +77,7 @@ def test_train_log_holds_lightning_lines_warnings_and_progress(plain_run) -> Non
     logged = [ln for ln in log.splitlines() if LOG_PREFIX.match(ln) and "[src.console]" not in ln]
     assert printed == logged
 
-
-def test_update_state_false_says_nothing_was_carried(plain_run) -> None:
-    proc, _ = plain_run
+    # model.update_state=false says nothing was carried
     assert (
         "Testing with bn_stats=running: the initial state (mean 0, variance 1): "
         "model.update_state=false, nothing was carried." in proc.stdout
@@ -95,9 +86,7 @@ def test_update_state_false_says_nothing_was_carried(plain_run) -> None:
     assert "carried by the training loop" not in proc.stdout
     assert "State after training (initial state, not carried, used for prediction)" in proc.stdout
 
-
-def test_config_tree_is_printed_and_saved_without_escape_codes(plain_run) -> None:
-    proc, run_dir = plain_run
+    # the config tree, printed and saved without escape codes
     tree = (run_dir / "config_tree.log").read_text()
     for group in ("data", "model", "optimizer", "trainer", "callbacks", "logger", "paths"):
         assert f"── {group}\n" in tree, group

@@ -20,6 +20,7 @@ import lightning as L
 import pytest
 import yaml
 
+import src.cli
 import src.io as io_module
 from src.checkpoint import read_checkpoint
 from src.data.datamodule import DigitsDataModule
@@ -55,11 +56,10 @@ class SignalAt(L.Callback):
         self._send("test")
 
 
-def complete_files(run: Path) -> list[str]:
+def complete_files(run: Path) -> None:
     """Every file in the run folder read back whole; no temporary file left."""
     from PIL import Image
 
-    seen = []
     for path in sorted(p for p in run.rglob("*") if p.is_file()):
         assert ".tmp" not in path.name, path
         if path.suffix == ".ckpt":
@@ -71,8 +71,6 @@ def complete_files(run: Path) -> list[str]:
         elif path.suffix == ".png":
             with Image.open(path) as im:
                 im.load()
-        seen.append(path.name)
-    return seen
 
 
 def stopped_line(proc: subprocess.CompletedProcess, signum: int) -> str:
@@ -97,6 +95,22 @@ def with_signal(phase: str, signum: int) -> list[str]:
     ]
 
 
+def signal_first(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, signum: int, when=lambda *a: True
+) -> None:
+    """`owner.name` sends `signum` to this process the first time it is called with arguments
+    `when` takes, then does its work."""
+    real, sent = getattr(owner, name), []
+
+    def send_first(*args, **kwargs):
+        if not sent and when(*args, **kwargs):
+            sent.append(1)
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, send_first)
+
+
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 # SIGTERM takes the same path as SIGINT once a handler runs: its runs are in the slow loop.
 BOTH = [
@@ -106,29 +120,15 @@ BOTH = [
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("phase", ["startup", "data"])
+@pytest.mark.parametrize(
+    "phase", [pytest.param(src.cli, id="startup"), pytest.param(DigitsDataModule, id="data")]
+)
 def test_a_signal_before_training_stops_at_once(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, phase: str, signum: int
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, phase: object, signum: int
 ) -> None:
-    """It was ignored before the first iteration: the run trained, tested and exited 0."""
-    if phase == "startup":
-        import src.cli
-
-        real = src.cli.setup
-
-        def setup() -> None:
-            os.kill(os.getpid(), signum)
-            real()
-
-        monkeypatch.setattr(src.cli, "setup", setup)
-    else:
-        real_setup = DigitsDataModule.setup
-
-        def data_setup(self, stage=None):
-            os.kill(os.getpid(), signum)
-            return real_setup(self, stage)
-
-        monkeypatch.setattr(DigitsDataModule, "setup", data_setup)
+    """At the command's set-up or the data's: it was ignored before the first iteration, and the
+    run trained, tested and exited 0."""
+    signal_first(monkeypatch, phase, "setup", signum)
     run = tmp_path / "run"
     line = stopped_line(cli_in_process(*run_args(run, cache_dir)), signum)
     assert "no file was left half-written" in line
@@ -139,66 +139,42 @@ def test_a_signal_before_training_stops_at_once(
 
 @pytest.mark.parametrize("signum", BOTH)
 @pytest.mark.parametrize(
-    "phase",
+    ("phase", "step"),
     [
-        "first_iteration",
-        "mid_epoch",
-        pytest.param("epoch_end", marks=pytest.mark.slow),  # the figures' path, nearly
-        "figures",
+        ("first_iteration", 1),  # the iteration it came in, finished
+        ("mid_epoch", 2),
+        pytest.param("epoch_end", None, marks=pytest.mark.slow),  # the figures' path, nearly
+        ("figures", None),
+        ("checkpoint_write", 2),  # while last.ckpt is written: the write completes, then it stops
+        ("test", None),  # it was ignored: testing finished and the run exited 0
     ],
 )
-def test_a_signal_in_training_saves_and_stops(
-    tmp_path: Path, cache_dir: Path, phase: str, signum: int
+def test_a_signal_in_training_or_testing_saves_and_stops(
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    phase: str,
+    step: int | None,
+    signum: int,
 ) -> None:
     run = tmp_path / "run"
-    proc = cli_in_process(*run_args(run, cache_dir, *with_signal(phase, signum)))
-    line = stopped_line(proc, signum)
-    ckpt_path = run / "checkpoints" / "last.ckpt"
-    assert f"Resume with: python -m src.train ckpt_path={ckpt_path}" in line
-    ckpt = read_checkpoint(ckpt_path)
-    if phase in ("first_iteration", "mid_epoch"):  # the iteration it came in, finished
-        assert ckpt["global_step"] == {"first_iteration": 1, "mid_epoch": 2}[phase], line
-    name = signal.Signals(signum).name
-    assert line.startswith(f"stopped: {name}: stopped after iteration {ckpt['global_step']};")
-    assert line in (run / "train.log").read_text()
-    assert not (run / "metrics.json").exists()  # never tested
-    complete_files(run)
-
-
-@pytest.mark.parametrize("signum", BOTH)
-def test_a_signal_at_a_checkpoint_write_keeps_it_whole(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, signum: int
-) -> None:
-    """Arriving while last.ckpt is written: the write completes, then the run stops."""
-    commit = io_module._commit
-    sent = []
-
-    def commit_with_signal(tmp: Path, path: Path) -> None:
-        if path.name == "last.ckpt" and not sent:
-            sent.append(1)
-            os.kill(os.getpid(), signum)
-        commit(tmp, path)
-
-    monkeypatch.setattr(io_module, "_commit", commit_with_signal)
-    run = tmp_path / "run"
-    args = run_args(run, cache_dir, "callbacks.model_checkpoint.every_n_train_steps=1")
+    if phase == "checkpoint_write":
+        signal_first(monkeypatch, io_module, "_commit", signum, lambda _, p: p.name == "last.ckpt")
+        args = run_args(run, cache_dir, "callbacks.model_checkpoint.every_n_train_steps=1")
+    else:
+        args = run_args(run, cache_dir, *with_signal(phase, signum))
     line = stopped_line(cli_in_process(*args), signum)
-    assert "stopped after iteration" in line
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
-    complete_files(run)
-
-
-@pytest.mark.parametrize("signum", BOTH)
-def test_a_signal_while_testing_stops_and_keeps_the_checkpoint(
-    tmp_path: Path, cache_dir: Path, signum: int
-) -> None:
-    """It was ignored: testing finished and the run exited 0."""
-    run = tmp_path / "run"
-    proc = cli_in_process(*run_args(run, cache_dir, *with_signal("test", signum)))
-    line = stopped_line(proc, signum)
-    assert "after training" in line and "is complete" in line and "src.evaluate" in line
-    read_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert not (run / "metrics.json").exists()
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    ckpt = read_checkpoint(ckpt_path)
+    assert step in (None, ckpt["global_step"]), line
+    if phase == "test":  # training's checkpoint kept
+        assert "after training" in line and "is complete" in line and "src.evaluate" in line
+    else:
+        assert f"Resume with: python -m src.train ckpt_path={ckpt_path}" in line
+        name = signal.Signals(signum).name
+        assert line.startswith(f"stopped: {name}: stopped after iteration {ckpt['global_step']};")
+        assert line in (run / "train.log").read_text()
+    assert not (run / "metrics.json").exists()  # never tested, or not to the end
     complete_files(run)
 
 
@@ -212,18 +188,13 @@ def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_d
 # Real processes
 
 
-def _popen(
-    run: Path, cache_dir: Path, *extra: str, sigint_ignored: bool = False, module: str = "src.train"
-) -> subprocess.Popen:
-    """`python -m src.train` (another `module`: with `hydra.run.dir` only) started from a
-    terminal, or (`sigint_ignored`) as a shell starts a background job: SIGINT ignored from the
-    start."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
-    args = run_args(run, cache_dir, *extra) if module == "src.train" else [f"hydra.run.dir={run}"]
+def _popen(module: str, *args: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`python -m MODULE ARGS` started from a terminal, or (`sigint_ignored`) as a shell starts a
+    background job: SIGINT ignored from the start."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -271,31 +242,23 @@ def test_a_signal_while_importing_is_one_line(
     tmp_path: Path, cache_dir: Path, signum: int, module: str
 ) -> None:
     """Before torch is loaded: it was a KeyboardInterrupt traceback (SIGINT) or a silent death
-    by the signal (SIGTERM)."""
+    by the signal (SIGTERM). `src.train`'s SIGTERM comes to a background job, whose Ctrl-C does
+    not stop it at start-up either: its SIGINT, inherited as ignored, is ignored first."""
     run = tmp_path / "run"
-    proc = _popen(run, cache_dir, module=module)
+    args = run_args(run, cache_dir) if module == "src.train" else [f"hydra.run.dir={run}"]
+    background = (module, signum) == ("src.train", signal.SIGTERM)
+    proc = _popen(module, *args, sigint_ignored=background)
     _while_importing(proc)
+    if background:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signum)
     done = _finished(proc)
     line = stopped_line(done, signum)
     assert line == f"stopped: {signal.Signals(signum).name}: stopped; no file was left half-written"
-    assert done.stderr.strip() == line
+    assert done.stderr.strip() == line  # and no word of the ignored SIGINT
     assert not run.exists()
-
-
-@ON_LINUX
-def test_an_ignored_sigint_is_ignored_while_importing(tmp_path: Path, cache_dir: Path) -> None:
-    """A background job's Ctrl-C does not stop it at start-up either; SIGTERM still does."""
-    run = tmp_path / "run"
-    proc = _popen(run, cache_dir, sigint_ignored=True)
-    _while_importing(proc)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    done = _finished(proc)
-    stopped_line(done, signal.SIGTERM)
-    assert "SIGINT" not in done.stderr
 
 
 @pytest.fixture
@@ -312,15 +275,7 @@ def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(
     """A job meant to outlive the terminal's Ctrl-C does: SIGINT at start-up (the command's
     handler) and in training (RunCheckpoint's) is ignored and the run finishes; the process
     keeps it ignored. SIGTERM still saves and stops. Both were stops (exit 130)."""
-    import src.cli
-
-    real = src.cli.setup
-
-    def setup() -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-        real()
-
-    monkeypatch.setattr(src.cli, "setup", setup)
+    signal_first(monkeypatch, src.cli, "setup", signal.SIGINT)  # the first run's set-up only
     run = tmp_path / "run"
     proc = cli_in_process(*run_args(run, cache_dir, *with_signal("mid_epoch", signal.SIGINT)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -328,7 +283,6 @@ def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 200 // 32  # all of it
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
-    monkeypatch.setattr(src.cli, "setup", real)
     term = tmp_path / "term"
     line = stopped_line(
         cli_in_process(*run_args(term, cache_dir, *with_signal("mid_epoch", signal.SIGTERM))),
@@ -348,15 +302,7 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
             f"hydra.sweep.dir={sweep}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
             *with_signal("mid_epoch", signal.SIGINT)[:2],
             f"+callbacks.signal_at.signum={int(signal.SIGINT)},{int(signal.SIGTERM)}"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "--multirun", *args],
-        cwd=ROOT,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ignore_sigint,
-    )
+    proc = _popen("src.train", "--multirun", *args, sigint_ignored=True)
     done = _finished(proc, timeout=300)
     assert done.returncode == CODES[signal.SIGTERM], done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout

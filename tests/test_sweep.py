@@ -95,23 +95,22 @@ def test_a_parallel_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Pa
     assert len(logged) == 4 and all(r.info.status == "FINISHED" for r in logged)
 
 
-@pytest.fixture
-def in_a_sweep(tiny_cfg: DictConfig):
-    """HydraConfig as inside a multirun job; the previous one is back afterwards."""
-    instance = HydraConfig.instance()
-    before = instance.cfg
-    with read_write(tiny_cfg.hydra):
-        tiny_cfg.hydra.mode = RunMode.MULTIRUN
-    instance.set_config(tiny_cfg)
-    yield
-    instance.cfg = before
-
-
-@pytest.mark.usefixtures("in_a_sweep")
-def test_in_a_sweep_run_job_raises_instead_of_exiting(capsys: pytest.CaptureFixture) -> None:
+def test_run_job_exits_in_a_single_run_and_raises_in_a_sweep(
+    tiny_cfg: DictConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     def bad_data() -> None:
         raise DataError("data.root=/nowhere: no such folder")
 
+    with pytest.raises(SystemExit) as stopped:
+        entry.run_job(bad_data)
+    assert stopped.value.code == entry.EXIT_BAD_INPUT
+    capsys.readouterr()
+
+    instance = HydraConfig.instance()  # as inside a multirun job, the run mode back afterwards
+    monkeypatch.setattr(instance, "cfg", instance.cfg)
+    with read_write(tiny_cfg.hydra):
+        tiny_cfg.hydra.mode = RunMode.MULTIRUN
+    instance.set_config(tiny_cfg)
     with pytest.raises(JobFailed) as known:
         entry.run_job(bad_data)
     assert (known.value.line, known.value.code) == ("error: data.root=/nowhere: no such folder", 2)
@@ -124,15 +123,6 @@ def test_in_a_sweep_run_job_raises_instead_of_exiting(capsys: pytest.CaptureFixt
         entry.run_job(bug)
     assert (unexpected.value.line, unexpected.value.code) == ("error: KeyError: 'oops'", 1)
     assert "Traceback" in capsys.readouterr().err  # a bug still shows where it is
-
-
-def test_in_a_single_run_run_job_still_exits(tiny_cfg: DictConfig) -> None:
-    def bad_data() -> None:
-        raise DataError("no such folder")
-
-    with pytest.raises(SystemExit) as stopped:
-        entry.run_job(bad_data)
-    assert stopped.value.code == entry.EXIT_BAD_INPUT
 
 
 def test_job_names_are_short_readable_folder_names() -> None:

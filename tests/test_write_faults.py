@@ -16,6 +16,7 @@ from src.checkpoint import read_checkpoint
 from src.errors import OutputWriteError
 from src.io import output_file, write_text
 from tests.conftest import TINY, assert_last_line_error, assert_one_line_error, cli_in_process
+from tests.test_sources import digits, write_tree
 
 PREVIOUS = b"the previous file\n"
 
@@ -158,34 +159,28 @@ def test_a_tensorboard_write_failure_is_exit_4(
     no_temporary_files(run)
 
 
-TRAIN_FILES = ["metrics.json", "config.yaml", "config_tree.log", "training_progress.png",
-               "confusion_matrix.png"]  # fmt: skip
+def slow(*values: object) -> object:
+    """A row of the table for the slow loop."""
+    return pytest.param(*values, marks=pytest.mark.slow)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TRAIN_FILES)
-def test_a_full_disk_in_training_is_exit_4(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
-    failed = full_disk_at(monkeypatch, name)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / name).write_bytes(PREVIOUS)
-    args = [*TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
-    assert_last_line_error(cli_in_process(*args), name, "No space left on device", code=4)
-    assert failed and (run / name).read_bytes() == PREVIOUS
-    no_temporary_files(run)
+TRAIN = [*TINY, "logger=none"]
 
 
 @pytest.mark.parametrize(
     ("module", "args", "name"),
     [
-        ("src.export", ["format=onnx"], "model.onnx"),
-        pytest.param("src.export", ["format=mat"], "model.mat", marks=pytest.mark.slow),
-        pytest.param("src.export", ["format=onnx"], "export.json", marks=pytest.mark.slow),
-        pytest.param("src.evaluate", [], "metrics.json", marks=pytest.mark.slow),
-        pytest.param("src.evaluate", [], "confusion_matrix.png", marks=pytest.mark.slow),
-        pytest.param("src.predict", ["images=IMAGE"], "predictions.csv", marks=pytest.mark.slow),
+        slow("src.train", TRAIN, "metrics.json"),
+        slow("src.train", TRAIN, "config.yaml"),
+        slow("src.train", TRAIN, "config_tree.log"),
+        slow("src.train", TRAIN, "training_progress.png"),
+        slow("src.train", TRAIN, "confusion_matrix.png"),
+        ("src.export", ["format=onnx", "CKPT"], "model.onnx"),
+        slow("src.export", ["format=mat", "CKPT"], "model.mat"),
+        slow("src.export", ["format=onnx", "CKPT"], "export.json"),
+        slow("src.evaluate", ["CKPT"], "metrics.json"),
+        slow("src.evaluate", ["CKPT"], "confusion_matrix.png"),
+        slow("src.predict", ["images=IMAGE", "CKPT"], "predictions.csv"),
     ],
 )
 def test_a_full_disk_in_a_command_is_exit_4(
@@ -197,17 +192,19 @@ def test_a_full_disk_in_a_command_is_exit_4(
     args: list[str],
     name: str,
 ) -> None:
-    """`src.export format=onnx` on a full disk left a corrupt model.onnx behind."""
+    """Training's files, and the other commands' (`src.export format=onnx` on a full disk left a
+    corrupt model.onnx behind)."""
     from PIL import Image
 
     Image.new("L", (28, 28)).save(tmp_path / "seven.png")
-    args = [a.replace("IMAGE", str(tmp_path / "seven.png")) for a in args]
+    image, saved = str(tmp_path / "seven.png"), f"ckpt_path={ckpt}"
+    args = [a.replace("IMAGE", image).replace("CKPT", saved) for a in args]
     failed = full_disk_at(monkeypatch, name)
     run = tmp_path / "run"
     run.mkdir()
     (run / name).write_bytes(PREVIOUS)
-    extra = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
-    proc = cli_in_process(*args, *extra, module=module)
+    proc = cli_in_process(*args, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
+                          module=module)  # fmt: skip
     assert_last_line_error(proc, name, "No space left on device", code=4)
     assert failed and (run / name).read_bytes() == PREVIOUS
     no_temporary_files(run)
@@ -243,19 +240,11 @@ def test_a_full_disk_at_the_sweep_summary_is_exit_4(
 
 def test_a_broken_link_in_an_image_folder_is_bad_input(tmp_path: Path, cache_dir: Path) -> None:
     """It was exit 4, 'write failed', for a file that could not be read."""
-    from PIL import Image
-
-    for label in range(10):
-        folder = tmp_path / "digits" / str(label)
-        folder.mkdir(parents=True)
-        for i in range(2):
-            Image.new("L", (28, 28)).save(folder / f"{i}.png")
+    write_tree(tmp_path / "digits", digits(0, per_class=2))
     (tmp_path / "digits" / "3" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     run = tmp_path / "run"
     proc = cli_in_process(
         "data=folder", f"data.root={tmp_path / 'digits'}", "trainer=cpu", "logger=none",
         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
     )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    line = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert line.startswith("error: ") and "gone.png" in line, proc.stderr[-2000:]
+    assert_last_line_error(proc, "gone.png", code=2)
