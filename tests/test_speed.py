@@ -13,7 +13,7 @@ import torch
 
 from src.data.datamodule import EpochBatchSampler
 from src.model.cuda_graph import CapturedStep, EagerBackend
-from tests.conftest import ROOT, assert_one_line_error, cli_in_process, fit
+from tests.conftest import ROOT, fit
 
 
 def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
@@ -115,13 +115,6 @@ def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     assert "test/acc" in figures["trainer=gpu, end to end"]
     assert "Lightning's floor (bare module)" in figures["benchmark, host overhead"]
     assert "gpu_check" not in proc.stdout.splitlines()[-1] and "| step |" in proc.stdout
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
-def test_cuda_graph_without_a_gpu_is_one_line(tmp_path: Path) -> None:
-    proc = cli_in_process("model.cuda_graph=true", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_one_line_error(proc, "model.cuda_graph=true", "no CUDA GPU")
-    assert proc.returncode == 2 and not (tmp_path / "run").exists()
 
 
 def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
