@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from src.data.datamodule import EpochBatchSampler
+from src.errors import ConfigError
 from src.model.cuda_graph import CapturedStep, EagerBackend
-from tests.conftest import ROOT, fit
+from tests.conftest import ROOT, compose_config, fit
 
 
 def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
@@ -46,6 +48,8 @@ def test_the_captured_step_trains_exactly_as_the_eager_loop(
         assert torch.equal(a, b), name
     assert graphed.global_step == eager.global_step == 12
     assert graphed.latest["train/loss"] == eager.latest["train/loss"]
+    # training on the CPU, the data stays on the CPU
+    assert small_fit[0].datamodule.train_set.device.type == "cpu"
 
 
 def test_captured_step_outputs_are_overwritten_in_place() -> None:
@@ -71,27 +75,18 @@ def test_indices_follow_the_data_to_its_device() -> None:
     assert all(b.device.type == "cpu" for b in sampler)
 
 
-def test_data_stays_on_the_cpu_when_training_on_the_cpu(small_fit) -> None:
-    assert small_fit[0].datamodule.train_set.device.type == "cpu"
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path) -> None:
-    _, _, dm = fit(cache_dir, tmp_path, 1, trainer={"accelerator": "gpu"}, cuda_graph=True)
-    assert dm.train_set.device.type == "cuda"
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_path: Path) -> None:
     """Replayed as a real CUDA graph, the step and the rows it writes (loss and state) match
-    the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph)."""
+    the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph); the data
+    stays on the GPU."""
     from src.model.cuda_graph import CudaGraphBackend
 
     gpu = {"accelerator": "gpu"}
     _, eager, _ = fit(cache_dir, tmp_path / "a", trainer=gpu)
-    _, graphed, _ = fit(cache_dir, tmp_path / "b", trainer=gpu, cuda_graph=True)
+    _, graphed, dm = fit(cache_dir, tmp_path / "b", trainer=gpu, cuda_graph=True)
+    assert dm.train_set.device.type == "cuda"
     assert isinstance(graphed.captured_step.backend, CudaGraphBackend)
     assert graphed.captured_step.captured and graphed.global_step == eager.global_step == 12
     for (name, a), (_, b) in zip(eager.state_dict().items(), graphed.state_dict().items()):
@@ -102,8 +97,6 @@ def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_p
 @pytest.mark.slow
 def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     """benchmarks/gpu_check.py's sequence, on the CPU and tiny, so that it cannot rot."""
-    import subprocess
-
     proc = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -119,8 +112,6 @@ def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
 
 def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
     from src.config.rules import _check_cuda_graph
-    from src.errors import ConfigError
-    from tests.conftest import compose_config
 
     for extra, words in (
         (["trainer=ddp_cpu"], "trainer"),
@@ -135,8 +126,6 @@ def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
 
 
 def _bench(tmp_path: Path, cache_dir: Path, *extra: str) -> tuple[dict, str]:
-    import subprocess
-
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--per-class", "20", "10", "--epochs", "1",
