@@ -18,7 +18,7 @@ def sgdmupdate(w, g, v, lr, momentum):
     return w + v, v
 
 
-def test_torch_sgd_equals_matlab_sgdmupdate() -> None:
+def test_torch_sgd_is_matlabs_sgdmupdate_and_the_default_optimizer() -> None:
     torch.manual_seed(0)
     w0 = torch.randn(5, 3, dtype=torch.float64)
     grads = [torch.randn(5, 3, dtype=torch.float64) for _ in range(6)]
@@ -32,9 +32,7 @@ def test_torch_sgd_equals_matlab_sgdmupdate() -> None:
         torch.testing.assert_close(p.detach(), w_matlab, rtol=0, atol=1e-15)
     # MATLAB's velocity is -lr times PyTorch's momentum buffer
     torch.testing.assert_close(opt.state[p]["momentum_buffer"] * -0.01, v, rtol=0, atol=1e-15)
-
-
-def test_default_optimizer_is_sgdm_with_the_examples_values() -> None:
+    # the module's default optimizer is that SGD with the example's values
     opt = BNStateModule().configure_optimizers()
     group = opt.param_groups[0]
     assert isinstance(opt, torch.optim.SGD)
@@ -75,7 +73,7 @@ def test_update_state_false_keeps_initial_state(cache_dir: Path, tmp_path: Path)
     assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
 
-def test_training_step_runs_one_forward_per_batch(cache_dir: Path, tmp_path: Path) -> None:
+def test_training_step_runs_one_forward_per_batch(tmp_path: Path) -> None:
     """An extra training-mode forward would fold the batch into the state twice."""
     torch.manual_seed(0)
     model = BNStateModule()
