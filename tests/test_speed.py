@@ -18,20 +18,33 @@ from src.model.cuda_graph import CapturedStep, EagerBackend
 from tests.conftest import ROOT, compose_config, fit
 
 
-def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
-    """Blocks of 4 iterations: the plot's history and the latest values still hold every one."""
+def test_training_writes_every_iterations_values_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
+    """Blocks of 4 iterations: the plot's history and the latest values still hold every one;
+    the monitor's values, computed for all layers at once, are each layer's own."""
+    from src.callbacks.bn_state import BatchNormStateMonitor
+
     seen: list[int] = []
 
     class Watch(L.Callback):
         def on_step_values(self, trainer, pl_module, records) -> None:
             seen.append(len(records))
 
-    _, model, _ = fit(cache_dir, tmp_path, 3, callbacks=[Watch()], log_block_steps=4,
+    _, model, _ = fit(cache_dir, tmp_path, 3, callbacks=[Watch(), BatchNormStateMonitor()],
+                      trainer={"log_every_n_steps": 1}, log_block_steps=4,
                       log_block_seconds=3600)  # fmt: skip
     # 6 iterations an epoch: a block of 4, then the epoch end writes the other 2.
     assert seen == [4, 2] * 3
     assert model.latest["train/loss"] > 0 and model.non_finite is None
     assert model.latest["train/elapsed_s"] == pytest.approx(model.elapsed(), abs=1.0)
+    for name, bn in model.net.batch_norms().items():
+        assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
+            float(bn.running_mean.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/running_var_avg"] == pytest.approx(
+            float(bn.running_var.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/batch_var_ratio"] > 0
+        assert model.latest[f"{name}/batch_mean_gap"] >= 0
 
 
 def test_the_captured_step_trains_exactly_as_the_eager_loop(
@@ -165,23 +178,6 @@ def test_benchmark_whole_runs_compare_the_two_commands(tmp_path: Path, cache_dir
     # Each its own peak (not the benchmark's): the plain script imports no Lightning.
     assert 50 < whole["plain"]["peak_rss_mib"] < whole["project"]["peak_rss_mib"]
     assert "| python -m src.train |" in stdout and result["loop"] == {}
-
-
-def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> None:
-    """The monitor's values, computed for all layers at once, are each layer's own."""
-    from src.callbacks.bn_state import BatchNormStateMonitor
-
-    _, model, _ = fit(cache_dir, tmp_path, 1, callbacks=[BatchNormStateMonitor()],
-                      trainer={"log_every_n_steps": 1})  # fmt: skip
-    for name, bn in model.net.batch_norms().items():
-        assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
-            float(bn.running_mean.mean()), rel=1e-6
-        )
-        assert model.latest[f"{name}/running_var_avg"] == pytest.approx(
-            float(bn.running_var.mean()), rel=1e-6
-        )
-        assert model.latest[f"{name}/batch_var_ratio"] > 0
-        assert model.latest[f"{name}/batch_mean_gap"] >= 0
 
 
 def test_block_histograms_equal_numpys() -> None:
