@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from src.callbacks.bn_state import BatchNormStateMonitor
 from src.model.module import BNStateModule
 from tests.conftest import fit
 
@@ -64,13 +66,21 @@ def test_state_update_line_moves_the_state(small_fit) -> None:
     assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
 
-def test_update_state_false_keeps_initial_state(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model, dm = fit(cache_dir, tmp_path, update_state=False)
+def test_update_state_false_keeps_initial_state_and_warns_once(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
+        trainer, model, dm = fit(cache_dir, tmp_path, update_state=False,
+                                 callbacks=[BatchNormStateMonitor(check_after=3)])  # fmt: skip
     init = model.net.initial_state()
     for k, v in model.net.state.items():
         assert torch.equal(v, init[k]), k
     assert trainer.global_step == 12  # the learnables were still trained
     assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
+    warnings = [r for r in caplog.records if "has not changed from its initial values" in r.message]
+    assert len(warnings) == 1  # once, not every iteration
+    assert "model.update_state=false" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
 
 
 def test_training_step_runs_one_forward_per_batch(tmp_path: Path) -> None:
