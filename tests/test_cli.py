@@ -81,14 +81,3 @@ def test_values_outside_ascii_are_quoted_as_one_string(typed: str, passed: str) 
     assert quoted_for_hydra(["--multirun", typed]) == ["--multirun", passed]
     value = OverridesParser.create().parse_override(passed).value()
     assert value == typed.partition("=")[2].strip().strip("'")
-
-
-@pytest.mark.parametrize("typed", ["data.classes=[ä,b]", "seed=ä,b", "paths.x=ä\\,b"])
-def test_a_list_or_sweep_outside_ascii_is_one_line_saying_to_quote_it(
-    tmp_path: Path, typed: str
-) -> None:
-    """Quoting the whole value would change its meaning: the user is told how instead."""
-    run_dir = tmp_path / "run"
-    proc = cli_in_process(typed, f"hydra.run.dir={run_dir}")
-    assert_one_line_error(proc, typed, "only inside quotes", code=2)
-    assert not run_dir.exists()

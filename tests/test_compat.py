@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from src import compat
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tb_events
 
 
 def test_hydra_parses_the_command_line_as_its_app_does() -> None:
@@ -70,7 +70,6 @@ def test_a_counted_step_moves_the_trainers_iteration_count() -> None:
 
 
 def test_one_summary_of_the_event_writer_is_one_event(tmp_path: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard import SummaryWriter
 
@@ -78,7 +77,6 @@ def test_one_summary_of_the_event_writer_is_one_event(tmp_path: Path) -> None:
     values = [Summary.Value(tag=t, simple_value=v) for t, v in (("a", 1.5), ("b", 2.5))]
     compat.event_file_writer(writer).add_summary(Summary(value=values), 7)
     writer.close()
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
+    events = tb_events(tmp_path)
     assert [(e.step, e.value) for e in events.Scalars("a")] == [(7, 1.5)]
     assert [(e.step, e.value) for e in events.Scalars("b")] == [(7, 2.5)]

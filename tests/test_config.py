@@ -14,7 +14,7 @@ from tests.conftest import CONF, compose_config
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def test_defaults_are_the_examples_variables(tmp_path: Path) -> None:
+def test_defaults_are_the_examples_variables_and_its_experiments_exist(tmp_path: Path) -> None:
     cfg = compose_config([], tmp_path, tmp_path)
     assert cfg.trainer.max_epochs == 5  # numEpochs
     assert cfg.data.batch_size == 128  # miniBatchSize
@@ -22,6 +22,7 @@ def test_defaults_are_the_examples_variables(tmp_path: Path) -> None:
     assert cfg.optimizer.momentum == 0.9  # momentum
     assert cfg.trainer.accelerator == "auto"  # executionEnvironment
     assert cfg.model.update_state is True and cfg.model.bn_stats == "running"
+    assert {"matlab_example", "forgot_state_update", "population_stats"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -35,7 +36,3 @@ def test_every_experiment_composes_and_passes_the_checks(tmp_path: Path, name: s
         "fast": ("trainer.precision", fast_precision("auto")),  # what this machine computes fastest
     }[name]
     assert OmegaConf.select(cfg, expected[0]) == expected[1]
-
-
-def test_experiments_exist() -> None:
-    assert {"matlab_example", "forgot_state_update", "population_stats"} <= set(EXPERIMENTS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from src.checkpoint import read_checkpoint
 from src.config.rules import check_config
@@ -122,13 +122,6 @@ def test_overfit_batches_are_the_first_epochs_first_batches_every_epoch(cache_di
 # logger=csv|mlflow|many_loggers, tags
 
 
-def mlflow_settings(cfg: DictConfig, where: Path) -> None:
-    """The MLflow store of this test under tmp, not outputs/ of the working copy."""
-    with open_dict(cfg):
-        cfg.logger.mlflow.tracking_uri = f"sqlite:///{where / 'mlflow.db'}"
-        cfg.logger.mlflow.artifact_location = str(where / "mlflow-artifacts")
-
-
 def test_logger_configs_compose(tmp_path: Path) -> None:
     cfg = compose_config(["logger=mlflow"], tmp_path, tmp_path)
     assert cfg.logger.mlflow.tracking_uri == "sqlite:///./outputs/mlflow.db"  # no server
@@ -172,7 +165,9 @@ def test_many_loggers_receive_every_value(tmp_path: Path, cache_dir: Path) -> No
 
     run = tmp_path / "run"
     cfg = compose_config([*TINY, "logger=many_loggers", "tags=[dev,tiny]"], run, cache_dir)
-    mlflow_settings(cfg, tmp_path)
+    with open_dict(cfg):  # the MLflow store under tmp, not outputs/ of the working copy
+        cfg.logger.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        cfg.logger.mlflow.artifact_location = str(tmp_path / "mlflow-artifacts")
     metrics = train(cfg)
     assert yaml.safe_load((run / "config.yaml").read_text())["tags"] == ["dev", "tiny"]
 
@@ -205,16 +200,6 @@ def test_many_loggers_receive_every_value(tmp_path: Path, cache_dir: Path) -> No
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_without_a_logger_the_learning_rate_monitor_stands_aside(
-    tmp_path: Path, ckpt: Path
-) -> None:
-    """The `ckpt` fixture's run is logger=none with every callback: Lightning's own
-    LearningRateMonitor would have raised there without a logger."""
-    assert "lr_monitor" in compose_config([*TINY, "logger=none"], tmp_path, tmp_path).callbacks
-    metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
-    assert metrics["global_step"] == ITERS and "test/acc" in metrics
-
-
 # ---------------------------------------------------------------------------------------------
 # optimizer=..., scheduler=...
 
@@ -242,23 +227,24 @@ def expected_rates(name: str, lr: float, epochs: int) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "scheduler", "extra"),
+    ("optimizer", "scheduler", "extra", "name", "momentum"),
     [
-        ("sgdm", "none", []),
-        ("sgd", "piecewise", ["scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"]),
-        ("adam", "cosine", []),
-        ("adamw", "onecycle", []),
+        ("sgdm", "none", [], "SGD", 0.9),
+        ("sgd", "piecewise", ["scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
+         "SGD", 0.0),
+        ("adam", "cosine", [], "Adam", (0.9, 0.999)),
+        ("adamw", "onecycle", [], "AdamW", (0.9, 0.999)),
     ],
-)
+)  # fmt: skip
 def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
-    tmp_path: Path, cache_dir: Path, optimizer: str, scheduler: str, extra: list[str]
-) -> None:
+    tmp_path: Path, cache_dir: Path, optimizer: str, scheduler: str, extra: list[str], name: str,
+    momentum: float | tuple[float, float],
+) -> None:  # fmt: skip
     run = tmp_path / "run"
     settings = [*TINY_DATA, *LEAN, "trainer.max_epochs=2", "test=false", "logger=csv",
                 f"optimizer={optimizer}", f"scheduler={scheduler}", *extra]  # fmt: skip
     cfg = compose_config(settings, run, cache_dir)
     train(cfg)
-    name = {"sgdm": "SGD", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[optimizer]
     rates = column(csv_rows(run), f"lr-{name}")
     want = expected_rates(scheduler, cfg.optimizer.lr, 2)
     assert sorted(rates) == list(range(2 * ITERS))
@@ -266,9 +252,7 @@ def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
 
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     group = ckpt["optimizer_states"][0]["param_groups"][0]
-    assert group["momentum" if optimizer.startswith("sgd") else "betas"] == {
-        "sgdm": 0.9, "sgd": 0.0, "adam": (0.9, 0.999), "adamw": (0.9, 0.999)
-    }[optimizer]  # fmt: skip
+    assert group["momentum" if optimizer.startswith("sgd") else "betas"] == momentum
     if optimizer == "adamw":
         assert group["weight_decay"] == 0.01
     # the schedule's own state is in the checkpoint (none: nothing to save)
@@ -288,12 +272,17 @@ def test_callbacks_none_still_trains_and_tests(tmp_path: Path, cache_dir: Path) 
     assert not (run / "training_progress.png").exists()  # none of the project's callbacks ran
 
 
-def test_train_false_tests_the_checkpoints_network(
+def test_without_a_logger_the_lr_monitor_stands_aside_and_train_false_tests_that_network(
     tmp_path: Path, cache_dir: Path, ckpt: Path
 ) -> None:
-    ckpt_path, trained_metrics = ckpt, json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    """The `ckpt` fixture's run is logger=none with every callback: Lightning's own
+    LearningRateMonitor would have raised there without a logger. train=false then tests the
+    checkpoint's network."""
+    assert "lr_monitor" in compose_config([*TINY, "logger=none"], tmp_path, tmp_path).callbacks
+    trained_metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    assert trained_metrics["global_step"] == ITERS and "test/acc" in trained_metrics
     run = tmp_path / "run"
-    cfg = compose_config([*TINY, "train=false", f"ckpt_path={ckpt_path}"], run, cache_dir)
+    cfg = compose_config([*TINY, "train=false", f"ckpt_path={ckpt}"], run, cache_dir)
     metrics = train(cfg)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test/acc"] == trained_metrics["test/acc"]  # the same network, the same data

@@ -50,11 +50,6 @@ def read(text: str) -> tuple[list[tuple[int, str]], list[str], list[str]]:
     return targets, headings, html
 
 
-def links(text: str) -> list[tuple[int, str]]:
-    """(line number, target) of every link and image outside code."""
-    return read(text)[0]
-
-
 def anchors(text: str) -> set[str]:
     """Every anchor GitHub gives a Markdown file: its headings' text lowercased, all but letters,
     digits, spaces, hyphens and underscores dropped, spaces made hyphens, a repeated one
@@ -77,7 +72,7 @@ def broken_links(page: Path) -> list[str]:
     resolve."""
     problems = []
     where = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
-    for number, target in links(page.read_text(encoding="utf-8")):
+    for number, target in read(page.read_text(encoding="utf-8"))[0]:
         if target.lower().startswith(SKIPPED_SCHEMES):
             continue
         path_part, _, anchor = target.partition("#")
@@ -107,7 +102,7 @@ def test_every_relative_link_and_anchor_resolves(page):
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
-def test_readme_is_short_and_names_the_two_commands():
+def test_readme_is_short_names_the_two_commands_and_links_every_docs_page():
     text = README.read_text(encoding="utf-8")
     lines = len(text.splitlines())
     assert lines <= README_MAX_LINES, (
@@ -115,14 +110,11 @@ def test_readme_is_short_and_names_the_two_commands():
     )
     for command in ("make train", "make test"):
         assert command in text, f"README.md no longer names `{command}`"
-
-
-def test_every_docs_page_is_linked_from_the_readme():
     pages = sorted(DOCS.glob("*.md"))
     assert pages, f"no docs pages in {DOCS}"
     linked = {
         (README.parent / unquote(target.partition("#")[0])).resolve()
-        for _, target in links(README.read_text(encoding="utf-8"))
+        for _, target in read(text)[0]
         if target.partition("#")[0] and not target.lower().startswith(SKIPPED_SCHEMES)
     }
     unlinked = [str(p.relative_to(ROOT)) for p in pages if p.resolve() not in linked]

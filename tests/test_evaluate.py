@@ -55,7 +55,7 @@ def test_cli_reproduces_the_training_runs_accuracy(
     assert "test/confusion_matrix" in acc.Tags()["images"]
 
 
-def test_the_other_statistics_give_the_other_runs_accuracy(
+def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     trained: dict, tmp_path: Path, cache_dir: Path
 ) -> None:
     # the two runs differ only in the statistics they predict with, and that shows
@@ -67,11 +67,7 @@ def test_the_other_statistics_give_the_other_runs_accuracy(
         metrics = evaluate(cfg)
         assert metrics["bn_stats"] == mode
         assert metrics["test/acc"] == trained[mode][1]["test/acc"], mode
-
-
-def test_data_overrides_apply_to_the_checkpoints_data(
-    trained: dict, tmp_path: Path, cache_dir: Path
-) -> None:
+    # data overrides apply to the checkpoint's data
     ckpt, train_metrics = trained["running"]
     cfg = compose_evaluate([f"ckpt_path={ckpt}", "data.test_batch_size=7"], tmp_path / "b7",
                            cache_dir)  # fmt: skip

@@ -8,7 +8,6 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -71,23 +70,19 @@ def test_every_locked_package_that_is_installed_has_the_locked_version() -> None
     assert "torch" in have and "lightning" in have
 
 
-def test_lock_pins_the_cpu_torch_and_nothing_of_cuda() -> None:
-    pins = locked()
+def test_lock_pins_the_cpu_torch_is_portable_and_says_how_it_was_made() -> None:
+    pins, text = locked(), LOCK.read_text()
     assert pins.get("torch") == TORCH
     makefile_torch = re.search(r"^TORCH_VERSION\s*:?=\s*(\S+)", MAKEFILE.read_text(), re.M)
     assert makefile_torch and makefile_torch[1] == TORCH
     cuda = [n for n in pins if n.startswith("nvidia-") or "cuda" in n or n == "triton"]
     assert not cuda, f"CUDA packages in the lock: {cuda}"
-
-
-def test_lock_is_portable_and_says_how_it_was_made() -> None:
-    text = LOCK.read_text()
     assert "make lock" in "\n".join(text.splitlines()[:8])
     lines = [line.strip() for line in text.splitlines()]
     assert not [line for line in lines if line.startswith("-")]  # no index, find-links, -e
     for bad in ("file://", " @ ", "/opt/", "/work/", "/tmp/", "+cpu"):
         assert bad not in text, f"{bad!r} in requirements.lock"
-    assert len(locked()) == sum(1 for line in text.splitlines() if PIN.match(line)) > 50
+    assert len(pins) == sum(1 for line in text.splitlines() if PIN.match(line)) > 50
 
 
 def test_lock_covers_every_requirement_within_its_range() -> None:
@@ -106,29 +101,20 @@ def test_lock_covers_every_requirement_within_its_range() -> None:
         )
 
 
-def test_plain_install_leaves_out_the_optional_stacks() -> None:
+def test_plain_install_leaves_out_the_optional_stacks_which_extras_bring() -> None:
     meta = project()
     core = {canonicalize_name(Requirement(r).name) for r in meta["dependencies"]}
     assert not core & OPTIONAL, f"optional stacks among the core dependencies: {core & OPTIONAL}"
     assert {"torch", "lightning", "hydra-core", "omegaconf", "tensorboard"} <= core
-
-
-@pytest.mark.parametrize(
-    ("extra", "names"),
-    [
+    extras = meta["optional-dependencies"]
+    for extra, names in (
         ("mlflow", {"mlflow-skinny", "sqlalchemy", "alembic"}),
         ("onnx", {"onnx", "onnxruntime"}),
         ("sweeps", {"hydra-joblib-launcher", "hydra-submitit-launcher", "hydra-optuna-sweeper"}),
         ("dev", {"pytest", "pytest-xdist", "ruff", "import-linter", "hypothesis"}),
-    ],
-)
-def test_extras_bring_their_stacks(extra: str, names: set[str]) -> None:
-    extras = project()["optional-dependencies"]
-    assert names <= {canonicalize_name(Requirement(r).name) for r in extras[extra]}
-
-
-def test_all_is_every_optional_stack() -> None:
-    meta = project()
-    (req,) = [Requirement(r) for r in meta["optional-dependencies"]["all"]]
+    ):
+        assert names <= {canonicalize_name(Requirement(r).name) for r in extras[extra]}, extra
+    # `all` is every optional stack, through the project itself
+    (req,) = [Requirement(r) for r in extras["all"]]
     assert canonicalize_name(req.name) == canonicalize_name(meta["name"])
     assert req.extras == {"mlflow", "onnx", "sweeps"}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from src.callbacks.bn_state import BatchNormStateMonitor
 from src.model.module import BNStateModule
 from tests.conftest import fit
 
@@ -18,7 +20,7 @@ def sgdmupdate(w, g, v, lr, momentum):
     return w + v, v
 
 
-def test_torch_sgd_equals_matlab_sgdmupdate() -> None:
+def test_torch_sgd_is_matlabs_sgdmupdate_and_the_default_optimizer() -> None:
     torch.manual_seed(0)
     w0 = torch.randn(5, 3, dtype=torch.float64)
     grads = [torch.randn(5, 3, dtype=torch.float64) for _ in range(6)]
@@ -32,9 +34,7 @@ def test_torch_sgd_equals_matlab_sgdmupdate() -> None:
         torch.testing.assert_close(p.detach(), w_matlab, rtol=0, atol=1e-15)
     # MATLAB's velocity is -lr times PyTorch's momentum buffer
     torch.testing.assert_close(opt.state[p]["momentum_buffer"] * -0.01, v, rtol=0, atol=1e-15)
-
-
-def test_default_optimizer_is_sgdm_with_the_examples_values() -> None:
+    # the module's default optimizer is that SGD with the example's values
     opt = BNStateModule().configure_optimizers()
     group = opt.param_groups[0]
     assert isinstance(opt, torch.optim.SGD)
@@ -66,16 +66,24 @@ def test_state_update_line_moves_the_state(small_fit) -> None:
     assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
 
-def test_update_state_false_keeps_initial_state(cache_dir: Path, tmp_path: Path) -> None:
-    trainer, model, dm = fit(cache_dir, tmp_path, update_state=False)
+def test_update_state_false_keeps_initial_state_and_warns_once(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
+        trainer, model, dm = fit(cache_dir, tmp_path, update_state=False,
+                                 callbacks=[BatchNormStateMonitor(check_after=3)])  # fmt: skip
     init = model.net.initial_state()
     for k, v in model.net.state.items():
         assert torch.equal(v, init[k]), k
     assert trainer.global_step == 12  # the learnables were still trained
     assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
+    warnings = [r for r in caplog.records if "has not changed from its initial values" in r.message]
+    assert len(warnings) == 1  # once, not every iteration
+    assert "model.update_state=false" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
 
 
-def test_training_step_runs_one_forward_per_batch(cache_dir: Path, tmp_path: Path) -> None:
+def test_training_step_runs_one_forward_per_batch(tmp_path: Path) -> None:
     """An extra training-mode forward would fold the batch into the state twice."""
     torch.manual_seed(0)
     model = BNStateModule()

@@ -17,7 +17,7 @@ def make_net(seed: int = 0) -> DigitsNet:
     return DigitsNet()
 
 
-def test_layer_names_and_counts_match_the_example() -> None:
+def test_layer_names_counts_and_output_shapes_match_the_example() -> None:
     net = make_net()
     assert [n for n, _ in net.named_children()] == LAYERS
     assert len(list(net.parameters())) == 14
@@ -27,16 +27,15 @@ def test_layer_names_and_counts_match_the_example() -> None:
     assert all(t.shape == (20,) for t in net.state.values())
     # the whole state_dict is learnables + state + the input layer's mean image, nothing else
     assert len(net.state_dict()) == 14 + 6 + 1
-
-
-def test_output_shapes() -> None:
-    net = make_net()
     x = torch.rand(7, 1, 28, 28)
     scores, state = net.forward_with_state(x, net.state)
     assert scores.shape == (7, 10)
     assert net(x).shape == (7, 10)
     probs = net.predict(x)
     torch.testing.assert_close(probs.sum(1), torch.ones(7))
+    # the input layer subtracts the mean image
+    net.input.mean.copy_(x[0])
+    assert torch.equal(net.input(x)[0], torch.zeros(1, 28, 28))
 
 
 def test_pool_adds_max_pooling_before_fc() -> None:
@@ -68,15 +67,6 @@ def test_initialisers_are_matlabs_defaults() -> None:
         assert torch.equal(bn.running_var, torch.ones(20))  # TrainedVariance
 
 
-def test_forward_with_state_leaves_stored_state_untouched() -> None:
-    net = make_net()
-    before = {k: v.clone() for k, v in net.state.items()}
-    _, new_state = net.forward_with_state(torch.rand(16, 1, 28, 28), net.state)
-    for k, v in net.state.items():
-        assert torch.equal(v, before[k]), k
-        assert not torch.equal(new_state[k], before[k]), k
-
-
 def test_new_state_is_matlabs_running_update() -> None:
     """s = decay*s_batch + (1-decay)*s, with PyTorch's unbiased batch variance (momentum=0.1)."""
     torch.manual_seed(1)
@@ -95,27 +85,19 @@ def test_new_state_is_matlabs_running_update() -> None:
     torch.testing.assert_close(new_mean, 0.1 * batch_mean + 0.9 * mean)
 
 
-def test_setting_state_changes_predictions() -> None:
+def test_state_changes_only_when_the_caller_sets_it() -> None:
     net = make_net()
     x = torch.rand(4, 1, 28, 28)
     before = net(x)
+    stored = {k: v.clone() for k, v in net.state.items()}
     _, new_state = net.forward_with_state(torch.rand(32, 1, 28, 28), net.state)
+    for k, v in net.state.items():  # forward_with_state leaves the stored state untouched
+        assert torch.equal(v, stored[k]), k
+        assert not torch.equal(new_state[k], stored[k]), k
     net.state = new_state  # dlnet.State = state
     for k, v in net.state.items():
         assert torch.equal(v, new_state[k])
         assert v.data_ptr() != new_state[k].data_ptr()  # copied into the buffers, not aliased
     assert not torch.allclose(net(x), before)
-
-
-def test_state_setter_rejects_wrong_keys() -> None:
-    net = make_net()
     with pytest.raises(KeyError, match="do not match"):
         net.state = {"bn1.running_mean": torch.zeros(20)}  # type: ignore[assignment]
-
-
-def test_input_layer_subtracts_mean_image() -> None:
-    net = make_net()
-    x = torch.rand(2, 1, 28, 28)
-    net.input.mean.copy_(x[0])
-    out = net.input(x)
-    assert torch.equal(out[0], torch.zeros(1, 28, 28))

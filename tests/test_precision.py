@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from src.export import export
 from src.model import precision
 from src.train import train
-from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config, fit
+from tests.conftest import TINY, compose_config, fit
 
 
 def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
@@ -99,10 +99,3 @@ def test_channels_last_keeps_the_state_and_the_checkpoints_layout(
     # 2.7 % (an element near 0.008), at two by less than 0.1 %; a state never carried is 0 and 1.
     for key in model.net.state:
         torch.testing.assert_close(saved[f"net.{key}"], default[f"net.{key}"], rtol=0.1, atol=1e-3)
-
-
-@pytest.mark.parametrize(("value", "says"), [("bf17", "must be 32-true"), ("bf16-true", "state")])
-def test_a_precision_that_cannot_work_is_one_line(tmp_path: Path, value: str, says: str) -> None:
-    proc = cli_in_process(f"trainer.precision={value}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_one_line_error(proc, f"trainer.precision={value}", says)
-    assert proc.returncode == 2 and not (tmp_path / "run").exists()

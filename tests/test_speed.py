@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,24 +13,38 @@ import pytest
 import torch
 
 from src.data.datamodule import EpochBatchSampler
+from src.errors import ConfigError
 from src.model.cuda_graph import CapturedStep, EagerBackend
-from tests.conftest import ROOT, assert_one_line_error, cli_in_process, fit
+from tests.conftest import ROOT, compose_config, fit
 
 
-def test_training_writes_every_iterations_loss_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
-    """Blocks of 4 iterations: the plot's history and the latest values still hold every one."""
+def test_training_writes_every_iterations_values_in_blocks(cache_dir: Path, tmp_path: Path) -> None:
+    """Blocks of 4 iterations: the plot's history and the latest values still hold every one;
+    the monitor's values, computed for all layers at once, are each layer's own."""
+    from src.callbacks.bn_state import BatchNormStateMonitor
+
     seen: list[int] = []
 
     class Watch(L.Callback):
         def on_step_values(self, trainer, pl_module, records) -> None:
             seen.append(len(records))
 
-    _, model, _ = fit(cache_dir, tmp_path, 3, callbacks=[Watch()], log_block_steps=4,
+    _, model, _ = fit(cache_dir, tmp_path, 3, callbacks=[Watch(), BatchNormStateMonitor()],
+                      trainer={"log_every_n_steps": 1}, log_block_steps=4,
                       log_block_seconds=3600)  # fmt: skip
     # 6 iterations an epoch: a block of 4, then the epoch end writes the other 2.
     assert seen == [4, 2] * 3
     assert model.latest["train/loss"] > 0 and model.non_finite is None
     assert model.latest["train/elapsed_s"] == pytest.approx(model.elapsed(), abs=1.0)
+    for name, bn in model.net.batch_norms().items():
+        assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
+            float(bn.running_mean.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/running_var_avg"] == pytest.approx(
+            float(bn.running_var.mean()), rel=1e-6
+        )
+        assert model.latest[f"{name}/batch_var_ratio"] > 0
+        assert model.latest[f"{name}/batch_mean_gap"] >= 0
 
 
 def test_the_captured_step_trains_exactly_as_the_eager_loop(
@@ -46,6 +61,8 @@ def test_the_captured_step_trains_exactly_as_the_eager_loop(
         assert torch.equal(a, b), name
     assert graphed.global_step == eager.global_step == 12
     assert graphed.latest["train/loss"] == eager.latest["train/loss"]
+    # training on the CPU, the data stays on the CPU
+    assert small_fit[0].datamodule.train_set.device.type == "cpu"
 
 
 def test_captured_step_outputs_are_overwritten_in_place() -> None:
@@ -71,27 +88,18 @@ def test_indices_follow_the_data_to_its_device() -> None:
     assert all(b.device.type == "cpu" for b in sampler)
 
 
-def test_data_stays_on_the_cpu_when_training_on_the_cpu(small_fit) -> None:
-    assert small_fit[0].datamodule.train_set.device.type == "cpu"
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_training_keeps_the_data_on_the_gpu(cache_dir: Path, tmp_path: Path) -> None:
-    _, _, dm = fit(cache_dir, tmp_path, 1, trainer={"accelerator": "gpu"}, cuda_graph=True)
-    assert dm.train_set.device.type == "cuda"
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_path: Path) -> None:
     """Replayed as a real CUDA graph, the step and the rows it writes (loss and state) match
-    the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph)."""
+    the eager loop's (to float tolerance: cuDNN may pick other algorithms in a graph); the data
+    stays on the GPU."""
     from src.model.cuda_graph import CudaGraphBackend
 
     gpu = {"accelerator": "gpu"}
     _, eager, _ = fit(cache_dir, tmp_path / "a", trainer=gpu)
-    _, graphed, _ = fit(cache_dir, tmp_path / "b", trainer=gpu, cuda_graph=True)
+    _, graphed, dm = fit(cache_dir, tmp_path / "b", trainer=gpu, cuda_graph=True)
+    assert dm.train_set.device.type == "cuda"
     assert isinstance(graphed.captured_step.backend, CudaGraphBackend)
     assert graphed.captured_step.captured and graphed.global_step == eager.global_step == 12
     for (name, a), (_, b) in zip(eager.state_dict().items(), graphed.state_dict().items()):
@@ -102,8 +110,6 @@ def test_the_cuda_graph_trains_as_the_eager_loop_on_a_gpu(cache_dir: Path, tmp_p
 @pytest.mark.slow
 def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     """benchmarks/gpu_check.py's sequence, on the CPU and tiny, so that it cannot rot."""
-    import subprocess
-
     proc = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -117,17 +123,8 @@ def test_the_gpu_check_runs_its_steps_dry_on_the_cpu(tmp_path: Path) -> None:
     assert "gpu_check" not in proc.stdout.splitlines()[-1] and "| step |" in proc.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
-def test_cuda_graph_without_a_gpu_is_one_line(tmp_path: Path) -> None:
-    proc = cli_in_process("model.cuda_graph=true", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_one_line_error(proc, "model.cuda_graph=true", "no CUDA GPU")
-    assert proc.returncode == 2 and not (tmp_path / "run").exists()
-
-
 def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
     from src.config.rules import _check_cuda_graph
-    from src.errors import ConfigError
-    from tests.conftest import compose_config
 
     for extra, words in (
         (["trainer=ddp_cpu"], "trainer"),
@@ -142,8 +139,6 @@ def test_cuda_graph_with_a_schedule_or_ddp_is_refused(tmp_path: Path) -> None:
 
 
 def _bench(tmp_path: Path, cache_dir: Path, *extra: str) -> tuple[dict, str]:
-    import subprocess
-
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--per-class", "20", "10", "--epochs", "1",
@@ -183,23 +178,6 @@ def test_benchmark_whole_runs_compare_the_two_commands(tmp_path: Path, cache_dir
     # Each its own peak (not the benchmark's): the plain script imports no Lightning.
     assert 50 < whole["plain"]["peak_rss_mib"] < whole["project"]["peak_rss_mib"]
     assert "| python -m src.train |" in stdout and result["loop"] == {}
-
-
-def test_state_watch_values_are_each_layers(cache_dir: Path, tmp_path: Path) -> None:
-    """The monitor's values, computed for all layers at once, are each layer's own."""
-    from src.callbacks.bn_state import BatchNormStateMonitor
-
-    _, model, _ = fit(cache_dir, tmp_path, 1, callbacks=[BatchNormStateMonitor()],
-                      trainer={"log_every_n_steps": 1})  # fmt: skip
-    for name, bn in model.net.batch_norms().items():
-        assert model.latest[f"{name}/running_mean_avg"] == pytest.approx(
-            float(bn.running_mean.mean()), rel=1e-6
-        )
-        assert model.latest[f"{name}/running_var_avg"] == pytest.approx(
-            float(bn.running_var.mean()), rel=1e-6
-        )
-        assert model.latest[f"{name}/batch_var_ratio"] > 0
-        assert model.latest[f"{name}/batch_mean_gap"] >= 0
 
 
 def test_block_histograms_equal_numpys() -> None:

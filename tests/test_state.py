@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +15,7 @@ from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import batch_statistics, population_statistics
 from tests.conftest import fit
+from tests.test_module import assert_test_accuracy_uses_the_stored_state
 
 
 def direct_population(net: DigitsNet, x: torch.Tensor) -> OrderedDict:
@@ -35,9 +35,8 @@ def direct_population(net: DigitsNet, x: torch.Tensor) -> OrderedDict:
     return out
 
 
-@functools.cache  # trained once for the three tests that read it; none changes it
-def trained_net(seed: int = 0) -> tuple[DigitsNet, torch.Tensor]:
-    torch.manual_seed(seed)
+def test_population_and_batch_statistics_match_a_direct_computation() -> None:
+    torch.manual_seed(0)
     net = DigitsNet()
     x = torch.rand(300, 1, 28, 28) * (torch.rand(300, 1, 1, 1) + 0.5)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
@@ -48,11 +47,6 @@ def trained_net(seed: int = 0) -> tuple[DigitsNet, torch.Tensor]:
         net.state = state
         opt.step()
         opt.zero_grad()
-    return net, x
-
-
-def test_population_statistics_match_a_direct_computation() -> None:
-    net, x = trained_net()
     before = {k: v.clone() for k, v in net.state.items()}
     got = population_statistics(net, lambda: x.split(64))  # uneven batches: 4x64 + 44
     want = direct_population(net, x)
@@ -61,27 +55,19 @@ def test_population_statistics_match_a_direct_computation() -> None:
     for k, v in net.state.items():  # the network's own state is left alone
         assert torch.equal(v, before[k])
 
-
-def test_population_statistics_are_not_an_average_of_batch_statistics() -> None:
-    """What `torch.optim.swa_utils.update_bn` computes differs; ours must not."""
-    net, x = trained_net()
-    want = direct_population(net, x)
-    saved = {k: v.clone() for k, v in net.state.items()}
+    # They are not an average of batch statistics: what `torch.optim.swa_utils.update_bn`
+    # computes differs; ours must not.
     averaged = OrderedDict((k, torch.zeros_like(v)) for k, v in net.state.items())
     batches = x.split(64)
     for b in batches:
         _, new = net.forward_with_state(b, net.state)
-        for k, v in batch_statistics(saved, new, 0.1).items():
+        for k, v in batch_statistics(before, new, 0.1).items():
             averaged[k] += v / len(batches)
     deepest = "bn3.running_var"
     assert not torch.allclose(averaged[deepest].double(), want[deepest], rtol=1e-3)
 
-
-def test_batch_statistics_invert_the_running_update() -> None:
-    net, x = trained_net()
-    old = {k: v.clone() for k, v in net.state.items()}
-    _, new = net.forward_with_state(x[:64], net.state)
-    stats = batch_statistics(old, new, 0.1)
+    # batch_statistics inverts the running update
+    stats = batch_statistics(before, net.forward_with_state(x[:64], net.state)[1], 0.1)
     h = net.features_until(x[:64], "bn1")
     torch.testing.assert_close(
         stats["bn1.running_mean"], h.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-4
@@ -94,10 +80,7 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
     for key, value in model.net.state.items():
         torch.testing.assert_close(value.double(), want[key], rtol=1e-5, atol=1e-5)
         assert not torch.allclose(value, model.running_state[key])  # the running one is kept too
-    (result,) = trainer.test(model, datamodule=dm, verbose=False)
-    with torch.no_grad():
-        acc = (model.net(dm.test_set.images).argmax(1) == dm.test_set.labels).float().mean()
-    assert result["test/acc"] == pytest.approx(acc.item(), abs=1e-6)
+    assert_test_accuracy_uses_the_stored_state(trainer, model, dm)
 
     path = tmp_path / "both.ckpt"
     trainer.save_checkpoint(path)
@@ -133,17 +116,10 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
         assert torch.equal(loaded.net.state[key], model.net.state[key])
 
 
-@pytest.mark.parametrize("update_state", [False, True])
-def test_warning_when_the_state_never_moves(
-    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, update_state: bool
+def test_no_warning_while_the_state_moves(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """test_module's update_state=false run checks the warning itself."""
     with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
-        fit(cache_dir, tmp_path, callbacks=[BatchNormStateMonitor(check_after=3)],
-            update_state=update_state)  # fmt: skip
-    warnings = [r for r in caplog.records if "has not changed from its initial values" in r.message]
-    if update_state:
-        assert not warnings
-    else:
-        assert len(warnings) == 1  # once, not every iteration
-        assert "model.update_state=false" in warnings[0].getMessage()
-        assert "\n" not in warnings[0].getMessage()
+        fit(cache_dir, tmp_path, callbacks=[BatchNormStateMonitor(check_after=3)])
+    assert not [r for r in caplog.records if "has not changed from its initial" in r.message]

@@ -24,56 +24,6 @@ def tampered(ckpt: Path, folder: Path, change: Any) -> Path:
     return path
 
 
-def _open_victim(victim: Path):
-    def change(data: dict) -> None:
-        # Instantiated, this opens `victim` for writing (emptying it) before complaining about
-        # the cache_dir the entry points add: what the stored config did before it was checked.
-        data["config"]["data"] = {
-            "_target_": "logging.basicConfig",
-            "filename": str(victim),
-            "filemode": "w",
-            "force": True,
-        }
-
-    return change
-
-
-@pytest.fixture
-def victim(tmp_path: Path) -> Path:
-    path = tmp_path / "victim.txt"
-    path.write_text(VICTIM_TEXT)
-    return path
-
-
-@pytest.mark.parametrize("module", ["src.evaluate", "src.predict", "src.export"])
-def test_a_stored_target_is_refused_before_anything_runs(
-    ckpt: Path, tmp_path: Path, victim: Path, module: str
-) -> None:
-    bad = tampered(ckpt, tmp_path, _open_victim(victim))
-    run_dir = tmp_path / "run"
-    extra = [f"images={victim}"] if module == "src.predict" else []
-    proc = cli_in_process(f"ckpt_path={bad}", f"hydra.run.dir={run_dir}", *extra, module=module)
-    line = assert_one_line_error(
-        proc, f"ckpt_path={bad}", "logging.basicConfig", "never code", code=2
-    )
-    assert "data._target_" in line
-    assert victim.read_text() == VICTIM_TEXT
-    assert not run_dir.exists()
-
-
-def test_the_job_itself_never_instantiates_a_stored_target(
-    ckpt: Path, tmp_path: Path, victim: Path, cache_dir: Path
-) -> None:
-    """Past the command-line check too (a job started another way): refused, file intact."""
-    from src.evaluate import evaluate
-
-    bad = tampered(ckpt, tmp_path, _open_victim(victim))
-    cfg = compose_config([f"ckpt_path={bad}"], tmp_path / "run", cache_dir, "evaluate")
-    with pytest.raises(CheckpointError, match="never code"):
-        evaluate(cfg)
-    assert victim.read_text() == VICTIM_TEXT
-
-
 def _set(path: str, value: Any):
     def change(data: dict) -> None:
         node = data
@@ -83,6 +33,45 @@ def _set(path: str, value: Any):
         node[last] = value
 
     return change
+
+
+@pytest.fixture
+def stored_target(ckpt: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A file, and a copy of `ckpt` whose stored data config, instantiated, opens it for writing
+    (emptying it) before complaining about the cache_dir the entry points add: what the stored
+    config did before it was checked."""
+    path = tmp_path / "victim.txt"
+    path.write_text(VICTIM_TEXT)
+    target = {"_target_": "logging.basicConfig", "filename": str(path), "filemode": "w",
+              "force": True}  # fmt: skip
+    return tampered(ckpt, tmp_path, _set("config.data", target)), path
+
+
+@pytest.mark.parametrize("module", ["src.evaluate", "src.predict", "src.export"])
+def test_a_stored_target_is_refused_before_anything_runs(
+    tmp_path: Path, stored_target: tuple[Path, Path], module: str
+) -> None:
+    bad, victim = stored_target
+    run_dir = tmp_path / "run"
+    extra = [f"images={victim}"] if module == "src.predict" else []
+    proc = cli_in_process(f"ckpt_path={bad}", f"hydra.run.dir={run_dir}", *extra, module=module)
+    needles = (f"ckpt_path={bad}", "logging.basicConfig", "never code", "data._target_")
+    assert_one_line_error(proc, *needles, code=2)
+    assert victim.read_text() == VICTIM_TEXT
+    assert not run_dir.exists()
+
+
+def test_the_job_itself_never_instantiates_a_stored_target(
+    tmp_path: Path, stored_target: tuple[Path, Path], cache_dir: Path
+) -> None:
+    """Past the command-line check too (a job started another way): refused, file intact."""
+    from src.evaluate import evaluate
+
+    bad, victim = stored_target
+    cfg = compose_config([f"ckpt_path={bad}"], tmp_path / "run", cache_dir, "evaluate")
+    with pytest.raises(CheckpointError, match="never code"):
+        evaluate(cfg)
+    assert victim.read_text() == VICTIM_TEXT
 
 
 @pytest.mark.parametrize(

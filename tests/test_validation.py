@@ -19,12 +19,7 @@ from src.data.sources import load_source
 from src.errors import ConfigError, DataError
 from src.model.module import BNStateModule
 from src.train import train
-from tests.conftest import (
-    TINY,
-    compose_config,
-    fit,
-    run_cli,
-)
+from tests.conftest import TINY, compose_config, fit, run_cli
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -36,7 +31,7 @@ def datamodule(cache_dir: Path, **kw) -> DigitsDataModule:
     return dm
 
 
-def test_split_is_stratified_seeded_and_disjoint(cache_dir: Path) -> None:
+def test_split_is_stratified_seeded_and_disjoint_and_none_leaves_the_data(cache_dir: Path) -> None:
     source, _ = load_source("synthetic", cache_dir, SMALL)
     dm = datamodule(cache_dir, val_fraction=0.2, shuffle_seed=1)
     val = dm.val_indices
@@ -61,6 +56,13 @@ def test_split_is_stratified_seeded_and_disjoint(cache_dir: Path) -> None:
     assert [len(y) for _, y in dm64.val_dataloader()] == [40]
     assert [len(y) for _, y in datamodule(cache_dir, val_fraction=0.2, test_batch_size=16)
             .val_dataloader()] == [16, 16, 8]  # fmt: skip
+    # no split leaves the data as it was
+    whole = datamodule(cache_dir, val_fraction=0.0)
+    assert whole.val_set is None and whole.val_dataloader() == []
+    assert torch.equal(whole.train_set.images, torch.from_numpy(source.images))
+    assert torch.equal(whole.train_set.labels, torch.from_numpy(source.labels))
+    expected = torch.from_numpy(source.images.mean(axis=0, dtype=np.float64)).float()
+    assert torch.equal(whole.mean_image, expected)
 
 
 def test_split_counts_round_per_class_and_fixed_numbers() -> None:
@@ -72,16 +74,6 @@ def test_split_counts_round_per_class_and_fixed_numbers() -> None:
     assert len(validation_indices(np.zeros(100, dtype=np.int64), 0.29, 0)) == 29
     # numpy's PCG64 from (val_seed, label): fixed numbers, the same on every platform
     assert validation_indices(np.zeros(10, dtype=np.int64), 0.3, 0).tolist() == [2, 4, 6]
-
-
-def test_no_split_leaves_the_data_as_it_was(cache_dir: Path) -> None:
-    source, _ = load_source("synthetic", cache_dir, SMALL)
-    dm = datamodule(cache_dir, val_fraction=0.0)
-    assert dm.val_set is None and dm.val_dataloader() == []
-    assert torch.equal(dm.train_set.images, torch.from_numpy(source.images))
-    assert torch.equal(dm.train_set.labels, torch.from_numpy(source.labels))
-    expected = torch.from_numpy(source.images.mean(axis=0, dtype=np.float64)).float()
-    assert torch.equal(dm.mean_image, expected)
 
 
 class BeforeValidation(BNStateModule):
