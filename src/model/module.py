@@ -121,7 +121,7 @@ class BNStateModule(L.LightningModule):
         if self.first_batch is None:
             self.first_batch = (x, self.global_step)
         lr = self._lr_group["lr"] if self.lr_key else None  # the rate this iteration uses
-        block = self._block()
+        block = self.block
         if block.n == 0:
             block.begin(self.net.state)  # the state this block of iterations starts from
         if self.captured_step is None:
@@ -136,15 +136,10 @@ class BNStateModule(L.LightningModule):
             self.flush_step_values()
         return {"loss": loss}
 
-    def _block(self) -> StepBlock:
-        if self.block is None:
-            self.block = StepBlock(max(self.log_block_steps, 1), self.net.state, self.device)
-        return self.block
-
     def _captured_body(self, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> Any:
         """What a CUDA graph captures: the step and the row it writes, nothing else."""
         loss, state = self.train_on_batch(x, y, optimizer, Tensor.backward)
-        self._block().write_at_cursor(loss, state)
+        self.block.write_at_cursor(loss, state)
         return loss, state
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -186,16 +181,17 @@ class BNStateModule(L.LightningModule):
     # -- the training loop's start; the CUDA-graph mode --------------------------------------
     def on_train_start(self) -> None:
         self._start = time.monotonic()
-        self._lr_group = self.optimizers().optimizer.param_groups[0]  # read when lr_key is set
+        optimizer = self.optimizers().optimizer  # torch's own: no Lightning hooks captured
+        self._lr_group = optimizer.param_groups[0]  # read when lr_key is set
+        if self.block is None:  # its rows exist before a capture: the graph writes into them
+            self.block = StepBlock(max(self.log_block_steps, 1), self.net.state, self.device)
         if self.cuda_graph and self.captured_step is None:
-            optimizer = self.optimizers().optimizer  # torch's own: no Lightning hooks captured
             for group in optimizer.param_groups:
                 if "capturable" in group:  # Adam, AdamW: step counts on the device
                     group["capturable"] = True
             # Outside the CLI (which refuses model.cuda_graph on a CPU) the same sequence runs
             # eagerly on a CPU: how the tests check it trains exactly as the plain loop.
             on_gpu = self.device.type == "cuda"
-            self._block()  # its rows exist before the capture: the graph writes into them
             self.captured_step = CapturedStep(
                 lambda x, y: self._captured_body(x, y, optimizer),
                 backend=CudaGraphBackend() if on_gpu else EagerBackend(),
