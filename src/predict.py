@@ -71,24 +71,22 @@ def image_files(spec: Any) -> list[str]:
         path = os.path.expanduser(text)
         if os.path.isfile(path):
             files.append(path)
-        elif os.path.isdir(path):
-            found = _folder_files(path)
-            if not found:
-                raise DataError(f"images={text}: the folder holds no files")
-            files += found
+            continue
+        if os.path.isdir(path):
+            matches, empty = [path], "the folder holds no files"
         elif glob.has_magic(path):
-            matches = sorted(glob.glob(path, recursive=True))
-            found = []
-            for match in matches:
-                if os.path.isdir(match):
-                    found += _folder_files(match)
-                elif not is_junk(os.path.basename(match)):
-                    found.append(match)
-            if not found:
-                raise DataError(f"images={text}: no files match this pattern")
-            files += found
+            matches, empty = sorted(glob.glob(path, recursive=True)), "no files match this pattern"
         else:
             raise DataError(f"images={text}: no such file or folder")
+        found = []
+        for match in matches:  # a folder (named or matched): its files, sub-folders included
+            if os.path.isdir(match):
+                found += _folder_files(match)
+            elif not is_junk(os.path.basename(match)):
+                found.append(match)
+        if not found:
+            raise DataError(f"images={text}: {empty}")
+        files += found
     return list(dict.fromkeys(files))  # a file named twice is predicted once
 
 
