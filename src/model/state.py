@@ -64,7 +64,7 @@ def population_statistics(
     moments are merged over all processes before the next layer, so every process returns the
     same statistics of the whole data set. Every process must call it (it communicates).
     """
-    saved = OrderedDict((k, v.clone()) for k, v in net.state.items())
+    saved = clone_state(net.state)
     result: State = OrderedDict()
     try:
         for name, bn in net.batch_norms().items():
