@@ -63,10 +63,8 @@ def _mat_images(value: Any, path: Path, name: str) -> np.ndarray:
     # scipy keeps MATLAB's index order (H, W, C, N); the network wants (N, C, H, W).
     images = value.transpose(3, 2, 0, 1)
     kind, dtype = value.dtype.kind, value.dtype
-    if dtype == np.uint8:
-        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255)
-    if dtype == np.uint16:
-        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(65535)
+    if dtype in (np.uint8, np.uint16):  # full scale: numpy's iinfo, 255 or 65535
+        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(np.iinfo(dtype).max)
     if kind in "bf":
         return np.ascontiguousarray(images, dtype=np.float32)
     raise DataError(f"{path}: {name} is {dtype}; expected uint8, uint16, single, double or logical")
