@@ -171,7 +171,7 @@ def _download_missing(root: Path, spec: IdxDataset, mirrors: list[str] | None) -
             continue
         urls = mirrors or list(spec.mirrors)
         if resource.members:
-            members = [m for m in resource.members if Path(m).name.removesuffix(".gz") in wanted]
+            members = [m for m, stem in zip(resource.members, resource.gives) if stem in wanted]
             fetch_archive(resource.name, resource.md5, urls, raw, members)
         else:
             packed = fetch(resource.name, resource.md5, urls, raw / resource.name)
