@@ -59,12 +59,10 @@ def template(digit: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
                 for j, wj in zip(range(i - 1, i + 3), _catmull_rom(float(t)), strict=True):
                     if closed:
                         row[base + j % k] += wj
-                    elif j < 0:  # an open end reflects its neighbour: 2 p0 - p1
-                        row[base] += 2 * wj
-                        row[base + 1] -= wj
-                    elif j >= k:
-                        row[base + k - 1] += 2 * wj
-                        row[base + k - 2] -= wj
+                    elif j < 0 or j >= k:  # an open end reflects its neighbour: 2 p0 - p1
+                        end, inner = (0, 1) if j < 0 else (k - 1, k - 2)
+                        row[base + end] += 2 * wj
+                        row[base + inner] -= wj
                     else:
                         row[base + j] += wj
                 rows.append(row)

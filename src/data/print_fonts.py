@@ -243,14 +243,8 @@ def draw(labels: np.ndarray, angles: np.ndarray, rng: np.random.Generator) -> np
     peaks = rng.uniform(*_PEAK_RANGE, size=n)
     shifts = rng.uniform(-1.0, 1.0, size=(n, 2))
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float64)
-    for i in range(n):
-        images[i] = _draw_one(
-            int(fonts[i]),
-            int(labels[i]),
-            int(angles[i]),
-            float(heights[i]),
-            float(aspects[i]),
-            float(thicknesses[i]),
-            (float(shifts[i, 0]), float(shifts[i, 1])),
-        )
+    # tolist() gives each number as Python's int or float, as _draw_one takes them.
+    columns = [c.tolist() for c in (fonts, labels, angles, heights, aspects, thicknesses)]
+    for i, args in enumerate(zip(*columns, map(tuple, shifts.tolist()))):
+        images[i] = _draw_one(*args)
     return images * peaks[:, None, None]

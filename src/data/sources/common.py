@@ -20,10 +20,9 @@ def _path_option(key: str, value: Any) -> Path:
 
 
 def _existing(path: Path, key: str, want_dir: bool) -> Path:
+    want, other = ("folder", "file") if want_dir else ("file", "folder")
     if not path.exists():
-        raise DataError(f"{path}: no such {'folder' if want_dir else 'file'} ({key})")
-    if want_dir and not path.is_dir():
-        raise DataError(f"{path}: is a file, expected a folder ({key})")
-    if not want_dir and path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a file ({key})")
+        raise DataError(f"{path}: no such {want} ({key})")
+    if path.is_dir() != want_dir:
+        raise DataError(f"{path}: is a {other}, expected a {want} ({key})")
     return path

@@ -139,10 +139,9 @@ def gunzip(source: IO[bytes], dest: Path, what: str) -> None:
         raise DataError(f"{what}: cannot be unpacked to {dest} ({reason})") from err
 
 
-def unpack_members(archive: Path, members: Sequence[str], folder: Path) -> list[Path]:
+def unpack_members(archive: Path, members: Sequence[str], folder: Path) -> None:
     """Each gzipped `member` of a zip archive, written unpacked to `folder` under its own name
     less `.gz` (torchvision's layout for EMNIST)."""
-    written = []
     try:
         with zipfile.ZipFile(archive) as zf:
             names = set(zf.namelist())
@@ -152,15 +151,13 @@ def unpack_members(archive: Path, members: Sequence[str], folder: Path) -> list[
                 dest = folder / Path(member).name.removesuffix(".gz")
                 with zf.open(member) as source:
                     gunzip(source, dest, f"{archive}:{member}")
-                written.append(dest)
     except (OSError, zipfile.BadZipFile) as err:
         raise DataError(f"{archive}: cannot be read as a zip archive ({first_line(err)})") from err
-    return written
 
 
 def fetch_archive(
     name: str, md5: str, mirrors: Sequence[str], folder: Path, members: Sequence[str]
-) -> list[Path]:
+) -> None:
     """The gzipped `members` of zip archive `name`, fetched and checked like `fetch`, unpacked
     into `folder`; the archive is deleted once they all are (only these members are read)."""
     archive = folder / name
@@ -168,6 +165,5 @@ def fetch_archive(
     # short (Ctrl-C) keeps it: check it again rather than fetch hundreds of megabytes anew.
     if not (archive.is_file() and file_md5(archive) == md5):
         fetch(name, md5, mirrors, archive)
-    written = unpack_members(archive, members, folder)
+    unpack_members(archive, members, folder)
     archive.unlink(missing_ok=True)
-    return written

@@ -171,7 +171,7 @@ def _download_missing(root: Path, spec: IdxDataset, mirrors: list[str] | None) -
             continue
         urls = mirrors or list(spec.mirrors)
         if resource.members:
-            members = [m for m in resource.members if Path(m).name.removesuffix(".gz") in wanted]
+            members = [m for m, stem in zip(resource.members, resource.gives) if stem in wanted]
             fetch_archive(resource.name, resource.md5, urls, raw, members)
         else:
             packed = fetch(resource.name, resource.md5, urls, raw / resource.name)
@@ -183,16 +183,13 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     """The array in one IDX file (plain or gzipped), of the type its magic number names (uint8
     for MNIST's), checked against its header."""
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
+            data = f.read()
     except (OSError, EOFError, zlib.error) as err:  # EOFError: a cut-off .gz
         raise DataError(f"{path}: cannot be read ({first_line(err)})") from err
-    what = "image" if magic == _IDX_IMAGES else "label"
-    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
-        found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        what = "image" if magic == _IDX_IMAGES else "label"
         raise DataError(
             f"{path}: is not an IDX {what} file (magic number {found}, expected {magic})"
         )

@@ -100,35 +100,33 @@ def _class_folders(folder: Path) -> dict[int, list[os.DirEntry]]:
 def _pixels(im: Any, path: str, grayscale: bool) -> np.ndarray:
     """One decoded Pillow image as float32 gray values in [0, 1] (its own size)."""
     mode = im.mode
-    if mode in ("P", "PA"):
-        rgb = np.asarray(im.convert("RGB"))
-        # A palette of grays is one channel, however it is stored.
-        if grayscale or ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        raise DataError(
-            f"{path}: is a colour (palette) image; add data.grayscale=true to convert it to gray"
-        )
-    if mode in ("L", "LA", "La"):  # like MATLAB's imread, an alpha channel is ignored
-        return np.asarray(im.getchannel(0), dtype=np.float32) / 255.0
     if mode == "1":
         return np.asarray(im, dtype=np.float32)
-    if mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.float32) / 65535.0
-    if mode in ("I", "F"):
-        # 32-bit integers are taken as 16-bit data, floats as they are; check the result.
-        a = np.asarray(im, dtype=np.float32) / (65535.0 if mode == "I" else 1.0)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16- and 32-bit integers are taken as 16-bit data, floats as they are; check the result.
+        a = np.asarray(im, dtype=np.float32) / (1.0 if mode == "F" else 65535.0)
         if not np.isfinite(a).all():
             raise DataError(f"{path}: has NaN or infinite pixel values")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
             raise DataError(f"{path}: pixel values span [{lo:g}, {hi:g}], expected [0, 1]")
         return a
-    if not grayscale:
+    if mode in ("L", "LA", "La"):  # like MATLAB's imread, an alpha channel is ignored
+        im = im.getchannel(0)
+    elif mode in ("P", "PA") and not grayscale:
+        rgb = np.asarray(im.convert("RGB"))
+        if not (rgb == rgb[..., :1]).all():  # a palette of grays is one channel, however stored
+            raise DataError(
+                f"{path}: is a colour (palette) image; add data.grayscale=true to convert it "
+                "to gray"
+            )
+    elif not grayscale:
         raise DataError(
             f"{path}: has colour channels ({mode}), expected grayscale; add data.grayscale=true "
             f"to convert colour images to gray"
         )
-    # Pillow's weights are rgb2gray's (ITU-R BT.601); an alpha channel is ignored.
+    # Every 8-bit image is Pillow's "L" from here: for colour, Pillow's weights are rgb2gray's
+    # (ITU-R BT.601), an alpha channel ignored.
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 

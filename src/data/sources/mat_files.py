@@ -53,20 +53,16 @@ def _mat_images(value: Any, path: Path, name: str) -> np.ndarray:
         )
     size = "x".join(map(str, value.shape))
     s = IMAGE_SIZE
-    # MATLAB drops trailing singleton dimensions: one image is saved as 28x28.
-    if value.shape == (s, s):
-        value = value[:, :, None, None]
-    elif value.ndim == 3 and value.shape[:2] == (s, s):
-        value = value[:, :, None, :]
+    # MATLAB drops trailing singleton dimensions: one image is saved as 28x28, N as 28x28xN.
+    if value.ndim in (2, 3) and value.shape[:2] == (s, s):
+        value = value.reshape(s, s, 1, value.size // (s * s))
     if value.ndim != 4 or value.shape[:3] != (s, s, 1):
         raise DataError(f"{path}: {name} is {size} in MATLAB, expected 28x28x1xN (or 28x28xN)")
     # scipy keeps MATLAB's index order (H, W, C, N); the network wants (N, C, H, W).
     images = value.transpose(3, 2, 0, 1)
     kind, dtype = value.dtype.kind, value.dtype
-    if dtype == np.uint8:
-        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255)
-    if dtype == np.uint16:
-        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(65535)
+    if dtype in (np.uint8, np.uint16):  # full scale: numpy's iinfo, 255 or 65535
+        return np.ascontiguousarray(images, dtype=np.float32) / np.float32(np.iinfo(dtype).max)
     if kind in "bf":
         return np.ascontiguousarray(images, dtype=np.float32)
     raise DataError(f"{path}: {name} is {dtype}; expected uint8, uint16, single, double or logical")
