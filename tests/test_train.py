@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 from src.errors import ConfigError
+from src.reports import figures
 from src.train import train
 from tests.conftest import TINY, tb_events
 
@@ -19,7 +22,17 @@ def scalar_tags(run_dir: Path) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -> None:
+def test_train_writes_metrics_checkpoint_and_tensorboard(
+    tiny_cfg: DictConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = figures.first_batch
+
+    def counting(trainer, module) -> None:
+        calls.append(module.global_step)
+        original(trainer, module)
+
+    monkeypatch.setattr(figures, "first_batch", counting)
     metrics = train(tiny_cfg)
     run = Path(tiny_cfg.paths.output_dir)
 
@@ -45,6 +58,15 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -
     assert [e.step for e in tags["train/loss"]] == list(range(200 // 32))
     assert tags["test/acc"][-1].value == pytest.approx(saved["test/acc"])
     assert saved["test/acc_running"] == saved["test/acc"]
+
+    # the first training batch, drawn once after training (not at every iteration): a grid of
+    # its 32 images, 6 a row, in first_batch.png and as train/first_batch at step 0
+    assert calls == [200 // 32]
+    grid = np.asarray(Image.open(run / "first_batch.png"))
+    assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)
+    assert grid.max() > 128  # digits, not a blank picture
+    images = tb_events(run / "tensorboard").Images("train/first_batch")
+    assert len(images) == 1 and images[0].step == 0
 
 
 def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -> None:
