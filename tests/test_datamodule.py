@@ -53,9 +53,6 @@ def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
     test = list(dm.test_dataloader())
     assert [len(b[1]) for b in test] == [64, 36]
     assert torch.equal(torch.cat([b[1] for b in test]), dm.test_set.labels)
-    expected = dm.train_set.images.double().mean(0).float()
-    torch.testing.assert_close(dm.mean_image, expected)
-    assert dm.mean_image.shape == (1, 28, 28)
 
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:
