@@ -29,9 +29,7 @@ from tests.conftest import (
     compose_config,
     tb_events,
 )
-from tests.test_conventions import column, csv_rows
-
-ITERS = 200 // 32  # iterations an epoch in the TINY setting
+from tests.test_conventions import ITERS, column, csv_rows
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:
