@@ -52,9 +52,6 @@ def test_debug_configs_exist_and_write_apart_from_real_runs(tmp_path: Path) -> N
         assert str(cfg.hydra.run.dir).startswith("outputs/debug/runs/")
         assert str(cfg.hydra.sweep.dir).startswith("outputs/debug/multiruns/")
         assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
-    normal = compose_config([], tmp_path, tmp_path)
-    assert normal.task_name == "train"
-    assert str(normal.hydra.run.dir).startswith("outputs/train/runs/")
 
 
 @pytest.mark.parametrize(
