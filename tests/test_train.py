@@ -33,6 +33,8 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(
         original(trainer, module)
 
     monkeypatch.setattr(figures, "first_batch", counting)
+    with open_dict(tiny_cfg):  # 2 epochs of 6 iterations
+        tiny_cfg.trainer.max_epochs = 2
     metrics = train(tiny_cfg)
     run = Path(tiny_cfg.paths.output_dir)
 
@@ -45,23 +47,23 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(
     # over the whole test set of 100 images, not an average of batch averages
     assert saved["test/acc"] * 100 == pytest.approx(round(saved["test/acc"] * 100))
     assert saved["train/loss"] > 0
-    assert saved["global_step"] == 200 // 32
+    assert saved["global_step"] == 2 * (200 // 32)
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == 200 // 32
+    assert ckpt["global_step"] == 2 * (200 // 32)
     assert "net.bn1.running_mean" in ckpt["state_dict"]
 
     tags = scalar_tags(run)
     for tag in ("train/loss", "train/elapsed_s", "epoch", "test/acc"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     # one loss point per iteration, the example's training-progress plot
-    assert [e.step for e in tags["train/loss"]] == list(range(200 // 32))
+    assert [e.step for e in tags["train/loss"]] == list(range(2 * (200 // 32)))
     assert tags["test/acc"][-1].value == pytest.approx(saved["test/acc"])
     assert saved["test/acc_running"] == saved["test/acc"]
 
-    # the first training batch, drawn once after training (not at every iteration): a grid of
-    # its 32 images, 6 a row, in first_batch.png and as train/first_batch at step 0
-    assert calls == [200 // 32]
+    # the first training batch, drawn once after training (not at every iteration or epoch): a
+    # grid of its 32 images, 6 a row, in first_batch.png and as train/first_batch at step 0
+    assert calls == [2 * (200 // 32)]
     grid = np.asarray(Image.open(run / "first_batch.png"))
     assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)
     assert grid.max() > 128  # digits, not a blank picture
