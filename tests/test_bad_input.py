@@ -148,6 +148,15 @@ def _physical_memory() -> int:
          ["optimized_metric is not set", "hparams_search=optuna"]),
         (["--multirun", "hydra/sweeper=optuna", "optimized_metric=test/acc",
           "optimizer.lr=interval(0.001,0.1)"], ["optimized_metric=test/acc", "validation"]),
+        # 12. data=mnist's download settings (test_download.py fetches with good ones)
+        *[(["data=mnist", "data.root=/nonexistent", typed], [said]) for typed, said in (
+            ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),
+            ("data.download=yes", "data.download must be true or false"),
+            ("data.mirrors=http://host/mnist/", "data.mirrors must be a list of base URLs"),
+            ("data.mirrors=[ftp://host/]", "data.mirrors: 'ftp://host/' is not an http://"),
+            ("data.mirrors=[https:///mnist/]", "names no host"),
+            ("data.mirrors=[]", "data.mirrors is empty"),
+        )],
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_before_the_run_folder(

@@ -29,9 +29,7 @@ from tests.conftest import (
     compose_config,
     tb_events,
 )
-from tests.test_conventions import column, csv_rows
-
-ITERS = 200 // 32  # iterations an epoch in the TINY setting
+from tests.test_conventions import ITERS, column, csv_rows
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:
@@ -212,13 +210,14 @@ def test_each_bad_checkpoint_is_refused_before_the_run(
 def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path
 ) -> None:
-    """Another network size, or another cut of the interrupted epoch: refused by name. Both
-    through the command line, with no run folder made."""
+    """Another network size, another cut of the interrupted epoch, or another number of
+    processes: refused by name. Each through the command line, with no run folder made."""
     run_dir = tmp_path / "run"
     base = [*TINY, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
             f"ckpt_path={tiny_checkpoint}"]  # fmt: skip
-    # A network option the checkpoint predates (model.pool, say) was trained with its default.
     saved = read_checkpoint(tiny_checkpoint)
+    assert checkpoint_module.loader_position(saved)["world_size"] == 1  # one process cut it
+    # A network option the checkpoint predates (model.pool, say) was trained with its default.
     del saved["hyper_parameters"]["pool"]
     torch.save(saved, tmp_path / "before_pool.ckpt")
     for change, *said in (
@@ -226,6 +225,7 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
          "model.pool=True"),
         (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
+        (["trainer=ddp_cpu"], "trainer.devices=2: ", "resume with 1"),
     ):  # fmt: skip
         assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()

@@ -22,6 +22,9 @@ def test_defaults_are_the_examples_variables_and_its_experiments_exist(tmp_path:
     assert cfg.optimizer.momentum == 0.9  # momentum
     assert cfg.trainer.accelerator == "auto"  # executionEnvironment
     assert cfg.model.update_state is True and cfg.model.bn_stats == "running"
+    assert cfg.data.val_fraction == 0 and cfg.optimized_metric is None  # no split, no search
+    # real runs write apart from debug runs (test_conventions.py: debug=...)
+    assert cfg.task_name == "train" and str(cfg.hydra.run.dir).startswith("outputs/train/runs/")
     assert {"matlab_example", "forgot_state_update", "population_stats"} <= set(EXPERIMENTS)
 
 

@@ -4,7 +4,6 @@ callbacks=none, tags, train=false, and entries without a _target_."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -53,9 +52,6 @@ def test_debug_configs_exist_and_write_apart_from_real_runs(tmp_path: Path) -> N
         assert str(cfg.hydra.run.dir).startswith("outputs/debug/runs/")
         assert str(cfg.hydra.sweep.dir).startswith("outputs/debug/multiruns/")
         assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
-    normal = compose_config([], tmp_path, tmp_path)
-    assert normal.task_name == "train"
-    assert str(normal.hydra.run.dir).startswith("outputs/train/runs/")
 
 
 @pytest.mark.parametrize(
@@ -135,28 +131,6 @@ def test_logger_configs_compose(tmp_path: Path) -> None:
     cfg = compose_config(["logger=mlflow"], tmp_path / "ev", tmp_path, config_name="evaluate")
     assert cfg.logger.mlflow.run_name == "dev_ev"
     assert cfg.logger.mlflow.experiment_name == "evaluate"
-
-
-@pytest.mark.slow
-def test_mlflow_stays_offline_and_quiet() -> None:
-    """In a user's process (not under pytest or CI, where MLflow turns telemetry off itself)."""
-    import os
-    import subprocess
-    import sys
-
-    script = (
-        "import logging, src.cli\n"
-        "src.cli.setup()  # what every entry point does first\n"
-        "import mlflow\n"
-        "from mlflow.telemetry.utils import is_telemetry_disabled\n"
-        "print(is_telemetry_disabled(), logging.getLogger('mlflow').getEffectiveLevel())\n"
-    )
-    ci = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
-    env = {k: v for k, v in os.environ.items() if k not in ci and not k.startswith("MLFLOW_")}
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=120, check=True).stdout.split()  # fmt: skip
-    assert out == ["True", str(logging.WARNING)]  # MLflow 3 would otherwise post usage data
 
 
 @pytest.mark.slow
@@ -283,9 +257,8 @@ def test_without_a_logger_the_lr_monitor_stands_aside_and_train_false_tests_that
     assert trained_metrics["global_step"] == ITERS and "test/acc" in trained_metrics
     run = tmp_path / "run"
     cfg = compose_config([*TINY, "train=false", f"ckpt_path={ckpt}"], run, cache_dir)
-    metrics = train(cfg)
+    train(cfg)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test/acc"] == trained_metrics["test/acc"]  # the same network, the same data
     assert saved["global_step"] == 0  # nothing trained in this run
     assert not (run / "checkpoints").exists()
-    assert metrics["test/acc"] == saved["test/acc"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def test_train_batches_are_floor_n_over_b_reshuffled_and_test_batches_in_order()
     assert torch.equal(torch.cat(batches), torch.arange(5000))
 
 
-def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
+def test_datamodule_serves_in_memory_batches_dealt_by_the_trainers_rank(cache_dir: Path) -> None:
     dm = DigitsDataModule(batch_size=32, test_batch_size=64, cache_dir=cache_dir,
                           num_train_per_class=20, num_test_per_class=10)  # fmt: skip
     dm.prepare_data()
@@ -53,9 +54,13 @@ def test_datamodule_serves_in_memory_batches(cache_dir: Path) -> None:
     test = list(dm.test_dataloader())
     assert [len(b[1]) for b in test] == [64, 36]
     assert torch.equal(torch.cat([b[1] for b in test]), dm.test_set.labels)
-    expected = dm.train_set.images.double().mean(0).float()
-    torch.testing.assert_close(dm.mean_image, expected)
-    assert dm.mean_image.shape == (1, 28, 28)
+    # under DDP (trainer=ddp_cpu), process 1 of 2 gets its shard of each loader
+    dm.trainer = SimpleNamespace(global_rank=1, world_size=2)
+    assert len(dm.train_dataloader()) == 200 // 64
+    assert [len(y) for _, y in dm.test_dataloader()] == [36]  # batch 1 of 2: the partial one
+    assert [len(y) for _, y in dm.ordered_dataloader("test")] == [64, 36]  # not sharded
+    dm.trainer = None
+    assert len(dm.train_dataloader()) == 200 // 32
 
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:

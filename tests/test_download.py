@@ -252,27 +252,6 @@ def test_the_table_holds_torchvisions_names_checksums_and_mirrors() -> None:
 # The config's checks and the command line
 
 
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [
-        ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),
-        ("data.download=yes", "data.download must be true or false"),
-        ("data.mirrors=http://host/mnist/", "data.mirrors must be a list of base URLs"),
-        ("data.mirrors=[ftp://host/]", "data.mirrors: 'ftp://host/' is not an http://"),
-        ("data.mirrors=[https:///mnist/]", "names no host"),
-        ("data.mirrors=[]", "data.mirrors is empty"),
-    ],
-)
-def test_cli_bad_download_settings_are_one_line_before_any_run_folder(
-    tmp_path: Path, override: str, needle: str
-) -> None:
-    run_dir = tmp_path / "run"
-    proc = cli_in_process("data=mnist", f"data.root={tmp_path}", override,
-                          f"hydra.run.dir={run_dir}")  # fmt: skip
-    assert_last_line_error(proc, needle, code=2)
-    assert not run_dir.exists()
-
-
 def test_cli_corrupted_download_is_one_line_exit_2_and_leaves_no_file(
     tmp_path: Path, mirror: SimpleNamespace
 ) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 
-from src.callbacks.bn_state import BatchNormStateMonitor
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import batch_statistics, population_statistics
@@ -114,12 +111,3 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
     loaded = BNStateModule.load_from_checkpoint(path)
     for key in want:
         assert torch.equal(loaded.net.state[key], model.net.state[key])
-
-
-def test_no_warning_while_the_state_moves(
-    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """test_module's update_state=false run checks the warning itself."""
-    with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
-        fit(cache_dir, tmp_path, callbacks=[BatchNormStateMonitor(check_after=3)])
-    assert not [r for r in caplog.records if "has not changed from its initial" in r.message]

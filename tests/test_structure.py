@@ -4,6 +4,7 @@ no private library API outside `src/compat.py`."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -49,7 +50,9 @@ def test_private_library_apis_only_in_the_compatibility_module_and_no_module_is_
 
 def test_importing_the_project_sets_nothing_up() -> None:
     """Every module of src imported in a fresh process: no resolver, environment variable,
-    warning filter or log filter of the project's appears until `src.cli.setup()` runs."""
+    warning filter or log filter of the project's appears until `src.cli.setup()` runs. That
+    process is a user's (not under pytest or CI, where MLflow turns telemetry off itself): after
+    the set-up MLflow stays offline and quiet."""
     code = """
 import importlib, logging, os, pkgutil, warnings
 import lightning, omegaconf
@@ -67,10 +70,15 @@ from src.cli import setup
 setup()
 after = ([r for r in ours if R(r)], "MLFLOW_DISABLE_TELEMETRY" in os.environ,
          len(warnings.filters) - before > 0, len(filters))
+import mlflow
+from mlflow.telemetry.utils import is_telemetry_disabled
+mlflow_said = [is_telemetry_disabled(), logging.getLogger("mlflow").getEffectiveLevel()]
 import json
-print(json.dumps({"modules": len(names), "imported": state, "set_up": after}))
+print(json.dumps({"modules": len(names), "imported": state, "set_up": after,
+                  "mlflow": mlflow_said}))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    ci = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK")
+    env = {k: v for k, v in os.environ.items() if k not in ci and not k.startswith("MLFLOW_")}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -78,3 +86,4 @@ print(json.dumps({"modules": len(names), "imported": state, "set_up": after}))
     assert seen["modules"] > 40
     assert seen["imported"] == [[], False, 0, 0], seen
     assert seen["set_up"] == [["run_name", "tag_dict", "sweep_subdir"], True, True, 1], seen
+    assert seen["mlflow"] == [True, logging.WARNING]  # MLflow 3 would otherwise post usage data

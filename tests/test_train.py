@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 from src.errors import ConfigError
+from src.reports import figures
 from src.train import train
 from tests.conftest import TINY, tb_events
 
@@ -19,7 +22,19 @@ def scalar_tags(run_dir: Path) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -> None:
+def test_train_writes_metrics_checkpoint_and_tensorboard(
+    tiny_cfg: DictConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = figures.first_batch
+
+    def counting(trainer, module) -> None:
+        calls.append(module.global_step)
+        original(trainer, module)
+
+    monkeypatch.setattr(figures, "first_batch", counting)
+    with open_dict(tiny_cfg):  # 2 epochs of 6 iterations
+        tiny_cfg.trainer.max_epochs = 2
     metrics = train(tiny_cfg)
     run = Path(tiny_cfg.paths.output_dir)
 
@@ -28,23 +43,32 @@ def test_train_writes_metrics_checkpoint_and_tensorboard(tiny_cfg: DictConfig) -
 
     saved = json.loads((run / "metrics.json").read_text())
     assert saved.pop("overrides") == TINY  # what made this run differ, for sweeps to read
-    assert saved == pytest.approx(metrics)
+    assert saved == metrics
     # over the whole test set of 100 images, not an average of batch averages
     assert saved["test/acc"] * 100 == pytest.approx(round(saved["test/acc"] * 100))
     assert saved["train/loss"] > 0
-    assert saved["global_step"] == 200 // 32
+    assert saved["global_step"] == 2 * (200 // 32)
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == 200 // 32
+    assert ckpt["global_step"] == 2 * (200 // 32)
     assert "net.bn1.running_mean" in ckpt["state_dict"]
 
     tags = scalar_tags(run)
     for tag in ("train/loss", "train/elapsed_s", "epoch", "test/acc"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     # one loss point per iteration, the example's training-progress plot
-    assert [e.step for e in tags["train/loss"]] == list(range(200 // 32))
+    assert [e.step for e in tags["train/loss"]] == list(range(2 * (200 // 32)))
     assert tags["test/acc"][-1].value == pytest.approx(saved["test/acc"])
     assert saved["test/acc_running"] == saved["test/acc"]
+
+    # the first training batch, drawn once after training (not at every iteration or epoch): a
+    # grid of its 32 images, 6 a row, in first_batch.png and as train/first_batch at step 0
+    assert calls == [2 * (200 // 32)]
+    grid = np.asarray(Image.open(run / "first_batch.png"))
+    assert grid.dtype == np.uint8 and grid.shape == (6 * 29 + 1, 6 * 29 + 1)
+    assert grid.max() > 128  # digits, not a blank picture
+    images = tb_events(run / "tensorboard").Images("train/first_batch")
+    assert len(images) == 1 and images[0].step == 0
 
 
 def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -> None:
