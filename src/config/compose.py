@@ -10,7 +10,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
 from src.errors import ConfigError, first_line, one_line
+
+
+def parse_overrides(lines: Iterable[str]) -> list[Any]:
+    """Override lines read by Hydra's own grammar, as `@hydra.main` reads the command line's."""
+    return OverridesParser.create().parse_overrides(list(lines))
 
 
 def quoted_for_hydra(argv: list[str]) -> list[str]:
@@ -67,7 +72,7 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
 def _compositions(overrides: list[str]) -> list[list[str]]:
     """The override lists to try: every value of every sweep appears in at least one of them."""
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
 
     def line(o: Any, value: str) -> str:
@@ -95,12 +100,12 @@ def _sweep_values(o: Any) -> list[str]:
     return [repr(float(start)), repr(math.nextafter(float(end), float(start)))]
 
 
-def _sweeper_params(cfg: DictConfig, overrides: list[str]) -> list[str]:
+def sweeper_params(cfg: DictConfig, overrides: Iterable[str]) -> list[str]:
     """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
     lines, but for the keys the command line sets itself (they replace the config's)."""
 
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+    given = {o.key_or_group for o in parse_overrides(overrides)}
     return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
@@ -153,7 +158,7 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
 
     if not multirun:
-        for o in OverridesParser.create().parse_overrides(overrides):
+        for o in parse_overrides(overrides):
             if o.is_sweep_override():
                 raise ConfigError(
                     f"{o.input_line} is a sweep: add --multirun "
@@ -216,7 +221,7 @@ def preflight(
             mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
             multirun = args.multirun or str(mode).endswith("MULTIRUN")
             # The config's own search space (hparams_search=optuna) is swept too: each value of it.
-            searched = _sweeper_params(composed(runs[0]), args.overrides) if multirun else []
+            searched = sweeper_params(composed(runs[0]), args.overrides) if multirun else []
             if searched:
                 try:
                     runs = _compositions([*searched, *args.overrides])
