@@ -203,39 +203,36 @@ def preflight(
         runs = _compositions(args.overrides)
     except HydraException as err:
         raise ConfigError(one_line(err)) from err
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir, job_name, version_base="1.3"):
-            done: dict[tuple[str, ...], DictConfig] = {}
+    GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
+    with initialize_config_dir(config_dir, job_name, version_base="1.3"):
+        done: dict[tuple[str, ...], DictConfig] = {}
 
-            def composed(overrides: list[str]) -> DictConfig:
-                """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
-                key = tuple(overrides)
-                if key not in done:
-                    try:
-                        done[key] = compose(args.config_name or config_name, overrides, True)
-                    except (HydraException, ValueError) as err:  # ValueError: callbacks=null
-                        raise ConfigError(one_line(err)) from err
-                return done[key]
-
-            mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
-            multirun = args.multirun or str(mode).endswith("MULTIRUN")
-            # The config's own search space (hparams_search=optuna) is swept too: each value of it.
-            searched = sweeper_params(composed(runs[0]), args.overrides) if multirun else []
-            if searched:
+        def composed(overrides: list[str]) -> DictConfig:
+            """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
+            key = tuple(overrides)
+            if key not in done:
                 try:
-                    runs = _compositions([*searched, *args.overrides])
-                except HydraException as err:
-                    raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
-            first = composed(runs[0])
-            _check_sweep_mode(first, args.overrides, multirun)
-            for overrides in runs:
-                cfg = composed(overrides)
-                check(cfg)
-                if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
-                    check_output_folder(cfg, multirun)
-            # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
-            own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
-            return (None if own else "multirun" if multirun else "run"), list(done.values())
-    finally:
-        GlobalHydra.instance().clear()
+                    done[key] = compose(args.config_name or config_name, overrides, True)
+                except (HydraException, ValueError) as err:  # ValueError: callbacks=null
+                    raise ConfigError(one_line(err)) from err
+            return done[key]
+
+        mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
+        multirun = args.multirun or str(mode).endswith("MULTIRUN")
+        # The config's own search space (hparams_search=optuna) is swept too: each value of it.
+        searched = sweeper_params(composed(runs[0]), args.overrides) if multirun else []
+        if searched:
+            try:
+                runs = _compositions([*searched, *args.overrides])
+            except HydraException as err:
+                raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
+        first = composed(runs[0])
+        _check_sweep_mode(first, args.overrides, multirun)
+        for overrides in runs:
+            cfg = composed(overrides)
+            check(cfg)
+            if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
+                check_output_folder(cfg, multirun)
+        # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
+        own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
+        return (None if own else "multirun" if multirun else "run"), list(done.values())
