@@ -118,16 +118,13 @@ def _probe_folder(folder: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-    created: list[Path] = []
     try:
-        if missing:
-            for path in reversed(missing):
-                path.mkdir()
-                created.append(path)
-        else:  # Hydra writes into a run folder that already exists: try writing there too
-            created.append(Path(tempfile.mkdtemp(dir=existing)))
+        for path in reversed(missing):
+            path.mkdir()
+        if not missing:  # Hydra writes into a run folder that already exists: try writing there too
+            missing.append(Path(tempfile.mkdtemp(dir=existing)))
     finally:
-        for path in reversed(created):
+        for path in missing:  # deepest first; one a failed mkdir never made is not there
             with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
                 path.rmdir()
 
