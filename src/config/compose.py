@@ -17,7 +17,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, OverrideType
+from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -73,10 +73,9 @@ def _compositions(overrides: list[str]) -> list[list[str]]:
     """The override lists to try: every value of every sweep appears in at least one of them."""
 
     parsed = parse_overrides(overrides)
-    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
 
     def line(o: Any, value: str) -> str:
-        return f"{prefix.get(o.type, '')}{o.get_key_element()}={value}"
+        return f"{o.get_key_element()}={value}"  # the key element keeps its +, ++ or ~
 
     values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
     base = [line(o, v[0]) if v else o.input_line for o, v in zip(parsed, values)]
