@@ -69,15 +69,19 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
     return [quoted(arg) if arg in given else arg for arg in argv]
 
 
-def _compositions(overrides: list[str]) -> list[list[str]]:
-    """The override lists to try: every value of every sweep appears in at least one of them."""
+def _compositions(overrides: list[str], source: str = "") -> list[list[str]]:
+    """The override lists to try: every value of every sweep appears in at least one of them.
+    A line Hydra cannot read is a ConfigError: Hydra's one line, after `source` (where from)."""
 
-    parsed = parse_overrides(overrides)
+    try:
+        parsed = parse_overrides(overrides)
+        values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
+    except HydraException as err:
+        raise ConfigError(f"{source}{one_line(err)}") from err
 
     def line(o: Any, value: str) -> str:
         return f"{o.get_key_element()}={value}"  # the key element keeps its +, ++ or ~
 
-    values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
     base = [line(o, v[0]) if v else o.input_line for o, v in zip(parsed, values)]
     runs = [base]
     for i, (o, vs) in enumerate(zip(parsed, values)):
@@ -195,10 +199,7 @@ def preflight(
     args = hydra_args_parser().parse_args(argv)
     if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
         return None, []  # another search path or an informational call: leave it to Hydra
-    try:
-        runs = _compositions(args.overrides)
-    except HydraException as err:
-        raise ConfigError(one_line(err)) from err
+    runs = _compositions(args.overrides)
     GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
     with initialize_config_dir(config_dir, job_name, version_base="1.3"):
         done: dict[tuple[str, ...], DictConfig] = {}
@@ -218,10 +219,7 @@ def preflight(
         # The config's own search space (hparams_search=optuna) is swept too: each value of it.
         searched = sweeper_params(composed(runs[0]), args.overrides) if multirun else []
         if searched:
-            try:
-                runs = _compositions([*searched, *args.overrides])
-            except HydraException as err:
-                raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
+            runs = _compositions([*searched, *args.overrides], "hydra.sweeper.params: ")
         first = composed(runs[0])
         _check_sweep_mode(first, args.overrides, multirun)
         for overrides in runs:
