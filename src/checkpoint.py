@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
@@ -137,7 +138,7 @@ def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -
             raise _untrusted(where, f"hyper_parameters.{name} is not a setting of this network")
         _plain_value(value, where, f"model.{name}")
     try:  # typed from the signatures, as the command line's model.* is
-        check_model_settings({"model": saved})
+        check_model_settings(OmegaConf.create({"model": saved}))
     except ConfigError as err:
         raise CheckpointError(f"{where}: its stored {err}") from err
     return dict(saved)
@@ -177,22 +178,20 @@ def stored_data_settings(
         raise _untrusted(where, f"its stored data.source={source!r} is not one of {known}")
     allowed = set(inspect.signature(DigitsDataModule).parameters) - {"source_options"}
     allowed |= set(list(inspect.signature(SOURCES[source]).parameters)[1:])  # after cache_dir
-    for name, value in data.items():
-        if name == "_target_":
-            continue
+    settings = {k: v for k, v in data.items() if k != "_target_"}
+    for name, value in settings.items():
         if not isinstance(name, str) or name not in allowed:
             raise _untrusted(
                 where, f"its stored data.{name} is not a setting of data source {source!r}"
             )
         _plain_value(value, where, f"data.{name}")
-    settings = {k: v for k, v in data.items() if k != "_target_"}
     # Reading a checkpoint never reaches the network: the data it names are read from disk,
     # fetched only if this command line asks (data.download=true, with its own mirrors).
     if settings.get("download"):
         settings["download"] = False
     settings.pop("mirrors", None)
     try:
-        check_data_settings({"data": settings})
+        check_data_settings(OmegaConf.create({"data": settings}))
     except ConfigError as err:
         raise CheckpointError(f"{where}: its stored {err}") from err
     return settings
@@ -238,27 +237,26 @@ def loader_position(
 ) -> dict[str, int] | None:
     """The training data loader's saved position (EpochLoader.state_dict), if any, checked:
     whole numbers in range (CheckpointError otherwise: it is read from a file)."""
+    where = f"{key}={path}"
     try:
         loops = ckpt.get("loops") or {}
         states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
         position = states[0] if states else None
     except (AttributeError, TypeError, KeyError, IndexError) as err:
-        raise _untrusted(f"{key}={path}", f"its loops state is malformed ({err})") from err
+        raise _untrusted(where, f"its loops state is malformed ({err})") from err
     if position is None:
         return None
     lowest = {"epoch": 0, "batches_done": 0, "batch_size": 1, "num_samples": 0, "seed": 0,
               "world_size": 1}  # fmt: skip
     if not isinstance(position, dict):
-        raise _untrusted(f"{key}={path}", "its data loader position is not a table of numbers")
+        raise _untrusted(where, "its data loader position is not a table of numbers")
     for name, value in position.items():
         ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok or value < lowest.get(name, 0) or name not in lowest:
-            raise _untrusted(
-                f"{key}={path}", f"its data loader position {name}={value!r:.40} is not valid"
-            )
+            raise _untrusted(where, f"its data loader position {name}={value!r:.40} is not valid")
     for name in ("epoch", "batches_done", "batch_size", "num_samples"):
         if name not in position:
-            raise _untrusted(f"{key}={path}", f"its data loader position has no {name}")
+            raise _untrusted(where, f"its data loader position has no {name}")
     return position
 
 

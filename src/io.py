@@ -40,21 +40,20 @@ def output_file(
     kill). A failure (OSError, or one of `also`) becomes `OutputWriteError`: one line naming
     the file, exit code 4; the temporary file is removed.
     """
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
         )
         os.close(fd)
-    except OSError as err:
-        raise _write_error(path, what, err) from err
-    tmp = Path(name)
-    try:
+        tmp = Path(name)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is an ordinary file
         yield tmp
         _commit(tmp, path)
     except BaseException as err:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:  # a failure before it was made leaves nothing to remove
+            tmp.unlink(missing_ok=True)
         if isinstance(err, (OSError, *also)) and not isinstance(err, OutputWriteError):
             raise _write_error(path, what, err) from err
         raise

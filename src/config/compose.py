@@ -10,14 +10,14 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, OverrideType
+from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
 from src.errors import ConfigError, first_line, one_line
+
+
+def parse_overrides(lines: Iterable[str]) -> list[Any]:
+    """Override lines read by Hydra's own grammar, as `@hydra.main` reads the command line's."""
+    return OverridesParser.create().parse_overrides(list(lines))
 
 
 def quoted_for_hydra(argv: list[str]) -> list[str]:
@@ -64,16 +69,19 @@ def quoted_for_hydra(argv: list[str]) -> list[str]:
     return [quoted(arg) if arg in given else arg for arg in argv]
 
 
-def _compositions(overrides: list[str]) -> list[list[str]]:
-    """The override lists to try: every value of every sweep appears in at least one of them."""
+def _compositions(overrides: list[str], source: str = "") -> list[list[str]]:
+    """The override lists to try: every value of every sweep appears in at least one of them.
+    A line Hydra cannot read is a ConfigError: Hydra's one line, after `source` (where from)."""
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
+    try:
+        parsed = parse_overrides(overrides)
+        values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
+    except HydraException as err:
+        raise ConfigError(f"{source}{one_line(err)}") from err
 
     def line(o: Any, value: str) -> str:
-        return f"{prefix.get(o.type, '')}{o.get_key_element()}={value}"
+        return f"{o.get_key_element()}={value}"  # the key element keeps its +, ++ or ~
 
-    values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
     base = [line(o, v[0]) if v else o.input_line for o, v in zip(parsed, values)]
     runs = [base]
     for i, (o, vs) in enumerate(zip(parsed, values)):
@@ -95,12 +103,12 @@ def _sweep_values(o: Any) -> list[str]:
     return [repr(float(start)), repr(math.nextafter(float(end), float(start)))]
 
 
-def _sweeper_params(cfg: DictConfig, overrides: list[str]) -> list[str]:
+def sweeper_params(cfg: DictConfig, overrides: Iterable[str]) -> list[str]:
     """A multirun's `hydra.sweeper.params` (hparams_search=optuna's search space) as override
     lines, but for the keys the command line sets itself (they replace the config's)."""
 
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+    given = {o.key_or_group for o in parse_overrides(overrides)}
     return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
@@ -113,16 +121,13 @@ def _probe_folder(folder: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-    created: list[Path] = []
     try:
-        if missing:
-            for path in reversed(missing):
-                path.mkdir()
-                created.append(path)
-        else:  # Hydra writes into a run folder that already exists: try writing there too
-            created.append(Path(tempfile.mkdtemp(dir=existing)))
+        for path in reversed(missing):
+            path.mkdir()
+        if not missing:  # Hydra writes into a run folder that already exists: try writing there too
+            missing.append(Path(tempfile.mkdtemp(dir=existing)))
     finally:
-        for path in reversed(created):
+        for path in missing:  # deepest first; one a failed mkdir never made is not there
             with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
                 path.rmdir()
 
@@ -153,7 +158,7 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
 
     if not multirun:
-        for o in OverridesParser.create().parse_overrides(overrides):
+        for o in parse_overrides(overrides):
             if o.is_sweep_override():
                 raise ConfigError(
                     f"{o.input_line} is a sweep: add --multirun "
@@ -194,43 +199,34 @@ def preflight(
     args = hydra_args_parser().parse_args(argv)
     if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
         return None, []  # another search path or an informational call: leave it to Hydra
-    try:
-        runs = _compositions(args.overrides)
-    except HydraException as err:
-        raise ConfigError(one_line(err)) from err
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir, job_name, version_base="1.3"):
-            done: dict[tuple[str, ...], DictConfig] = {}
+    runs = _compositions(args.overrides)
+    GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
+    with initialize_config_dir(config_dir, job_name, version_base="1.3"):
+        done: dict[tuple[str, ...], DictConfig] = {}
 
-            def composed(overrides: list[str]) -> DictConfig:
-                """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
-                key = tuple(overrides)
-                if key not in done:
-                    try:
-                        done[key] = compose(args.config_name or config_name, overrides, True)
-                    except (HydraException, ValueError) as err:  # ValueError: callbacks=null
-                        raise ConfigError(one_line(err)) from err
-                return done[key]
-
-            mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
-            multirun = args.multirun or str(mode).endswith("MULTIRUN")
-            # The config's own search space (hparams_search=optuna) is swept too: each value of it.
-            searched = _sweeper_params(composed(runs[0]), args.overrides) if multirun else []
-            if searched:
+        def composed(overrides: list[str]) -> DictConfig:
+            """Each composition once (a plain run needs one; each costs a few 0.1 s)."""
+            key = tuple(overrides)
+            if key not in done:
                 try:
-                    runs = _compositions([*searched, *args.overrides])
-                except HydraException as err:
-                    raise ConfigError(f"hydra.sweeper.params: {one_line(err)}") from err
-            first = composed(runs[0])
-            _check_sweep_mode(first, args.overrides, multirun)
-            for overrides in runs:
-                cfg = composed(overrides)
-                check(cfg)
-                if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
-                    check_output_folder(cfg, multirun)
-            # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
-            own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
-            return (None if own else "multirun" if multirun else "run"), list(done.values())
-    finally:
-        GlobalHydra.instance().clear()
+                    done[key] = compose(args.config_name or config_name, overrides, True)
+                except (HydraException, ValueError) as err:  # ValueError: callbacks=null
+                    raise ConfigError(one_line(err)) from err
+            return done[key]
+
+        mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
+        multirun = args.multirun or str(mode).endswith("MULTIRUN")
+        # The config's own search space (hparams_search=optuna) is swept too: each value of it.
+        searched = sweeper_params(composed(runs[0]), args.overrides) if multirun else []
+        if searched:
+            runs = _compositions([*searched, *args.overrides], "hydra.sweeper.params: ")
+        first = composed(runs[0])
+        _check_sweep_mode(first, args.overrides, multirun)
+        for overrides in runs:
+            cfg = composed(overrides)
+            check(cfg)
+            if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
+                check_output_folder(cfg, multirun)
+        # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
+        own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
+        return (None if own else "multirun" if multirun else "run"), list(done.values())

@@ -85,10 +85,6 @@ def require_bool(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
-def as_config(cfg: DictConfig | dict) -> DictConfig:
-    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-
-
 def model_parameters() -> dict[str, inspect.Parameter]:
     """`model.<key>` -> its parameter, annotation evaluated: DigitsNet's arguments, which
     BNStateModule passes through, and the module's own. A new network option is typed, checked
@@ -117,10 +113,9 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
             raise ConfigError(f"{key}={value!r} must be one of: {', '.join(map(str, choices))}")
 
 
-def check_model_settings(cfg: DictConfig | dict) -> None:
+def check_model_settings(cfg: DictConfig) -> None:
     """The `model.*` values, alone: also what a checkpoint's stored settings must pass. Types
     come from the signatures (`model_parameters`); only ranges are written out below."""
-    cfg = as_config(cfg)
     for name, param in model_parameters().items():
         require_type(cfg, f"model.{name}", param.annotation)
     require(cfg, "model.log_block_steps", lambda v: v >= 1, "at least 1", integer=True)
@@ -139,9 +134,8 @@ def check_model_settings(cfg: DictConfig | dict) -> None:
     )
 
 
-def check_data_settings(cfg: DictConfig | dict) -> None:
+def check_data_settings(cfg: DictConfig) -> None:
     """The `data.*` values, alone: also what a checkpoint's stored settings must pass."""
-    cfg = as_config(cfg)
     for key in ("data.resize", "data.grayscale", "data.download", "data.frame"):
         require_bool(cfg, key)
     _check_idx_dataset(cfg)

@@ -22,6 +22,7 @@ from src.checkpoint import (
     read_checkpoint,
     stored_data_settings,
 )
+from src.config.compose import parse_overrides
 from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule
 from src.errors import ConfigError, DataError
@@ -29,7 +30,6 @@ from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.state import describe_state, population_statistics
-from src.sweep.naming import parse_overrides
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.compose import parse_overrides, sweeper_params
+
 MAX_NAME = 100  # characters of a job folder's name after the number (names are ASCII)
 
 
@@ -32,19 +34,11 @@ class Plan:
 current: Plan | None = None
 
 
-def parse_overrides(lines: Iterable[str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(list(lines))
-
-
 def sweep_overrides(master: DictConfig) -> list[Any]:
     """A multirun config's overrides, parsed: the command line's, then those of
     `hydra.sweeper.params` for the keys the command line does not set."""
-    given = parse_overrides(OmegaConf.select(master, "hydra.overrides.task", default=None) or [])
-    params = OmegaConf.select(master, "hydra.sweeper.params", default=None) or {}
-    keys = {o.key_or_group for o in given}
-    return given + parse_overrides(f"{k}={v}" for k, v in params.items() if k not in keys)
+    task = OmegaConf.select(master, "hydra.overrides.task", default=None) or []
+    return parse_overrides([*task, *sweeper_params(master, task)])
 
 
 def plan_of(master: DictConfig) -> Plan:
