@@ -142,6 +142,8 @@ def _physical_memory() -> int:
         (["--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)"],
          ["optimizer.momentum=1.4999"]),
         (["--multirun", "optimizer.lr=0.01,-1"], ["optimizer.lr=-1"]),
+        # each sweep value composed as Hydra's job composes it: `+` on a key that exists
+        (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
         (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),
         (["--multirun", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"],
@@ -239,6 +241,14 @@ def test_multirun_probes_the_sweep_folder_not_the_run_folder(tmp_path: Path) -> 
     cfg = _fresh_compose(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={blocker}/s"])
     with pytest.raises(ConfigError, match=r"hydra\.sweep\.dir=.*cannot create the sweep folder"):
         check_output_folder(cfg, multirun=False)
+
+
+def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) -> None:
+    """`++key=a,b` (add or override) composes one config a value, as each of Hydra's jobs does."""
+    argv = ["--multirun", "++optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path}/sweep"]
+    mode, configs = preflight(argv, str(CONF), "config")
+    assert mode == "multirun"
+    assert sorted(cfg.optimizer.lr for cfg in configs) == [0.01, 0.02]
 
 
 # ---------------------------------------------------------------------------------------------
