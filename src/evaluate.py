@@ -54,6 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for results in trainer.test(model, datamodule=datamodule, verbose=False):
         metrics.update({k: float(v) for k, v in results.items()})
     confusion_matrix(trainer, model)
+    for logger in trainer.loggers:  # the figure came after test's own finalize: written out now
+        logger.finalize("success")
     metrics.update(
         ckpt_path=str(Path(cfg.ckpt_path).resolve()),
         bn_stats=model.bn_stats,
