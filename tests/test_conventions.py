@@ -17,9 +17,6 @@ from src.config.rules import check_config
 from src.train import train
 from tests.conftest import TINY, compose_config, read_csv
 
-# MLflow's SQL store (mlflow-skinny 3.17) still uses a loader strategy SQLAlchemy 2.1 deprecates
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-
 ITERS = 200 // 32  # iterations an epoch in the TINY setting
 # TINY without its epoch count, for configs that set their own
 TINY_DATA = [o for o in TINY if not o.startswith("trainer.max_epochs")]

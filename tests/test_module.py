@@ -83,6 +83,7 @@ def test_update_state_false_keeps_initial_state_and_warns_once(
     assert "\n" not in warnings[0].getMessage()
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_training_step_runs_one_forward_per_batch(tmp_path: Path) -> None:
     """An extra training-mode forward would fold the batch into the state twice."""
     torch.manual_seed(0)

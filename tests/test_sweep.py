@@ -24,7 +24,6 @@ from tests.conftest import TINY, read_csv, run_cli, table_jobs
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow
 def test_a_parallel_sweep_over_seeds_is_summarised(tmp_path: Path, cache_dir: Path) -> None:
     """Two jobs at once (joblib), logging to a new MLflow store too: every run logged (the
     launching process makes the store first), every row gathered from the workers."""
