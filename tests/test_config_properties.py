@@ -174,6 +174,7 @@ def test_one_tag_given_as_a_string_is_a_list_of_one() -> None:
     from src.runtime.loggers import run_name, tag_dict
 
     assert tag_dict("notalist") == {"notalist": "true"}
+    assert tag_dict(["a", "b"]) == {"a": "true", "b": "true"}
     assert run_name("notalist", "/out/2025-01-31_12-00-00") == "notalist_2025-01-31_12-00-00"
     proc = cli_in_process("tags=notalist", "hydra.run.dir=/nonexistent/run", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr

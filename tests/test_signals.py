@@ -236,17 +236,23 @@ ON_LINUX = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="re
 
 
 @ON_LINUX
-@pytest.mark.parametrize("module", ["src.train", "src.evaluate", "src.predict", "src.export"])
-@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("module", "signum", "background"),
+    [
+        *[(m, s, False) for m in ("src.train", "src.evaluate", "src.predict", "src.export")
+          for s in SIGNALS],
+        ("src.train", signal.SIGTERM, True),
+    ],
+    ids=lambda v: v.name if isinstance(v, signal.Signals) else str(v),
+)  # fmt: skip
 def test_a_signal_while_importing_is_one_line(
-    tmp_path: Path, cache_dir: Path, signum: int, module: str
+    tmp_path: Path, cache_dir: Path, signum: int, module: str, background: bool
 ) -> None:
     """Before torch is loaded: it was a KeyboardInterrupt traceback (SIGINT) or a silent death
-    by the signal (SIGTERM). `src.train`'s SIGTERM comes to a background job, whose Ctrl-C does
-    not stop it at start-up either: its SIGINT, inherited as ignored, is ignored first."""
+    by the signal (SIGTERM). A background job's Ctrl-C does not stop it at start-up either: its
+    SIGINT, inherited as ignored, is ignored, and SIGTERM still stops it."""
     run = tmp_path / "run"
     args = run_args(run, cache_dir) if module == "src.train" else [f"hydra.run.dir={run}"]
-    background = (module, signum) == ("src.train", signal.SIGTERM)
     proc = _popen(module, *args, sigint_ignored=background)
     _while_importing(proc)
     if background:
