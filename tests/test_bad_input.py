@@ -62,6 +62,9 @@ def _physical_memory() -> int:
         (["trainer=tpu"], ["trainer/tpu"]),
         (["optimizer.lrr=3"], ["optimizer.lrr"]),
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),
+        # 0 == False in Python: a switch's choices are compared by type too
+        (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),
+        (["data.on_device=1.0"], ["data.on_device=1.0 must be auto, true or false"]),
         (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps"]),
         (["trainer.log_every_n_steps=-2"], ["trainer.log_every_n_steps"]),
         (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path", "/nonexistent/last.ckpt"]),

@@ -85,6 +85,14 @@ def require_bool(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
+def require_choice(cfg: DictConfig, key: str, choices: tuple[Any, ...], said: str) -> None:
+    """The value at `key` is one of `choices`, of the same type too: Python's `0 == False`
+    and `1 == True` would otherwise let 0, 1, 0.0 or 1.0 pass for a switch."""
+    value = value_at(cfg, key)
+    if value is not None and not any(type(value) is type(c) and value == c for c in choices):
+        raise ConfigError(f"{key}={value!r} must be {said}")
+
+
 def model_parameters() -> dict[str, inspect.Parameter]:
     """`model.<key>` -> its parameter, annotation evaluated: DigitsNet's arguments, which
     BNStateModule passes through, and the module's own. A new network option is typed, checked
@@ -108,9 +116,8 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
     elif kind in (int, float):
         number_at(cfg, key, integer=kind is int)
     elif get_origin(kind) is Literal:
-        value, choices = value_at(cfg, key), get_args(kind)
-        if value is not None and value not in choices:
-            raise ConfigError(f"{key}={value!r} must be one of: {', '.join(map(str, choices))}")
+        choices = get_args(kind)
+        require_choice(cfg, key, choices, f"one of: {', '.join(map(str, choices))}")
 
 
 def check_model_settings(cfg: DictConfig) -> None:
@@ -139,9 +146,7 @@ def check_data_settings(cfg: DictConfig) -> None:
     for key in ("data.resize", "data.grayscale", "data.download", "data.frame"):
         require_bool(cfg, key)
     _check_idx_dataset(cfg)
-    on_device = value_at(cfg, "data.on_device")
-    if on_device is not None and on_device not in (True, False, "auto"):
-        raise ConfigError(f"data.on_device={on_device!r} must be auto, true or false")
+    require_choice(cfg, "data.on_device", (True, False, "auto"), "auto, true or false")
     require(cfg, "data.batch_size", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "data.test_batch_size", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "data.num_train_per_class", lambda v: v >= 1, "at least 1", integer=True)
@@ -211,9 +216,7 @@ def check_group_values(cfg: DictConfig) -> None:
     and `tags`: refused here in one line, not by the class that gets them mid-run."""
     for key in GROUP_BOOLS:
         require_bool(cfg, key)
-    deterministic = value_at(cfg, "trainer.deterministic")
-    if deterministic is not None and deterministic not in (True, False, "warn"):
-        raise ConfigError(f"trainer.deterministic={deterministic!r} must be true, false or warn")
+    require_choice(cfg, "trainer.deterministic", (True, False, "warn"), "true, false or warn")
     for key, ok, what, integer in GROUP_NUMBERS:
         require(cfg, key, ok, what, integer)
     betas = value_at(cfg, "optimizer.betas")
