@@ -153,6 +153,21 @@ def _physical_memory() -> int:
          ["optimized_metric is not set", "hparams_search=optuna"]),
         (["--multirun", "hydra/sweeper=optuna", "optimized_metric=test/acc",
           "optimizer.lr=interval(0.001,0.1)"], ["optimized_metric=test/acc", "validation"]),
+        # 13. types from each class's own signature (some were tracebacks mid-run, some were
+        # refused only after the run folder existed, some were accepted)
+        (["scheduler=onecycle", "scheduler.scheduler.anneal_strategy=0"],
+         ["scheduler.scheduler.anneal_strategy=0 must be one of: cos, linear"]),
+        (["logger=csv", "logger.csv.name=true"], ["logger.csv.name=True must be a string or null"]),
+        (["logger=tensorboard", "logger.tensorboard.name=[a]"],
+         ["logger.tensorboard.name=['a'] must be a string or null"]),
+        (["trainer.accelerator=0"], ["trainer.accelerator=0 must be a string or Accelerator"]),
+        (["callbacks.lr_monitor.logging_interval=0"],
+         ["callbacks.lr_monitor.logging_interval=0 must be one of: step, epoch"]),
+        (["callbacks.progress_bar.plain=0"], ["progress_bar.plain must be true or false, got 0"]),
+        (["data.style=0"], ["data.style=0 must be a string"]),
+        (["data=folder", "data.root=[a]"], ["data.root=['a'] must be a string, Path or null"]),
+        (["task_name=[a,b]"], ["task_name=['a', 'b'] must be a string"]),
+        (["optimized_metric=0"], ["optimized_metric=0 must be a string or null"]),
         # 12. data=mnist's download settings (test_download.py fetches with good ones)
         *[(["data=mnist", "data.root=/nonexistent", typed], [said]) for typed, said in (
             ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),

@@ -25,6 +25,7 @@ from src.config.schema import (
     number_at,
     require,
     require_bool,
+    require_type,
     value_at,
 )
 from src.config.targets import check_group_entries, check_targets
@@ -65,11 +66,13 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
-    check_targets(cfg, settings)
+    typed = check_targets(cfg, settings)
     check_group_entries(settings)
     require_bool(cfg, "test")
     require_bool(cfg, "train")
     require_bool(cfg, "sweep.rerun_failed")
+    require_type(cfg, "task_name", str)  # the folder outputs/<task_name>/ is named by it
+    require_type(cfg, "optimized_metric", str | None)
     _check_train_or_test(cfg)
     interval = value_at(cfg, "scheduler.interval")
     if interval is not None and interval not in ("step", "epoch"):
@@ -102,6 +105,8 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_memory(cfg)
     _check_checkpoint(cfg, _check_accelerator(cfg))
     _check_cuda_graph(cfg)
+    for key, kind in typed:  # last: what no check above words more closely
+        require_type(cfg, key, kind)
 
 
 def _check_cuda_graph(cfg: DictConfig) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -109,8 +110,10 @@ def model_parameters() -> dict[str, inspect.Parameter]:
 
 
 def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
-    """The value at `key` is of its declared type: true or false, a (whole) number, or one of a
-    Literal's choices. Other types (factories, tables) are left to the class that takes them."""
+    """The value at `key` is of its declared type `kind` (an annotation): true or false, a (whole)
+    number, one of a Literal's choices, a string, null where Optional, or any member of a union.
+    A node (a list, or a table that may build an object with `_target_`) is judged only against
+    plain types; a class no config value can be takes only a node."""
     if kind is bool:
         require_bool(cfg, key)
     elif kind in (int, float):
@@ -118,6 +121,57 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
     elif get_origin(kind) is Literal:
         choices = get_args(kind)
         require_choice(cfg, key, choices, f"one of: {', '.join(map(str, choices))}")
+    elif kind is str or get_origin(kind) in (Union, UnionType):
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is ABSENT:
+            return
+        members = get_args(kind) or (kind,)
+        plain = [m for m in members if m is not type(None)]
+        if value is None and len(plain) < len(members):
+            return  # Optional: null is the class's own "not set"
+        if len(plain) == 1 and plain[0] is not str:
+            return require_type(cfg, key, plain[0])  # Optional[int]: the int's own checks
+        if not any(_takes(m, value) for m in members):
+            said = [w for m in members for w in _said(m)]
+            alternatives = f"{', '.join(said[:-1])} or {said[-1]}" if len(said) > 1 else said[0]
+            raise ConfigError(f"{key}={value!r} must be {alternatives}")
+
+
+# The plain types a config value is, and how an error line says each.
+_PLAIN = {
+    bool: ["true", "false"],
+    int: ["a whole number"],
+    float: ["a number"],
+    str: ["a string"],
+    type(None): ["null"],
+}
+
+
+def _takes(kind: Any, value: Any) -> bool:
+    """Whether a value of a composed config can be of type `kind`: a list only where a list
+    goes, a table where a mapping goes or with a `_target_` that builds the object; benefit of
+    the doubt where the type cannot say."""
+    if get_origin(kind) is Literal:
+        return any(type(value) is type(c) and value == c for c in get_args(kind))
+    if kind in (int, float):  # true is no number here, and 1.0 no whole number
+        number = (int, float) if kind is float else int
+        return isinstance(value, number) and not isinstance(value, bool)
+    if kind in _PLAIN:
+        return isinstance(value, kind)
+    origin = get_origin(kind) or kind
+    if kind is Any or not isinstance(origin, type):  # a TypeVar, an unevaluated name: cannot tell
+        return True
+    if OmegaConf.is_list(value):
+        return issubclass(list, origin) or origin in (tuple, set, frozenset)
+    if OmegaConf.is_dict(value):  # a mapping, or a node that builds the object (`_target_`)
+        return issubclass(dict, origin) or "_target_" in value
+    return isinstance(value, origin)
+
+
+def _said(kind: Any) -> list[str]:
+    if get_origin(kind) is Literal:
+        return [str(c).lower() if isinstance(c, bool) else str(c) for c in get_args(kind)]
+    return _PLAIN.get(kind) or [getattr(get_origin(kind) or kind, "__name__", str(kind))]
 
 
 def check_model_settings(cfg: DictConfig) -> None:

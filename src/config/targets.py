@@ -1,4 +1,5 @@
-"""Config entries that name a class (`_target_`): each importable, taking every key it is given."""
+"""Config entries that name a class (`_target_`): each importable, taking every key it is given,
+and each key of the type the class declares for it (`schema.require_type`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.schema import ABSENT, leaves, require_bool
+from src.config.schema import ABSENT, leaves
 from src.errors import ConfigError, first_line
 
 # Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
@@ -44,8 +45,10 @@ def check_group_entries(settings: dict) -> None:
             )
 
 
-def check_targets(cfg: DictConfig, settings: dict) -> None:
-    """Each group train.py builds names a class, and no node holds a key its class does not take."""
+def check_targets(cfg: DictConfig, settings: dict) -> list[tuple[str, Any]]:
+    """Each group train.py builds names a class, and no node holds a key its class does not take.
+    Returns each given key with the type its class declares for it, for `require_type` (after
+    the checks that word a key's refusal more closely)."""
     for group in (*REQUIRED_TARGETS, "optimizer"):
         node = settings.get(group, ABSENT)
         if node is ABSENT and group == "optimizer":
@@ -58,16 +61,19 @@ def check_targets(cfg: DictConfig, settings: dict) -> None:
             raise ConfigError(
                 f"{group}._target_ must be set: the {group} config names no class to build"
             )
+    typed = []
     for key, _ in leaves(settings):  # every node with a `_target_`, nested ones included
         path, _, last = key.rpartition(".")
         if last == "_target_" and path:
-            _check_arguments(cfg, path, OmegaConf.select(cfg, path))
+            typed += _check_arguments(cfg, path, OmegaConf.select(cfg, path))
+    return typed
 
 
 def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
-    """The keyword arguments `target` takes and whether it takes **kwargs; None if unknowable."""
+    """The keyword arguments `target` takes (annotations evaluated where they can be) and whether
+    it takes **kwargs; None if unknowable."""
     try:
-        signature = inspect.signature(target)
+        signature = _signature(target)
     except (TypeError, ValueError):  # some builtins have no signature to read
         return None
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -76,7 +82,22 @@ def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
     return [p for p in params if p.kind in kinds], open_kwargs
 
 
-def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str], str]:
+def _signature(target: Any) -> inspect.Signature:
+    try:
+        return inspect.signature(target, eval_str=True)
+    except (NameError, SyntaxError, AttributeError):  # a name only imported for type checkers
+        return inspect.signature(target)
+
+
+def _declared(param: inspect.Parameter) -> Any:
+    """The type of an argument: its annotation, else (unannotated, or not evaluable) true or
+    false where its default is; None where nothing says."""
+    if param.annotation is not param.empty and not isinstance(param.annotation, str):
+        return param.annotation
+    return bool if isinstance(param.default, bool) else None
+
+
+def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[inspect.Parameter], str]:
     """DigitsDataModule passes its **kwargs to the data source named by `source`."""
     from src.data.sources import SOURCES
 
@@ -85,7 +106,7 @@ def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[str],
     if name not in SOURCES:
         raise ConfigError(f"{path}.source={name!r} is not one of {sorted(SOURCES)}")
     # The first argument, cache_dir, is passed by the data module itself.
-    return list(inspect.signature(SOURCES[name]).parameters)[1:], f" with {path}.source={name}"
+    return list(_signature(SOURCES[name]).parameters.values())[1:], f" with {path}.source={name}"
 
 
 # Targets whose **kwargs go on to a known callee: what that callee takes (but the arguments the
@@ -101,8 +122,9 @@ _KWARGS_TAKEN = {
 }
 
 
-def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> None:
-    """Refuse keys of `node` that its `_target_` would reject when instantiated."""
+def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> list[tuple[str, Any]]:
+    """Refuse keys of `node` that its `_target_` would reject when instantiated; return the
+    given keys with their declared types."""
     key = f"{path}._target_"
     name = OmegaConf.select(cfg, key)
     if not isinstance(name, str) or not name.strip():
@@ -115,30 +137,36 @@ def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> None:
         raise ConfigError(f"{key}={name}: cannot be imported ({reason})") from err
     found = _parameters(target)
     if found is None:
-        return
+        return []
     params, open_kwargs = found
-    # Typed by the class's own defaults: a true/false argument takes true or false, whatever
-    # class or new option it is (a number default says too little: SGD's momentum=0 is a float).
-    for p in params:
-        if isinstance(p.default, bool) and p.name in node:
-            require_bool(cfg, f"{path}.{p.name}")
-    taken = [p.name for p in params]
-    note = ""
-    extra = [k for k in map(str, node) if not k.startswith("_") and k not in taken]
+    note, given = "", [str(k) for k in node.keys()]
+    extra = [k for k in given if not k.startswith("_") and k not in _names(params)]
     if extra and open_kwargs:
         name_of = f"{target.__module__}.{target.__qualname__}"
         if name_of == "src.data.datamodule.DigitsDataModule":
             more, note = _source_options(cfg, path, target)
         elif name_of in _KWARGS_TAKEN:
             callee, set_by_target = _KWARGS_TAKEN[name_of]
-            params = inspect.signature(hydra.utils.get_object(callee)).parameters
-            more = [n for n in params if n not in set_by_target]
+            callee_params = _signature(hydra.utils.get_object(callee)).parameters.values()
+            more = [p for p in callee_params if p.name not in set_by_target]
         else:
-            return
-        taken = [*taken, *more]
-        extra = [k for k in extra if k not in taken]
+            more = []
+            extra = []  # any other **kwargs: given the benefit of the doubt
+        params = [*params, *more]
+        extra = [k for k in extra if k not in _names(params)]
     if extra:
-        raise ConfigError(f"{path}.{extra[0]}: {name}{note} {_takes_no(extra[0], taken)}")
+        raise ConfigError(f"{path}.{extra[0]}: {name}{note} {_takes_no(extra[0], _names(params))}")
+    # Typed by the class's own signature: a new option of any class is checked without a list.
+    # An interpolation is checked where its value is set (`${hydra:...}` has none yet here).
+    return [
+        (f"{path}.{p.name}", _declared(p))
+        for p in params
+        if p.name in given and not OmegaConf.is_interpolation(node, p.name) and _declared(p)
+    ]
+
+
+def _names(params: list[inspect.Parameter]) -> list[str]:
+    return [p.name for p in params]
 
 
 def _takes_no(argument: str, taken: list[str]) -> str:
