@@ -101,8 +101,9 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{folder}", ["ckpt_path={tmp}/none.ckpt"], ["ckpt_path={tmp}/none.ckpt"]),
         ("{tmp}/blank.png", ["data.frame=maybe"], ["data.frame"]),
         ("{tmp}/blank.png", ["data.frame=true"], ["blank.png", "no digit"]),
+        ("{folder}", ["model.bn_stats=0"], ["model.bn_stats=0 must be one of", "population"]),
     ],
-    ids=["missing", "glob", "empty", "size", "text", "colour", "key", "ckpt", "frame", "blank"],
+    ids="missing glob empty size text colour key ckpt frame blank stats".split(),
 )
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]

@@ -80,11 +80,11 @@ def checked_checkpoint(cfg: DictConfig) -> dict:
     # `model` here only picks the statistics; the network is the checkpoint's to build.
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
-        bn_stats = probe.model.get("bn_stats") or "running"
+        bn_stats = probe.model.get("bn_stats")  # null: the checkpoint's; 0 or false: refused
         probe.model = {
             **probe.model,
             "_target_": "src.model.module.BNStateModule",
-            "bn_stats": bn_stats,
+            "bn_stats": "running" if bn_stats is None else bn_stats,
         }
     check_config(probe)
     ckpt = read_checkpoint(Path(cfg.ckpt_path))  # its model settings: checked by check_config
