@@ -90,8 +90,12 @@ def require_choice(cfg: DictConfig, key: str, choices: tuple[Any, ...], said: st
     """The value at `key` is one of `choices`, of the same type too: Python's `0 == False`
     and `1 == True` would otherwise let 0, 1, 0.0 or 1.0 pass for a switch."""
     value = value_at(cfg, key)
-    if value is not None and not any(type(value) is type(c) and value == c for c in choices):
+    if value is not None and not _one_of(value, choices):
         raise ConfigError(f"{key}={value!r} must be {said}")
+
+
+def _one_of(value: Any, choices: tuple[Any, ...]) -> bool:
+    return any(type(value) is type(c) and value == c for c in choices)
 
 
 def model_parameters() -> dict[str, inspect.Parameter]:
@@ -119,8 +123,7 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
     elif kind in (int, float):
         number_at(cfg, key, integer=kind is int)
     elif get_origin(kind) is Literal:
-        choices = get_args(kind)
-        require_choice(cfg, key, choices, f"one of: {', '.join(map(str, choices))}")
+        require_choice(cfg, key, get_args(kind), f"one of: {', '.join(_said(kind))}")
     elif kind is str or get_origin(kind) in (Union, UnionType):
         value = OmegaConf.select(cfg, key, default=ABSENT)
         if value is ABSENT:
@@ -152,7 +155,7 @@ def _takes(kind: Any, value: Any) -> bool:
     goes, a table where a mapping goes or with a `_target_` that builds the object; benefit of
     the doubt where the type cannot say."""
     if get_origin(kind) is Literal:
-        return any(type(value) is type(c) and value == c for c in get_args(kind))
+        return _one_of(value, get_args(kind))
     if kind in (int, float):  # true is no number here, and 1.0 no whole number
         number = (int, float) if kind is float else int
         return isinstance(value, number) and not isinstance(value, bool)
