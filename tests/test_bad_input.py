@@ -139,6 +139,17 @@ def _physical_memory() -> int:
         (["data.val_seed=-1"], ["data.val_seed=-1"]),
         (["+callbacks/early_stopping=val_acc"],
          ["callbacks.early_stopping", "data.val_fraction=0"]),
+        # a metric that is not logged while training, or no direction (were tracebacks mid-run)
+        *[(["+callbacks/early_stopping=val_acc", "data.val_fraction=0.2", typed], [said])
+          for typed, said in (
+            ("callbacks.early_stopping.monitor=train/loss",
+             "callbacks.early_stopping.monitor=train/loss is not logged while training: watch "
+             "val/acc or val/loss"),
+            ("callbacks.early_stopping.mode=best",
+             "callbacks.early_stopping.mode='best' must be max: val/acc is better higher"),
+            ("callbacks.early_stopping.mode=min",
+             "callbacks.early_stopping.mode='min' must be max: val/acc is better higher"),
+        )],
         # 11. sweeps: every end of an Optuna search space is checked; a bad value, sweep values
         # without --multirun, an Optuna search with nothing (or the test set) to maximise:
         # refused before Hydra starts, instead of its multi-line report or a failed study
@@ -153,6 +164,15 @@ def _physical_memory() -> int:
          ["optimized_metric is not set", "hparams_search=optuna"]),
         (["--multirun", "hydra/sweeper=optuna", "optimized_metric=test/acc",
           "optimizer.lr=interval(0.001,0.1)"], ["optimized_metric=test/acc", "validation"]),
+        # a metric the jobs never return, or searched the wrong way (were a failed study, exit 1)
+        *[(["--multirun", "hparams_search=optuna", *typed], [said]) for typed, said in (
+            (["optimized_metric=val/f1"], "optimized_metric=val/f1: an Optuna search needs a "
+             "validation metric the run logs (val/acc or val/loss)"),
+            (["data.val_fraction=0"], "optimized_metric=val/acc needs a validation split"),
+            (["optimized_metric=val/loss"], "hydra.sweeper.direction=maximize with "
+             "optimized_metric=val/loss, which is better lower: set "
+             "hydra.sweeper.direction=minimize"),
+        )],
         # 13. types from each class's own signature (some were tracebacks mid-run, some were
         # refused only after the run folder existed, some were accepted)
         (["scheduler=onecycle", "scheduler.scheduler.anneal_strategy=0"],
@@ -161,10 +181,13 @@ def _physical_memory() -> int:
         (["logger=tensorboard", "logger.tensorboard.name=[a]"],
          ["logger.tensorboard.name=['a'] must be a string or null"]),
         (["trainer.accelerator=0"], ["trainer.accelerator=0 must be a string or Accelerator"]),
+        *[([f"trainer.accelerator={name}"], [f"trainer.accelerator={said} must be one of: auto, "])
+          for name, said in (("''", "''"), ("CPU", "'CPU'"), ("tpuu", "'tpuu'"))],
         (["callbacks.lr_monitor.logging_interval=0"],
          ["callbacks.lr_monitor.logging_interval=0 must be one of: step, epoch"]),
         (["callbacks.progress_bar.plain=0"], ["progress_bar.plain must be true or false, got 0"]),
-        (["data.style=0"], ["data.style=0 must be a string"]),
+        *[([f"data.style={v}"], [f"data.style={v} must be one of: mixed, handwriting, print"])
+          for v in ("0", "'bogus'")],
         (["data=folder", "data.root=[a]"], ["data.root=['a'] must be a string, Path or null"]),
         (["task_name=[a,b]"], ["task_name=['a', 'b'] must be a string"]),
         (["optimized_metric=0"], ["optimized_metric=0 must be a string or null"]),
@@ -261,6 +284,12 @@ def test_multirun_probes_the_sweep_folder_not_the_run_folder(tmp_path: Path) -> 
         check_output_folder(cfg, multirun=False)
 
 
+def test_an_optuna_search_may_minimise_the_validation_loss(tmp_path: Path) -> None:
+    argv = ["--multirun", "hparams_search=optuna", "optimized_metric=val/loss",
+            "hydra.sweeper.direction=minimize", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    assert preflight(argv, str(CONF), "config")[0] == "multirun"
+
+
 def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) -> None:
     """`++key=a,b` (add or override) composes one config a value, as each of Hydra's jobs does."""
     argv = ["--multirun", "++optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path}/sweep"]
@@ -317,6 +346,9 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
         ["optimizer.weight_decay=${optimizer.dampening}", "data.seed=${seed}"],  # they resolve
         ["optimizer.lr=3e38"],  # within float32
         ["model.num_classes=2"],
+        # early stopping on the validation loss, which is better lower
+        ["+callbacks/early_stopping=val_acc", "data.val_fraction=0.1",
+         "callbacks.early_stopping.monitor=val/loss", "callbacks.early_stopping.mode=min"],
         ["model.num_classes=10"],
         # each source takes its own options
         ["data=folder", "data.root=TMP", "data.split_seed=3", "data.resize=true",

@@ -13,13 +13,13 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
-from src.config.rules import check_config
+from src.config.compose import preflight
 from src.data.datamodule import DigitsDataModule, validation_indices
 from src.data.sources import load_source
 from src.errors import ConfigError, DataError
-from src.model.module import BNStateModule
+from src.model.module import VALIDATION_METRICS, BNStateModule
 from src.train import train
-from tests.conftest import TINY, compose_config, fit, run_cli
+from tests.conftest import CONF, TINY, compose_config, fit, run_cli
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -109,6 +109,7 @@ def test_validation_leaves_the_state_and_weights_alone(cache_dir: Path, tmp_path
     assert trainer.global_step == 2 * (160 // 32)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     (result,) = trainer.validate(model, datamodule=trainer.datamodule, verbose=False)
+    assert set(result) == set(VALIDATION_METRICS)  # what the config's check lets a callback watch
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     # and it predicts with the stored state: the accuracy of model.net on the held-out images
@@ -167,10 +168,10 @@ def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
     assert {"optimizer.lr", "optimizer.momentum"} <= set(sweeper.params)
     assert "interval" in sweeper.params["optimizer.lr"]
     # optuna 2 (what the sweeper allows) cannot use a database with SQLAlchemy 2
-    cfg = compose_config(["hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db"],
-                         tmp_path / "run", cache_dir)  # fmt: skip
+    argv = ["hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db",
+            f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
     with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage"):
-        check_config(cfg)
+        preflight(argv, str(CONF), "config")
 
 
 @pytest.mark.slow

@@ -155,7 +155,8 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
 
 
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    """Sweep values need a multirun; an Optuna search needs a validation metric to maximise."""
+    """Sweep values need a multirun; an Optuna search needs a validation metric, the direction
+    in which it improves, and a storage its optuna can open."""
 
     if not multirun:
         for o in parse_overrides(overrides):
@@ -168,13 +169,49 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
     if "optuna" not in sweeper.lower():
         return
+    from src.model.module import VALIDATION_METRICS
+
     metric = OmegaConf.select(cfg, "optimized_metric", default=None)
-    if not metric or str(metric).startswith("test/"):
+    if metric not in VALIDATION_METRICS:
         got = f"optimized_metric={metric}" if metric else "optimized_metric is not set"
         raise ConfigError(
-            f"{got}: an Optuna search needs a validation metric to maximise, not the test set's; "
-            "use hparams_search=optuna (val/acc on a 10% split), or optimized_metric=val/acc "
-            "with data.val_fraction=0.1"
+            f"{got}: an Optuna search needs a validation metric the run logs "
+            f"({' or '.join(VALIDATION_METRICS)}), not the test set's; use hparams_search=optuna "
+            "(val/acc on a 10% split), or optimized_metric=val/acc with data.val_fraction=0.1"
+        )
+    if not OmegaConf.select(cfg, "data.val_fraction", default=0):
+        raise ConfigError(
+            f"optimized_metric={metric} needs a validation split, but data.val_fraction=0: set "
+            "it above 0 (e.g. data.val_fraction=0.1)"
+        )
+    _check_optuna_storage(cfg)
+    direction = OmegaConf.select(cfg, "hydra.sweeper.direction", default=None)
+    better = VALIDATION_METRICS[metric]
+    if isinstance(direction, str) and direction != f"{better}imize":  # a list: several metrics
+        higher = "higher" if better == "max" else "lower"
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction} with optimized_metric={metric}, which is "
+            f"better {higher}: set hydra.sweeper.direction={better}imize"
+        )
+
+
+def _check_optuna_storage(cfg: DictConfig) -> None:
+    """hparams_search=optuna: hydra-optuna-sweeper 1.3 needs optuna<3, whose database storage
+    (RDBStorage) fails with SQLAlchemy 2 (an AssertionError on opening); in memory works."""
+    storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+    if not storage or str(storage).startswith("redis"):
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        optuna, sqlalchemy = version("optuna"), version("sqlalchemy")
+    except PackageNotFoundError:
+        return
+    if int(optuna.split(".")[0]) < 3 and int(sqlalchemy.split(".")[0]) >= 2:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: optuna {optuna} (hydra-optuna-sweeper needs "
+            f"optuna<3) cannot keep a study in a database with SQLAlchemy {sqlalchemy}; use "
+            "hydra.sweeper.storage=null (in memory)"
         )
 
 

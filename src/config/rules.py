@@ -14,10 +14,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.accelerators.cpu import CPUAccelerator
 from lightning.fabric.accelerators.cuda import CUDAAccelerator
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.checkpoint import check_network_matches, loader_position, read_checkpoint
 from src.config.schema import (
+    ABSENT,
     check_data_settings,
     check_group_values,
     check_model_settings,
@@ -79,19 +81,10 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
         raise ConfigError(
             f"scheduler.interval={interval!r} must be 'step' (after every iteration) or 'epoch'"
         )
-    # A callback that watches a validation metric (EarlyStopping on val/acc) needs the split.
-    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
-        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
-        fraction = value_at(cfg, "data.val_fraction") or 0
-        if isinstance(monitor, str) and monitor.startswith("val/") and not fraction:
-            raise ConfigError(
-                f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
-                f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
-            )
+    _check_monitors(cfg)
     check_model_settings(cfg)
     check_data_settings(cfg)
     check_group_values(cfg)
-    _check_optuna_storage(cfg)
     require(cfg, "seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)", integer=True)
     require(cfg, "num_threads", lambda v: v >= 1, "at least 1 (null: automatic)", True)
     require(cfg, "optimizer.lr", lambda v: v >= 0, "0 or more")
@@ -107,6 +100,34 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_cuda_graph(cfg)
     for key, kind in typed:  # last: what no check above words more closely
         require_type(cfg, key, kind)
+
+
+def _check_monitors(cfg: DictConfig) -> None:
+    """A callback that watches a metric (EarlyStopping on val/acc) watches one the run logs
+    while training, the way it improves, and has the validation split it comes from."""
+    from src.model.module import VALIDATION_METRICS
+
+    fraction = value_at(cfg, "data.val_fraction") or 0
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        if not isinstance(monitor, str):
+            continue  # null: watches nothing; another type: its class's signature refuses it
+        if monitor not in VALIDATION_METRICS:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor} is not logged while training: watch "
+                f"{' or '.join(VALIDATION_METRICS)}"
+            )
+        mode, better = node.get("mode", ABSENT), VALIDATION_METRICS[monitor]
+        if mode is not ABSENT and mode != better:  # absent: the class's own default
+            higher = "higher" if better == "max" else "lower"
+            raise ConfigError(
+                f"callbacks.{name}.mode={mode!r} must be {better}: {monitor} is better {higher}"
+            )
+        if not fraction:
+            raise ConfigError(
+                f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
+                f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
+            )
 
 
 def _check_cuda_graph(cfg: DictConfig) -> None:
@@ -167,27 +188,6 @@ def _check_train_or_test(cfg: DictConfig) -> None:
         )
     if value_at(cfg, "test") is False:
         raise ConfigError("train=false with test=false would do nothing: set test=true")
-
-
-def _check_optuna_storage(cfg: DictConfig) -> None:
-    """hparams_search=optuna: hydra-optuna-sweeper 1.3 needs optuna<3, whose database storage
-    (RDBStorage) fails with SQLAlchemy 2 (an AssertionError on opening); in memory works."""
-    storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
-    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-    if not storage or "optuna" not in target or str(storage).startswith("redis"):
-        return
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        optuna, sqlalchemy = version("optuna"), version("sqlalchemy")
-    except PackageNotFoundError:
-        return
-    if int(optuna.split(".")[0]) < 3 and int(sqlalchemy.split(".")[0]) >= 2:
-        raise ConfigError(
-            f"hydra.sweeper.storage={storage}: optuna {optuna} (hydra-optuna-sweeper needs "
-            f"optuna<3) cannot keep a study in a database with SQLAlchemy {sqlalchemy}; use "
-            "hydra.sweeper.storage=null (in memory)"
-        )
 
 
 def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
@@ -302,7 +302,11 @@ def _check_memory(cfg: DictConfig) -> None:
 
 def _check_accelerator(cfg: DictConfig) -> int:
     """The accelerator, devices and strategy: the number of processes the run starts."""
-    accelerator = str(value_at(cfg, "trainer.accelerator") or "auto").lower()
+    given = value_at(cfg, "trainer.accelerator")
+    names = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))  # Lightning's
+    if isinstance(given, str) and given not in names:
+        raise ConfigError(f"trainer.accelerator={given!r} must be one of: {', '.join(names)}")
+    accelerator = str(given or "auto").lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) but PyTorch sees no "

@@ -7,6 +7,7 @@ before version 2) or `mixed`, the default, mostly handwriting with some print, a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import matplotlib
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from src.data import handwriting, print_fonts
 from src.data.arrays import NUM_CLASSES, DigitArrays
+from src.data.sources.builtin import Style
 from src.errors import DataError
 
 # Part of the callers' cache key: bump it whenever the output for the same arguments changes.
@@ -22,7 +24,7 @@ from src.errors import DataError
 # and footed 1s, crossed 7, open 4s, one-stroke 5), pen width in proportion to the height.
 GENERATOR_VERSION = 3
 
-STYLES = ("mixed", "handwriting", "print")
+STYLES: tuple[Style, ...] = get_args(Style)
 # Share of print digits per style. 30 % in `mixed`: MATLAB's set has both looks, and a network
 # trained on it must read both; handwriting stays the large majority.
 PRINT_SHARE = {"mixed": 0.3, "handwriting": 0.0, "print": 1.0}

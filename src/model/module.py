@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
+# What a callback can watch while training (EarlyStopping's `monitor`) and a sweeper optimise
+# (`optimized_metric`), and whether each is better higher ("max") or lower ("min"): the metrics
+# logged through Lightning at each validation pass. The per-iteration values go to the loggers
+# directly, and test/* exists only once training is over.
+VALIDATION_METRICS = {"val/acc": "max", "val/loss": "min"}
+
 
 class BNStateModule(L.LightningModule):
     """Trains `DigitsNet` one mini-batch at a time, carrying its batch-norm state explicitly."""

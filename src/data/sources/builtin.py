@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from src.data.arrays import DigitArrays
 from src.data.cache import cached
+
+# The generator's looks (src/data/synthetic.py): typed here, so the config's check reads them from
+# this signature without importing the generator (and matplotlib) before a run.
+Style = Literal["mixed", "handwriting", "print"]
 
 
 def synthetic(
@@ -13,7 +18,7 @@ def synthetic(
     seed: int = 0,
     num_train_per_class: int = 500,
     num_test_per_class: int = 500,
-    style: str = "mixed",
+    style: Style = "mixed",
 ) -> tuple[DigitArrays, DigitArrays]:
     """The built-in generator: independent train and test draws that depend only on `seed`
     (and `style`: handwriting, print or mixed)."""
