@@ -177,7 +177,7 @@ def _physical_memory() -> int:
         # refused only after the run folder existed, some were accepted)
         (["scheduler=onecycle", "scheduler.scheduler.anneal_strategy=0"],
          ["scheduler.scheduler.anneal_strategy=0 must be one of: cos, linear"]),
-        (["logger=csv", "logger.csv.name=true"], ["logger.csv.name=True must be a string or null"]),
+        (["logger=csv", "logger.csv.name=true"], ["logger.csv.name=true must be a string or null"]),
         (["logger=tensorboard", "logger.tensorboard.name=[a]"],
          ["logger.tensorboard.name=['a'] must be a string or null"]),
         (["trainer.accelerator=0"], ["trainer.accelerator=0 must be a string or Accelerator"]),

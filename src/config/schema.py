@@ -57,7 +57,7 @@ def number_at(cfg: DictConfig, key: str, integer: bool = False) -> float | int |
         return None
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+        raise ConfigError(f"{key} must be {kind}, got {written(value)}")
     if integer and not isinstance(value, int):  # 1e3 parses as a float; PyTorch wants an int
         raise ConfigError(f"{key} must be {kind} (written without a decimal point), got {value!r}")
     if not math.isfinite(value):
@@ -91,7 +91,15 @@ def require_choice(cfg: DictConfig, key: str, choices: tuple[Any, ...], said: st
     and `1 == True` would otherwise let 0, 1, 0.0 or 1.0 pass for a switch."""
     value = value_at(cfg, key)
     if value is not None and not _one_of(value, choices):
-        raise ConfigError(f"{key}={value!r} must be {said}")
+        raise ConfigError(f"{key}={written(value)} must be {said}")
+
+
+def written(value: Any) -> str:
+    """A value as the command line writes it: true, false and null as in YAML, a string quoted
+    (so an empty one shows)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else repr(value)
 
 
 def _one_of(value: Any, choices: tuple[Any, ...]) -> bool:
@@ -137,7 +145,7 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
         if not any(_takes(m, value) for m in members):
             said = [w for m in members for w in _said(m)]
             alternatives = f"{', '.join(said[:-1])} or {said[-1]}" if len(said) > 1 else said[0]
-            raise ConfigError(f"{key}={value!r} must be {alternatives}")
+            raise ConfigError(f"{key}={written(value)} must be {alternatives}")
 
 
 # The plain types a config value is, and how an error line says each.
