@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import rules as config_rules
+from src.config import schema
 from src.config.compose import check_output_folder, preflight
 from src.config.rules import check_config
 from src.errors import ConfigError
@@ -191,6 +191,15 @@ def _physical_memory() -> int:
         (["data=folder", "data.root=[a]"], ["data.root=['a'] must be a string, Path or null"]),
         (["task_name=[a,b]"], ["task_name=['a', 'b'] must be a string"]),
         (["optimized_metric=0"], ["optimized_metric=0 must be a string or null"]),
+        # 14. trainer settings the module's own optimizer step cannot honour (were tracebacks or
+        # refusals after the run folder existed); null or 0 leave them off
+        *[([f"+trainer.{typed}"], [f"trainer.{typed} {said}"]) for typed, said in (
+            ("gradient_clip_val=1.0", "clips gradients where Lightning steps the optimizer"),
+            ("accumulate_grad_batches=2", "accumulates gradients where Lightning steps"),
+            ("overfit_batches=2", "replaces the data module's sampler: use data.overfit_batches"),
+            ("sync_batchnorm=true", "converts torch's BatchNorm layers"),
+            ("enable_checkpointing=false", "while callbacks.model_checkpoint writes checkpoints"),
+        )],
         # 12. data=mnist's download settings (test_download.py fetches with good ones)
         *[(["data=mnist", "data.root=/nonexistent", typed], [said]) for typed, said in (
             ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),
@@ -416,10 +425,10 @@ def test_memory_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert f"data.num_test_per_class={over}" in _error(tmp_path, f"data.num_test_per_class={over}")
     # 100 + 50 per class: exactly what fits, then one image's worth over.
     exact = 150 * IMAGE_BYTES_PER_CLASS_STEP
-    monkeypatch.setattr(config_rules, "_physical_memory", lambda: exact)
+    monkeypatch.setattr(schema, "_physical_memory", lambda: exact)
     args = ("data.num_train_per_class=100", "data.num_test_per_class=50")
     _passes(tmp_path, *args)
-    monkeypatch.setattr(config_rules, "_physical_memory", lambda: exact - 1)
+    monkeypatch.setattr(schema, "_physical_memory", lambda: exact - 1)
     message = _error(tmp_path, *args)
     assert message.startswith("data.num_train_per_class=100, data.num_test_per_class=50: ")
     assert "GiB of memory" in message

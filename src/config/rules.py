@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.checkpoint import check_network_matches, loader_position, read_checkpoint
 from src.config.schema import (
     ABSENT,
+    check_data_memory,
     check_data_settings,
     check_group_values,
     check_model_settings,
@@ -29,9 +30,9 @@ from src.config.schema import (
     require_bool,
     require_type,
     value_at,
+    written,
 )
 from src.config.targets import check_group_entries, check_targets
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
 from src.errors import ConfigError, first_line
 from src.model.precision import canonical, precision_problem
 
@@ -95,11 +96,42 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _check_batch_limits(cfg)
     _check_precision(cfg)
-    _check_memory(cfg)
+    check_data_memory(cfg)
     _check_checkpoint(cfg, _check_accelerator(cfg))
     _check_cuda_graph(cfg)
-    for key, kind in typed:  # last: what no check above words more closely
+    for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)
+    _check_trainer_settings(cfg)  # once typed
+
+
+# Trainer settings a run here cannot honour, and what does the job instead. The module steps its
+# optimizer itself (manual optimization, which carries the batch-norm state): Lightning then
+# neither clips nor accumulates gradients, and refuses to start with either set.
+_TRAINER_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sync_batchnorm", bool, "converts torch's BatchNorm layers, which this network does not use "
+     "(it carries its own state): set model.sync_batchnorm=true instead"),
+    ("gradient_clip_val", bool, "clips gradients where Lightning steps the optimizer, and this "
+     "module steps its own (manual optimization, which carries the batch-norm state)"),
+    ("accumulate_grad_batches", lambda v: v != 1, "accumulates gradients where Lightning steps "
+     "the optimizer, and this module steps its own: use a larger data.batch_size"),
+    ("overfit_batches", bool, "replaces the data module's sampler: use data.overfit_batches=N "
+     "(debug=overfit), which trains on the first N mini-batches"),
+)  # fmt: skip
+
+
+def _check_trainer_settings(cfg: DictConfig) -> None:
+    """What `_TRAINER_REFUSED` lists, and checkpoints switched off while a callback writes them."""
+    for key, refused, why in _TRAINER_REFUSED:
+        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
+        if value is not None and refused(value):
+            raise ConfigError(f"trainer.{key}={written(value)} {why}")
+    if value_at(cfg, "trainer.enable_checkpointing") is False and value_at(
+        cfg, "callbacks.model_checkpoint"
+    ):
+        raise ConfigError(
+            "trainer.enable_checkpointing=false while callbacks.model_checkpoint writes "
+            "checkpoints/last.ckpt: switch that off too with ~callbacks.model_checkpoint"
+        )
 
 
 def _check_monitors(cfg: DictConfig) -> None:
@@ -275,31 +307,6 @@ def _check_batch_limits(cfg: DictConfig) -> None:
             )
 
 
-def _physical_memory() -> int | None:
-    """Bytes of RAM in this machine; None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system, or the name is unknown
-        return None
-
-
-def _check_memory(cfg: DictConfig) -> None:
-    """Refuse a built-in data set whose images alone could never fit in this machine's memory."""
-    train = value_at(cfg, "data.num_train_per_class") or 0
-    test = value_at(cfg, "data.num_test_per_class") or 0
-    available = _physical_memory()
-    # float32 images, both sets held at once. Generating them briefly needs more (float64), so
-    # this is a floor: it refuses only what cannot work, never what might.
-    needed = (train + test) * NUM_CLASSES * IMAGE_SIZE * IMAGE_SIZE * 4
-    if available is not None and needed > available:
-        gib = 2**30
-        raise ConfigError(
-            f"data.num_train_per_class={train}, data.num_test_per_class={test}: the images "
-            f"would need {needed / gib:.1f} GiB of memory, more than this machine's "
-            f"{available / gib:.1f} GiB"
-        )
-
-
 def _check_accelerator(cfg: DictConfig) -> int:
     """The accelerator, devices and strategy: the number of processes the run starts."""
     given = value_at(cfg, "trainer.accelerator")
@@ -393,11 +400,6 @@ def _check_processes(cfg: DictConfig, accelerator: str) -> int:
             f"trainer.strategy=ddp with a single process (trainer.devices={devices}) would run "
             f"differently from a plain run for nothing: {_USE_DDP} for several processes, or "
             "set trainer.strategy=auto"
-        )
-    if value_at(cfg, "trainer.sync_batchnorm"):
-        raise ConfigError(
-            "trainer.sync_batchnorm=true converts torch's BatchNorm layers, which this network "
-            "does not use (it carries its own state): set model.sync_batchnorm=true instead"
         )
     if processes == 1:
         return processes

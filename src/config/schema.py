@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Iterator
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -14,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.arrays import NUM_CLASSES
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
 from src.errors import ConfigError
 
 ABSENT = object()
@@ -221,6 +222,31 @@ def check_data_settings(cfg: DictConfig) -> None:
     require(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation)")
     require(cfg, "data.val_seed", lambda v: v >= 0, "0 or more", integer=True)
     require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM in this machine; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system, or the name is unknown
+        return None
+
+
+def check_data_memory(cfg: DictConfig) -> None:
+    """Refuse a built-in data set whose images alone could never fit in this machine's memory."""
+    train = value_at(cfg, "data.num_train_per_class") or 0
+    test = value_at(cfg, "data.num_test_per_class") or 0
+    available = _physical_memory()
+    # float32 images, both sets held at once. Generating them briefly needs more (float64), so
+    # this is a floor: it refuses only what cannot work, never what might.
+    needed = (train + test) * NUM_CLASSES * IMAGE_SIZE * IMAGE_SIZE * 4
+    if available is not None and needed > available:
+        gib = 2**30
+        raise ConfigError(
+            f"data.num_train_per_class={train}, data.num_test_per_class={test}: the images "
+            f"would need {needed / gib:.1f} GiB of memory, more than this machine's "
+            f"{available / gib:.1f} GiB"
+        )
 
 
 def _check_idx_dataset(cfg: DictConfig) -> None:
