@@ -23,6 +23,7 @@ from src.cli import config_checked
 from src.config.rules import check_config
 from src.config.schema import tag_list
 from src.console import print_config_tree
+from src.errors import ConfigError
 from src.io import write_text
 from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
@@ -117,7 +118,18 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     if training:
         if reports.get("state_tables"):
             network_tables(model.net, ckpt or None)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except ValueError as err:  # Lightning's check once it knows an epoch's length, as it does
+            every, batches = trainer.val_check_interval, trainer.num_training_batches
+            if not (isinstance(every, int) and every > batches and trainer.limit_val_batches
+                    and trainer.check_val_every_n_epoch is not None):  # fmt: skip
+                raise
+            raise ConfigError(
+                f"trainer.val_check_interval={every} is more than the {batches} training batches "
+                f"of an epoch: use at most {batches}, a fraction of it (0.5), or validate every "
+                f"{every} iterations across epochs with +trainer.check_val_every_n_epoch=null"
+            ) from err
         if reports.get("first_batch"):
             figures.first_batch(trainer, model)
         if reports.get("training_progress"):

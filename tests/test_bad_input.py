@@ -198,7 +198,18 @@ def _physical_memory() -> int:
             ("accumulate_grad_batches=2", "accumulates gradients where Lightning steps"),
             ("overfit_batches=2", "replaces the data module's sampler: use data.overfit_batches"),
             ("sync_batchnorm=true", "converts torch's BatchNorm layers"),
-            ("enable_checkpointing=false", "while callbacks.model_checkpoint writes checkpoints"),
+            ("enable_checkpointing=false", "while callbacks.model_checkpoint is on: switch that "
+             "off too with ~callbacks.model_checkpoint"),
+            ("enable_progress_bar=false", "while callbacks.progress_bar is on"),
+            ("barebones=true", "switches off the loggers, checkpoints and progress"),
+            ("check_val_every_n_epoch=0", "is out of range: it must be at least 1"),
+        )],
+        # what the run passes to the Trainer itself would silently win
+        *[([f"+trainer.{key}={typed}"], [f"trainer.{key}={said}: the run passes it itself, {how}"])
+          for key, typed, said, how in (
+            ("logger", "false", "false", "from the logger group (logger=none"),
+            ("callbacks", "[]", "[]", "from the callbacks group"),
+            ("plugins", "[a]", "['a']", "its own plugin"),
         )],
         # 12. data=mnist's download settings (test_download.py fetches with good ones)
         *[(["data=mnist", "data.root=/nonexistent", typed], [said]) for typed, said in (

@@ -147,6 +147,15 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     assert tags["val/acc"][-1].value == pytest.approx(saved["val/acc"])
 
 
+def test_validating_less_often_than_an_epoch_says_how(tmp_path: Path, cache_dir: Path) -> None:
+    """Lightning knows an epoch's length only once fitting: one line then (was a traceback)."""
+    cfg = compose_config([*TINY, "data.val_fraction=0.2", "+trainer.val_check_interval=100"],
+                         tmp_path / "run", cache_dir)  # fmt: skip
+    said = r"^trainer\.val_check_interval=100 is more than the 5 training batches of an epoch: "
+    with pytest.raises(ConfigError, match=said + r".*check_val_every_n_epoch=null$"):
+        train(cfg)
+
+
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -24,13 +23,13 @@ from src.config.schema import (
     check_data_settings,
     check_group_values,
     check_model_settings,
+    check_trainer_refusals,
     leaves,
     number_at,
     require,
     require_bool,
     require_type,
     value_at,
-    written,
 )
 from src.config.targets import check_group_entries, check_targets
 from src.errors import ConfigError, first_line
@@ -101,37 +100,21 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_cuda_graph(cfg)
     for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)
-    _check_trainer_settings(cfg)  # once typed
+    check_trainer_refusals(cfg)  # once typed
+    _check_switched_off(cfg)
 
 
-# Trainer settings a run here cannot honour, and what does the job instead. The module steps its
-# optimizer itself (manual optimization, which carries the batch-norm state): Lightning then
-# neither clips nor accumulates gradients, and refuses to start with either set.
-_TRAINER_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("sync_batchnorm", bool, "converts torch's BatchNorm layers, which this network does not use "
-     "(it carries its own state): set model.sync_batchnorm=true instead"),
-    ("gradient_clip_val", bool, "clips gradients where Lightning steps the optimizer, and this "
-     "module steps its own (manual optimization, which carries the batch-norm state)"),
-    ("accumulate_grad_batches", lambda v: v != 1, "accumulates gradients where Lightning steps "
-     "the optimizer, and this module steps its own: use a larger data.batch_size"),
-    ("overfit_batches", bool, "replaces the data module's sampler: use data.overfit_batches=N "
-     "(debug=overfit), which trains on the first N mini-batches"),
-)  # fmt: skip
-
-
-def _check_trainer_settings(cfg: DictConfig) -> None:
-    """What `_TRAINER_REFUSED` lists, and checkpoints switched off while a callback writes them."""
-    for key, refused, why in _TRAINER_REFUSED:
-        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
-        if value is not None and refused(value):
-            raise ConfigError(f"trainer.{key}={written(value)} {why}")
-    if value_at(cfg, "trainer.enable_checkpointing") is False and value_at(
-        cfg, "callbacks.model_checkpoint"
+def _check_switched_off(cfg: DictConfig) -> None:
+    """A part of the run the trainer is told to leave out while a callback still makes it."""
+    for flag, callback in (
+        ("enable_checkpointing", "model_checkpoint"),
+        ("enable_progress_bar", "progress_bar"),
     ):
-        raise ConfigError(
-            "trainer.enable_checkpointing=false while callbacks.model_checkpoint writes "
-            "checkpoints/last.ckpt: switch that off too with ~callbacks.model_checkpoint"
-        )
+        if value_at(cfg, f"trainer.{flag}") is False and value_at(cfg, f"callbacks.{callback}"):
+            raise ConfigError(
+                f"trainer.{flag}=false while callbacks.{callback} is on: switch that off too with "
+                f"~callbacks.{callback}"
+            )
 
 
 def _check_monitors(cfg: DictConfig) -> None:

@@ -30,6 +30,7 @@ NULLABLE = {
     "trainer.limit_test_batches",
     "scheduler.scheduler.total_steps",  # null: every iteration of the run
     "num_threads",  # null: automatic
+    "trainer.check_val_every_n_epoch",  # null: by val_check_interval alone, across epochs
 }
 
 
@@ -286,6 +287,8 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("callbacks.early_stopping.patience", lambda v: v >= 0, "0 or more", True),
     ("callbacks.early_stopping.min_delta", lambda v: v >= 0, "0 or more", False),
     ("trainer.num_sanity_val_steps", lambda v: v >= -1, "-1 (all) or more", True),
+    ("trainer.check_val_every_n_epoch", lambda v: v >= 1, "at least 1 (null: not by epochs)",
+     True),
     ("scheduler.scheduler.total_steps", lambda v: v >= 1, "at least 1", True),
 )  # fmt: skip
 # True/false keys whose class's default does not say so (null there), and the reports' switches
@@ -320,6 +323,31 @@ def check_group_values(cfg: DictConfig) -> None:
     if tags is not None and not isinstance(tags, str):
         if not OmegaConf.is_list(tags) or not all(isinstance(t, (str, int)) for t in tags):
             raise ConfigError(f"tags must be a list of labels ([a,b]) or one label, got {tags!r}")
+
+
+# Trainer settings a run here cannot honour, and what does the job instead. The module steps its
+# optimizer itself (manual optimization, which carries the batch-norm state): Lightning then
+# neither clips nor accumulates gradients, and refuses to start with either set.
+_TRAINER_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sync_batchnorm", bool, "converts torch's BatchNorm layers, which this network does not use "
+     "(it carries its own state): set model.sync_batchnorm=true instead"),
+    ("gradient_clip_val", bool, "clips gradients where Lightning steps the optimizer, and this "
+     "module steps its own (manual optimization, which carries the batch-norm state)"),
+    ("accumulate_grad_batches", lambda v: v != 1, "accumulates gradients where Lightning steps "
+     "the optimizer, and this module steps its own: use a larger data.batch_size"),
+    ("overfit_batches", bool, "replaces the data module's sampler: use data.overfit_batches=N "
+     "(debug=overfit), which trains on the first N mini-batches"),
+    ("barebones", bool, "switches off the loggers, checkpoints and progress this run is made "
+     "of: for speed, use experiment=fast"),
+)  # fmt: skip
+
+
+def check_trainer_refusals(cfg: DictConfig) -> None:
+    """What `_TRAINER_REFUSED` lists, once the values are typed (their class's signature)."""
+    for key, refused, why in _TRAINER_REFUSED:
+        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
+        if value is not None and refused(value):
+            raise ConfigError(f"trainer.{key}={written(value)} {why}")
 
 
 def tag_list(tags: Any) -> list[str]:

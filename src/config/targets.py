@@ -11,7 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.schema import ABSENT, leaves
+from src.config.schema import ABSENT, leaves, written
 from src.errors import ConfigError, first_line
 
 # Groups train.py instantiates; the optimizer may go (model.optimizer=null: SGD defaults).
@@ -122,6 +122,17 @@ _KWARGS_TAKEN = {
 }
 
 
+# Arguments an entry point passes to a class itself, which a config key would be overridden by
+# without a word: the Trainer's loggers, callbacks and plugins come from elsewhere.
+_PASSED_BY_THE_RUN = {
+    "lightning.pytorch.trainer.trainer.Trainer": {
+        "logger": "from the logger group (logger=none, logger=csv, ...)",
+        "callbacks": "from the callbacks group (callbacks=none, ~callbacks.NAME, +callbacks/...)",
+        "plugins": "its own plugin, which writes checkpoints atomically",
+    },
+}
+
+
 def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> list[tuple[str, Any]]:
     """Refuse keys of `node` that its `_target_` would reject when instantiated; return the
     given keys with their declared types."""
@@ -140,9 +151,14 @@ def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> list[tuple
         return []
     params, open_kwargs = found
     note, given = "", [str(k) for k in node.keys()]
+    name_of = f"{target.__module__}.{target.__qualname__}"
+    passed = [k for k in given if k in _PASSED_BY_THE_RUN.get(name_of, {})]
+    if passed:
+        value = written(OmegaConf.select(node, passed[0]))
+        where = _PASSED_BY_THE_RUN[name_of][passed[0]]
+        raise ConfigError(f"{path}.{passed[0]}={value}: the run passes it itself, {where}")
     extra = [k for k in given if not k.startswith("_") and k not in _names(params)]
     if extra and open_kwargs:
-        name_of = f"{target.__module__}.{target.__qualname__}"
         if name_of == "src.data.datamodule.DigitsDataModule":
             more, note = _source_options(cfg, path, target)
         elif name_of in _KWARGS_TAKEN:
