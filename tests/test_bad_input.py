@@ -211,6 +211,11 @@ def _physical_memory() -> int:
             ("callbacks", "[]", "[]", "from the callbacks group"),
             ("plugins", "[a]", "['a']", "its own plugin"),
         )],
+        # 15. torch's own checks of the optimizer and schedule (were tracebacks mid-run)
+        (["optimizer.nesterov=true", "optimizer.momentum=0"], ["optimizer: torch.optim.SGD "
+         "refuses these settings (Nesterov momentum requires a momentum and zero dampening)"]),
+        (["scheduler=piecewise", "+scheduler.scheduler.last_epoch=3"], ["scheduler.scheduler: "
+         "torch.optim.lr_scheduler.StepLR refuses these settings (param 'initial_lr' is not"]),
         # 12. data=mnist's download settings (test_download.py fetches with good ones)
         *[(["data=mnist", "data.root=/nonexistent", typed], [said]) for typed, said in (
             ("data.dataset=cifar10", "data.dataset='cifar10' is not one of mnist, fashion_mnist"),

@@ -31,7 +31,7 @@ from src.config.schema import (
     require_type,
     value_at,
 )
-from src.config.targets import check_group_entries, check_targets
+from src.config.targets import check_builds, check_group_entries, check_targets
 from src.errors import ConfigError, first_line
 from src.model.precision import canonical, precision_problem
 
@@ -101,6 +101,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)
     check_trainer_refusals(cfg)  # once typed
+    check_builds(cfg)
     _check_switched_off(cfg)
 
 

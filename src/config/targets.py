@@ -69,6 +69,28 @@ def check_targets(cfg: DictConfig, settings: dict) -> list[tuple[str, Any]]:
     return typed
 
 
+def check_builds(cfg: DictConfig) -> None:
+    """The optimizer and its schedule built for one stand-in parameter, so that torch's own checks
+    of their settings (Nesterov momentum without momentum, ...) are one line before the run, not
+    a traceback in it. Once every value is typed."""
+    import torch
+
+    from src.model.schedulers import takes_total_steps
+
+    built: Any = [torch.zeros(1, requires_grad=True)]
+    for key in ("optimizer", "scheduler.scheduler"):
+        node = OmegaConf.select(cfg, key, default=None)
+        if not isinstance(node, DictConfig) or node.get("_partial_") is not True:
+            return  # none, or not a factory the module calls (its own refusal names it)
+        try:
+            factory = hydra.utils.instantiate(node)
+            built = factory(built, **({"total_steps": 1} if takes_total_steps(factory) else {}))
+        except Exception as err:  # torch refuses with ValueError, KeyError, RuntimeError, ...
+            # A KeyError's own text is its message quoted: its message instead.
+            reason = first_line(RuntimeError(*err.args[:1]) if isinstance(err, KeyError) else err)
+            raise ConfigError(f"{key}: {node._target_} refuses these settings ({reason})") from err
+
+
 def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
     """The keyword arguments `target` takes (annotations evaluated where they can be) and whether
     it takes **kwargs; None if unknowable."""

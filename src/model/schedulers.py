@@ -56,7 +56,7 @@ def total_iterations(trainer: L.Trainer) -> int:
     return max(int(total), 1)
 
 
-def _takes_total_steps(factory: SchedulerFactory) -> bool:
+def takes_total_steps(factory: SchedulerFactory) -> bool:
     """Whether the factory is a partial whose `total_steps` argument (OneCycleLR) is unset."""
     if not isinstance(factory, functools.partial):
         return False
@@ -81,7 +81,7 @@ def build_scheduler(
     if interval not in INTERVALS:
         raise ValueError(f"scheduler.interval={interval!r} must be 'step' or 'epoch'")
     factory: SchedulerFactory = config["scheduler"]
-    if _takes_total_steps(factory):
+    if takes_total_steps(factory):
         if trainer is None:
             raise RuntimeError("a schedule over the whole run needs a trainer")
         total = total_iterations(trainer)
