@@ -214,6 +214,8 @@ def _physical_memory() -> int:
         # 15. torch's own checks of the optimizer and schedule (were tracebacks mid-run)
         (["optimizer.nesterov=true", "optimizer.momentum=0"], ["optimizer: torch.optim.SGD "
          "refuses these settings (Nesterov momentum requires a momentum and zero dampening)"]),
+        (["scheduler=onecycle", "scheduler.scheduler.max_lr=-1"],  # was a diverged run, exit 3
+         ["scheduler.scheduler.max_lr=-1 is out of range: it must be 0 or more"]),
         (["scheduler=piecewise", "+scheduler.scheduler.last_epoch=3"], ["scheduler.scheduler: "
          "torch.optim.lr_scheduler.StepLR refuses these settings (param 'initial_lr' is not"]),
         # 12. data=mnist's download settings (test_download.py fetches with good ones)

@@ -277,6 +277,7 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("scheduler.scheduler.gamma", lambda v: v > 0, "above 0", False),
     ("scheduler.scheduler.T_max", lambda v: v >= 1, "at least 1", True),
     ("scheduler.scheduler.eta_min", lambda v: v >= 0, "0 or more", False),
+    ("scheduler.scheduler.max_lr", lambda v: v >= 0, "0 or more", False),
     ("scheduler.scheduler.pct_start", lambda v: 0 < v < 1, "in (0, 1)", False),
     ("scheduler.scheduler.div_factor", lambda v: v > 0, "above 0", False),
     ("scheduler.scheduler.final_div_factor", lambda v: v > 0, "above 0", False),
