@@ -156,6 +156,8 @@ def _physical_memory() -> int:
         (["--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)"],
          ["optimizer.momentum=1.4999"]),
         (["--multirun", "optimizer.lr=0.01,-1"], ["optimizer.lr=-1"]),
+        (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+         ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
         # each sweep value composed as Hydra's job composes it: `+` on a key that exists
         (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),

@@ -155,8 +155,8 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
 
 
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    """Sweep values need a multirun; an Optuna search needs a validation metric, the direction
-    in which it improves, and a storage its optuna can open."""
+    """Sweep values need a multirun, and joblib's launcher some jobs at once; an Optuna search
+    needs a validation metric, the direction in which it improves, and a storage it can open."""
 
     if not multirun:
         for o in parse_overrides(overrides):
@@ -166,6 +166,10 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
                     f"(or give {o.key_or_group} one value)"
                 )
         return
+    if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's
+        raise ConfigError(
+            "hydra.launcher.n_jobs=0 runs no job: set how many run at once (2; -1: one a core)"
+        )
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
     if "optuna" not in sweeper.lower():
         return
