@@ -232,6 +232,49 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
     )
 
 
+def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
+    """CheckpointError unless a resumed run has the optimizer and learning-rate schedule whose
+    state its checkpoint holds, with the same settings. Lightning restores that state into this
+    run's: another class fails at the first step (a KeyError, after the run folder exists), and
+    another setting (optimizer.lr) would be replaced by the checkpoint's without a word. Checked
+    where the checkpoint records its run's config (`src.train` writes it)."""
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict) or not isinstance(stored.get("optimizer"), dict):
+        return
+    for key, what in (("optimizer", "optimizer"), ("scheduler.scheduler", "schedule")):
+        saved: Any = stored
+        for part in key.split("."):
+            saved = saved.get(part) if isinstance(saved, dict) else None
+        saved = saved if isinstance(saved, dict) else {}
+        node = OmegaConf.select(cfg, key, default=None)
+        given = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        was, now = saved.get("_target_"), given.get("_target_")
+        if was != now and not (was and now and _same_object(str(was), str(now))):
+            raise CheckpointError(
+                f"ckpt_path={path}: its {what} is {was or 'none'}, but this run's is "
+                f"{now or 'none'}; a resumed run continues the state of the checkpoint's {what}, "
+                f"so set {key}._target_={was or 'null'} (or the {key.split('.')[0]} group it came "
+                "from)"
+            )
+        for name in sorted(saved.keys() & given.keys() - {"_target_", "_partial_"}):
+            if saved[name] != given[name]:
+                raise CheckpointError(
+                    f"ckpt_path={path}: was trained with {key}.{name}={saved[name]}, but this run "
+                    f"has {key}.{name}={given[name]}; resuming restores the checkpoint's {what}, "
+                    f"its settings too, so set {key}.{name}={saved[name]}"
+                )
+
+
+def _same_object(a: str, b: str) -> bool:
+    """Whether two dotted names import the same class (torch.optim.SGD, torch.optim.sgd.SGD)."""
+    import hydra
+
+    try:
+        return hydra.utils.get_object(a) is hydra.utils.get_object(b)
+    except Exception:  # a name that no longer imports is another class
+        return False
+
+
 def loader_position(
     ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
 ) -> dict[str, int] | None:

@@ -210,8 +210,9 @@ def test_each_bad_checkpoint_is_refused_before_the_run(
 def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path
 ) -> None:
-    """Another network size, another cut of the interrupted epoch, or another number of
-    processes: refused by name. Each through the command line, with no run folder made."""
+    """Another network size, another cut of the interrupted epoch, another number of processes,
+    or another optimizer or schedule: refused by name. Each through the command line, with no
+    run folder made."""
     run_dir = tmp_path / "run"
     base = [*TINY, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
             f"ckpt_path={tiny_checkpoint}"]  # fmt: skip
@@ -226,6 +227,13 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
          "model.pool=True"),
         (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
         (["trainer=ddp_cpu"], "trainer.devices=2: ", "dealt to 1 process(es); resume with 1"),
+        # its optimizer state is restored: another class failed at the first step (KeyError),
+        # another setting was replaced by the checkpoint's without a word
+        (["optimizer=adam"], "its optimizer is torch.optim.SGD, but this run's is "
+         "torch.optim.Adam"),
+        (["scheduler=onecycle"], "its schedule is none, but this run's is "
+         "torch.optim.lr_scheduler.OneCycleLR"),
+        (["optimizer.lr=0.123"], "but this run has optimizer.lr=0.123; resuming restores"),
     ):  # fmt: skip
         assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()

@@ -16,7 +16,12 @@ from lightning.fabric.accelerators.cuda import CUDAAccelerator
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.checkpoint import check_network_matches, loader_position, read_checkpoint
+from src.checkpoint import (
+    check_network_matches,
+    check_optimizer_matches,
+    loader_position,
+    read_checkpoint,
+)
 from src.config.schema import (
     ABSENT,
     check_data_memory,
@@ -214,6 +219,8 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
         return
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
+    if value_at(cfg, "train") not in (False, None):  # resumed, not only read
+        check_optimizer_matches(ckpt, cfg, Path(str(path)))
     position = loader_position(ckpt, path)
     # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
     if not position or value_at(cfg, "train") in (False, None):
