@@ -169,7 +169,7 @@ def _physical_memory() -> int:
         # a metric the jobs never return, or searched the wrong way (were a failed study, exit 1)
         *[(["--multirun", "hparams_search=optuna", *typed], [said]) for typed, said in (
             (["optimized_metric=val/f1"], "optimized_metric=val/f1: an Optuna search needs a "
-             "validation metric the run logs (val/acc or val/loss)"),
+             "validation or training metric the run returns (val/acc, val/loss, train/loss)"),
             (["data.val_fraction=0"], "optimized_metric=val/acc needs a validation split"),
             (["optimized_metric=val/loss"], "hydra.sweeper.direction=maximize with "
              "optimized_metric=val/loss, which is better lower: set "
@@ -313,10 +313,12 @@ def test_multirun_probes_the_sweep_folder_not_the_run_folder(tmp_path: Path) -> 
         check_output_folder(cfg, multirun=False)
 
 
-def test_an_optuna_search_may_minimise_the_validation_loss(tmp_path: Path) -> None:
-    argv = ["--multirun", "hparams_search=optuna", "optimized_metric=val/loss",
-            "hydra.sweeper.direction=minimize", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
-    assert preflight(argv, str(CONF), "config")[0] == "multirun"
+def test_an_optuna_search_may_minimise_a_loss(tmp_path: Path) -> None:
+    for metric, split in (("val/loss", 0.1), ("train/loss", 0)):  # the last: no split needed
+        argv = ["--multirun", "hparams_search=optuna", f"optimized_metric={metric}",
+                f"data.val_fraction={split}", "hydra.sweeper.direction=minimize",
+                f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+        assert preflight(argv, str(CONF), "config")[0] == "multirun"
 
 
 def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) -> None:

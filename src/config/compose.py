@@ -175,22 +175,25 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
         return
     from src.model.module import VALIDATION_METRICS
 
+    # What a job returns a sweeper, but the test set's: the validation metrics, and the loss of
+    # the last iteration (train/loss), each with the way it improves.
+    returned = {**VALIDATION_METRICS, "train/loss": "min"}
     metric = OmegaConf.select(cfg, "optimized_metric", default=None)
-    if metric not in VALIDATION_METRICS:
+    if metric not in returned:
         got = f"optimized_metric={metric}" if metric else "optimized_metric is not set"
         raise ConfigError(
-            f"{got}: an Optuna search needs a validation metric the run logs "
-            f"({' or '.join(VALIDATION_METRICS)}), not the test set's; use hparams_search=optuna "
-            "(val/acc on a 10% split), or optimized_metric=val/acc with data.val_fraction=0.1"
+            f"{got}: an Optuna search needs a validation or training metric the run returns "
+            f"({', '.join(returned)}), not the test set's; use hparams_search=optuna (val/acc on "
+            "a 10% split), or optimized_metric=val/acc with data.val_fraction=0.1"
         )
-    if not OmegaConf.select(cfg, "data.val_fraction", default=0):
+    if metric in VALIDATION_METRICS and not OmegaConf.select(cfg, "data.val_fraction", default=0):
         raise ConfigError(
             f"optimized_metric={metric} needs a validation split, but data.val_fraction=0: set "
             "it above 0 (e.g. data.val_fraction=0.1)"
         )
     _check_optuna_storage(cfg)
     direction = OmegaConf.select(cfg, "hydra.sweeper.direction", default=None)
-    better = VALIDATION_METRICS[metric]
+    better = returned[metric]
     if isinstance(direction, str) and direction != f"{better}imize":  # a list: several metrics
         higher = "higher" if better == "max" else "lower"
         raise ConfigError(
