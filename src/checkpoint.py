@@ -250,11 +250,14 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
         given = OmegaConf.to_container(node, resolve=True) if node is not None else {}
         was, now = saved.get("_target_"), given.get("_target_")
         if was != now and not (was and now and _same_object(str(was), str(now))):
+            group = key.split(".")[0]
+            same = f"{key}._target_={was} (or the {group} group it came from)"
+            if not was:
+                same = f"{group}=none"
             raise CheckpointError(
                 f"ckpt_path={path}: its {what} is {was or 'none'}, but this run's is "
                 f"{now or 'none'}; a resumed run continues the state of the checkpoint's {what}, "
-                f"so set {key}._target_={was or 'null'} (or the {key.split('.')[0]} group it came "
-                "from)"
+                f"so resume with {same}"
             )
         for name in sorted(saved.keys() & given.keys() - {"_target_", "_partial_"}):
             if saved[name] != given[name]:
