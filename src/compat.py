@@ -8,6 +8,7 @@ elsewhere calls these functions and never reaches into a library's private names
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 # The class paths Hydra's own launcher and sweeper have in a composed config
@@ -108,3 +109,42 @@ def event_writer_file(thread: Any) -> str | None:
     file = getattr(getattr(thread, "_record_writer", None), "_writer", None)
     name = getattr(file, "filename", None)
     return name.decode() if isinstance(name, bytes) else name
+
+
+def keep_lost_jobs() -> None:
+    """A job that submitit finds ended with no result (killed by SIGKILL, out of memory, past
+    its time limit) becomes a failed job, as Hydra's other launchers report one: submitit's
+    `Job.results` would raise `UncompletedJobError` in the launcher and end the whole sweep,
+    summary and all. Hydra's callbacks see the job end, from its overrides and number as the
+    launcher submitted them (`BaseSubmititLauncher.__call__`'s arguments)."""
+    import submitit
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import open_dict, read_write
+
+    from src.errors import JobFailed
+
+    results = submitit.Job.results
+    if getattr(results, "keeps_lost_jobs", False):
+        return
+
+    def kept(job: Any) -> list[Any]:
+        try:
+            return results(job)
+        except submitit.core.utils.UncompletedJobError:
+            submission = job.submission()
+            launcher, (overrides, _, num, *_) = submission.function, submission.args
+            cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+            with read_write(cfg.hydra.runtime), open_dict(cfg):
+                cfg.hydra.job.num = num
+                HydraConfig.instance().set_config(cfg)
+                sweep = cfg.hydra.sweep
+                cfg.hydra.runtime.output_dir = str(Path(sweep.dir, sweep.subdir))
+            line = f"error: ended with no result (submitit: {job.state}); see {job.paths.stderr}"
+            ret = JobReturn(overrides, cfg, cfg.hydra, status=JobStatus.FAILED)
+            ret.return_value = JobFailed(line, 1)
+            launcher.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
+            return [ret]
+
+    kept.keeps_lost_jobs = True  # type: ignore[attr-defined]
+    submitit.Job.results = kept

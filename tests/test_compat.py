@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from src import compat
-from tests.conftest import compose_config, tb_events
+from tests.conftest import TINY, cli_in_process, compose_config, read_csv, tb_events
 
 
 def test_hydra_parses_the_command_line_as_its_app_does() -> None:
@@ -80,3 +80,22 @@ def test_one_summary_of_the_event_writer_is_one_event(tmp_path: Path) -> None:
     events = tb_events(tmp_path)
     assert [(e.step, e.value) for e in events.Scalars("a")] == [(7, 1.5)]
     assert [(e.step, e.value) for e in events.Scalars("b")] == [(7, 2.5)]
+
+
+def test_keep_lost_jobs(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
+    """submitit jobs that end with no result (here killed at once, `timeout_min=0`; on a cluster
+    SIGKILL, out of memory) are failed rows of the summary, and the sweep ends with one line,
+    not submitit's UncompletedJobError."""
+    import submitit
+
+    monkeypatch.setattr(submitit.Job, "_results_timeout_s", 1)  # its wait for a result file
+    sweep = tmp_path / "sweep"
+    args = [*TINY, f"paths.cache_dir={cache_dir}", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    lost = cli_in_process(
+        "--multirun", *args, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"
+    )
+    assert lost.returncode == 1 and "Traceback" not in lost.stderr, lost.stderr[-3000:]
+    assert lost.stderr.splitlines()[-1].startswith("error: 2 of 2 jobs failed (0_seed=0, 1_seed=1)")
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "failed")]
+    assert all(r["error"].startswith("error: ended with no result (submitit: ") for r in rows)
