@@ -211,19 +211,19 @@ def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Pat
 def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    """24 tiny jobs, two at once (joblib), MLflow and TensorBoard on, the launcher and its
+    """12 tiny jobs, two at once (joblib), MLflow and TensorBoard on, the launcher and its
     workers SIGKILLed at random moments (fixed seed) and the same command run again until it
     ends: every job's row, test/acc and final train/loss as in the same sweep never stopped
     (run meanwhile, one job after another, without loggers), and no job folder, MLflow run or
     TensorBoard event duplicated or lost."""
     from mlflow.tracking import MlflowClient
 
-    # 5 iterations a job, a checkpoint after each; 24 jobs from 6 compositions checked at each
-    # start (one key of 24 values: 24)
+    # 5 iterations a job, a checkpoint after each; 12 jobs from 5 compositions checked at each
+    # start (one key of 12 values: 12)
     tiny = [*TINY[:2], "data.num_train_per_class=4", "data.num_test_per_class=2",
             "data.batch_size=8", "num_threads=1", "reports=none", f"paths.cache_dir={cache_dir}",
             "callbacks.model_checkpoint.every_n_train_steps=1", "optimizer.lr=0.01,0.02",
-            "optimizer.momentum=0.5,0.6", "data.shuffle_seed=0,1",
+            "data.shuffle_seed=0,1",
             "optimizer.weight_decay=0,0.001,0.002"]  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     loggers = ["logger=many_loggers", "~logger.csv", f"logger.mlflow.tracking_uri={uri}",
@@ -239,7 +239,7 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     # other kill) as soon as a job has a checkpoint and is still training.
     killed, chance = tmp_path / "killed", random.Random(24)
     done_at_kills: list[int] = []
-    for i, target in enumerate([*sorted(chance.sample(range(2, 22), 3)), None]):
+    for i, target in enumerate([*sorted(chance.sample(range(2, 11), 3)), None]):
         proc = _start(killed, *tiny, *loggers)
         while target is not None and len(_figures(killed)) < target and proc.poll() is None:
             time.sleep(0.02)
@@ -257,13 +257,13 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     columns = ("job", "name", "status", "test/acc", "train/loss")
     assert [[r[c] for c in columns] for r in rows] == [[r[c] for c in columns] for r in expected]
     figures = _figures(killed)
-    assert figures == _figures(tmp_path / "reference") and len(figures) == 24
+    assert figures == _figures(tmp_path / "reference") and len(figures) == 12
     assert sorted(p.name for p in killed.iterdir() if p.is_dir()) == sorted(figures)
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     tags = sorted(int(r.data.tags["sweep_job"].split("/")[1]) for r in runs)
-    assert tags == list(range(24))  # one MLflow run a job: none duplicated, none lost
+    assert tags == list(range(12))  # one MLflow run a job: none duplicated, none lost
     for run in runs:
         folder = run.info.run_name.removeprefix("dev_")
         assert run.info.status == "FINISHED"
@@ -277,7 +277,7 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
         assert losses[-1][1] == pytest.approx(figures[folder][1], abs=0)
         resumed += "Resuming from" in (killed / folder / "train.log").read_text()
     print(
-        f"\nload: 24 jobs, {len(done_at_kills)} kills (after {done_at_kills} jobs had "
+        f"\nload: 12 jobs, {len(done_at_kills)} kills (after {done_at_kills} jobs had "
         f"finished), {len(rows)} rows, {resumed} jobs resumed from a checkpoint; rows, "
         "test/acc, train/loss, MLflow runs and TensorBoard events as never stopped"
     )
