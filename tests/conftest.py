@@ -170,6 +170,7 @@ def cli_in_process(*args: str, module: str = "src.train") -> subprocess.Complete
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # a multirun's job mode would outlive it
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
