@@ -170,7 +170,7 @@ def run(
             mode, configs = preflight(sys.argv[1:], config_dir, config_name, check, task_name(main))
             if mode == "multirun":  # parallel jobs would each create it, at once: here, first
                 prepare_mlflow_stores(configs)
-        except (ConfigError, CheckpointError) as err:
+        except (ConfigError, DataError, CheckpointError) as err:
             exit_with(f"error: {err}", EXIT_BAD_INPUT)
         if mode == "run":
             _in_command["checked"] = True

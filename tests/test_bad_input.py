@@ -229,6 +229,12 @@ def _physical_memory() -> int:
             ("data.mirrors=[https:///mnist/]", "names no host"),
             ("data.mirrors=[]", "data.mirrors is empty"),
         )],
+        # 16. the files and folders a data source reads (were refused in the run folder)
+        (["data=folder", "data.root=/nonexistent"], ["/nonexistent: no such folder (data.root)"]),
+        (["data=mat", "data.train_file=/", "data.test_file=/"],
+         ["/: is a folder, expected a file (data.train_file)"]),
+        (["data=mnist", "data.root=/nonexistent"],
+         ["/nonexistent: no such folder (data.root); add data.download=true to fetch it"]),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_before_the_run_folder(
@@ -401,6 +407,8 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
     ],
 )  # fmt: skip
 def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:
+    for name in "ab":  # data=mat's files (their contents are read with the data)
+        (tmp_path / name).touch()
     _passes(tmp_path, *(o.replace("TMP", str(tmp_path)) for o in overrides))
 
 

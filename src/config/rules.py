@@ -25,6 +25,7 @@ from src.checkpoint import (
 from src.config.schema import (
     ABSENT,
     check_data_memory,
+    check_data_paths,
     check_data_settings,
     check_group_values,
     check_model_settings,
@@ -108,6 +109,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     check_trainer_refusals(cfg)  # once typed
     check_builds(cfg)
     _check_switched_off(cfg)
+    check_data_paths(cfg)
 
 
 def _check_switched_off(cfg: DictConfig) -> None:

@@ -225,6 +225,16 @@ def check_data_settings(cfg: DictConfig) -> None:
     require(cfg, "data.overfit_batches", lambda v: v >= 0, "0 or more (0: all)", integer=True)
 
 
+def check_data_paths(cfg: DictConfig) -> None:
+    """The files and folders data=folder|mat|mnist reads are there, before any run folder."""
+    source = value_at(cfg, "data.source")
+    if source in ("folder", "mat", "mnist"):
+        from src.data.sources import check_paths  # as in _check_idx_dataset
+
+        keys = ("root", "train_file", "test_file", "download")
+        check_paths(source, {k: value_at(cfg, f"data.{k}") for k in keys})
+
+
 def _physical_memory() -> int | None:
     """Bytes of RAM in this machine; None where the OS does not say."""
     try:

@@ -14,13 +14,15 @@ from typing import Any
 
 from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
+from src.data.sources.common import existing_option
 from src.data.sources.download import mirrors_problem
-from src.data.sources.idx import dataset_problem, mnist
+from src.data.sources.idx import dataset_problem, idx_root, mnist
 from src.data.sources.image_folders import decode_image, folder, split_class
 from src.data.sources.mat_files import mat
 
 __all__ = [
     "SOURCES",
+    "check_paths",
     "dataset_problem",
     "decode_image",
     "folder",
@@ -40,3 +42,19 @@ def load_source(
 ) -> tuple[DigitArrays, DigitArrays]:
     """Load the named source with its options (a name the config's check knows)."""
     return SOURCES[name](cache_dir, **options)
+
+
+def check_paths(name: str, options: dict[str, Any]) -> None:
+    """The files and folders the named source reads are there (DataError naming the key): checked
+    with the config, so that a wrong path is refused before Hydra makes a run folder. An option
+    not given (predict's probe of the image settings) is left to the loader."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if name == "mnist" and "root" in given:
+        idx_root(given["root"], given.get("download") is True)
+    for option, want_dir in _PATHS.get(name, {}).items():
+        if option in given:
+            existing_option(f"data.{option}", given[option], want_dir)
+
+
+# The options of data=folder and data=mat that name a folder (True) or a file (False).
+_PATHS = {"folder": {"root": True}, "mat": {"train_file": False, "test_file": False}}

@@ -19,6 +19,11 @@ def _path_option(key: str, value: Any) -> Path:
     return Path(os.path.expanduser(str(value)))
 
 
+def existing_option(key: str, value: Any, want_dir: bool) -> Path:
+    """The file or folder a path option names: set, and there (DataError naming the key)."""
+    return _existing(_path_option(key, value), key, want_dir)
+
+
 def _existing(path: Path, key: str, want_dir: bool) -> Path:
     want, other = ("folder", "file") if want_dir else ("file", "folder")
     if not path.exists():

@@ -232,6 +232,14 @@ def _read_split(root: Path, spec: IdxDataset, split: str) -> DigitArrays:
     return DigitArrays(images, labels.astype(np.int64)).check(origin)
 
 
+def idx_root(root: str | Path | None, download: bool) -> Path:
+    """data.root: set, and there unless download=true is to make it (DataError naming it)."""
+    path = _path_option("data.root", root)
+    if not download and not path.exists():
+        raise DataError(f"{path}: no such folder (data.root); add data.download=true to fetch it")
+    return path if download and not path.exists() else _existing(path, "data.root", True)
+
+
 def mnist(
     cache_dir: str | Path | None,
     root: str | Path | None = None,
@@ -247,10 +255,8 @@ def mnist(
     # Not cached: decompressing and converting all 70,000 images takes about half a second.
     # `dataset` and `mirrors` are checked with the config (dataset_problem, mirrors_problem).
     spec = DATASETS[dataset]
-    path = _path_option("data.root", root)
+    path = idx_root(root, download)
     if download:
         _download_missing(path, spec, None if mirrors is None else [str(m) for m in mirrors])
-    elif not path.exists():
-        raise DataError(f"{path}: no such folder (data.root); add data.download=true to fetch it")
     path = _existing(path, "data.root", want_dir=True)
     return _read_split(path, spec, "train"), _read_split(path, spec, "test")

@@ -17,7 +17,7 @@ import numpy as np
 from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
 from src.data.cache import cached_sets
 from src.data.frame import bicubic, frame_photo
-from src.data.sources.common import SPLITS, _existing, _path_option
+from src.data.sources.common import SPLITS, existing_option
 from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
@@ -203,7 +203,7 @@ def folder(
     frame: bool = False,
 ) -> tuple[DigitArrays, DigitArrays]:
     """Images in class folders: ROOT/{train,test}/<label>/*, or one ROOT/<label>/* tree halved."""
-    root = _existing(_path_option("data.root", root), "data.root", want_dir=True)
+    root = existing_option("data.root", root, want_dir=True)
     has = {s: (root / s).is_dir() for s in SPLITS}
     if any(has.values()):
         if not all(has.values()):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, DigitArrays
-from src.data.sources.common import _existing, _path_option
+from src.data.sources.common import existing_option
 from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
@@ -180,6 +180,6 @@ def mat(
 ) -> tuple[DigitArrays, DigitArrays]:
     """MATLAB .mat files (v4-v7) holding XTrain/YTrain and XTest/YTest as MATLAB saves them."""
     # Not cached: scipy reads a .mat as fast as the cache would be read, so a copy gains nothing.
-    train_path = _existing(_path_option("data.train_file", train_file), "data.train_file", False)
-    test_path = _existing(_path_option("data.test_file", test_file), "data.test_file", False)
+    train_path = existing_option("data.train_file", train_file, want_dir=False)
+    test_path = existing_option("data.test_file", test_file, want_dir=False)
     return _read_mat(train_path, "Train"), _read_mat(test_path, "Test")
