@@ -230,6 +230,8 @@ def _physical_memory() -> int:
             ("data.mirrors=[]", "data.mirrors is empty"),
         )],
         # 16. the files and folders a data source reads (were refused in the run folder)
+        (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
+         "images of data source 'synthetic'"]),
         (["data=folder", "data.root=/nonexistent"], ["/nonexistent: no such folder (data.root)"]),
         (["data=mat", "data.train_file=/", "data.test_file=/"],
          ["/: is a folder, expected a file (data.train_file)"]),

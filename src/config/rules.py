@@ -24,6 +24,7 @@ from src.checkpoint import (
 )
 from src.config.schema import (
     ABSENT,
+    check_built_in_batch,
     check_data_memory,
     check_data_paths,
     check_data_settings,
@@ -102,6 +103,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_batch_limits(cfg)
     _check_precision(cfg)
     check_data_memory(cfg)
+    check_built_in_batch(cfg)
     _check_checkpoint(cfg, _check_accelerator(cfg))
     _check_cuda_graph(cfg)
     for key, kind in typed:  # what no check above words more closely

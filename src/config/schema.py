@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, batch_problem
 from src.errors import ConfigError
 
 ABSENT = object()
@@ -233,6 +233,15 @@ def check_data_paths(cfg: DictConfig) -> None:
 
         keys = ("root", "train_file", "test_file", "download")
         check_paths(source, {k: value_at(cfg, f"data.{k}") for k in keys})
+
+
+def check_built_in_batch(cfg: DictConfig) -> None:
+    """data=synthetic's training images are counted by its settings: a mini-batch larger than
+    all of them is refused now, before any run folder (other sources count them when read)."""
+    batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
+    if value_at(cfg, "data.source") == "synthetic" and batch and per_class:
+        if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic"):
+            raise ConfigError(problem)
 
 
 def _physical_memory() -> int | None:

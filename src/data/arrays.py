@@ -12,6 +12,16 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
 
+def batch_problem(batch_size: int, images: int, source: str) -> str | None:
+    """Why a mini-batch of `batch_size` cannot be cut from `images` training images, or None."""
+    if images >= batch_size:
+        return None
+    return (
+        f"data.batch_size={batch_size} is larger than the {images} training images of data "
+        f"source '{source}': not one full mini-batch to train on"
+    )
+
+
 @dataclass(frozen=True)
 class DigitArrays:
     """A set of digit images: `images` float32 (N, 1, 28, 28) in [0, 1], `labels` int64 (N,) in 0-9.

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from src.data.arrays import DigitArrays
+from src.data.arrays import DigitArrays, batch_problem
 from src.data.sources import load_source
 from src.errors import DataError
 
@@ -214,11 +214,8 @@ class DigitsDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train, test = load_source(self.source, self.cache_dir, self.source_options)
-        if len(train) < self.batch_size:
-            raise DataError(
-                f"data.batch_size={self.batch_size} is larger than the {len(train)} training "
-                f"images of data source '{self.source}': not one full mini-batch to train on"
-            )
+        if problem := batch_problem(self.batch_size, len(train), self.source):
+            raise DataError(problem)
         if self.val_fraction > 0:
             val_idx = validation_indices(train.labels, self.val_fraction, self.val_seed)
             keep = np.setdiff1d(np.arange(len(train)), val_idx)  # sorted: the source's order
