@@ -222,6 +222,19 @@ def _check_optuna_storage(cfg: DictConfig) -> None:
         )
 
 
+def _appended(line: str) -> str:
+    """Hydra's error for `+key=value` on a key that holds a value of Hydra's run (its check for
+    an existing item resolves it, too early) worded as for any other existing key."""
+    found = re.match(r"Error merging override \+([^+=]+)=(.*?); .*HydraConfig was not set", line)
+    if not found:
+        return line
+    key, value = found.groups()
+    return (
+        f"+{key}={value}: {key} is already set (by the run folder), so it cannot be added; "
+        f"remove the +: {key}={value}"
+    )
+
+
 def preflight(
     argv: list[str],
     config_dir: str,
@@ -255,7 +268,7 @@ def preflight(
                 try:
                     done[key] = compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: callbacks=null
-                    raise ConfigError(one_line(err)) from err
+                    raise ConfigError(_appended(one_line(err))) from err
             return done[key]
 
         mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
