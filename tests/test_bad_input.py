@@ -185,6 +185,8 @@ def _physical_memory() -> int:
         (["trainer.accelerator=0"], ["trainer.accelerator=0 must be a string or Accelerator"]),
         *[([f"trainer.accelerator={name}"], [f"trainer.accelerator={said} must be one of: auto, "])
           for name, said in (("''", "''"), ("CPU", "'CPU'"), ("tpuu", "'tpuu'"))],
+        (["trainer.accelerator=tpu"],  # was Lightning's traceback in the run folder
+         ["trainer.accelerator=tpu: Lightning finds no such device on this machine"]),
         (["callbacks.lr_monitor.logging_interval=0"],
          ["callbacks.lr_monitor.logging_interval=0 must be one of: step, epoch"]),
         (["callbacks.progress_bar.plain=0"], ["progress_bar.plain must be true or false, got 0"]),

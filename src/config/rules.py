@@ -315,6 +315,12 @@ def _check_accelerator(cfg: DictConfig) -> int:
             f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
             "or, for several CPU processes, trainer=ddp_cpu"
         )
+    registered = dict(AcceleratorRegistry).get(accelerator)  # not "auto", nor "gpu" (an alias)
+    if registered and not registered["accelerator"].is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: Lightning finds no such device on this machine; "
+            "use trainer=cpu or trainer=auto"
+        )
     return _check_processes(cfg, accelerator)
 
 
