@@ -231,6 +231,14 @@ def _physical_memory() -> int:
             ("data.mirrors=[https:///mnist/]", "names no host"),
             ("data.mirrors=[]", "data.mirrors is empty"),
         )],
+        # a key the config lacks, without the +: Hydra's hint to add it, and the likely key
+        *[([typed], [f"error: {typed}: {said}; a new key is added with +{typed}"])
+          for typed, said in (
+            ("model.num_filter=3",
+             "model has no key 'num_filter' (did you mean model.num_filters?)"),
+            ("seeds=1", "the config has no key 'seeds' (did you mean seed?)"),
+            ("model.foo.bar=1", "model has no key 'foo'"),
+        )],
         # Hydra's own check of a +key resolves a value of its run folder, too early
         (["+trainer.default_root_dir=x"], ["+trainer.default_root_dir=x: trainer.default_root_dir "
          "is already set", "remove the +: trainer.default_root_dir=x"]),

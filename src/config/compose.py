@@ -5,6 +5,7 @@ is the one Hydra then runs."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import math
 import os
@@ -235,6 +236,28 @@ def _appended(line: str) -> str:
     )
 
 
+def _unknown_key(line: str, overrides: list[str], composed: Callable) -> str:
+    """Hydra's error for `key=value` on a key the config does not have, which suggests adding
+    it, with the key it most likely means (a typo is the usual cause)."""
+    found = re.match(r"Could not override '([^']+)'; To append to your config use \+(\S+?);", line)
+    if not found:
+        return line
+    key, added = found.groups()
+    try:  # the config without this override: the keys it does have
+        cfg = composed([o for o in overrides if o.split("=")[0] != key])
+    except ConfigError:
+        return line
+    parts = key.split(".")
+    depth = len(parts) - 1  # the deepest part of the key the config has
+    while depth and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])), DictConfig):
+        depth -= 1
+    parent, name = ".".join(parts[:depth]), parts[depth]
+    close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
+    said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
+    where = parent or "the config"
+    return f"{added}: {where} has no key {name!r}{said}; a new key is added with +{added}"
+
+
 def preflight(
     argv: list[str],
     config_dir: str,
@@ -268,7 +291,8 @@ def preflight(
                 try:
                     done[key] = compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: callbacks=null
-                    raise ConfigError(_appended(one_line(err))) from err
+                    line = _appended(one_line(err))
+                    raise ConfigError(_unknown_key(line, overrides, composed)) from err
             return done[key]
 
         mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
