@@ -134,22 +134,61 @@ def test_a_killed_sweep_resumes_to_the_figures_of_one_never_stopped(
 def test_another_sweep_into_the_folder_is_refused_and_changes_nothing(
     reference: Path, cache_dir: Path
 ) -> None:
-    """Other swept values, a key set anew, or an Optuna search (its study would need a storage
-    the optuna<3 pin cannot open): one line each, the folder untouched."""
+    """Other swept values, a key set anew, or another sweeper: one line each, the folder
+    untouched."""
     before = _files(reference)
     same = [*SWEEP, f"paths.cache_dir={cache_dir}"]
     for change, *said in (
         ([*same, "optimizer.lr=0.01,0.02"], "was started with optimizer.lr=0.01,0.05; this "
          "command sweeps optimizer.lr=0.01,0.02"),
         ([*same, LRS, "seed=3"], "was started without seed; this command sets seed=3"),
-        (["hparams_search=optuna", *TINY, "trainer.max_epochs=1"], "Optuna",
-         "hydra.sweeper.storage", "optuna<3"),
+        (["hparams_search=optuna", *TINY, "trainer.max_epochs=1"], "was started by",
+         "BasicSweeper; this command sweeps with", "OptunaSweeper"),
     ):  # fmt: skip
         proc = cli_in_process("--multirun", *change, f"hydra.sweep.dir={reference}")
         assert proc.returncode == entry.EXIT_BAD_INPUT
         line = assert_one_line_error(proc, str(reference), *said, "use another hydra.sweep.dir")
         assert line.count(";") == 1, line
     assert _files(reference) == before
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """hparams_search=optuna (in memory) killed in its second trial, then run again: its seeded
+    sampler, told the finished trial's stored value and the resumed trial's, asks the same third
+    trial, which TPE picks from them: the same trials, values and best as never stopped. Another
+    sampler seed, or none, is refused in one line."""
+    args = [*SWEEP, f"paths.cache_dir={cache_dir}", "hparams_search=optuna",
+            "data.num_train_per_class=40",  # 11 iterations a trial: the kill lands in one
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=1"]  # fmt: skip
+    never = _start(tmp_path / "never", *args)  # meanwhile
+
+    sweep = tmp_path / "killed"
+    proc = _start(sweep, *args)
+    while not any(sweep.glob("1_*/checkpoints/last.ckpt")) and proc.poll() is None:
+        time.sleep(0.01)
+    _kill(proc)
+    again = run_cli("--multirun", *args, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0 and never.wait(timeout=300) == 0, again.stderr[-3000:]
+    columns = ("job", "name", "status", "val/acc", "train/loss")
+    rows = _rows(sweep)
+    assert [[r[c] for c in columns] for r in rows] == [
+        [r[c] for c in columns] for r in _rows(tmp_path / "never")
+    ]
+    assert [r["resume"] for r in sorted(rows, key=lambda r: r["job"])] == ["skipped", "resumed", ""]
+    best = "optimization_results.yaml"
+    assert (sweep / best).read_text() == (tmp_path / "never" / best).read_text()
+
+    before = _files(sweep)
+    for seed, said in (("7", "was started with hydra.sweeper.sampler.seed=1234; this command "
+                              "has hydra.sweeper.sampler.seed=7"),
+                       ("null", "its sampler has no seed")):  # fmt: skip
+        refused = cli_in_process("--multirun", *args, f"hydra.sweeper.sampler.seed={seed}",
+                                 f"hydra.sweep.dir={sweep}")  # fmt: skip
+        assert_one_line_error(refused, str(sweep), said, code=entry.EXIT_BAD_INPUT)
+    assert _files(sweep) == before
 
 
 @pytest.mark.slow

@@ -63,10 +63,20 @@ def identity(master: DictConfig) -> dict[str, Any]:
             continue
         (swept if o.is_sweep_override() else fixed)[o.key_or_group] = o.input_line
     files = sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "conf").rglob("*.yaml")])
+    sweeper = str(OmegaConf.select(master, "hydra.sweeper._target_", default=""))
+    # An Optuna search continues by asking its seeded sampler again: the same answers give the
+    # same trials, so what decides them is part of the sweep (n_trials may grow, as epochs do).
+    settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True)
+    search = {}
+    for key in ("sampler", "direction", "n_jobs") if "optuna" in sweeper.lower() else ():
+        value = settings.get(key)
+        for name, v in value.items() if isinstance(value, dict) else [("", value)]:
+            search[".".join(filter(None, ("hydra.sweeper", key, name)))] = json.dumps(v)
     return {
-        "sweeper": str(OmegaConf.select(master, "hydra.sweeper._target_", default="")),
+        "sweeper": sweeper,
         "swept": swept,
         "fixed": dict(sorted(fixed.items())),
+        "search": search,
         "code": {
             str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files
         },
@@ -86,6 +96,10 @@ def difference(was: dict[str, Any], now: dict[str, Any]) -> str | None:
             return f"was started {said}; this command " + (
                 f"{verb} {new[key]}" if key in new else f"does not set {key}"
             )
+    for key in sorted({*was.get("search", {}), *now["search"]}):
+        old, new = was.get("search", {}).get(key), now["search"].get(key)
+        if old != new:
+            return f"was started with {key}={old}; this command has {key}={new}"
     if list(was["swept"]) != list(now["swept"]):
         return (
             f"was started sweeping {', '.join(was['swept'])} in that order; this command sweeps "
@@ -113,16 +127,16 @@ def start(master: DictConfig, sweep_dir: Path) -> str:
     it was, for any other sweep into an existing folder."""
     global checked
     now = identity(master)
-    optuna = "optuna" in now["sweeper"].lower()
     path = sweep_dir / IDENTITY_FILE
     if path.is_file():
-        if optuna:
-            refuse(sweep_dir, "holds an Optuna search already started; resuming one needs its "
-                   "study kept in a database (hydra.sweeper.storage), which hydra-optuna-sweeper's "
-                   "optuna<3 pin cannot open with SQLAlchemy 2")  # fmt: skip
+        seed = OmegaConf.select(master, "hydra.sweeper.sampler.seed", default=None)
+        if "optuna" in now["sweeper"].lower() and seed is None:
+            refuse(sweep_dir, "holds an Optuna search already started, and its sampler has no "
+                   "seed (hydra.sweeper.sampler.seed=null), so its trials cannot be asked "
+                   "again")  # fmt: skip
         try:
             was = json.loads(path.read_text())  # read as data: each field of its type
-            texts = [was.get(k) for k in ("swept", "fixed", "code", "versions")]
+            texts = [was.get(k, {}) for k in ("swept", "fixed", "search", "code", "versions")]
             if not (
                 re.fullmatch(r"[0-9a-f]{32}", str(was.get("id")))
                 and isinstance(was.get("sweeper"), str)
