@@ -23,11 +23,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from src.data.arrays import DigitArrays
 from src.data.sources import download, mnist
 from src.data.sources.idx import DATASETS
 from tests.conftest import assert_last_line_error, cli_in_process, free_port
-from tests.test_sources import RUN, as_uint8, digits, fail, idx_bytes
+from tests.test_sources import RUN, as_uint8, assert_same, digits, fail, idx_bytes
 
 # Small files of each data set, as its mirrors serve them: the train and test images.
 SETS = digits(0), digits(1, per_class=2)
@@ -104,12 +103,6 @@ def serve(name: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return served
 
 
-def assert_equal(got: tuple[DigitArrays, DigitArrays], want: tuple[DigitArrays, DigitArrays]):
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g.images, w.images)
-        np.testing.assert_array_equal(g.labels, w.labels)
-
-
 def files_under(folder: Path) -> list[str]:
     """Every file under `folder` (hidden ones too), relative, sorted."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -127,7 +120,7 @@ def test_download_fetches_each_file_once_into_torchvisions_layout(
     root = tmp_path / "data"
     with caplog.at_level(logging.INFO, logger="src.data.sources"):
         got = mnist(None, str(root), dataset=name, download=True, mirrors=[mirror.url])
-    assert_equal(got, SETS)
+    assert_same(got, SETS)
     assert sorted(mirror.requests) == sorted(f"/{n}" for n in served)
     fetched = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Downloaded")]
     assert len(fetched) == len(served)
@@ -145,7 +138,7 @@ def test_download_fetches_each_file_once_into_torchvisions_layout(
     by_hand.mkdir()
     for stem, payload in packed_files(name).items():
         (by_hand / f"{stem}.gz").write_bytes(payload)
-    assert_equal(mnist(None, str(by_hand), dataset=name), got)
+    assert_same(mnist(None, str(by_hand), dataset=name), got)
 
 
 def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
@@ -169,7 +162,7 @@ def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
         got = mnist(
             None, str(root), dataset="kmnist", download=True, mirrors=[*mirrors, mirror.url]
         )
-    assert_equal(got, SETS)
+    assert_same(got, SETS)
     assert "/nothing-here/train-images-idx3-ubyte.gz" in mirror.requests
     assert any("HTTP 404" in r.getMessage() for r in caplog.records)
 
@@ -205,7 +198,7 @@ def test_without_download_nothing_is_fetched_and_an_interrupted_one_leaves_no_fi
 def test_file_mirrors_serve_a_cluster_folder(tmp_path: Path, mirror: SimpleNamespace) -> None:
     mirror.serve("fashion_mnist")
     got = mnist(None, str(tmp_path / "d"), "fashion_mnist", True, [mirror.folder.as_uri() + "/"])
-    assert_equal(got, SETS)
+    assert_same(got, SETS)
     assert (tmp_path / "d" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
 
@@ -222,7 +215,7 @@ def test_what_an_earlier_fetch_left_is_read_without_fetching(
     else:  # a checked archive left by an interrupted unpacking: used, then removed
         (raw / "gzip.zip").write_bytes(served["gzip.zip"])
     got = mnist(None, str(tmp_path / "data"), name, download=True, mirrors=[mirror.url])
-    assert_equal(got, SETS)
+    assert_same(got, SETS)
     assert mirror.requests == [] and not (raw / "gzip.zip").exists()
 
 
