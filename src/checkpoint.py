@@ -268,6 +268,45 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
                 )
 
 
+# Data settings that change neither the training images nor their order (a path: the same files
+# may have moved; what they hold is checked once read, by the data loader's own position).
+_DATA_FREE = {"cache_dir", "on_device", "test_batch_size", "num_test_per_class", "download",
+              "mirrors", "root", "train_file", "test_file"}  # fmt: skip
+
+
+def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> None:
+    """ConfigError unless a run resumed in the middle of an epoch continues that epoch's
+    batches: the same training images, cut the same way, dealt to as many processes. (At an
+    epoch boundary the next epoch may be cut otherwise.)"""
+    position = loader_position(ckpt, path)
+    if not position:
+        return
+    saved = position.get("world_size", 1)
+    if (
+        not 0
+        < position["batches_done"]
+        < position["num_samples"] // (position["batch_size"] * saved)
+    ):
+        return
+    cut = f"ckpt_path={path} stopped in the middle of epoch {position['epoch'] + 1}"
+    data = stored_data_settings(ckpt, path) or {}
+    stored = {f"data.{k}": v for k, v in data.items() if k not in _DATA_FREE}
+    stored |= {"data.batch_size": position["batch_size"], "data.shuffle_seed": position["seed"]}
+    for key, was in stored.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value != was:
+            raise ConfigError(
+                f"{key}={value}: {cut}, whose batches were cut with {key}={was}; resume with "
+                f"{key}={was} (or from an end-of-epoch checkpoint)"
+            )
+    if saved != processes:
+        raise ConfigError(
+            f"trainer.devices={OmegaConf.select(cfg, 'trainer.devices')}: {cut}, whose batches "
+            f"were dealt to {saved} process(es); resume with {saved} (or from an end-of-epoch "
+            "checkpoint)"
+        )
+
+
 def _same_object(a: str, b: str) -> bool:
     """Whether two dotted names import the same class (torch.optim.SGD, torch.optim.sgd.SGD)."""
     import hydra

@@ -226,6 +226,8 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
          "model.pool=True"),
         (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
+        (["data.num_train_per_class=30"], "data.num_train_per_class=30: ", "middle of epoch 1",
+         "resume with data.num_train_per_class=20"),  # was refused only once the data was read
         (["trainer=ddp_cpu"], "trainer.devices=2: ", "dealt to 1 process(es); resume with 1"),
         # its optimizer state is restored: another class failed at the first step (KeyError),
         # another setting was replaced by the checkpoint's without a word

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.checkpoint import (
     check_network_matches,
     check_optimizer_matches,
-    loader_position,
+    check_position_matches,
     read_checkpoint,
 )
 from src.config.schema import (
@@ -223,30 +223,10 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
         return
     ckpt = read_checkpoint(Path(str(path)))  # CheckpointError: one line naming the fault
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
-    if value_at(cfg, "train") not in (False, None):  # resumed, not only read
-        check_optimizer_matches(ckpt, cfg, Path(str(path)))
-    position = loader_position(ckpt, path)
     # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
-    if not position or value_at(cfg, "train") in (False, None):
-        return
-    saved = position.get("world_size", 1)
-    per_epoch = position["num_samples"] // (position["batch_size"] * saved)
-    if not 0 < position["batches_done"] < per_epoch:
-        return  # an epoch boundary: the next epoch may be cut differently
-    cut = f"ckpt_path={path} stopped in the middle of epoch {position['epoch'] + 1}"
-    for key, stored in (("data.batch_size", "batch_size"), ("data.shuffle_seed", "seed")):
-        value = value_at(cfg, key)
-        if value is not None and value != position[stored]:
-            raise ConfigError(
-                f"{key}={value}: {cut}, whose batches were cut with {key}={position[stored]}; "
-                f"resume with {key}={position[stored]} (or from an end-of-epoch checkpoint)"
-            )
-    if saved != processes:
-        raise ConfigError(
-            f"trainer.devices={value_at(cfg, 'trainer.devices')}: {cut}, whose batches were "
-            f"dealt to {saved} process(es); resume with {saved} (or from an end-of-epoch "
-            "checkpoint)"
-        )
+    if value_at(cfg, "train") not in (False, None):
+        check_optimizer_matches(ckpt, cfg, Path(str(path)))
+        check_position_matches(ckpt, cfg, Path(str(path)), processes)
 
 
 @contextlib.contextmanager
