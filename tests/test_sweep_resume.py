@@ -192,6 +192,37 @@ def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
 
 
 @pytest.mark.slow
+def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A submitit or SLURM job outlives the command that launched it. Started again while such
+    a job still runs (here: this process holds its folder's lock), the sweep does not train a
+    second process into the folder: that job fails in one line naming the holder. Once the
+    holder has ended, the same command continues it."""
+    import fcntl
+
+    sweep = tmp_path / "sweep"
+    args = ["--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", "optimizer.lr=0.01",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    assert run_cli(*args).returncode == 0
+    job = sweep / "0"  # one job, no swept key: its number alone
+    (job / "metrics.json").unlink()  # as if still training
+    with open(job / ".job.lock", "a+") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate(0)
+        lock.write("process 1234 on node7")
+        lock.flush()
+        busy = run_cli(*args)
+        assert not (job / "metrics.json").exists()
+    assert busy.returncode == entry.EXIT_BAD_INPUT
+    line = f"error: job folder {job} is still being run by process 1234 on node7, started by "
+    assert line in busy.stderr and _rows(sweep)[0]["error"].startswith(line)
+    again = run_cli(*args)
+    assert again.returncode == 0 and (job / "metrics.json").is_file(), again.stderr[-3000:]
+    assert _rows(sweep)[0]["resume"] == "resumed"
+
+
+@pytest.mark.slow
 def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
     """Job 0 diverges (exit 3) with no checkpoint: a row of the summary, and the sweep goes on.
     A re-run runs it again from the start and skips the finished job, here through submitit (the

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.errors import exit_with
+from src.errors import ConfigError, exit_with
 from src.io import write_text
 from src.sweep.naming import sweep_overrides
 from src.sweep.rows import STATUS_FILE, Row, saved_row, text_map
@@ -37,6 +37,7 @@ from src.sweep.rows import STATUS_FILE, Row, saved_row, text_map
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "sweep.json"
+LOCK_FILE = ".job.lock"  # in each job folder: held by the process running the job
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("torch", "lightning", "numpy")
 
@@ -175,6 +176,7 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
     folder = Path(hydra.runtime.output_dir)
     if hydra.mode != RunMode.MULTIRUN or str(folder.resolve().parent) != checked[0]:
         return None
+    _claim(folder)
     saved = _saved(folder)
     if (folder / "metrics.json").is_file():
         try:
@@ -210,6 +212,40 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
         if not last.is_file():
             log.info("Begun by an earlier start of this sweep, no checkpoint: from the start.")
     return None
+
+
+# The lock of the job this process runs: released when its next job claims another folder, or
+# when the process ends (a lock dies with its process, however it ends).
+_held: list[Any] = []
+
+
+def _claim(folder: Path) -> None:
+    """Hold the job folder's lock while this process runs its job. A submitit or SLURM job
+    outlives the command that launched it: the same sweep started again while it still runs
+    would train a second process into the same folder. That job fails in one line instead
+    (rerun later, it is skipped once the first has finished, or resumed)."""
+    import fcntl
+    import os
+    import socket
+
+    for lock in _held:
+        lock.close()
+    _held.clear()
+    lock = open(folder / LOCK_FILE, "a+")  # held open while the job runs
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # POSIX locks hold across NFS clients
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ConfigError(
+            f"job folder {folder} is still being run by {holder}, started by an earlier start "
+            "of this sweep: let it end (or stop it), then run the sweep again"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _held.append(lock)
 
 
 def _saved(folder: Path) -> Row | None:
