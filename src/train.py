@@ -32,7 +32,7 @@ from src.reports.state_tables import network_tables, state_after_training
 from src.runtime.build import build_model, entry_point, instantiate_group, save_resolved_config
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
-from src.sweep.resume import continue_job
+from src.sweep.resume import continue_job, release_job
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,11 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
 def job(cfg: DictConfig) -> float | None:
     """A job of `main`; returns the metric a Hydra sweeper optimises (`optimized_metric`)."""
     # A sweep run again into its folder: a finished job is skipped, a killed one resumes.
-    kept = continue_job(cfg)
-    metrics = train(cfg, config_checked()) if kept is None else kept
+    kept = continue_job(cfg)  # holds the job folder's lock until the job ends
+    try:
+        metrics = train(cfg, config_checked()) if kept is None else kept
+    finally:
+        release_job()
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 

@@ -222,6 +222,27 @@ def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
     assert _rows(sweep)[0]["resume"] == "resumed"
 
 
+def test_a_file_system_without_locks_runs_the_jobs_unguarded(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS mounted with nolock refuses every lock (ENOLCK): a job runs, with a warning, rather
+    than be taken for one an earlier start still runs."""
+    import errno
+    import fcntl
+
+    def no_locks(*args: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("--multirun", *SWEEP, f"paths.cache_dir={cache_dir}",
+                          "optimizer.lr=0.01", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").is_file()
+    log = (sweep / "0" / "train.log").read_text()
+    assert "cannot be locked (No locks available): not guarded" in log
+
+
 @pytest.mark.slow
 def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
     """Job 0 diverges (exit 3) with no checkpoint: a row of the summary, and the sweep goes on.

@@ -214,9 +214,16 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
     return None
 
 
-# The lock of the job this process runs: released when its next job claims another folder, or
-# when the process ends (a lock dies with its process, however it ends).
+# The lock of the job this process runs: released when the job ends, or with the process,
+# however that ends.
 _held: list[Any] = []
+
+
+def release_job() -> None:
+    """Release the lock `continue_job` took on this process's job folder, if any."""
+    for lock in _held:
+        lock.close()
+    _held.clear()
 
 
 def _claim(folder: Path) -> None:
@@ -224,17 +231,21 @@ def _claim(folder: Path) -> None:
     outlives the command that launched it: the same sweep started again while it still runs
     would train a second process into the same folder. That job fails in one line instead
     (rerun later, it is skipped once the first has finished, or resumed)."""
+    import errno
     import fcntl
     import os
     import socket
 
-    for lock in _held:
-        lock.close()
-    _held.clear()
+    release_job()
     lock = open(folder / LOCK_FILE, "a+")  # held open while the job runs
     try:
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # POSIX locks hold across NFS clients
-    except OSError:
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EAGAIN):  # no locks here (NFS mounted nolock)
+            log.warning("Job folder %s cannot be locked (%s): not guarded against a second "
+                        "start running it at once.", folder, err.strerror)  # fmt: skip
+            lock.close()
+            return
         lock.seek(0)
         holder = lock.read().strip() or "another process"
         lock.close()
