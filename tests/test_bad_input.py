@@ -239,6 +239,10 @@ def _physical_memory() -> int:
             ("seeds=1", "the config has no key 'seeds' (did you mean seed?)"),
             ("model.foo.bar=1", "model has no key 'foo'"),
         )],
+        # the run folder is Hydra's: another one put the figures apart from the run's outputs
+        *[([f"{key}=elsewhere"], [f"{key}=elsewhere: a run writes everything into its run "
+          "folder, which Hydra names: set hydra.run.dir=elsewhere"])
+          for key in ("trainer.default_root_dir", "paths.output_dir")],
         # Hydra's own check of a +key resolves a value of its run folder, too early
         (["+trainer.default_root_dir=x"], ["+trainer.default_root_dir=x: trainer.default_root_dir "
          "is already set", "remove the +: trainer.default_root_dir=x"]),

@@ -75,6 +75,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
+    _check_run_folder(cfg)
     typed = check_targets(cfg, settings)
     check_group_entries(settings)
     require_bool(cfg, "test")
@@ -256,6 +257,22 @@ def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
                 OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
             except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
                 raise ConfigError(f"{key}={raw}: cannot be resolved ({first_line(err)})") from err
+
+
+def _check_run_folder(cfg: DictConfig) -> None:
+    """A run writes all it makes into the one folder Hydra names: another paths.output_dir or
+    trainer.default_root_dir would put some of it (figures, checkpoints) apart from the rest."""
+    with _hydra_runtime(cfg):
+        if not HydraConfig.initialized():
+            return
+        run = HydraConfig.get().runtime.output_dir
+        for key in ("paths.output_dir", "trainer.default_root_dir"):
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is not None and str(value) != str(run):
+                raise ConfigError(
+                    f"{key}={value}: a run writes everything into its run folder, which Hydra "
+                    f"names: set hydra.run.dir={value} (a sweep: hydra.sweep.dir) instead"
+                )
 
 
 def _check_batch_limits(cfg: DictConfig) -> None:
