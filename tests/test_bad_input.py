@@ -245,7 +245,9 @@ def _physical_memory() -> int:
           for key in ("trainer.default_root_dir", "paths.output_dir")],
         # Hydra's own check of a +key resolves a value of its run folder, too early
         (["+trainer.default_root_dir=x"], ["+trainer.default_root_dir=x: trainer.default_root_dir "
-         "is already set", "remove the +: trainer.default_root_dir=x"]),
+         "is already set", "the run folder is Hydra's: set hydra.run.dir=x instead"]),
+        (["+logger.tensorboard.save_dir=x"], ["+logger.tensorboard.save_dir=x: ", "already set",
+         "remove the +: logger.tensorboard.save_dir=x"]),
         # 16. the files and folders a data source reads (were refused in the run folder)
         (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
          "images of data source 'synthetic'"]),

@@ -230,10 +230,10 @@ def _appended(line: str) -> str:
     if not found:
         return line
     key, value = found.groups()
-    return (
-        f"+{key}={value}: {key} is already set (by the run folder), so it cannot be added; "
-        f"remove the +: {key}={value}"
-    )
+    said = f"+{key}={value}: {key} is already set (by the run folder), so it cannot be added"
+    if key in ("paths.output_dir", "trainer.default_root_dir"):  # the run folder itself
+        return f"{said}; the run folder is Hydra's: set hydra.run.dir={value} instead"
+    return f"{said}; remove the +: {key}={value}"
 
 
 def _unknown_key(line: str, overrides: list[str], composed: Callable) -> str:
