@@ -67,9 +67,10 @@ def identity(master: DictConfig) -> dict[str, Any]:
     sweeper = str(OmegaConf.select(master, "hydra.sweeper._target_", default=""))
     # An Optuna search continues by asking its seeded sampler again: the same answers give the
     # same trials, so what decides them is part of the sweep (n_trials may grow, as epochs do).
-    settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True)
+    optuna = "optuna" in sweeper.lower()
+    settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True) if optuna else {}
     search = {}
-    for key in ("sampler", "direction", "n_jobs") if "optuna" in sweeper.lower() else ():
+    for key in ("sampler", "direction", "n_jobs") if optuna else ():
         value = settings.get(key)
         for name, v in value.items() if isinstance(value, dict) else [("", value)]:
             search[".".join(filter(None, ("hydra.sweeper", key, name)))] = json.dumps(v)
