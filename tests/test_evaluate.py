@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from src.evaluate import evaluate
 from src.train import train
-from tests.conftest import TINY, cli_in_process, compose_config, tb_events
+from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config, tb_events
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
@@ -78,3 +78,10 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     used = (tmp_path / "n5" / "config.yaml").read_text()
     # the rest is still the training run's data, not the config's defaults (500 a class)
     assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used
+
+
+@pytest.mark.parametrize("module", ["src.evaluate", "src.export"])
+def test_a_command_that_reads_a_checkpoint_refuses_none(tmp_path: Path, module: str) -> None:
+    proc = cli_in_process("ckpt_path=null", f"hydra.run.dir={tmp_path / 'run'}", module=module)
+    assert_one_line_error(proc, "ckpt_path=null", "reads a training checkpoint", code=2)
+    assert not (tmp_path / "run").exists()

@@ -87,6 +87,8 @@ def checked_checkpoint(cfg: DictConfig) -> dict:
             "bn_stats": "running" if bn_stats is None else bn_stats,
         }
     check_config(probe)
+    if cfg.ckpt_path is None:  # null resumes nothing in training; here there is nothing to read
+        raise ConfigError("ckpt_path=null: this command reads a training checkpoint: set one")
     ckpt = read_checkpoint(Path(cfg.ckpt_path))  # its model settings: checked by check_config
     # Untrusted until checked: its settings are refused now, before any run folder exists.
     stored_data_settings(ckpt, cfg.ckpt_path)
