@@ -14,15 +14,17 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import model_settings
+from src.checkpoint import model_settings, read_checkpoint
+from src.errors import DataError
 from src.io import write_text
 from src.reports.figures import confusion_matrix
 from src.runtime.build import (
     build_datamodule,
     build_model,
     checked_checkpoint,
+    command_overrides,
     data_config,
     entry_point,
     instantiate_group,
@@ -34,9 +36,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint, write `metrics.json` in the run directory, and return the metrics."""
-    ckpt = checked_checkpoint(cfg)
+    ckpt, data = checked_evaluation(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = data_config(cfg, ckpt)
     # What this run actually used: the checkpoint's data, not the placeholder group.
     output_dir = save_resolved_config(cfg, data=data)
 
@@ -72,8 +73,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-# Reading the checkpoint at preflight too: a damaged file costs one line and no run folder.
-main, cli = entry_point(evaluate, "evaluate", check=checked_checkpoint)
+def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
+    """The checkpoint, and the data it is tested on: the training run's, with the command line's
+    `data.KEY` on top (`data_config`), checked as the run's data (`checked_checkpoint`). A data
+    folder moved since the training run, say, costs one line and no run folder."""
+    path = OmegaConf.select(cfg, "ckpt_path", default=None)
+    if not isinstance(path, str):  # unset or not a path: checked_checkpoint words it
+        return checked_checkpoint(cfg), cfg.data
+    data = data_config(cfg, read_checkpoint(Path(path)))
+    try:
+        return checked_checkpoint(cfg, data), data
+    except DataError as err:
+        if any(o.key_or_group.startswith("data") for o in command_overrides(cfg)):
+            raise  # the command line chose the data, or where it is
+        raise DataError(
+            f"{err}: the data ckpt_path was trained on is no longer there; say where it is "
+            "now (+data.KEY=PATH) or test on other data (data=NAME ...)"
+        ) from err
+
+
+main, cli = entry_point(evaluate, "evaluate", check=checked_evaluation)
 
 
 if __name__ == "__main__":

@@ -496,6 +496,19 @@ def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/acc" in metrics
     assert metrics["global_step"] == (20 if kind == "folder-single-tree" else 40) // 8
+    # The data moved since: evaluating the checkpoint says so before any run folder, and is
+    # told the new place on the command line.
+    (tmp_path / "data").rename(tmp_path / "moved")
+    ckpt, run = run_dir / "checkpoints" / "last.ckpt", tmp_path / "eval"
+    proc = cli_in_process(f"ckpt_path={ckpt}", f"hydra.run.dir={run}", module="src.evaluate")
+    assert_one_line_error(proc, str(tmp_path / "data"), "no longer there", "+data.KEY=PATH")
+    assert not run.exists()
+    if kind == "folder-train-test":
+        proc = cli_in_process(f"ckpt_path={ckpt}", f"+data.root={tmp_path / 'moved'}",
+                              f"hydra.run.dir={run}", module="src.evaluate")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tested = json.loads((run / "metrics.json").read_text())
+        assert tested["test/acc"] == metrics["test/acc"]
 
 
 @pytest.mark.slow

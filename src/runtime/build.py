@@ -75,11 +75,14 @@ def entry_point(
     return main, lambda: run(main, CONFIG_DIR, config_name, check=check)
 
 
-def checked_checkpoint(cfg: DictConfig) -> dict:
-    """Check the config as `check_config` does, then read the checkpoint it names."""
+def checked_checkpoint(cfg: DictConfig, data: DictConfig | None = None) -> dict:
+    """Check the config as `check_config` does (with `data` for its data, where given), then
+    read the checkpoint it names."""
     # `model` here only picks the statistics; the network is the checkpoint's to build.
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
+        if data is not None:
+            probe.data = data
         bn_stats = probe.model.get("bn_stats")  # null: the checkpoint's; 0 or false: refused
         probe.model = {
             **probe.model,
@@ -95,11 +98,18 @@ def checked_checkpoint(cfg: DictConfig) -> dict:
     return ckpt
 
 
+def command_overrides(cfg: DictConfig) -> list[Any]:
+    """The command line's overrides, parsed: the config's own `hydra` node's before the job
+    (the command line's check), else the job's."""
+    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    return parse_overrides(HydraConfig.get().overrides.task if task is None else task)
+
+
 def data_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     """The training run's data with this command line's `data.KEY` overrides on top; a data
     group named on the command line (`data=folder ...`) replaces it."""
     stored = stored_data_settings(ckpt, cfg.ckpt_path)  # checked values; CheckpointError
-    overrides = parse_overrides(HydraConfig.get().overrides.task)
+    overrides = command_overrides(cfg)
     if any(o.key_or_group == "data" for o in overrides):
         return cfg.data
     if stored is None:
