@@ -64,6 +64,8 @@ def image_files(spec: Any) -> list[str]:
     DataError naming `images` when a value names nothing."""
     specs = list(spec) if OmegaConf.is_list(spec) or isinstance(spec, (list, tuple)) else [spec]
     files: list[str] = []
+    if not specs:  # images=[]
+        raise DataError("images is not set: add images=PATH (a file, a folder or a glob)")
     for item in specs:
         text = "" if item is None else str(item).strip()
         if not text:
