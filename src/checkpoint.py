@@ -49,6 +49,10 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path
     edit the checkpoint they are given.
     """
     where = f"{key}={path}"
+    if path.is_dir():
+        last = path / "checkpoints" / "last.ckpt"
+        hint = f" (this run folder's last one: {last})" if last.is_file() else ""
+        raise CheckpointError(f"{where}: is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{where}: no such checkpoint file")
     stat = path.stat()
@@ -78,9 +82,11 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
                 "holds Python objects that a safe load (weights_only=True) refuses; "
                 "it was not written by this project"
             ) from err
+        # The safe unpickler's refusal of what is no pickle at all advises a load with
+        # weights_only=False, which would run whatever the file holds: not repeated.
+        said = "" if isinstance(err, pickle.UnpicklingError) else f" ({first_line(err)})"
         raise CheckpointError(
-            "cannot be read: the file is damaged, truncated or not a PyTorch "
-            f"checkpoint ({first_line(err)})"
+            f"cannot be read: the file is damaged, truncated or not a PyTorch checkpoint{said}"
         ) from err
     if not isinstance(data, dict):
         raise CheckpointError(

@@ -204,6 +204,7 @@ def test_each_bad_checkpoint_is_refused_before_the_run(
     assert message.startswith(f"ckpt_path={path}: ") and "\n" not in message
     for needle in needles:
         assert needle in message, message
+    assert "weights_only` set to `False`" not in message  # torch's advice, unsafe for any file
     assert not run_dir.exists()
 
 

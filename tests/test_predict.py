@@ -102,8 +102,10 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{tmp}/blank.png", ["data.frame=maybe"], ["data.frame"]),
         ("{tmp}/blank.png", ["data.frame=true"], ["blank.png", "no digit"]),
         ("{folder}", ["model.bn_stats=0"], ["model.bn_stats=0 must be one of", "population"]),
+        ("[]", [], ["images is not set"]),
+        ("{folder}", ["ckpt_path={tmp}"], ["ckpt_path={tmp}: is a folder"]),
     ],
-    ids="missing glob empty size text colour key ckpt frame blank stats".split(),
+    ids="missing glob empty size text colour key ckpt frame blank stats none folder".split(),
 )
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]
