@@ -81,3 +81,13 @@ def test_values_outside_ascii_are_quoted_as_one_string(typed: str, passed: str) 
     assert quoted_for_hydra(["--multirun", typed]) == ["--multirun", passed]
     value = OverridesParser.create().parse_override(passed).value()
     assert value == typed.partition("=")[2].strip().strip("'")
+
+
+@pytest.mark.parametrize(
+    ("args", "printed"),
+    [(["--help"], "Powered by Hydra"), (["--shell-completion", "install=bash"], "complete -")],
+)
+def test_hydras_informational_calls_are_hydras(args: list[str], printed: str) -> None:
+    proc = cli_in_process(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert printed in proc.stdout

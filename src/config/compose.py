@@ -277,7 +277,8 @@ def preflight(
     """
 
     args = hydra_args_parser().parse_args(argv)
-    if args.config_path or args.config_dir or args.help or args.hydra_help or args.info:
+    informational = args.help or args.hydra_help or args.info or args.shell_completion
+    if args.config_path or args.config_dir or informational:
         return None, []  # another search path or an informational call: leave it to Hydra
     runs = _compositions(args.overrides)
     GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
@@ -308,6 +309,6 @@ def preflight(
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)
-        # --cfg prints; --resolve without it, shell completion and a rerun are Hydra's own
-        own = args.cfg or args.resolve or args.shell_completion or args.experimental_rerun
+        # --cfg prints; --resolve without it and a rerun are Hydra's own
+        own = args.cfg or args.resolve or args.experimental_rerun
         return (None if own else "multirun" if multirun else "run"), list(done.values())
