@@ -156,6 +156,9 @@ def _physical_memory() -> int:
         (["--multirun", "hparams_search=optuna", "optimizer.momentum=interval(0.5, 1.5)"],
          ["optimizer.momentum=1.4999"]),
         (["--multirun", "optimizer.lr=0.01,-1"], ["optimizer.lr=-1"]),
+        (["hparams_search=optuna", "hydra.sweeper.n_trials=0"], ["hydra.sweeper.n_trials=0"]),
+        (["hparams_search=optuna", "hydra.sweeper.params.optimizer.lr=interval(0.1,0.2)"],
+         ["cannot be changed key by key", "'optimizer.lr=interval(0.1,0.2)'"]),  # was misleading
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
          ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
         # each sweep value composed as Hydra's job composes it: `+` on a key that exists

@@ -174,6 +174,9 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
     if "optuna" not in sweeper.lower():
         return
+    trials = OmegaConf.select(cfg, "hydra.sweeper.n_trials", default=None)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={trials} must be a whole number, at least 1")
     from src.model.module import VALIDATION_METRICS
 
     # What a job returns a sweeper, but the test set's: the validation metrics, and the loss of
@@ -236,13 +239,21 @@ def _appended(line: str) -> str:
     return f"{said}; remove the +: {key}={value}"
 
 
-def _unknown_key(line: str, overrides: list[str], composed: Callable) -> str:
+def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: list[str]) -> str:
     """Hydra's error for `key=value` on a key the config does not have, which suggests adding
-    it, with the key it most likely means (a typo is the usual cause)."""
+    it, with the key it most likely means (a typo is the usual cause). `typed`: the command
+    line's overrides, sweeps not yet expanded."""
     found = re.match(r"Could not override '([^']+)'; To append to your config use \+(\S+?);", line)
     if not found:
         return line
     key, added = found.groups()
+    searched = key.removeprefix("hydra.sweeper.params.")
+    if searched != key:  # the search space's keys hold a dot (optimizer.lr): out of a path's reach
+        value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")
+        return (
+            f"{key}: the search space (hydra.sweeper.params) cannot be changed key by key; "
+            f"give the key its range itself, which replaces the config's: '{searched}={value}'"
+        )
     try:  # the config without this override: the keys it does have
         cfg = composed([o for o in overrides if o.split("=")[0] != key])
     except ConfigError:
@@ -293,7 +304,8 @@ def preflight(
                     done[key] = compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: callbacks=null
                     line = _appended(one_line(err))
-                    raise ConfigError(_unknown_key(line, overrides, composed)) from err
+                    unknown = _unknown_key(line, overrides, composed, args.overrides)
+                    raise ConfigError(unknown) from err
             return done[key]
 
         mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
