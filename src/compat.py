@@ -148,3 +148,28 @@ def keep_lost_jobs() -> None:
 
     kept.keeps_lost_jobs = True  # type: ignore[attr-defined]
     submitit.Job.results = kept
+
+
+def end_searches_without_result() -> None:
+    """An Optuna search none of whose trials completed (each failed) ends as any sweep whose jobs
+    all failed: Hydra's `on_multirun_end` (the summary and the exit code) follows. The sweeper
+    asks its study for the best trial once the trials are done, which raises `ValueError` when
+    there is none, before that hook; there is then no `optimization_results.yaml` to write."""
+    import logging
+
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+
+    sweep = OptunaSweeperImpl.sweep
+    if getattr(sweep, "ends_without_result", False):
+        return
+
+    def ended(self: Any, arguments: list[str]) -> None:
+        try:
+            return sweep(self, arguments)
+        except ValueError as err:
+            if str(err) != "No trials are completed yet.":  # optuna's in-memory storage's words
+                raise
+            logging.getLogger(__name__).warning("No trial completed: no best parameters.")
+
+    ended.ends_without_result = True  # type: ignore[attr-defined]
+    OptunaSweeperImpl.sweep = ended

@@ -99,3 +99,16 @@ def test_keep_lost_jobs(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
     rows = read_csv(sweep / "summary.csv")
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "failed")]
     assert all(r["error"].startswith("error: ended with no result (submitit: ") for r in rows)
+
+
+def test_end_searches_without_result(tmp_path: Path, cache_dir: Path) -> None:
+    """An Optuna search whose every trial fails: Optuna's sweeper asks for the best trial and
+    there is none. Was a ValueError traceback and no summary."""
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY,
+                          "optimizer.lr=interval(1e6,1e7)", "logger=none", "reports=none",
+                          f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-3000:]  # each diverged: exit 3, as one would
+    assert "error: 2 of 2 jobs failed" in proc.stderr.splitlines()[-1]
+    assert "2 jobs, 0 ok, 2 failed" in (sweep / "summary.txt").read_text()
+    assert not (sweep / "optimization_results.yaml").exists()

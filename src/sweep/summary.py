@@ -38,7 +38,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src.compat import BASIC_SWEEPER, job_error, keep_lost_jobs
+from src.compat import BASIC_SWEEPER, end_searches_without_result, job_error, keep_lost_jobs
 from src.console import text_table
 from src.errors import JobFailed, exit_with
 from src.io import output_file, write_text
@@ -107,6 +107,8 @@ class SweepSummary(Callback):
         self.checked = resume.checked
         if "hydra_submitit_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_")):
             keep_lost_jobs()  # a job killed with no result is a failed row, not the sweep's end
+        if "hydra_optuna_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_")):
+            end_searches_without_result()  # every trial failed: a summary, not a traceback
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _multirun(config):
