@@ -29,7 +29,13 @@ from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
 from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
-from src.runtime.build import build_model, entry_point, instantiate_group, save_resolved_config
+from src.runtime.build import (
+    build_model,
+    check_batch_fractions,
+    entry_point,
+    instantiate_group,
+    save_resolved_config,
+)
 from src.runtime.loggers import log_hyperparams
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job, release_job
@@ -112,6 +118,8 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
+    check_batch_fractions(trainer, datamodule, *(["train", "val"] if training else []),
+                          *(["test"] if cfg.get("test") else []))  # fmt: skip
     # What is reported once (conf/reports) is called here, not dispatched at every iteration.
     reports = cfg.get("reports") or {}
     # weights_only: a checkpoint holds tensors, dicts and numbers only; nothing else is trusted.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import lightning as L
@@ -154,6 +155,26 @@ def test_validating_less_often_than_an_epoch_says_how(tmp_path: Path, cache_dir:
     said = r"^trainer\.val_check_interval=100 is more than the 5 training batches of an epoch: "
     with pytest.raises(ConfigError, match=said + r".*check_val_every_n_epoch=null$"):
         train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("limit", "said"),
+    [
+        ("trainer.limit_train_batches=0.1", "of the 5 train batches is less than one: use at "
+         "least 0.2"),
+        ("+trainer.limit_val_batches=0.5", "of the 1 val batch is less than one: use 1.0 (all)"),
+        ("trainer.limit_test_batches=0.4", "of the 2 test batches is less than one: use at least "
+         "0.5"),
+    ],
+)  # fmt: skip
+def test_a_fraction_of_less_than_one_batch_is_refused_before_training(
+    tmp_path: Path, cache_dir: Path, limit: str, said: str
+) -> None:
+    """Lightning refuses it once its loop starts (the test split's: after all the training)."""
+    cfg = compose_config([*TINY, "data.val_fraction=0.2", limit], tmp_path, cache_dir)
+    with pytest.raises(ConfigError, match=f"^{re.escape(limit.lstrip('+'))} {re.escape(said)}"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.parametrize(

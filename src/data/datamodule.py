@@ -297,6 +297,16 @@ class DigitsDataModule(L.LightningDataModule):
         data.tensors = tuple(t.to(device) for t in data.tensors)
         return data
 
+    def num_batches(self, split: str) -> int:
+        """An epoch's batches of `split` (train, val or test) in one process, as the loaders
+        deal them; 0 for a split the run does not have."""
+        data = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+        if data is None:
+            return 0
+        if split == "train":
+            return self.overfit_batches or len(data) // self.batch_size
+        return -(-len(data) // self.test_batch_size)
+
     def check_labels(self, num_classes: int | None) -> None:
         """DataError unless every label fits the network's `model.num_classes` outputs."""
         sets = (self.train_set, self.val_set, self.test_set)

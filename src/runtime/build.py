@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,21 @@ def build_model(
     described = describe_state(chosen, bool(model.update_state))
     log.info("Predicting with bn_stats=%s (%s), %s.", chosen, described, source)
     return model
+
+
+def check_batch_fractions(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> None:
+    """A fraction of an epoch's batches (`trainer.limit_train_batches=0.1`) that is less than one
+    batch: one line before the loop, not Lightning's error once it starts (the test's: after
+    all the training)."""
+    for split in splits:
+        limit, n = getattr(trainer, f"limit_{split}_batches"), datamodule.num_batches(split)
+        if isinstance(limit, float) and 0 < limit < 1 and n and int(n * limit) < 1:
+            least = math.ceil(100 / n) / 100
+            use = f"at least {least}" if least < 1 else "1.0 (all)"
+            raise ConfigError(
+                f"trainer.limit_{split}_batches={limit} of the {n} {split} batch"
+                f"{'es' if n > 1 else ''} is less than one: use {use}, or a number of batches"
+            )
 
 
 def build_datamodule(data: DictConfig) -> DigitsDataModule:
