@@ -14,6 +14,7 @@ from omegaconf import open_dict
 
 from src.checkpoint import read_checkpoint
 from src.config.rules import check_config
+from src.errors import ConfigError
 from src.train import train
 from tests.conftest import TINY, compose_config, read_csv
 
@@ -228,6 +229,18 @@ def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
         assert group["weight_decay"] == 0.01
     # the schedule's own state is in the checkpoint (none: nothing to save)
     assert len(ckpt["lr_schedulers"]) == (0 if scheduler == "none" else 1)
+
+
+def test_a_schedule_shorter_than_the_run_is_refused_before_training(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """OneCycleLR refuses to step past total_steps: was a ValueError traceback mid-run."""
+    cfg = compose_config([*TINY, "scheduler=onecycle", "scheduler.scheduler.total_steps=3"],
+                         tmp_path, cache_dir)  # fmt: skip
+    said = r"^scheduler\.scheduler\.total_steps=3 is fewer than the run's 6 iterations, .*null"
+    with pytest.raises(ConfigError, match=said):
+        train(cfg)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 # ---------------------------------------------------------------------------------------------

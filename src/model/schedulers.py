@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 
+from src.errors import ConfigError
+
 INTERVALS = ("step", "epoch")
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -81,6 +83,18 @@ def build_scheduler(
     if interval not in INTERVALS:
         raise ValueError(f"scheduler.interval={interval!r} must be 'step' or 'epoch'")
     factory: SchedulerFactory = config["scheduler"]
+    given = getattr(factory, "keywords", {}).get("total_steps")
+    if given is not None and trainer is not None:  # OneCycleLR refuses to step past it, mid-run
+        total = total_iterations(trainer)
+        if interval == "epoch":
+            total = max(1, -(-total // max(iterations_per_epoch(trainer), 1)))
+        if given < total:
+            unit = "epochs" if interval == "epoch" else "iterations"
+            raise ConfigError(
+                f"scheduler.scheduler.total_steps={given} is fewer than the run's {total} {unit}, "
+                f"past which the schedule cannot step: set it to null (the whole run) or at "
+                f"least {total}"
+            )
     if takes_total_steps(factory):
         if trainer is None:
             raise RuntimeError("a schedule over the whole run needs a trainer")
