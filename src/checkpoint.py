@@ -272,6 +272,20 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
                     f"has {key}.{name}={given[name]}; resuming restores the checkpoint's {what}, "
                     f"its settings too, so set {key}.{name}={saved[name]}"
                 )
+    # A schedule over the whole run (OneCycleLR's total_steps=null) was sized by its length: the
+    # restored one cannot step past it.
+    schedule = (stored.get("scheduler") or {}).get("scheduler")
+    if isinstance(schedule, dict) and "total_steps" in schedule and schedule["total_steps"] is None:
+        trained = stored.get("trainer") if isinstance(stored.get("trainer"), dict) else {}
+        for name in ("max_epochs", "max_steps", "limit_train_batches"):
+            was, now = trained.get(name), OmegaConf.select(cfg, f"trainer.{name}", default=None)
+            if was != now:
+                raise CheckpointError(
+                    f"ckpt_path={path}: was trained with trainer.{name}={was}, the run its "
+                    f"schedule spans (scheduler.scheduler.total_steps=null), but this run has "
+                    f"trainer.{name}={now}; resuming restores that schedule, which cannot step "
+                    f"past its end, so set trainer.{name}={was}"
+                )
 
 
 # Data settings that change neither the training images nor their order (a path: the same files

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
@@ -222,6 +222,10 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     # A network option the checkpoint predates (model.pool, say) was trained with its default.
     del saved["hyper_parameters"]["pool"]
     torch.save(saved, tmp_path / "before_pool.ckpt")
+    # A one-cycle schedule over the whole run (total_steps=null) is sized by the run's length.
+    onecycle = compose_config([*TINY, "scheduler=onecycle"], tmp_path / "onecycle", cache_dir)
+    saved["config"]["scheduler"] = OmegaConf.to_container(onecycle.scheduler, resolve=True)
+    torch.save(saved, tmp_path / "onecycle.ckpt")
     for change, *said in (
         (["model.num_filters=8"], "model.num_filters=20", "model.num_filters=8"),
         ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
@@ -237,6 +241,9 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         (["scheduler=onecycle"], "its schedule is none, but this run's is "
          "torch.optim.lr_scheduler.OneCycleLR"),
         (["optimizer.lr=0.123"], "but this run has optimizer.lr=0.123; resuming restores"),
+        ([f"ckpt_path={tmp_path}/onecycle.ckpt", "scheduler=onecycle", "trainer.max_epochs=2"],
+         "was trained with trainer.max_epochs=1, the run its schedule spans", "set "
+         "trainer.max_epochs=1"),  # was a ValueError at the first step past the restored end
     ):  # fmt: skip
         assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()
