@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = save_resolved_config(cfg, data=data)
 
     datamodule = build_datamodule(data)
-    datamodule.setup("fit")  # the training set too: population statistics may need it
+    datamodule.setup("test")  # every split: population statistics may need the training set
     datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"))
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(

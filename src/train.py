@@ -99,7 +99,8 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
-    datamodule.setup("fit")
+    training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
+    datamodule.setup("fit" if training else "test")
     datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     # Saved in every checkpoint: evaluation reads the data settings from it.
@@ -107,7 +108,6 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     resume = {}
     ckpt_path = cfg.get("ckpt_path")
-    training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
     ckpt = read_checkpoint(Path(ckpt_path)) if ckpt_path else {}
     if ckpt and training:
         step = int(ckpt["global_step"])

@@ -75,6 +75,10 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     cfg = compose_evaluate([f"ckpt_path={ckpt}", "data.num_test_per_class=5"], tmp_path / "n5",
                            cache_dir)  # fmt: skip
     assert evaluate(cfg)["num_test_images"] == 50
+    # a training set smaller than a mini-batch (20 images, data.batch_size=32): nothing trains
+    cfg = compose_evaluate([f"ckpt_path={ckpt}", "data.num_train_per_class=2"], tmp_path / "n2",
+                           cache_dir)  # fmt: skip
+    assert evaluate(cfg)["test/acc"] == pytest.approx(train_metrics["test/acc"])
     used = (tmp_path / "n5" / "config.yaml").read_text()
     # the rest is still the training run's data, not the config's defaults (500 a class)
     assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used

@@ -509,6 +509,15 @@ def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
         tested = json.loads((run / "metrics.json").read_text())
         assert tested["test/acc"] == metrics["test/acc"]
+        # Tested on a set smaller than a training mini-batch (data.batch_size=128 > 40 images):
+        # no training, so no mini-batch to cut (was refused, after the run folder).
+        moved = ["data=folder", f"data.root={tmp_path / 'moved'}", f"ckpt_path={ckpt}"]
+        for module, more in (("src.evaluate", []), ("src.train", ["train=false", *RUN[:1]])):
+            proc = cli_in_process(*moved, *more, f"hydra.run.dir={tmp_path / module}",
+                                  module=module)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            tested = json.loads((tmp_path / module / "metrics.json").read_text())
+            assert tested["test/acc"] == metrics["test/acc"], module
 
 
 @pytest.mark.slow

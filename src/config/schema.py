@@ -237,9 +237,11 @@ def check_data_paths(cfg: DictConfig) -> None:
 
 def check_built_in_batch(cfg: DictConfig) -> None:
     """data=synthetic's training images are counted by its settings: a mini-batch larger than
-    all of them is refused now, before any run folder (other sources count them when read)."""
+    all of them is refused now, before any run folder (other sources count them when read).
+    Only where the run trains (not train=false, nor the commands that read a checkpoint)."""
     batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
-    if value_at(cfg, "data.source") == "synthetic" and batch and per_class:
+    training = value_at(cfg, "train") not in (False, None)
+    if training and value_at(cfg, "data.source") == "synthetic" and batch and per_class:
         if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic"):
             raise ConfigError(problem)
 

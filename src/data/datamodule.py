@@ -211,15 +211,18 @@ class DigitsDataModule(L.LightningDataModule):
             load_source(self.source, self.cache_dir, self.source_options)
 
     def setup(self, stage: str | None = None) -> None:
+        """Every split, read once. `stage` "fit" (or None) is a run that trains, whose mini-batches
+        must be cut from the training set; testing reads it only for population statistics."""
         if self.train_set is not None:
             return
         train, test = load_source(self.source, self.cache_dir, self.source_options)
-        if problem := batch_problem(self.batch_size, len(train), self.source):
+        training = stage in ("fit", None)
+        if training and (problem := batch_problem(self.batch_size, len(train), self.source)):
             raise DataError(problem)
         if self.val_fraction > 0:
             val_idx = validation_indices(train.labels, self.val_fraction, self.val_seed)
             keep = np.setdiff1d(np.arange(len(train)), val_idx)  # sorted: the source's order
-            self._check_split(train.labels, keep, val_idx)
+            self._check_split(train.labels, keep, val_idx, training)
             self.val_indices = val_idx
             self.val_set = InMemoryBatches(
                 torch.from_numpy(train.images[val_idx]), torch.from_numpy(train.labels[val_idx])
@@ -253,7 +256,9 @@ class DigitsDataModule(L.LightningDataModule):
         chosen = torch.cat([next(batches) for _ in range(self.overfit_batches)]).numpy()
         return DigitArrays(train.images[chosen], train.labels[chosen])
 
-    def _check_split(self, labels: np.ndarray, keep: np.ndarray, val_idx: np.ndarray) -> None:
+    def _check_split(
+        self, labels: np.ndarray, keep: np.ndarray, val_idx: np.ndarray, training: bool
+    ) -> None:
         """DataError naming data.val_fraction when the split leaves too little to train on."""
         what = f"data.val_fraction={self.val_fraction}"
         if len(val_idx) == 0:
@@ -268,7 +273,7 @@ class DigitsDataModule(L.LightningDataModule):
                     f"{what} holds out all {held} training image(s) of class {int(label)}: none "
                     "is left to train on; lower data.val_fraction or add images"
                 )
-        if len(keep) < self.batch_size:
+        if training and len(keep) < self.batch_size:
             raise DataError(
                 f"{what} leaves {len(keep)} of the {len(labels)} training images of data source "
                 f"'{self.source}', fewer than data.batch_size={self.batch_size}: not one full "

@@ -220,7 +220,7 @@ class CheckpointData:
         # This machine's cache, not the training machine's.
         datamodule = DigitsDataModule(**{**stored, "cache_dir": str(self.cache_dir)})
         try:
-            datamodule.setup("fit")
+            datamodule.setup("test")  # no training here: the set need not fill a mini-batch
         except DataError as err:
             raise DataError(f"the checkpoint's data cannot be read here: {err}") from err
         return datamodule
