@@ -251,6 +251,12 @@ def _physical_memory() -> int:
          "is already set", "the run folder is Hydra's: set hydra.run.dir=x instead"]),
         (["+logger.tensorboard.save_dir=x"], ["+logger.tensorboard.save_dir=x: ", "already set",
          "remove the +: logger.tensorboard.save_dir=x"]),
+        # MLflow's store (its file store: a long error in the run; a database it cannot create:
+        # minutes of retries first)
+        (["logger=mlflow", "logger.mlflow.tracking_uri=file:/tmp/runs"],
+         ["logger.mlflow.tracking_uri=file:/tmp/runs", "MLFLOW_ALLOW_FILE_STORE=true"]),
+        (["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////proc/x.db"],
+         ["cannot create the database in /proc"]),
         # 16. the files and folders a data source reads (were refused in the run folder)
         (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
          "images of data source 'synthetic'"]),

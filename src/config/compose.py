@@ -155,6 +155,33 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
         ) from err
 
 
+def check_mlflow_stores(cfg: DictConfig) -> None:
+    """Each MLflow logger's store can be opened in the run: MLflow 3 keeps a file store (`file:`
+    or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a database's folder must
+    be one this process can create and write (else minutes of retries, then a traceback)."""
+    for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
+        if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
+            continue
+        key = f"logger.{name}.tracking_uri"
+        uri = str(OmegaConf.select(cfg, key, default=None) or "")
+        scheme = uri.split(":", 1)[0] if re.match(r"[a-z][a-z0-9+.-]+:", uri) else ""
+        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+        if uri and scheme in ("", "file") and not allowed:
+            raise ConfigError(
+                f"{key}={uri}: MLflow keeps runs in files only with MLFLOW_ALLOW_FILE_STORE=true "
+                "set (its file store is deprecated); use a database, as logger=mlflow does: "
+                f"{key}=sqlite:///PATH/mlflow.db"
+            )
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            if scheme == "sqlite" and uri.removeprefix("sqlite:///") not in ("", ":memory:"):
+                _probe_folder(folder)
+        except OSError as err:
+            raise ConfigError(
+                f"{key}={uri}: cannot create the database in {folder} ({err.strerror})"
+            ) from err
+
+
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     """Sweep values need a multirun, and joblib's launcher some jobs at once; an Optuna search
     needs a validation metric, the direction in which it improves, and a storage it can open."""
@@ -321,6 +348,7 @@ def preflight(
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)
+                check_mlflow_stores(cfg)
         # --cfg prints; --resolve without it and a rerun are Hydra's own
         own = args.cfg or args.resolve or args.experimental_rerun
         return (None if own else "multirun" if multirun else "run"), list(done.values())
