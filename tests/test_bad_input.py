@@ -242,6 +242,9 @@ def _physical_memory() -> int:
             ("seeds=1", "the config has no key 'seeds' (did you mean seed?)"),
             ("model.foo.bar=1", "model has no key 'foo'"),
         )],
+        # no typo: another class's option, which this group's class would refuse with the + too
+        (["optimizer=adam", "optimizer.momentum=0.9"], ["optimizer.momentum=0.9: optimizer has "
+         "no key 'momentum', and torch.optim.Adam takes no argument 'momentum' (it takes: "]),
         # the run folder is Hydra's: another one put the figures apart from the run's outputs
         *[([f"{key}=elsewhere"], [f"{key}=elsewhere: a run writes everything into its run "
           "folder, which Hydra names: set hydra.run.dir=elsewhere"])

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
+from src.config.targets import check_targets
 from src.errors import ConfigError, first_line, one_line
 
 
@@ -293,6 +294,16 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
     said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
     where = parent or "the config"
+    # No typo: an option of another class, maybe. (A command that reads a checkpoint takes
+    # +data.KEY onto the checkpoint's data, not the data group's class: not there.)
+    if not close and depth == len(parts) - 1 and "train" in cfg:
+        try:  # added, the key meets the class its group builds, which may not take it either
+            plus = composed([*(o for o in overrides if o.split("=")[0] != key), f"+{added}"])
+            settings = OmegaConf.to_container(plus)
+            check_targets(plus, {k: v for k, v in settings.items() if k != "hydra"})
+        except Exception as err:  # anything else: the + is still the way to add it
+            if isinstance(err, ConfigError) and str(err).startswith(f"{key}: "):
+                return f"{added}: {where} has no key {name!r}, and {str(err)[len(key) + 2 :]}"
     return f"{added}: {where} has no key {name!r}{said}; a new key is added with +{added}"
 
 
