@@ -264,6 +264,12 @@ def _physical_memory() -> int:
         (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
          "images of data source 'synthetic'"]),
         (["data=folder", "data.root=/nonexistent"], ["/nonexistent: no such folder (data.root)"]),
+        (["debug=overfit", "data.overfit_batches=100"], ["data.overfit_batches=100 needs 12800 "
+         "training images (x data.batch_size=128); data source 'synthetic' has 5000"]),
+        (["callbacks.model_checkpoint.dirpath=/proc/x"], ["callbacks.model_checkpoint.dirpath="
+         "/proc/x: cannot create the checkpoint folder"]),  # was exit 4 after the first epoch
+        (["debug=fdr", "trainer.fast_dev_run=-1"], ["trainer.fast_dev_run=-1 must be true, false "
+         "or a number of batches"]),  # was Lightning's MisconfigurationException in the run
         (["data=mat", "data.train_file=/", "data.test_file=/"],
          ["/: is a folder, expected a file (data.train_file)"]),
         (["data=mnist", "data.root=/nonexistent"],

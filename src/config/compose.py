@@ -156,6 +156,23 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
         ) from err
 
 
+def check_checkpoint_folder(cfg: DictConfig) -> None:
+    """A checkpoint folder given outside the run folder (`callbacks.model_checkpoint.dirpath`)
+    can be created: its first save would otherwise fail after the first epoch's training."""
+    node = OmegaConf.select(cfg, "callbacks.model_checkpoint", default=None)
+    if not isinstance(node, DictConfig) or OmegaConf.is_interpolation(node, "dirpath"):
+        return  # the default, ${paths.output_dir}/checkpoints: the run folder's, probed already
+    folder = node.get("dirpath")
+    try:
+        if folder is not None:
+            _probe_folder(Path(str(folder)))
+    except OSError as err:
+        raise ConfigError(
+            f"callbacks.model_checkpoint.dirpath={folder}: cannot create the checkpoint folder "
+            f"({err.strerror})"
+        ) from err
+
+
 def check_mlflow_stores(cfg: DictConfig) -> None:
     """Each MLflow logger's store can be opened in the run: MLflow 3 keeps a file store (`file:`
     or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a database's folder must
@@ -359,6 +376,7 @@ def preflight(
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)
+                check_checkpoint_folder(cfg)
                 check_mlflow_stores(cfg)
         # --cfg prints; --resolve without it and a rerun are Hydra's own
         own = args.cfg or args.resolve or args.experimental_rerun

@@ -244,6 +244,12 @@ def check_built_in_batch(cfg: DictConfig) -> None:
     if training and value_at(cfg, "data.source") == "synthetic" and batch and per_class:
         if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic"):
             raise ConfigError(problem)
+        overfit = value_at(cfg, "data.overfit_batches") or 0
+        if overfit * batch > per_class * NUM_CLASSES:  # the data module's words, before it
+            raise ConfigError(
+                f"data.overfit_batches={overfit} needs {overfit * batch} training images (x "
+                f"data.batch_size={batch}); data source 'synthetic' has {per_class * NUM_CLASSES}"
+            )
 
 
 def _physical_memory() -> int | None:
@@ -333,6 +339,10 @@ def check_group_values(cfg: DictConfig) -> None:
     for key in GROUP_BOOLS:
         require_bool(cfg, key)
     require_choice(cfg, "trainer.deterministic", (True, False, "warn"), "true, false or warn")
+    fast = value_at(cfg, "trainer.fast_dev_run")  # Lightning's: true, or a number of batches
+    if isinstance(fast, int) and not isinstance(fast, bool) and fast < 0:
+        raise ConfigError(f"trainer.fast_dev_run={fast} must be true, false or a number of "
+                          "batches (1 or more; 0: off)")  # fmt: skip
     for key, ok, what, integer in GROUP_NUMBERS:
         require(cfg, key, ok, what, integer)
     betas = value_at(cfg, "optimizer.betas")
