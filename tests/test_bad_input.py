@@ -164,6 +164,8 @@ def _physical_memory() -> int:
         # each sweep value composed as Hydra's job composes it: `+` on a key that exists
         (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
+        (["data=folder", "data.root=/tmp/a,b"], ["data.root=/tmp/a,b is a sweep", "--multirun",
+         "one that holds a comma is quoted: data.root='a,b'"]),
         (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),
         (["--multirun", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"],
          ["optimized_metric is not set", "hparams_search=optuna"]),

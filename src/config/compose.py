@@ -207,9 +207,10 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     if not multirun:
         for o in parse_overrides(overrides):
             if o.is_sweep_override():
+                key = o.key_or_group
                 raise ConfigError(
-                    f"{o.input_line} is a sweep: add --multirun "
-                    f"(or give {o.key_or_group} one value)"
+                    f"{o.input_line} is a sweep: add --multirun (or give {key} one value; "
+                    f"one that holds a comma is quoted: {key}='a,b')"
                 )
         return
     if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's
