@@ -149,6 +149,8 @@ def _physical_memory() -> int:
              "callbacks.early_stopping.mode='best' must be max: val/acc is better higher"),
             ("callbacks.early_stopping.mode=min",
              "callbacks.early_stopping.mode='min' must be max: val/acc is better higher"),
+            ("+trainer.limit_val_batches=0", "callbacks.early_stopping monitors val/acc, but "
+             "trainer.limit_val_batches=0 runs no validation"),  # was accepted: never checked
         )],
         # 11. sweeps: every end of an Optuna search space is checked; a bad value, sweep values
         # without --multirun, an Optuna search with nothing (or the test set) to maximise:

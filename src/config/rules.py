@@ -154,6 +154,9 @@ def _check_monitors(cfg: DictConfig) -> None:
                 f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
                 f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
             )
+        if value_at(cfg, "trainer.limit_val_batches") == 0:  # no validation, so never a check
+            raise ConfigError(f"callbacks.{name} monitors {monitor}, but "
+                              "trainer.limit_val_batches=0 runs no validation")  # fmt: skip
 
 
 def _check_cuda_graph(cfg: DictConfig) -> None:
