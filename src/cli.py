@@ -11,6 +11,8 @@ permission); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving a chec
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import signal
 import sys
 import warnings
@@ -92,12 +94,31 @@ def failure(err: BaseException) -> tuple[str, int] | None:
                 f"stopped: {err}. Test it with: python -m src.evaluate ckpt_path={err.path}",
                 code,
             )
-        return f"stopped: {err}. Resume with: python -m src.train ckpt_path={err.path}", code
+        return f"stopped: {err}. Resume with: {resume_command(err.path)}", code
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err) else ""
         reason = err.strerror if where and err.strerror else str(err)
         return f"error: {where}{reason}", EXIT_WRITE_FAILED
     return None
+
+
+def resume_command(path: Any) -> str:
+    """What resumes a stopped run: its checkpoint and the run's own overrides (quoted for Hydra
+    where a path holds what its grammar reads, such as `=`, and for the shell); for a sweep's
+    job, the sweep's own command."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    overrides: list[str] = []
+    if HydraConfig.initialized():
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return "the sweep's own command again (it skips finished jobs and resumes this one)"
+        overrides = [o for o in HydraConfig.get().overrides.task
+                     if o.split("=")[0].lstrip("+~") != "ckpt_path"]  # fmt: skip
+    text = str(path)
+    if not re.fullmatch(r"[\w/.~+@%:-]+", text):
+        text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return shlex.join(["python", "-m", "src.train", f"ckpt_path={text}", *overrides])
 
 
 def config_checked() -> bool:

@@ -91,3 +91,17 @@ def test_hydras_informational_calls_are_hydras(args: list[str], printed: str) ->
     proc = cli_in_process(*args)
     assert proc.returncode == 0, proc.stderr
     assert printed in proc.stdout
+
+
+def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
+    """Lightning names its checkpoints epoch=3-step=40.ckpt: unquoted, Hydra's grammar fails."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.cli import resume_command
+
+    path = "/runs/it's a run/epoch=3-step=40.ckpt"
+    words = shlex.split(resume_command(path))
+    assert words[:3] == ["python", "-m", "src.train"] and words[3].startswith("ckpt_path=")
+    assert OverridesParser.create().parse_override(words[3]).value() == path

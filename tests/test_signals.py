@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -171,6 +172,9 @@ def test_a_signal_in_training_or_testing_saves_and_stops(
         assert "after training" in line and "is complete" in line and "src.evaluate" in line
     else:
         assert f"Resume with: python -m src.train ckpt_path={ckpt_path}" in line
+        # with the run's own overrides (were left out: the command failed on another batch size)
+        resumed = shlex.split(line.split("Resume with: ", 1)[1])[4:]
+        assert resumed == [a for a in args if not a.startswith("hydra.")]
         name = signal.Signals(signum).name
         assert line.startswith(f"stopped: {name}: stopped after iteration {ckpt['global_step']};")
         assert line in (run / "train.log").read_text()
