@@ -272,6 +272,8 @@ def _physical_memory() -> int:
          "training images (x data.batch_size=128); data source 'synthetic' has 5000"]),
         (["callbacks.model_checkpoint.dirpath=/proc/x"], ["callbacks.model_checkpoint.dirpath="
          "/proc/x: cannot create the checkpoint folder"]),  # was exit 4 after the first epoch
+        (["trainer=ddp_cpu", "data.num_train_per_class=20", "data.batch_size=150"],
+         ["data.batch_size=150 for each of 2 processes is 300 images, more than the 200"]),
         (["debug=fdr", "trainer.fast_dev_run=-1"], ["trainer.fast_dev_run=-1 must be true, false "
          "or a number of batches"]),  # was Lightning's MisconfigurationException in the run
         (["data=mat", "data.train_file=/", "data.test_file=/"],

@@ -61,6 +61,10 @@ def test_datamodule_serves_in_memory_batches_dealt_by_the_trainers_rank(cache_di
     assert [len(y) for _, y in dm.ordered_dataloader("test")] == [64, 36]  # not sharded
     dm.trainer = None
     assert len(dm.train_dataloader()) == 200 // 32
+    # a mini-batch for each of 7 processes (224 images) is more than the 200: refused by name,
+    # not an epoch of no iterations (was exit 0, untrained)
+    assert dm.batch_problem(6) is None
+    assert "data.batch_size=32 for each of 7 processes is 224 images" in dm.batch_problem(7)
 
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:

@@ -104,8 +104,9 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_batch_limits(cfg)
     _check_precision(cfg)
     check_data_memory(cfg)
-    check_built_in_batch(cfg)
-    _check_checkpoint(cfg, _check_accelerator(cfg))
+    processes = _check_accelerator(cfg)
+    check_built_in_batch(cfg, processes)
+    _check_checkpoint(cfg, processes)
     _check_cuda_graph(cfg)
     for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)

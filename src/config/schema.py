@@ -235,14 +235,15 @@ def check_data_paths(cfg: DictConfig) -> None:
         check_paths(source, {k: value_at(cfg, f"data.{k}") for k in keys})
 
 
-def check_built_in_batch(cfg: DictConfig) -> None:
-    """data=synthetic's training images are counted by its settings: a mini-batch larger than
-    all of them is refused now, before any run folder (other sources count them when read).
-    Only where the run trains (not train=false, nor the commands that read a checkpoint)."""
+def check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
+    """data=synthetic's training images are counted by its settings: a mini-batch (one a process)
+    larger than all of them is refused now, before any run folder (other sources count them
+    when read). Only where the run trains (not train=false, nor the commands that read a
+    checkpoint)."""
     batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
     training = value_at(cfg, "train") not in (False, None)
     if training and value_at(cfg, "data.source") == "synthetic" and batch and per_class:
-        if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic"):
+        if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic", processes):
             raise ConfigError(problem)
         overfit = value_at(cfg, "data.overfit_batches") or 0
         if overfit * batch > per_class * NUM_CLASSES:  # the data module's words, before it

@@ -12,10 +12,17 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
 
-def batch_problem(batch_size: int, images: int, source: str) -> str | None:
-    """Why a mini-batch of `batch_size` cannot be cut from `images` training images, or None."""
-    if images >= batch_size:
+def batch_problem(batch_size: int, images: int, source: str, processes: int = 1) -> str | None:
+    """Why a mini-batch of `batch_size` for each of `processes` (DDP) cannot be cut from `images`
+    training images, or None."""
+    if images >= batch_size * processes:
         return None
+    if processes > 1:
+        return (
+            f"data.batch_size={batch_size} for each of {processes} processes is "
+            f"{batch_size * processes} images, more than the {images} training images of data "
+            f"source '{source}': not one full mini-batch each to train on; lower data.batch_size"
+        )
     return (
         f"data.batch_size={batch_size} is larger than the {images} training images of data "
         f"source '{source}': not one full mini-batch to train on"

@@ -312,6 +312,13 @@ class DigitsDataModule(L.LightningDataModule):
             return self.overfit_batches or len(data) // self.batch_size
         return -(-len(data) // self.test_batch_size)
 
+    def batch_problem(self, processes: int) -> str | None:
+        """Why the training set cannot give each of `processes` a full mini-batch, or None."""
+        assert self.train_set is not None, "call setup() first"
+        if self.overfit_batches:  # its batches are shared out whole (train_dataloader)
+            return None
+        return batch_problem(self.batch_size, len(self.train_set), self.source, processes)
+
     def check_labels(self, num_classes: int | None) -> None:
         """DataError unless every label fits the network's `model.num_classes` outputs."""
         sets = (self.train_set, self.val_set, self.test_set)

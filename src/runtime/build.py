@@ -161,6 +161,8 @@ def check_batch_fractions(trainer: Any, datamodule: DigitsDataModule, *splits: s
     all the training)."""
     for split in splits:
         limit, n = getattr(trainer, f"limit_{split}_batches"), datamodule.num_batches(split)
+        if split == "train" and (problem := datamodule.batch_problem(trainer.world_size)):
+            raise ConfigError(problem)  # DDP: a mini-batch a process (one process: setup's)
         if isinstance(limit, float) and 0 < limit < 1 and n and int(n * limit) < 1:
             least = math.ceil(100 / n) / 100
             use = f"at least {least}" if least < 1 else "1.0 (all)"
