@@ -166,6 +166,8 @@ def _physical_memory() -> int:
         # each sweep value composed as Hydra's job composes it: `+` on a key that exists
         (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
+        (["ckpt_path=/runs/epoch=3-step=40.ckpt"], ["ckpt_path=/runs/epoch=3-step=40.ckpt: Hydra "
+         "cannot read this value", "quoted: ckpt_path='/runs/epoch=3-step=40.ckpt'"]),
         (["data=folder", "data.root=/tmp/a,b"], ["data.root=/tmp/a,b is a sweep", "--multirun",
          "one that holds a comma is quoted: data.root='a,b'"]),
         (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),

@@ -79,6 +79,16 @@ def _compositions(overrides: list[str], source: str = "") -> list[list[str]]:
         parsed = parse_overrides(overrides)
         values = [_sweep_values(o) if o.is_sweep_override() else None for o in parsed]
     except HydraException as err:
+        for typed in overrides:  # the line at fault, if one alone is: with how to quote it
+            key, _, value = typed.partition("=")
+            with contextlib.suppress(HydraException):
+                parse_overrides([typed])
+                continue
+            if value and not value.startswith(("'", '"')):
+                raise ConfigError(
+                    f"{source}{typed}: Hydra cannot read this value ({one_line(err)}); one "
+                    f"holding '=', spaces or brackets is quoted: {key}='{value}'"
+                ) from err
         raise ConfigError(f"{source}{one_line(err)}") from err
 
     def line(o: Any, value: str) -> str:
