@@ -226,6 +226,9 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     onecycle = compose_config([*TINY, "scheduler=onecycle"], tmp_path / "onecycle", cache_dir)
     saved["config"]["scheduler"] = OmegaConf.to_container(onecycle.scheduler, resolve=True)
     torch.save(saved, tmp_path / "onecycle.ckpt")
+    trained = read_checkpoint(tiny_checkpoint)  # as if 3 epochs had been trained
+    trained["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = 3
+    torch.save(trained, tmp_path / "three_epochs.ckpt")
     for change, *said in (
         (["model.num_filters=8"], "model.num_filters=20", "model.num_filters=8"),
         ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
@@ -244,6 +247,8 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         ([f"ckpt_path={tmp_path}/onecycle.ckpt", "scheduler=onecycle", "trainer.max_epochs=2"],
          "was trained with trainer.max_epochs=1, the run its schedule spans", "set "
          "trainer.max_epochs=1"),  # was a ValueError at the first step past the restored end
+        ([f"ckpt_path={tmp_path}/three_epochs.ckpt"], "trainer.max_epochs=1: ", "has trained 3 "
+         "epochs already", "set trainer.max_epochs=3 or more"),  # was exit 0, 3 epochs reported
     ):  # fmt: skip
         assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()
