@@ -87,8 +87,15 @@ def failure(err: BaseException) -> tuple[str, int] | None:
         return f"error: {err}", EXIT_DIVERGED
     if isinstance(err, RunStopped):
         code = EXIT_SIGNAL.get(err.signum, 128 + err.signum)
-        if err.path is None:
-            return f"stopped: {err}", code
+        if err.path is None:  # none of the project's; one Lightning wrote (callbacks=none)?
+            found = _lightnings_checkpoint()
+            if found is None:
+                return f"stopped: {err}", code
+            return (
+                f"stopped: {err}; the last checkpoint Lightning saved (callbacks=none): {found}. "
+                f"Resume with: {resume_command(found)}",
+                code,
+            )
         if err.finished:
             return (
                 f"stopped: {err}. Test it with: python -m src.evaluate ckpt_path={err.path}",
@@ -100,6 +107,19 @@ def failure(err: BaseException) -> tuple[str, int] | None:
         reason = err.strerror if where and err.strerror else str(err)
         return f"error: {where}{reason}", EXIT_WRITE_FAILED
     return None
+
+
+def _lightnings_checkpoint() -> Any:
+    """The newest checkpoint in this run's folder (Lightning's own ModelCheckpoint writes them
+    where the project's is switched off, callbacks=none), or None."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    found = list(Path(HydraConfig.get().runtime.output_dir).rglob("*.ckpt"))
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def resume_command(path: Any) -> str:

@@ -43,6 +43,7 @@ class SignalAt(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._send("first_iteration" if batch_idx == 0 else "")
+        self._send("second_epoch" if trainer.current_epoch == 1 else "")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._send("mid_epoch" if batch_idx == 1 else "")
@@ -323,3 +324,20 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
     stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"
     assert read_checkpoint(stopped)["global_step"] == 2
+
+
+def test_a_signal_without_the_projects_checkpoints_points_to_lightnings(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """callbacks=none: Lightning's own ModelCheckpoint saved epoch 1; the stop names it and how
+    to resume from it (was the message of a stop before any training, naming nothing)."""
+    run = tmp_path / "run"
+    args = run_args(run, cache_dir, "callbacks=none", "trainer.max_epochs=3",
+                    *with_signal("second_epoch", signal.SIGINT))  # fmt: skip
+    line = stopped_line(cli_in_process(*args), signal.SIGINT)
+    (saved,) = run.rglob("*.ckpt")
+    assert saved.name == "epoch=0-step=6.ckpt"
+    assert f"the last checkpoint Lightning saved (callbacks=none): {saved}. Resume with: " in line
+    resumed = shlex.split(line.split("Resume with: ", 1)[1])
+    assert resumed[3] == f"ckpt_path='{saved}'"  # quoted for Hydra: the name holds '='
+    assert resumed[4:] == [a for a in args if not a.startswith("hydra.")]
