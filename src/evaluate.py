@@ -23,7 +23,7 @@ from src.reports.figures import confusion_matrix
 from src.runtime.build import (
     build_datamodule,
     build_model,
-    check_batch_fractions,
+    check_batches,
     checked_checkpoint,
     command_overrides,
     data_config,
@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_progress_bar=False,  # a few test batches: the bar would only add noise
     )
-    check_batch_fractions(trainer, datamodule, "test")
+    check_batches(trainer, datamodule, "test")
     metrics: dict[str, Any] = {}
     for results in trainer.test(model, datamodule=datamodule, verbose=False):
         metrics.update({k: float(v) for k, v in results.items()})

@@ -31,7 +31,7 @@ from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
 from src.runtime.build import (
     build_model,
-    check_batch_fractions,
+    check_batches,
     entry_point,
     instantiate_group,
     save_resolved_config,
@@ -118,7 +118,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
-    check_batch_fractions(trainer, datamodule, *(["train", "val"] if training else []),
+    check_batches(trainer, datamodule, *(["train", "val"] if training else []),
                           *(["test"] if cfg.get("test") else []))  # fmt: skip
     # What is reported once (conf/reports) is called here, not dispatched at every iteration.
     reports = cfg.get("reports") or {}

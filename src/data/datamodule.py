@@ -302,14 +302,15 @@ class DigitsDataModule(L.LightningDataModule):
         data.tensors = tuple(t.to(device) for t in data.tensors)
         return data
 
-    def num_batches(self, split: str) -> int:
-        """An epoch's batches of `split` (train, val or test) in one process, as the loaders
-        deal them; 0 for a split the run does not have."""
+    def num_batches(self, split: str, processes: int = 1) -> int:
+        """An epoch's batches of `split` (train, val or test) in each process, as the loaders
+        deal them (the training batches shared out among `processes`); 0 for a split the run
+        does not have."""
         data = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         if data is None:
             return 0
         if split == "train":
-            return self.overfit_batches or len(data) // self.batch_size
+            return (self.overfit_batches or len(data) // self.batch_size) // processes
         return -(-len(data) // self.test_batch_size)
 
     def batch_problem(self, processes: int) -> str | None:

@@ -155,12 +155,14 @@ def build_model(
     return model
 
 
-def check_batch_fractions(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> None:
-    """A fraction of an epoch's batches (`trainer.limit_train_batches=0.1`) that is less than one
-    batch: one line before the loop, not Lightning's error once it starts (the test's: after
-    all the training)."""
+def check_batches(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> None:
+    """Each split the run goes through has a batch: a mini-batch for each process (DDP), and a
+    fraction of an epoch's batches (`trainer.limit_train_batches=0.1`) not less than one. One
+    line before the loop, not Lightning's error once it starts (the test's: after all the
+    training), nor an epoch of no iterations."""
     for split in splits:
-        limit, n = getattr(trainer, f"limit_{split}_batches"), datamodule.num_batches(split)
+        limit = getattr(trainer, f"limit_{split}_batches")
+        n = datamodule.num_batches(split, trainer.world_size if split == "train" else 1)
         if split == "train" and (problem := datamodule.batch_problem(trainer.world_size)):
             raise ConfigError(problem)  # DDP: a mini-batch a process (one process: setup's)
         if isinstance(limit, float) and 0 < limit < 1 and n and int(n * limit) < 1:
