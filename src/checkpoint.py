@@ -274,7 +274,8 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
                 )
     # A schedule over the whole run (OneCycleLR's total_steps=null) was sized by its length: the
     # restored one cannot step past it.
-    schedule = (stored.get("scheduler") or {}).get("scheduler")
+    schedule = stored.get("scheduler")
+    schedule = schedule.get("scheduler") if isinstance(schedule, dict) else None
     if isinstance(schedule, dict) and "total_steps" in schedule and schedule["total_steps"] is None:
         trained = stored.get("trainer") if isinstance(stored.get("trainer"), dict) else {}
         for name in ("max_epochs", "max_steps", "limit_train_batches"):

@@ -15,13 +15,14 @@ import re
 import shlex
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.compat import run_composed, task_name
 from src.config import rules
@@ -41,6 +42,8 @@ from src.errors import (
 from src.model.precision import register_resolver
 from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
 from src.sweep.naming import register_resolvers
+
+_STARTED = time.time()  # this process's start, near enough: its imports come first
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -92,7 +95,7 @@ def failure(err: BaseException) -> tuple[str, int] | None:
             if found is None:
                 return f"stopped: {err}", code
             return (
-                f"stopped: {err}; the last checkpoint Lightning saved (callbacks=none): {found}. "
+                f"stopped: {err}; the last checkpoint Lightning saved: {found}. "
                 f"Resume with: {resume_command(found)}",
                 code,
             )
@@ -110,15 +113,17 @@ def failure(err: BaseException) -> tuple[str, int] | None:
 
 
 def _lightnings_checkpoint() -> Any:
-    """The newest checkpoint in this run's folder (Lightning's own ModelCheckpoint writes them
-    where the project's is switched off, callbacks=none), or None."""
+    """The newest checkpoint this process wrote in its run's folder other than the project's
+    `last.ckpt` (Lightning's own ModelCheckpoint, where the project's is switched off:
+    callbacks=none), or None."""
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return None
-    found = list(Path(HydraConfig.get().runtime.output_dir).rglob("*.ckpt"))
+    found = [p for p in Path(HydraConfig.get().runtime.output_dir).rglob("*.ckpt")
+             if p.name != "last.ckpt" and p.stat().st_mtime >= _STARTED]  # fmt: skip
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
@@ -133,11 +138,12 @@ def resume_command(path: Any) -> str:
     if HydraConfig.initialized():
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return "the sweep's own command again (it skips finished jobs and resumes this one)"
-        overrides = [o for o in HydraConfig.get().overrides.task
-                     if o.split("=")[0].lstrip("+~") != "ckpt_path"]  # fmt: skip
+        typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+        overrides = [o for o in typed if o.split("=")[0].lstrip("+~") != "ckpt_path"]
     text = str(path)
-    if not re.fullmatch(r"[\w/.~+@%:-]+", text):
-        text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if not re.fullmatch(r"[\w/.+@%:-]+", text):  # Hydra's quotes: a backslash escapes a quote
+        escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+        text = "'" + re.sub(r"\\+$", lambda m: m.group() * 2, escaped) + "'"
     return shlex.join(["python", "-m", "src.train", f"ckpt_path={text}", *overrides])
 
 

@@ -92,7 +92,11 @@ def run_composed(task_function: Any, config_dir: str, cfg: Any) -> None:
 
     if cfg.hydra.mode is None:  # what `@hydra.main` adds to a plain run's command line
         cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
-    overrides = [*cfg.hydra.overrides.task, *cfg.hydra.overrides.hydra]
+    from omegaconf import OmegaConf
+
+    # As typed: iterating the node would resolve a `${...}` that an override holds.
+    overrides = OmegaConf.to_container(cfg.hydra.overrides, resolve=False)
+    overrides = [*overrides["task"], *overrides["hydra"]]
     hydra.config_loader = Composed()
     try:
         name = cfg.hydra.job.config_name

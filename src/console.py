@@ -164,7 +164,9 @@ def config_tree(cfg: DictConfig, colour: bool = False, width: int = 100) -> tupl
         if isinstance(node, DictConfig):
             tree.add(Text(key, style="bold")).add(yaml(node))
         else:
-            tree.add(yaml({key: node}))
+            # resolved in place: a list taken out of the config could not reach ${seed}, say
+            tree.add(yaml({key: OmegaConf.to_container(node, resolve=True)
+                           if OmegaConf.is_config(node) else node}))  # fmt: skip
     buffer = io.StringIO()
     console = Console(
         file=buffer, width=width, force_terminal=colour, no_color=not colour,

@@ -86,8 +86,9 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     try:
         return checked_checkpoint(cfg, data), data
     except DataError as err:
-        if any(o.key_or_group.startswith("data") for o in command_overrides(cfg)):
-            raise  # the command line chose the data, or where it is
+        chosen = any(o.key_or_group.startswith("data") for o in command_overrides(cfg))
+        if chosen or "no such" not in str(err):
+            raise  # the command line chose the data, or where it is; or it is there
         raise DataError(
             f"{err}: the data ckpt_path was trained on is no longer there; say where it is "
             "now (+data.KEY=PATH) or test on other data (data=NAME ...)"

@@ -171,7 +171,8 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     # The run's own command-line overrides (a sweep job's values included): what made it differ.
     from hydra.core.hydra_config import HydraConfig
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    overrides = OmegaConf.to_container(OmegaConf.create(task), resolve=False)  # as typed
     saved = {**metrics, "overrides": overrides}
     if trainer.is_global_zero:
         write_text(output_dir / "metrics.json", json.dumps(saved, indent=2, sort_keys=True) + "\n")

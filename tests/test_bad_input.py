@@ -167,9 +167,9 @@ def _physical_memory() -> int:
         (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),
         (["ckpt_path=/runs/epoch=3-step=40.ckpt"], ["ckpt_path=/runs/epoch=3-step=40.ckpt: Hydra "
-         "cannot read this value", "quoted: ckpt_path='/runs/epoch=3-step=40.ckpt'"]),
+         "cannot read this value", "quoted: \"ckpt_path='/runs/epoch=3-step=40.ckpt'\""]),
         (["data=folder", "data.root=/tmp/a,b"], ["data.root=/tmp/a,b is a sweep", "--multirun",
-         "one that holds a comma is quoted: data.root='a,b'"]),
+         "one that holds a comma is quoted: \"data.root='a,b'\""]),
         (["hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"], ["--multirun"]),
         (["--multirun", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.1)"],
          ["optimized_metric is not set", "hparams_search=optuna"]),

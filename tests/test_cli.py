@@ -101,7 +101,23 @@ def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
 
     from src.cli import resume_command
 
-    path = "/runs/it's a run/epoch=3-step=40.ckpt"
+    path = "/runs/it's a \\run~/epoch=3-step=40.ckpt\\"
     words = shlex.split(resume_command(path))
     assert words[:3] == ["python", "-m", "src.train"] and words[3].startswith("ckpt_path=")
     assert OverridesParser.create().parse_override(words[3]).value() == path
+
+
+def test_an_override_holding_an_interpolation_runs_as_typed(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """`tags=[${seed}]`: iterating Hydra's record of the overrides resolved it where nothing
+    can (HydraConfig's own node), and the config tree took the list out of the config: both
+    were tracebacks. The run's record keeps it as typed."""
+    import json
+
+    run = tmp_path / "run"
+    proc = cli_in_process(*TINY, "logger=none", "reports=none", "tags=[${seed}]",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tags=[${seed}]" in json.loads((run / "metrics.json").read_text())["overrides"]
+    assert "├── tags:\n│   - 0\n" in (run / "config_tree.log").read_text()

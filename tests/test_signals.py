@@ -337,7 +337,7 @@ def test_a_signal_without_the_projects_checkpoints_points_to_lightnings(
     line = stopped_line(cli_in_process(*args), signal.SIGINT)
     (saved,) = run.rglob("*.ckpt")
     assert saved.name == "epoch=0-step=6.ckpt"
-    assert f"the last checkpoint Lightning saved (callbacks=none): {saved}. Resume with: " in line
+    assert f"the last checkpoint Lightning saved: {saved}. Resume with: " in line
     resumed = shlex.split(line.split("Resume with: ", 1)[1])
     assert resumed[3] == f"ckpt_path='{saved}'"  # quoted for Hydra: the name holds '='
     assert resumed[4:] == [a for a in args if not a.startswith("hydra.")]

@@ -30,8 +30,10 @@ from src.errors import ConfigError, first_line, one_line
 
 
 def parse_overrides(lines: Iterable[str]) -> list[Any]:
-    """Override lines read by Hydra's own grammar, as `@hydra.main` reads the command line's."""
-    return OverridesParser.create().parse_overrides(list(lines))
+    """Override lines read by Hydra's own grammar, as `@hydra.main` reads the command line's
+    (`hydra.overrides.task` as typed: a `${...}` in one is not resolved here)."""
+    typed = OmegaConf.to_container(lines, resolve=False) if OmegaConf.is_list(lines) else lines
+    return OverridesParser.create().parse_overrides(list(typed))
 
 
 def quoted_for_hydra(argv: list[str]) -> list[str]:
@@ -87,7 +89,7 @@ def _compositions(overrides: list[str], source: str = "") -> list[list[str]]:
             if value and not value.startswith(("'", '"')):
                 raise ConfigError(
                     f"{source}{typed}: Hydra cannot read this value ({one_line(err)}); one "
-                    f"holding '=', spaces or brackets is quoted: {key}='{value}'"
+                    f"holding '=', spaces or brackets is quoted: \"{key}='{value}'\""
                 ) from err
         raise ConfigError(f"{source}{one_line(err)}") from err
 
@@ -191,10 +193,14 @@ def check_mlflow_stores(cfg: DictConfig) -> None:
         if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
             continue
         key = f"logger.{name}.tracking_uri"
-        uri = str(OmegaConf.select(cfg, key, default=None) or "")
+        try:  # null: the environment's, else Lightning's file store in save_dir
+            uri = OmegaConf.select(cfg, key, default=None) or os.environ.get("MLFLOW_TRACKING_URI")
+            uri = str(uri or f"file:{OmegaConf.select(cfg, f'logger.{name}.save_dir')}")
+        except Exception:  # a value of Hydra's run, unknown before it: the run opens the store
+            continue
         scheme = uri.split(":", 1)[0] if re.match(r"[a-z][a-z0-9+.-]+:", uri) else ""
         allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
-        if uri and scheme in ("", "file") and not allowed:
+        if scheme in ("", "file") and not allowed:
             raise ConfigError(
                 f"{key}={uri}: MLflow keeps runs in files only with MLFLOW_ALLOW_FILE_STORE=true "
                 "set (its file store is deprecated); use a database, as logger=mlflow does: "
@@ -220,7 +226,7 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
                 key = o.key_or_group
                 raise ConfigError(
                     f"{o.input_line} is a sweep: add --multirun (or give {key} one value; "
-                    f"one that holds a comma is quoted: {key}='a,b')"
+                    f"one that holds a comma is quoted: \"{key}='a,b'\")"
                 )
         return
     if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's

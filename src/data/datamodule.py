@@ -303,15 +303,15 @@ class DigitsDataModule(L.LightningDataModule):
         return data
 
     def num_batches(self, split: str, processes: int = 1) -> int:
-        """An epoch's batches of `split` (train, val or test) in each process, as the loaders
-        deal them (the training batches shared out among `processes`); 0 for a split the run
-        does not have."""
+        """An epoch's batches of `split` (train, val or test) in the process that gets fewest,
+        as the loaders deal them out among `processes`; 0 for a split the run does not have."""
         data = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         if data is None:
             return 0
         if split == "train":
             return (self.overfit_batches or len(data) // self.batch_size) // processes
-        return -(-len(data) // self.test_batch_size)
+        batches = -(-len(data) // self.test_batch_size)  # fewer than processes: smaller ones
+        return max(batches // processes, 1)
 
     def batch_problem(self, processes: int) -> str | None:
         """Why the training set cannot give each of `processes` a full mini-batch, or None."""

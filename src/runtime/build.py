@@ -161,12 +161,12 @@ def check_batches(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> N
     line before the loop, not Lightning's error once it starts (the test's: after all the
     training), nor an epoch of no iterations."""
     for split in splits:
-        limit = getattr(trainer, f"limit_{split}_batches")
-        n = datamodule.num_batches(split, trainer.world_size if split == "train" else 1)
+        limit, processes = getattr(trainer, f"limit_{split}_batches"), trainer.world_size
+        n = datamodule.num_batches(split, processes if split != "val" else 1)  # val: not shared
         if split == "train" and (problem := datamodule.batch_problem(trainer.world_size)):
             raise ConfigError(problem)  # DDP: a mini-batch a process (one process: setup's)
         if isinstance(limit, float) and 0 < limit < 1 and n and int(n * limit) < 1:
-            least = math.ceil(100 / n) / 100
+            least = math.ceil(1000 / n) / 1000
             use = f"at least {least}" if least < 1 else "1.0 (all)"
             raise ConfigError(
                 f"trainer.limit_{split}_batches={limit} of the {n} {split} batch"

@@ -37,7 +37,10 @@ current: Plan | None = None
 def sweep_overrides(master: DictConfig) -> list[Any]:
     """A multirun config's overrides, parsed: the command line's, then those of
     `hydra.sweeper.params` for the keys the command line does not set."""
-    task = OmegaConf.select(master, "hydra.overrides.task", default=None) or []
+    task = OmegaConf.to_container(
+        OmegaConf.select(master, "hydra.overrides.task", default=None) or OmegaConf.create([]),
+        resolve=False,
+    )  # as typed: ${...} too
     return parse_overrides([*task, *sweeper_params(master, task)])
 
 
