@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, batch_problem
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, batch_problem, overfit_problem
 from src.errors import ConfigError
 
 ABSENT = object()
@@ -246,11 +246,8 @@ def check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
         if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic", processes):
             raise ConfigError(problem)
         overfit = value_at(cfg, "data.overfit_batches") or 0
-        if overfit * batch > per_class * NUM_CLASSES:  # the data module's words, before it
-            raise ConfigError(
-                f"data.overfit_batches={overfit} needs {overfit * batch} training images (x "
-                f"data.batch_size={batch}); data source 'synthetic' has {per_class * NUM_CLASSES}"
-            )
+        if problem := overfit_problem(overfit, batch, per_class * NUM_CLASSES, "synthetic"):
+            raise ConfigError(problem)  # the data module's words, before it
 
 
 def _physical_memory() -> int | None:

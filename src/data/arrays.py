@@ -29,6 +29,17 @@ def batch_problem(batch_size: int, images: int, source: str, processes: int = 1)
     )
 
 
+def overfit_problem(overfit_batches: int, batch_size: int, images: int, source: str) -> str | None:
+    """Why `data.overfit_batches` mini-batches cannot be cut from `images` training images."""
+    wanted = overfit_batches * batch_size
+    if wanted <= images:
+        return None
+    return (
+        f"data.overfit_batches={overfit_batches} needs {wanted} training images (x "
+        f"data.batch_size={batch_size}); data source '{source}' has {images}"
+    )
+
+
 @dataclass(frozen=True)
 class DigitArrays:
     """A set of digit images: `images` float32 (N, 1, 28, 28) in [0, 1], `labels` int64 (N,) in 0-9.

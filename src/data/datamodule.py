@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from src.data.arrays import DigitArrays, batch_problem
+from src.data.arrays import DigitArrays, batch_problem, overfit_problem
 from src.data.sources import load_source
 from src.errors import DataError
 
@@ -244,13 +244,9 @@ class DigitsDataModule(L.LightningDataModule):
         """data.overfit_batches=N: the images of the first N mini-batches a normal run's first
         epoch would train on, in that order. (Lightning's trainer.overfit_batches would replace
         the training loader's sampler, which is ours: see EpochLoader.)"""
-        wanted = self.overfit_batches * self.batch_size
-        if wanted > len(train):
-            raise DataError(
-                f"data.overfit_batches={self.overfit_batches} needs {wanted} training images "
-                f"(x data.batch_size={self.batch_size}); data source '{self.source}' has "
-                f"{len(train)}"
-            )
+        if problem := overfit_problem(self.overfit_batches, self.batch_size, len(train),
+                                      self.source):  # fmt: skip
+            raise DataError(problem)
         sampler = EpochBatchSampler(len(train), self.batch_size, True, self.shuffle_seed)
         batches = iter(sampler)
         chosen = torch.cat([next(batches) for _ in range(self.overfit_batches)]).numpy()
