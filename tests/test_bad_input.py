@@ -264,6 +264,8 @@ def _physical_memory() -> int:
         # minutes of retries first)
         (["logger=mlflow", "logger.mlflow.tracking_uri=file:/tmp/runs"],
          ["logger.mlflow.tracking_uri=file:/tmp/runs", "MLFLOW_ALLOW_FILE_STORE=true"]),
+        (["logger=mlflow", "logger.mlflow.tracking_uri=null"],  # Lightning's: ./mlruns
+         ["logger.mlflow.tracking_uri=file:./mlruns", "MLFLOW_ALLOW_FILE_STORE=true"]),
         (["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////proc/x.db"],
          ["cannot create the database in /proc"]),
         # 16. the files and folders a data source reads (were refused in the run folder)

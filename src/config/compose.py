@@ -193,9 +193,10 @@ def check_mlflow_stores(cfg: DictConfig) -> None:
         if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
             continue
         key = f"logger.{name}.tracking_uri"
-        try:  # null: the environment's, else Lightning's file store in save_dir
+        try:  # null: the environment's, else Lightning's file store in save_dir (./mlruns)
             uri = OmegaConf.select(cfg, key, default=None) or os.environ.get("MLFLOW_TRACKING_URI")
-            uri = str(uri or f"file:{OmegaConf.select(cfg, f'logger.{name}.save_dir')}")
+            save_dir = OmegaConf.select(cfg, f"logger.{name}.save_dir", default=None) or "./mlruns"
+            uri = str(uri or f"file:{save_dir}")
         except Exception:  # a value of Hydra's run, unknown before it: the run opens the store
             continue
         scheme = uri.split(":", 1)[0] if re.match(r"[a-z][a-z0-9+.-]+:", uri) else ""
