@@ -278,6 +278,10 @@ def _physical_memory() -> int:
          "/proc/x: cannot create the checkpoint folder"]),  # was exit 4 after the first epoch
         (["trainer=ddp_cpu", "data.num_train_per_class=20", "data.batch_size=150"],
          ["data.batch_size=150 for each of 2 processes is 300 images, more than the 200"]),
+        (["data.val_fraction=0.99"], ["data.val_fraction=0.99 leaves 50 of the 5000 training "
+         "images of data source 'synthetic', fewer than data.batch_size=128"]),
+        (["data.val_fraction=0.5", "trainer=ddp_cpu", "data.batch_size=1500"],
+         ["data.batch_size=1500 for each of 2 processes is 3000 images, more than the 2500"]),
         (["debug=fdr", "trainer.fast_dev_run=-1"], ["trainer.fast_dev_run=-1 must be true, false "
          "or a number of batches"]),  # was Lightning's MisconfigurationException in the run
         (["data=mat", "data.train_file=/", "data.test_file=/"],

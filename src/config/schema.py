@@ -15,7 +15,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, batch_problem, overfit_problem
+from src.data.arrays import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    batch_problem,
+    held_out,
+    overfit_problem,
+    split_problem,
+)
 from src.errors import ConfigError
 
 ABSENT = object()
@@ -237,17 +244,25 @@ def check_data_paths(cfg: DictConfig) -> None:
 
 def check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
     """data=synthetic's training images are counted by its settings: a mini-batch (one a process)
-    larger than all of them is refused now, before any run folder (other sources count them
-    when read). Only where the run trains (not train=false, nor the commands that read a
-    checkpoint)."""
+    larger than all of them, or than what the validation split leaves, is refused now, before any
+    run folder, in the data module's words (other sources count them when read). The mini-batch
+    only where the run trains (not train=false, nor the commands that read a checkpoint)."""
     batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
-    training = value_at(cfg, "train") not in (False, None)
-    if training and value_at(cfg, "data.source") == "synthetic" and batch and per_class:
-        if problem := batch_problem(batch, per_class * NUM_CLASSES, "synthetic", processes):
-            raise ConfigError(problem)
-        overfit = value_at(cfg, "data.overfit_batches") or 0
-        if problem := overfit_problem(overfit, batch, per_class * NUM_CLASSES, "synthetic"):
-            raise ConfigError(problem)  # the data module's words, before it
+    if value_at(cfg, "data.source") != "synthetic" or not batch or not per_class:
+        return
+    training, images = value_at(cfg, "train") not in (False, None), per_class * NUM_CLASSES
+    problems = [batch_problem(batch, images, "synthetic", processes) if training else None]
+    if fraction := value_at(cfg, "data.val_fraction") or 0:
+        counts = dict.fromkeys(range(NUM_CLASSES), per_class)
+        problems.append(split_problem(counts, fraction, batch, "synthetic", training))
+        images -= NUM_CLASSES * held_out(per_class, fraction)
+        if training and processes > 1:
+            problems.append(batch_problem(batch, images, "synthetic", processes))
+    overfit = value_at(cfg, "data.overfit_batches") or 0
+    if training:
+        problems.append(overfit_problem(overfit, batch, images, "synthetic"))
+    if problem := next((p for p in problems if p), None):
+        raise ConfigError(problem)
 
 
 def _physical_memory() -> int | None:

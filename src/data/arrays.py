@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,41 @@ def overfit_problem(overfit_batches: int, batch_size: int, images: int, source: 
         f"data.overfit_batches={overfit_batches} needs {wanted} training images (x "
         f"data.batch_size={batch_size}); data source '{source}' has {images}"
     )
+
+
+def held_out(images: int, fraction: float) -> int:
+    """Of a class's `images`, how many the validation split holds out: round(n * fraction),
+    halves rounded up."""
+    return int(math.floor(images * fraction + 0.5))
+
+
+def split_problem(
+    per_class: dict[int, int], fraction: float, batch_size: int, source: str, training: bool
+) -> str | None:
+    """Why `data.val_fraction` cannot split training images counted `per_class` (label ->
+    images), or None: it must hold out some image, leave each class one, and, where the run
+    trains, leave a full mini-batch."""
+    what, total = f"data.val_fraction={fraction}", sum(per_class.values())
+    held = {label: held_out(n, fraction) for label, n in per_class.items()}
+    if not any(held.values()):
+        return (
+            f"{what} holds out no image of the {total} training images (each class "
+            "holds out round(n * data.val_fraction)): raise it, or set 0 for no validation"
+        )
+    for label, n in per_class.items():
+        if held[label] == n:
+            return (
+                f"{what} holds out all {n} training image(s) of class {label}: none "
+                "is left to train on; lower data.val_fraction or add images"
+            )
+    kept = total - sum(held.values())
+    if training and kept < batch_size:
+        return (
+            f"{what} leaves {kept} of the {total} training images of data source "
+            f"'{source}', fewer than data.batch_size={batch_size}: not one full "
+            "mini-batch to train on; lower data.val_fraction or data.batch_size"
+        )
+    return None
 
 
 @dataclass(frozen=True)

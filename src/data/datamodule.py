@@ -12,7 +12,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from src.data.arrays import DigitArrays, batch_problem, overfit_problem
+from src.data.arrays import (
+    DigitArrays,
+    batch_problem,
+    held_out,
+    overfit_problem,
+    split_problem,
+)
 from src.data.sources import load_source
 from src.errors import DataError
 
@@ -160,7 +166,7 @@ def validation_indices(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     chosen = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        count = int(np.floor(len(members) * fraction + 0.5))
+        count = held_out(len(members), fraction)
         order = np.random.default_rng([int(seed), int(label)]).permutation(len(members))
         chosen.append(members[order[:count]])
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
@@ -221,8 +227,13 @@ class DigitsDataModule(L.LightningDataModule):
             raise DataError(problem)
         if self.val_fraction > 0:
             val_idx = validation_indices(train.labels, self.val_fraction, self.val_seed)
+            labels, counts = np.unique(train.labels, return_counts=True)
+            per_class = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+            split = split_problem(per_class, self.val_fraction, self.batch_size, self.source,
+                                  training)  # fmt: skip
+            if split:
+                raise DataError(split)
             keep = np.setdiff1d(np.arange(len(train)), val_idx)  # sorted: the source's order
-            self._check_split(train.labels, keep, val_idx, training)
             self.val_indices = val_idx
             self.val_set = InMemoryBatches(
                 torch.from_numpy(train.images[val_idx]), torch.from_numpy(train.labels[val_idx])
@@ -251,30 +262,6 @@ class DigitsDataModule(L.LightningDataModule):
         batches = iter(sampler)
         chosen = torch.cat([next(batches) for _ in range(self.overfit_batches)]).numpy()
         return DigitArrays(train.images[chosen], train.labels[chosen])
-
-    def _check_split(
-        self, labels: np.ndarray, keep: np.ndarray, val_idx: np.ndarray, training: bool
-    ) -> None:
-        """DataError naming data.val_fraction when the split leaves too little to train on."""
-        what = f"data.val_fraction={self.val_fraction}"
-        if len(val_idx) == 0:
-            raise DataError(
-                f"{what} holds out no image of the {len(labels)} training images (each class "
-                "holds out round(n * data.val_fraction)): raise it, or set 0 for no validation"
-            )
-        for label in np.unique(labels):
-            if not (labels[keep] == label).any():
-                held = int((labels[val_idx] == label).sum())
-                raise DataError(
-                    f"{what} holds out all {held} training image(s) of class {int(label)}: none "
-                    "is left to train on; lower data.val_fraction or add images"
-                )
-        if training and len(keep) < self.batch_size:
-            raise DataError(
-                f"{what} leaves {len(keep)} of the {len(labels)} training images of data source "
-                f"'{self.source}', fewer than data.batch_size={self.batch_size}: not one full "
-                "mini-batch to train on; lower data.val_fraction or data.batch_size"
-            )
 
     def _process_position(self) -> tuple[int, int]:
         """(rank, world size) of this process in the trainer's DDP run; (0, 1) otherwise."""
