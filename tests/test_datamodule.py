@@ -103,7 +103,7 @@ def test_cache_is_built_once_and_a_damaged_file_rebuilt(tmp_path: Path) -> None:
     assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
     cache.cached(tmp_path, "x", {"k": 2}, build)  # other settings, other file
     assert len(calls) == 2
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp*"))
     path = cache.cache_path(tmp_path, "x", {"k": 1})
     sound = path.read_bytes()
     flipped = bytearray(sound)  # a byte inside the image data: the file still parses
