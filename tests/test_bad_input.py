@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +19,6 @@ from tests.conftest import CONF, assert_one_line_error, cli_in_process, compose_
 
 # Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.
 IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
-
-
-def _physical_memory() -> int:
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,8 +44,6 @@ def _physical_memory() -> int:
             ["logger.tensorboard.foo:", "TensorBoardLogger", "'foo'", "flush_secs"],
         ),
         (["+model.foo=1"], ["model.foo:", "BNStateModule", "'foo'", "num_filters"]),
-        (["+trainer.foo=1"], ["trainer.foo:", "lightning.pytorch.Trainer", "'foo'"]),
-        (["+callbacks.progress_bar.foo=1"], ["callbacks.progress_bar.foo:", "ProgressBar"]),
         (["data.source=bogus"], ["data.source='bogus'", "synthetic"]),
         (["data.batch_size=0"], ["data.batch_size"]),
         (["optimizer.lr=-0.1"], ["optimizer.lr"]),
@@ -66,17 +58,14 @@ def _physical_memory() -> int:
         (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),
         (["data.on_device=1.0"], ["data.on_device=1.0 must be auto, true or false"]),
         (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps"]),
-        (["trainer.log_every_n_steps=-2"], ["trainer.log_every_n_steps"]),
         (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path", "/nonexistent/last.ckpt"]),
         (["trainer.max_epochs=null"], ["trainer.max_epochs", "null"]),
-        (["model.update_state=null"], ["model.update_state"]),
         (["data.batch_size=1e3"], ["data.batch_size", "whole number"]),
         (["trainer.devices=0"], ["trainer.devices=0"]),  # 2 is DDP now (trainer=ddp_cpu)
         (["callbacks=null"], ["override"]),
         (["data.overfit_batches=-1"], ["data.overfit_batches=-1"]),
         # 3. no class to build, or an entry without a _target_
         (["~model._target_"], ["model._target_ must be set"]),
-        (["~trainer._target_"], ["trainer._target_ must be set"]),
         (["model._target_=src.nope.Net"], ["model._target_=src.nope.Net", "cannot be imported"]),
         (
             ["+callbacks.early_stopping.monitor=val/acc"],
@@ -101,17 +90,12 @@ def _physical_memory() -> int:
         (["+trainer.strategy=ddp"], ["trainer.strategy"]),  # added on the command line
         (["trainer.strategy=ddp"], ["trainer.strategy=ddp", "single process", "trainer=ddp_cpu"]),
         (["trainer=cpu", "trainer.devices=2"], ["trainer.devices=2", "trainer.strategy=ddp"]),
-        (["trainer=ddp_cpu", "trainer.devices=1"], ["single process"]),
         (["trainer.strategy=dp"], ["trainer.strategy=dp", "not supported"]),
-        (["trainer.strategy=fsdp"], ["trainer.strategy=fsdp", "not supported"]),
-        (["trainer.strategy=deepspeed"], ["trainer.strategy=deepspeed", "not supported"]),
         (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], ["ddp_spawn", "not supported"]),
         (["trainer=cpu", "+trainer.num_nodes=2"], ["trainer.num_nodes=2", "trainer.strategy=ddp"]),
         (["trainer=ddp_cpu", "trainer.devices=-1"], ["trainer.devices=-1", "CPU"]),
-        (["trainer=ddp_cpu", "trainer.devices=0"], ["trainer.devices=0"]),
         (["trainer=ddp_cpu", "trainer.use_distributed_sampler=true"],
          ["trainer.use_distributed_sampler"]),
-        (["+trainer.sync_batchnorm=true"], ["trainer.sync_batchnorm", "model.sync_batchnorm"]),
         (["trainer.precision=bf17"], ["trainer.precision=bf17", "must be 32-true"]),
         (["trainer.precision=bf16-true"], ["trainer.precision=bf16-true", "state"]),
         pytest.param(["model.cuda_graph=true"], ["model.cuda_graph=true", "no CUDA GPU"],
@@ -124,8 +108,6 @@ def _physical_memory() -> int:
         (["--cfg", "job", "callbacks.model_checkpoint.every_n_train_steps=-1"],
          ["every_n_train_steps=-1"]),
         (["--cfg", "job", "callbacks.model_checkpoint.every_n_epochs=-1"], ["every_n_epochs=-1"]),
-        (["--cfg", "job", "scheduler=piecewise", "scheduler.scheduler.step_size=-1"],
-         ["step_size=-1"]),
         (["--cfg", "job", "scheduler=piecewise", "scheduler.scheduler.gamma=-1"], ["gamma=-1"]),
         (["--cfg", "job", "scheduler=piecewise", "scheduler.scheduler.step_size=abc"],
          ["step_size must be"]),
@@ -147,8 +129,6 @@ def _physical_memory() -> int:
              "val/acc or val/loss"),
             ("callbacks.early_stopping.mode=best",
              "callbacks.early_stopping.mode='best' must be max: val/acc is better higher"),
-            ("callbacks.early_stopping.mode=min",
-             "callbacks.early_stopping.mode='min' must be max: val/acc is better higher"),
             ("+trainer.limit_val_batches=0", "callbacks.early_stopping monitors val/acc, but "
              "trainer.limit_val_batches=0 runs no validation"),  # was accepted: never checked
         )],
@@ -316,28 +296,6 @@ def test_a_run_or_sweep_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a folder\n"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
-def test_a_run_folder_in_proc_is_one_line() -> None:
-    proc = cli_in_process("hydra.run.dir=/proc/x")
-    assert_one_line_error(proc, "hydra.run.dir=/proc/x", "cannot create the run folder", code=2)
-    assert not Path("/proc/x").exists()
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permission bits")
-def test_a_run_folder_in_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        proc = cli_in_process(f"hydra.run.dir={locked}/run")
-        assert_one_line_error(
-            proc, f"hydra.run.dir={locked}/run", "cannot create the run folder", code=2
-        )
-        assert not (locked / "run").exists()
-    finally:
-        locked.chmod(0o755)
-
-
 # ---------------------------------------------------------------------------------------------
 # The run-folder probe, in-process
 
@@ -439,7 +397,6 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
         # early stopping on the validation loss, which is better lower
         ["+callbacks/early_stopping=val_acc", "data.val_fraction=0.1",
          "callbacks.early_stopping.monitor=val/loss", "callbacks.early_stopping.mode=min"],
-        ["model.num_classes=10"],
         # each source takes its own options
         ["data=folder", "data.root=TMP", "data.split_seed=3", "data.resize=true",
          "data.grayscale=true"],
@@ -455,7 +412,6 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
         ["trainer=ddp_cpu"],
         ["trainer=ddp_cpu", "trainer.devices=3", "model.sync_batchnorm=true"],
         ["trainer=ddp_cpu", "trainer.devices='2'"],
-        ["trainer=cpu"],
         ["trainer=cpu", "trainer.strategy=single_device"],
     ],
 )  # fmt: skip
@@ -469,8 +425,6 @@ def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:
     ("overrides", "start", "needle"),
     [
         (["trainer.devices=[${nope}]"], "trainer.devices.0=${nope}: cannot be resolved", ""),
-        (["model.bn_epsilon=1e39"], "", "model.bn_epsilon=1e+39 overflows float32"),
-        *[([f"model.num_classes={n}"], f"model.num_classes={n} ", "") for n in (0, -3)],
         (["data=mnist", "data.root=TMP", "+data.seed=1"],
          "data.seed: src.data.datamodule.DigitsDataModule with data.source=",
          "mnist takes no argument 'seed'"),
@@ -483,7 +437,6 @@ def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:
         (["trainer.limit_train_batches=0.0"], "trainer.limit_train_batches",
          "leaves no training batches"),
         (["trainer.limit_train_batches=-1"], "trainer.limit_train_batches", "out of range"),
-        (["trainer.limit_test_batches=2.5"], "trainer.limit_test_batches", "out of range"),
         (["trainer.limit_test_batches=all"], "trainer.limit_test_batches", "must be a number"),
     ],
 )  # fmt: skip
@@ -503,9 +456,6 @@ def test_a_misspelt_key_suggests_the_right_one(tmp_path: Path) -> None:
 
 
 def test_memory_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # measured on this machine: one class step over its memory is refused
-    over = _physical_memory() // IMAGE_BYTES_PER_CLASS_STEP + 1
-    assert f"data.num_test_per_class={over}" in _error(tmp_path, f"data.num_test_per_class={over}")
     # 100 + 50 per class: exactly what fits, then one image's worth over.
     exact = 150 * IMAGE_BYTES_PER_CLASS_STEP
     monkeypatch.setattr(schema, "_physical_memory", lambda: exact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,16 @@ def test_a_plain_run_composes_its_config_once_and_checks_it_once(
     monkeypatch.setattr(rules, "check_config", counted_check)  # the command line's check
     monkeypatch.setattr(src.train, "check_config", counted_check)  # the job's, if it checked
     run_dir = tmp_path / "run"
-    proc = cli_in_process(*TINY, "logger=none", "reports=none", f"paths.cache_dir={cache_dir}",
-                          f"hydra.run.dir={run_dir}")  # fmt: skip
+    # `tags=[${seed}]`: iterating Hydra's record of the overrides resolved it where nothing
+    # can (HydraConfig's own node), and the config tree took the list out of the config: both
+    # were tracebacks. The run's record keeps it as typed.
+    proc = cli_in_process(*TINY, "logger=none", "reports=none", "tags=[${seed}]",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(compositions) == 1 and len(checks) == 1
-    assert (run_dir / "metrics.json").is_file() and (run_dir / "train.log").is_file()
+    assert "tags=[${seed}]" in json.loads((run_dir / "metrics.json").read_text())["overrides"]
+    assert "├── tags:\n│   - 0\n" in (run_dir / "config_tree.log").read_text()
+    assert (run_dir / "train.log").is_file()
     assert "hydra.mode=RUN" in (run_dir / ".hydra" / "hydra.yaml").read_text()
 
 
@@ -105,19 +111,3 @@ def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
     words = shlex.split(resume_command(path))
     assert words[:3] == ["python", "-m", "src.train"] and words[3].startswith("ckpt_path=")
     assert OverridesParser.create().parse_override(words[3]).value() == path
-
-
-def test_an_override_holding_an_interpolation_runs_as_typed(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    """`tags=[${seed}]`: iterating Hydra's record of the overrides resolved it where nothing
-    can (HydraConfig's own node), and the config tree took the list out of the config: both
-    were tracebacks. The run's record keeps it as typed."""
-    import json
-
-    run = tmp_path / "run"
-    proc = cli_in_process(*TINY, "logger=none", "reports=none", "tags=[${seed}]",
-                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tags=[${seed}]" in json.loads((run / "metrics.json").read_text())["overrides"]
-    assert "├── tags:\n│   - 0\n" in (run / "config_tree.log").read_text()

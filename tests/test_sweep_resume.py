@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from src import cli as entry
 from tests.conftest import (
@@ -180,6 +181,13 @@ def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
     assert [r["resume"] for r in sorted(rows, key=lambda r: r["job"])] == ["skipped", "resumed", ""]
     best = "optimization_results.yaml"
     assert (sweep / best).read_text() == (tmp_path / "never" / best).read_text()
+    # the search itself: each trial's figure is its validation accuracy (test=false), the best
+    # of them is Optuna's, over the searched keys alone (data.batch_size is fixed)
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "never").glob("*/metrics.json")]
+    assert len(trials) == 3 and not any("test/acc" in t for t in trials)
+    found = yaml.safe_load((sweep / best).read_text())
+    assert found["best_value"] == pytest.approx(max(t["val/acc"] for t in trials))
+    assert set(found["best_params"]) == {"optimizer.lr", "optimizer.momentum"}
 
     before = _files(sweep)
     for seed, said in (("7", "was started with hydra.sweeper.sampler.seed=1234; this command "

@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import yaml
 from omegaconf import DictConfig
 
 from src.config.compose import preflight
@@ -20,7 +19,7 @@ from src.data.sources import load_source
 from src.errors import ConfigError, DataError
 from src.model.module import VALIDATION_METRICS, BNStateModule
 from src.train import train
-from tests.conftest import CONF, TINY, compose_config, fit, run_cli
+from tests.conftest import CONF, TINY, compose_config, fit
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -202,23 +201,3 @@ def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
             f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
     with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage"):
         preflight(argv, str(CONF), "config")
-
-
-@pytest.mark.slow
-def test_optuna_search_through_the_cli(tmp_path: Path, cache_dir: Path) -> None:
-    sweep = tmp_path / "sweep"
-    proc = run_cli("--multirun", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY,
-                   "trainer.max_epochs=1", f"paths.cache_dir={cache_dir}",
-                   f"hydra.sweep.dir={sweep}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    values = []
-    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
-        saved = json.loads((job / "metrics.json").read_text())
-        assert math.isfinite(saved["val/acc"]) and "test/acc" not in saved  # test=false
-        values.append((saved["val/acc"], saved["overrides"]))
-    assert len(values) == 3
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(v for v, _ in values))
-    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.momentum"}  # batch_size fixed
-    assert 0.001 <= best["best_params"]["optimizer.lr"] <= 0.1
-    assert "Best value" in proc.stdout + proc.stderr
