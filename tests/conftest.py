@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,17 @@ def assert_one_line_error(
         assert needle in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     return lines[0]
+
+
+def raised_line(kind: type[Exception], call: Callable[[], object], *needles: str) -> str:
+    """The one-line message of the `kind` that `call` raises; it must contain every needle."""
+    with pytest.raises(kind) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in: {message}"
+    return message
 
 
 def assert_last_line_error(

@@ -15,7 +15,14 @@ from src.config import schema
 from src.config.compose import check_output_folder, preflight
 from src.config.rules import check_config
 from src.errors import ConfigError
-from tests.conftest import CONF, assert_one_line_error, cli_in_process, compose_config, run_cli
+from tests.conftest import (
+    CONF,
+    assert_one_line_error,
+    cli_in_process,
+    compose_config,
+    raised_line,
+    run_cli,
+)
 
 # Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.
 IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
@@ -362,11 +369,7 @@ def _fresh_compose(overrides: list[str]) -> DictConfig:
 
 def _error(tmp_path: Path, *overrides: str) -> str:
     cfg = compose_config(list(overrides), tmp_path / "run", tmp_path / "cache")
-    with pytest.raises(ConfigError) as info:
-        check_config(cfg)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return raised_line(ConfigError, lambda: check_config(cfg))
 
 
 def _passes(tmp_path: Path, *overrides: str) -> None:

@@ -26,7 +26,7 @@ from src.data.datamodule import DigitsDataModule
 from src.data.sources import folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
 from src.errors import ConfigError, DataError
-from tests.conftest import CONF, assert_one_line_error, cli_in_process
+from tests.conftest import CONF, assert_one_line_error, cli_in_process, raised_line
 
 # ---------------------------------------------------------------------------------------------
 # Fixture writers
@@ -134,15 +134,7 @@ def v73_file(path: Path) -> None:
     path.write_bytes(text.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384)
 
 
-def fail(call: Callable[[], object], *needles: str) -> str:
-    """The one-line DataError message `call` raises; it must contain every needle."""
-    with pytest.raises(DataError) as info:
-        call()
-    msg = str(info.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in: {msg}"
-    return msg
+fail = functools.partial(raised_line, DataError)  # its one-line DataError, naming needles
 
 
 def assert_same(got: tuple[DigitArrays, ...], want: tuple[DigitArrays, ...]) -> None:

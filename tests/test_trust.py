@@ -10,7 +10,7 @@ import torch
 
 from src.checkpoint import model_settings, stored_data_settings
 from src.errors import CheckpointError
-from tests.conftest import assert_one_line_error, cli_in_process, compose_config
+from tests.conftest import assert_one_line_error, cli_in_process, compose_config, raised_line
 
 VICTIM_TEXT = "a file the checkpoint must not touch\n"
 
@@ -95,13 +95,12 @@ def test_stored_settings_are_values_checked_like_the_config(
     ckpt: Path, tmp_path: Path, change: Any, needles: list[str]
 ) -> None:
     data = torch.load(tampered(ckpt, tmp_path, change), weights_only=True)
-    with pytest.raises(CheckpointError) as caught:
+
+    def read() -> None:
         model_settings(data, "X")
         stored_data_settings(data, "X")
-    message = str(caught.value)
-    assert message.startswith("ckpt_path=X: ") and "\n" not in message
-    for needle in needles:
-        assert needle in message, message
+
+    assert raised_line(CheckpointError, read, *needles).startswith("ckpt_path=X: ")
 
 
 def test_a_checkpoint_never_asks_for_a_download(ckpt: Path, tmp_path: Path) -> None:
