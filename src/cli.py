@@ -29,6 +29,7 @@ from src.config import rules
 from src.config.compose import preflight, quoted_for_hydra
 from src.console import log_to_files, route_output
 from src.errors import (
+    SIGNAL_NAMES,
     CheckpointError,
     ConfigError,
     DataError,
@@ -41,6 +42,7 @@ from src.errors import (
 )
 from src.model.precision import register_resolver
 from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
+from src.sweep import summary
 from src.sweep.naming import register_resolvers
 
 _STARTED = time.time()  # this process's start, near enough: its imports come first
@@ -225,9 +227,11 @@ def run(
         else:
             main()
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
-        exit_with(*failure(err))
+        line, code = failure(err)
+        summary.stop_launch(SIGNAL_NAMES.get(err.signum, str(err.signum)), code)  # a sweep's
+        exit_with(line, code)
     finally:  # run in-process (tests, a notebook): the caller's handlers again
         _in_command["run"] = _in_command["checked"] = False
-        rules.checked = None
+        rules.checked = summary.launching = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -183,6 +183,28 @@ def test_a_signal_in_training_or_testing_saves_and_stops(
     complete_files(run)
 
 
+def test_a_signal_to_a_sweeps_own_process_ends_with_its_summary(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that launches a sweep stopped between two jobs (or, under joblib, while its
+    workers run; test_joblib_workers_...): the summary of the jobs that ended, and how to go
+    on. It was the bare stop line, with no summary."""
+    from src.sweep.naming import job_num
+    from src.sweep.summary import SweepSummary
+
+    second_job = lambda self, config, **kw: job_num(config) == 1  # noqa: E731
+    signal_first(monkeypatch, SweepSummary, "on_job_start", signal.SIGINT, second_job)
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("--multirun", *TINY, "logger=none", "reports=none", "seed=0,1",
+                          f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert stopped_line(proc, signal.SIGINT) == (
+        f"stopped: SIGINT: the sweep stops, 1 of 2 jobs ended (see {sweep / 'summary.csv'}); "
+        "run the same command again to resume it"
+    )
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"]
+    assert "Sweep: 1 of 2 jobs run, 1 ok, 0 failed" in proc.stdout
+
+
 def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_dir: Path) -> None:
     before = {s: signal.getsignal(s) for s in SIGNALS}
     cli_in_process("optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}")

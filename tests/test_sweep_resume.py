@@ -311,10 +311,10 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     """12 tiny jobs, two at once (joblib), MLflow and TensorBoard on, the launcher and its
-    workers SIGKILLed at random moments (fixed seed) and the same command run again until it
-    ends: every job's row, test/acc and final train/loss as in the same sweep never stopped
-    (run meanwhile, one job after another, without loggers), and no job folder, MLflow run or
-    TensorBoard event duplicated or lost."""
+    workers stopped by a Ctrl-C once, then SIGKILLed, at random moments (fixed seed), and the
+    same command run again until it ends: every job's row, test/acc and final train/loss as in
+    the same sweep never stopped (run meanwhile, one job after another, without loggers), and no
+    job folder, MLflow run or TensorBoard event duplicated or lost."""
     from mlflow.tracking import MlflowClient
 
     # 5 iterations a job, a checkpoint after each; 12 jobs from 5 compositions checked at each
@@ -349,7 +349,12 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
             break
         time.sleep(chance.uniform(0.0, 0.5) if i % 2 else 0)
         done_at_kills.append(len(_figures(killed)))
-        _kill(proc)
+        if i == 0:  # the first time a Ctrl-C: the summary of the jobs that ended, then the line
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=120) == 130
+            assert {r["status"] for r in _rows(killed)} <= {"ok", "stopped"}
+        else:
+            _kill(proc)
     assert reference.wait(timeout=300) == 0
 
     rows, expected = _rows(killed), _rows(tmp_path / "reference")

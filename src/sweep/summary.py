@@ -73,6 +73,20 @@ log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had 
 # Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
 STOP_CODES = {130, 143}
 
+# The sweep this process is launching, if any (`stop_launch`).
+launching: SweepSummary | None = None
+
+
+def stop_launch(name: str, code: int) -> None:
+    """A signal (`name`) stopped the process that launches a sweep: between its jobs, or while
+    it waits for those of other processes (joblib's workers, which the signal also reaches, or
+    which joblib then ends). The summary of the jobs that ended, then the stop line and `code`;
+    nothing where this process launches no sweep."""
+    summary = launching
+    if summary is not None and summary.pid == os.getpid() and summary.sweep_dir is not None:
+        summary.gather(summary.sweep_dir)
+        summary.finish(summary.sweep_dir, interrupted=(name, code))
+
 
 class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks.sweep_summary` in conf/hydra/default.yaml)."""
@@ -85,6 +99,7 @@ class SweepSummary(Callback):
         self.sweep_id = ""  # tags this sweep's status files (a reused sweep folder has old ones)
         self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
         self.checked: tuple[str, str] | None = None  # resume.checked: the sweep jobs continue
+        self.sweep_dir: Path | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
@@ -97,14 +112,17 @@ class SweepSummary(Callback):
     # Hydra's hooks. Hydra turns an exception here into a warning; none may hide the results.
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global launching
         plan = naming.current = plan_of(config)
         self.keys, self.planned = list(plan.keys), plan.jobs
         self.rows, self.started = {}, {}
         self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
         if sweep_dir:  # the same sweep again continues (src.sweep.resume); any other: exit 2
-            self.sweep_id = resume.start(config, Path(str(sweep_dir)))
+            self.sweep_dir = Path(str(sweep_dir))
+            self.sweep_id = resume.start(config, self.sweep_dir)
         self.checked = resume.checked
+        launching = self  # a signal to this process from now on ends with the summary
         if "hydra_submitit_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_")):
             keep_lost_jobs()  # a job killed with no result is a failed row, not the sweep's end
         if "hydra_optuna_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_")):
@@ -189,8 +207,17 @@ class SweepSummary(Callback):
 
     # The outputs
 
-    def finish(self, sweep_dir: Path, stopped: Row | None = None) -> None:
-        """Write and print everything, then end a sweep with failures with its exit code."""
+    def finish(
+        self,
+        sweep_dir: Path,
+        stopped: Row | None = None,
+        interrupted: tuple[str, int] | None = None,
+    ) -> None:
+        """Write and print everything, then end a sweep with failures with its exit code; one
+        stopped by a signal, in a job (`stopped`) or in this process (`interrupted`: the
+        signal's name and exit code), with that."""
+        global launching
+        launching = None  # once: a second signal while this writes ends it at once
         # A failed job's trainer lingers in reference cycles until collected; its progress bar
         # then prints its last state: let that happen before the tables, not after them.
         gc.collect()
@@ -215,6 +242,11 @@ class SweepSummary(Callback):
             except OSError as err:
                 unwritten.append(err)
         summary = sweep_dir / "summary.csv"
+        if interrupted is not None:
+            name, code = interrupted
+            ended = f"{len(rows)} of {jobs(self.planned)}" if self.planned else jobs(len(rows))
+            exit_with(f"stopped: {name}: the sweep stops, {ended} ended (see {summary}); run "
+                      "the same command again to resume it", code)  # fmt: skip
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
             after = f"job {stopped.job}{left} ({stopped.folder})"
