@@ -4,6 +4,7 @@ renamed over it), so a full disk, a signal or a kill never leaves a half-written
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import os
 import tempfile
@@ -91,6 +92,12 @@ def write_text(path: Path, text: str, what: str = "file") -> None:
     """`text` written to `path` through `output_file`."""
     with output_file(path, what) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A header and rows written to `path` through `output_file`."""
+    with output_file(path) as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
 
 
 def _umask() -> int:

@@ -14,7 +14,6 @@ from src.errors import exit_on_signals
 if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
     exit_on_signals()
 
-import csv
 import functools
 import glob
 import logging
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.console import text_table
 from src.data.sources.image_folders import decode_images, file_stamp, is_junk
 from src.errors import ConfigError, DataError
-from src.io import output_file
+from src.io import write_csv
 from src.runtime.build import (
     checked_run,
     entry_point,
@@ -64,9 +63,7 @@ def image_files(spec: Any) -> list[str]:
     DataError naming `images` when a value names nothing."""
     specs = list(spec) if OmegaConf.is_list(spec) or isinstance(spec, (list, tuple)) else [spec]
     files: list[str] = []
-    if not specs:  # images=[]
-        raise DataError("images is not set: add images=PATH (a file, a folder or a glob)")
-    for item in specs:
+    for item in specs or [None]:  # images=[]: not set either
         text = "" if item is None else str(item).strip()
         if not text:
             raise DataError("images is not set: add images=PATH (a file, a folder or a glob)")
@@ -143,13 +140,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     net = trained_network(cfg, ckpt)
     probs = probabilities(net, images)
     labels = probs.argmax(axis=1)
-    classes = probs.shape[1]
-    with output_file(output_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "predicted", *(f"prob_{k}" for k in range(classes))])
-        for name, label, p in zip(files, labels, probs):
-            # str(np.float32): the shortest text that reads back as the same float32
-            writer.writerow([name, int(label), *(str(v) for v in p)])
+    header = ["file", "predicted", *(f"prob_{k}" for k in range(probs.shape[1]))]
+    # str(np.float32): the shortest text that reads back as the same float32
+    rows = [[name, int(label), *map(str, p)] for name, label, p in zip(files, labels, probs)]
+    write_csv(output_dir / "predictions.csv", header, rows)
     log.info("Predictions of %s:\n%s", cfg.ckpt_path, table(files, labels, probs))
     log.info("Outputs in %s", output_dir)
     return {"files": files, "labels": labels, "probabilities": probs}

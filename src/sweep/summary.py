@@ -23,7 +23,6 @@ exits with its code once the others end.
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import logging
@@ -41,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import BASIC_SWEEPER, end_searches_without_result, job_error, keep_lost_jobs
 from src.console import text_table
 from src.errors import JobFailed, exit_with
-from src.io import output_file, write_text
+from src.io import write_csv, write_text
 from src.sweep import naming, resume
 from src.sweep.naming import (
     Plan,
@@ -270,7 +269,7 @@ class SweepSummary(Callback):
             + [r.run_dir, r.resume]
             for r in rows
         ]
-        _write_csv(sweep_dir / "summary.csv", header, table)
+        write_csv(sweep_dir / "summary.csv", header, table)
         return ""
 
     def summary_text(self, sweep_dir: Path, rows: list[Row]) -> str:
@@ -319,7 +318,7 @@ class SweepSummary(Callback):
                 numbers = [fmt(s[k]) for k in ("mean", "std", "min", "max")]
                 cells.append([*label, m, *numbers, str(s["n"])])
         records = [["" if v is None else v for v in rec] for rec in records]
-        _write_csv(sweep_dir / "seeds.csv", [*others, *columns], records)
+        write_csv(sweep_dir / "seeds.csv", [*others, *columns], records)
         note = ""
         try:
             plot_seeds(groups, others, metrics, sweep_dir / "sweep.png")
@@ -331,11 +330,6 @@ class SweepSummary(Callback):
         title = f"{over_seeds(groups)} ({by}completed jobs only; std: sample standard deviation)"
         right = set(range(len(others) + 1, len(header)))
         return "\n".join([title, text_table(header, cells, right)]) + note
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with output_file(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
 
 
 def _failure_of(err: BaseException) -> tuple[str, int]:
