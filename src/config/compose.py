@@ -126,20 +126,25 @@ def sweeper_params(cfg: DictConfig, overrides: Iterable[str]) -> list[str]:
     return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
-def _probe_folder(folder: Path) -> None:
-    """Create `folder` and its missing parents for real, then remove what this created."""
+def _probe_folder(folder: Any, said: str, what: str) -> None:
+    """Create `folder` and its missing parents for real, then remove what this created; where
+    that fails, ConfigError `said: cannot create the <what> (<path>: <reason>)`."""
     missing = []
-    existing = Path(os.path.abspath(folder))  # relative to the working directory, as Hydra does
+    existing = Path(os.path.abspath(str(folder)))  # relative to the working directory, as Hydra
     while not os.path.exists(existing):
         missing.append(existing)
         existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
     try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
         for path in reversed(missing):
             path.mkdir()
         if not missing:  # Hydra writes into a run folder that already exists: try writing there too
             missing.append(Path(tempfile.mkdtemp(dir=existing)))
+    except OSError as err:
+        named = err.filename and str(err.filename) in map(str, [existing, *missing])
+        where = f"{err.filename}: " if named else ""
+        raise ConfigError(f"{said}: cannot create the {what} ({where}{err.strerror})") from err
     finally:
         for path in missing:  # deepest first; one a failed mkdir never made is not there
             with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
@@ -159,13 +164,7 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
         raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
     if folder is None or not str(folder).strip():
         raise ConfigError(f"{key} must be set to the folder the run writes into")
-    try:
-        _probe_folder(Path(str(folder)))
-    except OSError as err:
-        where = f"{err.filename}: " if err.filename else ""
-        raise ConfigError(
-            f"{key}={folder}: cannot create the {what} ({where}{err.strerror})"
-        ) from err
+    _probe_folder(folder, f"{key}={folder}", what)
 
 
 def check_checkpoint_folder(cfg: DictConfig) -> None:
@@ -175,14 +174,8 @@ def check_checkpoint_folder(cfg: DictConfig) -> None:
     if not isinstance(node, DictConfig) or OmegaConf.is_interpolation(node, "dirpath"):
         return  # the default, ${paths.output_dir}/checkpoints: the run folder's, probed already
     folder = node.get("dirpath")
-    try:
-        if folder is not None:
-            _probe_folder(Path(str(folder)))
-    except OSError as err:
-        raise ConfigError(
-            f"callbacks.model_checkpoint.dirpath={folder}: cannot create the checkpoint folder "
-            f"({err.strerror})"
-        ) from err
+    if folder is not None:
+        _probe_folder(folder, f"callbacks.model_checkpoint.dirpath={folder}", "checkpoint folder")
 
 
 def check_mlflow_stores(cfg: DictConfig) -> None:
@@ -208,13 +201,8 @@ def check_mlflow_stores(cfg: DictConfig) -> None:
                 f"{key}=sqlite:///PATH/mlflow.db"
             )
         folder = Path(uri.removeprefix("sqlite:///")).parent
-        try:
-            if scheme == "sqlite" and uri.removeprefix("sqlite:///") not in ("", ":memory:"):
-                _probe_folder(folder)
-        except OSError as err:
-            raise ConfigError(
-                f"{key}={uri}: cannot create the database in {folder} ({err.strerror})"
-            ) from err
+        if scheme == "sqlite" and uri.removeprefix("sqlite:///") not in ("", ":memory:"):
+            _probe_folder(folder, f"{key}={uri}", f"database in {folder}")
 
 
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
