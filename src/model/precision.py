@@ -16,7 +16,6 @@ and says so in one line.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,10 @@ def precision_problem(value: Any) -> str | None:
 
 
 def cpu_flags() -> set[str]:
-    """This CPU's feature flags (`/proc/cpuinfo`); empty where the file does not exist."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+    """This CPU's features that torch finds (`torch.cpu.get_capabilities`)."""
+    import torch
+
+    return {name for name, on in torch.cpu.get_capabilities().items() if on is True}
 
 
 def fast_choice(accelerator: Any = "auto") -> tuple[str, str | None]:
