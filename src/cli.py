@@ -134,12 +134,11 @@ def resume_command(path: Any) -> str:
     where a path holds what its grammar reads, such as `=`, and for the shell); for a sweep's
     job, the sweep's own command."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
+    if rules.in_multirun():
+        return "the sweep's own command again (it skips finished jobs and resumes this one)"
     overrides: list[str] = []
     if HydraConfig.initialized():
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return "the sweep's own command again (it skips finished jobs and resumes this one)"
         typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
         overrides = [o for o in typed if o.split("=")[0].lstrip("+~") != "ckpt_path"]
     text = str(path)
@@ -172,10 +171,7 @@ def run_job(job: Callable[[], Any]) -> Any:
     except (Exception, RunStopped) as err:
         import traceback
 
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        multirun = rules.in_multirun()
         known = failure(err)
         if known is None:
             trace = "".join(traceback.format_exception(err)).rstrip()

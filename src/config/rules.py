@@ -56,14 +56,14 @@ def check_config(cfg: DictConfig) -> None:
     settings = OmegaConf.to_container(cfg, resolve=False)
     settings.pop("hydra", None)
     # A multirun's job checks again: only it knows it is one (DDP is refused there).
-    key = repr((settings, _multirun()))
+    key = repr((settings, in_multirun()))
     if checked is None or key not in checked:
         _check_all(cfg, settings)
     if checked is not None:
         checked.add(key)
 
 
-def _multirun() -> bool:
+def in_multirun() -> bool:
     """Whether this is a job of a Hydra multirun."""
     return HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
 
@@ -412,7 +412,7 @@ def _check_processes(cfg: DictConfig, accelerator: str) -> int:
         )
     # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
     # multirun that command is the whole sweep.
-    if _multirun():
+    if in_multirun():
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
             "launches would re-run the whole sweep): run each configuration as its own run"

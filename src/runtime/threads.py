@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from src.compat import BASIC_LAUNCHER
+from src.config.rules import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +115,14 @@ def configure_threads(cfg: DictConfig) -> ThreadChoice:
     """Choose this job's thread count (see the module docstring), apply it and log it."""
     import torch
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    launcher, multirun, batch, cores = None, False, None, 1
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        launcher = hydra_cfg.get("launcher")  # a DictConfig: .get() resolves interpolations
+    launcher, multirun, batch, cores = None, in_multirun(), None, 1
+    if multirun:  # a DictConfig: .get() resolves interpolations
+        launcher = HydraConfig.get().get("launcher")
     if multirun and cfg.get("num_threads") is None:
         import joblib
 
-        batch, cores = sweep_batch(hydra_cfg), joblib.cpu_count()
+        batch, cores = sweep_batch(HydraConfig.get()), joblib.cpu_count()
     choice = choose_threads(cfg.get("num_threads"), launcher, multirun, cores, batch)
     if choice.threads is not None:
         torch.set_num_threads(choice.threads)

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.config.rules import in_multirun
 from src.errors import ConfigError, exit_with
 from src.io import write_text
 from src.sweep.naming import sweep_overrides
@@ -169,13 +170,12 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
     training, else None, with `cfg` set to continue what an earlier launch left in the job's
     folder (its `last.ckpt`, TensorBoard events and MLflow run)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if checked is None or not HydraConfig.initialized():
+    if checked is None or not in_multirun():
         return None
     hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
-    if hydra.mode != RunMode.MULTIRUN or str(folder.resolve().parent) != checked[0]:
+    if str(folder.resolve().parent) != checked[0]:
         return None
     _claim(folder)
     saved = _saved(folder)
