@@ -10,6 +10,7 @@ permission); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving a chec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
@@ -165,9 +166,12 @@ def run_job(job: Callable[[], Any]) -> Any:
         setup()
         stop_on_signals()
     keep_checkpoint(None)  # a sweep's next job has kept no checkpoint yet
-    route_output()  # Lightning's lines and warnings into the run's log file; bar-safe console
+    route_output()  # Lightning's lines and warnings into the run's log file
+    from tqdm.contrib.logging import logging_redirect_tqdm  # tqdm: Lightning's, loaded by now
+
     try:
-        return job()
+        with logging_redirect_tqdm() if logging.getLogger().handlers else contextlib.nullcontext():
+            return job()  # a log line lifts a live progress bar off its line, then redraws it
     except (Exception, RunStopped) as err:
         import traceback
 

@@ -1,7 +1,7 @@
 """What a run prints, and where it goes.
 
-- Log lines never share a line with the progress bar: the console handler Hydra installs writes
-  through `BarSafeStream`, which lifts a live bar off its line while a message is written.
+- Log lines never share a line with the progress bar: while a job runs, the console handler
+  Hydra installs writes through `tqdm.write` (tqdm's `logging_redirect_tqdm`, `src.cli.run_job`).
 - The run's log file (Hydra's `train.log`) holds what the terminal shows: Lightning's own lines
   (its `lightning.pytorch` logger otherwise prints to stderr past Hydra's handlers) and Python
   warnings go through the root logger too (`route_output`).
@@ -43,33 +43,10 @@ def is_terminal(stream: TextIO | None) -> bool:
         return False
 
 
-class BarSafeStream:
-    """A console stream that clears any live tqdm bar before a message and redraws it after,
-    so the message starts a line of its own and the bar stays below it. Without a live bar
-    (no terminal, no training) it writes straight through."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        from tqdm import tqdm  # already imported by Lightning
-
-        if not getattr(tqdm, "_instances", None):
-            return self.stream.write(text)
-        with tqdm.external_write_mode(file=self.stream):
-            return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
-        return getattr(self.stream, name)
-
-
 def route_output() -> None:
     """Once a job's logging is configured (Hydra's console and file handlers on the root
     logger): send Lightning's lines and Python warnings through those handlers, so they reach
-    `train.log` and are printed once, and make the console handlers bar-safe. A failed
+    `train.log` and are printed once. A failed
     TensorBoard write is said once, by the main thread (`_event_write_failed`)."""
     if threading.excepthook is not _event_write_failed:
         _hooks["previous"] = threading.excepthook
@@ -84,11 +61,6 @@ def route_output() -> None:
             if type(handler) is logging.StreamHandler:
                 logger.removeHandler(handler)
         logger.propagate = True
-    for handler in root.handlers:
-        stream = getattr(handler, "stream", None)
-        console = type(handler) is logging.StreamHandler
-        if console and stream is not None and not isinstance(stream, BarSafeStream):
-            handler.setStream(BarSafeStream(stream))  # type: ignore[arg-type]
 
 
 _hooks: dict[str, Any] = {"previous": threading.excepthook}

@@ -94,7 +94,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         print_config_tree(cfg, output_dir / "config_tree.log")
     else:  # and log to their own file only (train_ddp_process_N.log), not to the terminal
         for handler in logging.getLogger().handlers[:]:
-            if type(handler) is logging.StreamHandler:
+            if not isinstance(handler, logging.FileHandler):  # the console's
                 logging.getLogger().removeHandler(handler)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
