@@ -83,25 +83,25 @@ def build_scheduler(
     if interval not in INTERVALS:
         raise ValueError(f"scheduler.interval={interval!r} must be 'step' or 'epoch'")
     factory: SchedulerFactory = config["scheduler"]
-    given = getattr(factory, "keywords", {}).get("total_steps")
-    if given is not None and trainer is not None:  # OneCycleLR refuses to step past it, mid-run
+
+    def whole_run(trainer: L.Trainer) -> int:  # the steps the schedule takes: iterations or epochs
         total = total_iterations(trainer)
-        if interval == "epoch":
-            total = max(1, -(-total // max(iterations_per_epoch(trainer), 1)))
-        if given < total:
-            unit = "epochs" if interval == "epoch" else "iterations"
-            raise ConfigError(
-                f"scheduler.scheduler.total_steps={given} is fewer than the run's {total} {unit}, "
-                f"past which the schedule cannot step: set it to null (the whole run) or at "
-                f"least {total}"
-            )
+        epochs = -(-total // max(iterations_per_epoch(trainer), 1))
+        return max(1, epochs) if interval == "epoch" else total
+
+    given = getattr(factory, "keywords", {}).get("total_steps")
+    # OneCycleLR refuses to step past its total_steps, mid-run
+    if given is not None and trainer is not None and given < (total := whole_run(trainer)):
+        unit = "epochs" if interval == "epoch" else "iterations"
+        raise ConfigError(
+            f"scheduler.scheduler.total_steps={given} is fewer than the run's {total} {unit}, "
+            f"past which the schedule cannot step: set it to null (the whole run) or at "
+            f"least {total}"
+        )
     if takes_total_steps(factory):
         if trainer is None:
             raise RuntimeError("a schedule over the whole run needs a trainer")
-        total = total_iterations(trainer)
-        if interval == "epoch":  # counted in epochs, then
-            total = max(1, -(-total // max(iterations_per_epoch(trainer), 1)))
-        return factory(optimizer, total_steps=total), interval
+        return factory(optimizer, total_steps=whole_run(trainer)), interval
     return factory(optimizer), interval
 
 
