@@ -103,10 +103,10 @@ def failure(err: BaseException) -> tuple[str, int] | None:
                 code,
             )
         if err.finished:
-            return (
-                f"stopped: {err}. Test it with: python -m src.evaluate ckpt_path={err.path}",
-                code,
+            evaluate = shlex.join(
+                ["python", "-m", "src.evaluate", f"ckpt_path={hydra_quoted(err.path)}"]
             )
+            return f"stopped: {err}. Test it with: {evaluate}", code
         return f"stopped: {err}. Resume with: {resume_command(err.path)}", code
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err) else ""
@@ -142,11 +142,17 @@ def resume_command(path: Any) -> str:
     if HydraConfig.initialized():
         typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
         overrides = [o for o in typed if o.split("=")[0].lstrip("+~") != "ckpt_path"]
+    return shlex.join(["python", "-m", "src.train", f"ckpt_path={hydra_quoted(path)}", *overrides])
+
+
+def hydra_quoted(path: Any) -> str:
+    """A path as a Hydra override's value: quoted where it holds what Hydra's grammar reads,
+    such as the `=` of Lightning's `epoch=3-step=40.ckpt` or of a sweep's job folder."""
     text = str(path)
     if not re.fullmatch(r"[\w/.+@%:-]+", text):  # Hydra's quotes: a backslash escapes a quote
         escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
         text = "'" + re.sub(r"\\+$", lambda m: m.group() * 2, escaped) + "'"
-    return shlex.join(["python", "-m", "src.train", f"ckpt_path={text}", *overrides])
+    return text
 
 
 def config_checked() -> bool:

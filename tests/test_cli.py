@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -105,9 +106,15 @@ def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from src.cli import resume_command
+    from src.cli import failure, resume_command
+    from src.errors import RunStopped
 
     path = "/runs/it's a \\run~/epoch=3-step=40.ckpt\\"
     words = shlex.split(resume_command(path))
     assert words[:3] == ["python", "-m", "src.train"] and words[3].startswith("ckpt_path=")
+    assert OverridesParser.create().parse_override(words[3]).value() == path
+    # a sweep job's finished training: its folder holds '=' too (was unquoted: exit 2 if pasted)
+    line, code = failure(RunStopped(signal.SIGINT, Path(path), 4, finished=True))
+    words = shlex.split(line.split("Test it with: ", 1)[1])
+    assert words[:3] == ["python", "-m", "src.evaluate"] and code == 130
     assert OverridesParser.create().parse_override(words[3]).value() == path
