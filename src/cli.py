@@ -40,6 +40,7 @@ from src.errors import (
     keep_checkpoint,
     one_line,
     stop_on_signals,
+    swallowed_stop,
 )
 from src.model.precision import register_resolver
 from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
@@ -232,6 +233,8 @@ def run(
             run_composed(main, config_dir, configs[0])
         else:
             main()
+        if signum := swallowed_stop():  # its RunStopped was dropped on the way: stop now
+            raise RunStopped(signum, None, -1)
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
         line, code = failure(err)
         summary.stop_launch(SIGNAL_NAMES.get(err.signum, str(err.signum)), code)  # a sweep's

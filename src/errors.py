@@ -80,7 +80,7 @@ class RunStopped(BaseException):
 
 # The checkpoint of a run whose training has ended (set by RunCheckpoint), for the line a
 # signal during testing or the last writes ends the run with; reset by `stop_on_signals`.
-_kept: dict[str, Path | None] = {"checkpoint": None}
+_kept: dict[str, Any] = {"checkpoint": None, "signal": None}
 
 
 def keep_checkpoint(path: Path | None) -> None:
@@ -136,8 +136,22 @@ def exit_on_signals() -> None:
 
 
 def _stop_now(signum: int, frame: FrameType | None) -> None:
-    path = _kept["checkpoint"]
+    path, _kept["signal"] = _kept["checkpoint"], signum
     raise RunStopped(signum, path, -1, finished=path is not None)
+
+
+def swallowed_stop() -> int | None:
+    """The signal `stop_on_signals` raised on, if the command got past it: Python drops an
+    exception raised where it cannot propagate (a weakref callback that a garbage collection
+    runs, a `__del__`), so the command must still end with the signal's exit code."""
+    return _kept["signal"]  # type: ignore[return-value]
+
+
+def _unraisable(info: Any) -> None:
+    """Python's report of an exception it drops, except a stop's: `swallowed_stop` ends the
+    command with its line instead of a traceback."""
+    if not isinstance(info.exc_value, RunStopped):
+        sys.__unraisablehook__(info)
 
 
 def stop_on_signals() -> dict[int, Any]:
@@ -147,7 +161,8 @@ def stop_on_signals() -> dict[int, Any]:
 
     SIGINT only where the process did not start with it ignored (`handled_signals`). Returns
     the handlers it replaced."""
-    _kept["checkpoint"] = None
+    _kept["checkpoint"] = _kept["signal"] = None
+    sys.unraisablehook = _unraisable
     previous = {signum: signal.getsignal(signum) for signum in SIGNAL_NAMES}
     for signum in handled_signals():
         signal.signal(signum, _stop_now)

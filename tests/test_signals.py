@@ -205,6 +205,43 @@ def test_a_signal_to_a_sweeps_own_process_ends_with_its_summary(
     assert "Sweep: 1 of 2 jobs run, 1 ok, 0 failed" in proc.stdout
 
 
+def test_a_stop_python_drops_still_ends_the_command(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal whose exception lands where Python cannot raise it (a weakref callback, run by
+    the garbage collection that begins a sweep's summary) still stops the command: it was
+    exit 0, after an 'Exception ignored' traceback."""
+    import gc
+    import types
+    import weakref
+
+    from src.sweep import summary
+
+    class Holder:
+        pass
+
+    def collect_with_a_signal() -> int:
+        holder = Holder()
+
+        def callback(_: object) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10000))  # Python code after it: the handler runs in here
+
+        ref = weakref.ref(holder, callback)
+        del holder  # the callback runs now
+        assert ref() is None
+        return gc.collect()
+
+    monkeypatch.setattr(summary, "gc", types.SimpleNamespace(collect=collect_with_a_signal))
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("--multirun", *TINY, "logger=none", "reports=none", "seed=0,1",
+                          f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    line = stopped_line(proc, signal.SIGINT)
+    assert line == "stopped: SIGINT: stopped; no file was left half-written"
+    assert "Exception ignored" not in proc.stderr
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
+
+
 def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_dir: Path) -> None:
     before = {s: signal.getsignal(s) for s in SIGNALS}
     cli_in_process("optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}")

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_SWEEPER, end_searches_without_result, job_error, keep_lost_jobs
 from src.console import text_table
-from src.errors import JobFailed, exit_with
+from src.errors import JobFailed, exit_with, keep_checkpoint
 from src.io import write_csv, write_text
 from src.sweep import naming, resume
 from src.sweep.naming import (
@@ -217,6 +217,7 @@ class SweepSummary(Callback):
         signal's name and exit code), with that."""
         global launching
         launching = None  # once: a second signal while this writes ends it at once
+        keep_checkpoint(None)  # a stop from now on is the sweep's, not its last job's
         # A failed job's trainer lingers in reference cycles until collected; its progress bar
         # then prints its last state: let that happen before the tables, not after them.
         gc.collect()
