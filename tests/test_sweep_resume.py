@@ -190,10 +190,14 @@ def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
     assert set(found["best_params"]) == {"optimizer.lr", "optimizer.momentum"}
 
     before = _files(sweep)
-    for seed, said in (("7", "was started with hydra.sweeper.sampler.seed=1234; this command "
-                              "has hydra.sweeper.sampler.seed=7"),
-                       ("null", "its sampler has no seed")):  # fmt: skip
-        refused = cli_in_process("--multirun", *args, f"hydra.sweeper.sampler.seed={seed}",
+    for typed, said in (
+        ("sampler.seed=7", "was started with hydra.sweeper.sampler.seed=1234; this command has "
+         "hydra.sweeper.sampler.seed=7"),
+        ("sampler.seed=null", "its sampler has no seed"),
+        # fewer trials: Optuna's best of those alone would replace the search's (was exit 0)
+        ("n_trials=2", "holds 3 trials of an Optuna search, more than hydra.sweeper.n_trials=2"),
+    ):  # fmt: skip
+        refused = cli_in_process("--multirun", *args, f"hydra.sweeper.{typed}",
                                  f"hydra.sweep.dir={sweep}")  # fmt: skip
         assert_one_line_error(refused, str(sweep), said, code=entry.EXIT_BAD_INPUT)
     assert _files(sweep) == before

@@ -133,10 +133,16 @@ def start(master: DictConfig, sweep_dir: Path) -> str:
     path = sweep_dir / IDENTITY_FILE
     if path.is_file():
         seed = OmegaConf.select(master, "hydra.sweeper.sampler.seed", default=None)
+        trials = OmegaConf.select(master, "hydra.sweeper.n_trials", default=None)
+        held = len(list(sweep_dir.glob("*/.hydra")))  # the trials already started, 0 to held-1
         if "optuna" in now["sweeper"].lower() and seed is None:
             refuse(sweep_dir, "holds an Optuna search already started, and its sampler has no "
                    "seed (hydra.sweeper.sampler.seed=null), so its trials cannot be asked "
                    "again")  # fmt: skip
+        if "optuna" in now["sweeper"].lower() and isinstance(trials, int) and trials < held:
+            # Optuna would judge the best of the first trials alone, over the search's results
+            refuse(sweep_dir, f"holds {held} trials of an Optuna search, more than "
+                   f"hydra.sweeper.n_trials={trials} (it may grow, not shrink)")  # fmt: skip
         try:
             was = json.loads(path.read_text())  # read as data: each field of its type
             texts = [was.get(k, {}) for k in ("swept", "fixed", "search", "code", "versions")]
