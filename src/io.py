@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,22 +24,23 @@ def write_atomically(data: Any, path: Path) -> None:
     The rename is atomic because the temporary file is in the same folder (same filesystem),
     whatever `$TMPDIR` is, so `path` always holds either the previous complete checkpoint or
     the new complete one, even if the process is killed or the disk fills up mid-write.
-    torch.save reports a full disk as a RuntimeError (`unexpected pos ...`), not an OSError:
-    it is a failed write too (exit code 4), not a bug.
+    Serialized in memory first, as Lightning's own save does: torch.save writing to the file
+    reports a full disk as `[enforce fail at inline_container.cc] unexpected pos`, the file's
+    own write as the OSError it is (`No space left on device`, exit code 4).
     """
-    with output_file(path, "checkpoint", also=(RuntimeError,)) as tmp, open(tmp, "wb") as f:
-        torch.save(data, f)
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    with output_file(path, "checkpoint") as tmp, open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 @contextlib.contextmanager
-def output_file(
-    path: Path, what: str = "file", also: tuple[type[BaseException], ...] = ()
-) -> Iterator[Path]:
+def output_file(path: Path, what: str = "file") -> Iterator[Path]:
     """The one way this project writes a file: yields a temporary path beside `path` (same
     folder, so same filesystem; same suffix, for writers that go by it), which the caller
     writes; it is then fsynced and renamed over `path`. `path` so always holds the previous
     complete file or the new complete one, whatever stops the write (a full disk, a signal, a
-    kill). A failure (OSError, or one of `also`) becomes `OutputWriteError`: one line naming
+    kill). A failure (OSError) becomes `OutputWriteError`: one line naming
     the file, exit code 4; the temporary file is removed.
     """
     tmp: Path | None = None
@@ -55,7 +57,7 @@ def output_file(
     except BaseException as err:
         if tmp is not None:  # a failure before it was made leaves nothing to remove
             tmp.unlink(missing_ok=True)
-        if isinstance(err, (OSError, *also)) and not isinstance(err, OutputWriteError):
+        if isinstance(err, OSError) and not isinstance(err, OutputWriteError):
             raise _write_error(path, what, err) from err
         raise
     try:  # make the rename itself durable
