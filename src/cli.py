@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shlex
 import signal
@@ -82,6 +83,12 @@ def setup() -> None:
     # Without a validation split val_dataloader returns an empty list, and Lightning remarks
     # once that its length is zero: intended (no validation loop), so not a warning.
     warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
+    # joblib's workers, ended by a stop, leave semaphores that multiprocessing's resource
+    # tracker (a process of its own, which reads this variable) frees, then reports after the
+    # stop line: not a warning here.
+    filters, ours = os.environ.get("PYTHONWARNINGS", ""), "ignore:resource_tracker:UserWarning"
+    if ours not in filters:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [filters, ours]))
 
 
 def failure(err: BaseException) -> tuple[str, int] | None:

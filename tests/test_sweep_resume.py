@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -67,11 +68,11 @@ def _files(folder: Path) -> dict[str, tuple[int, int] | None]:
     }
 
 
-def _start(sweep: Path, *args: str) -> subprocess.Popen:
+def _start(sweep: Path, *args: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
     """`python -m src.train --multirun ARGS` in a process group of its own (launcher, workers)."""
     command = [sys.executable, "-m", "src.train", "--multirun", *args, f"hydra.sweep.dir={sweep}"]
     return subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -343,7 +344,9 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
     killed, chance = tmp_path / "killed", random.Random(24)
     done_at_kills: list[int] = []
     for i, target in enumerate([*sorted(chance.sample(range(2, 11), 3)), None]):
-        proc = _start(killed, *tiny, *loggers)
+        stderr = tmp_path / f"stderr_{i}.txt"
+        with stderr.open("w") as out:  # the process writes its own copy
+            proc = _start(killed, *tiny, *loggers, stderr=out)
         while target is not None and len(_figures(killed)) < target and proc.poll() is None:
             time.sleep(0.02)
         while target is not None and i % 2 == 0 and not training() and proc.poll() is None:
@@ -357,6 +360,8 @@ def test_a_sweep_killed_again_and_again_under_load_ends_as_one_never_stopped(
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.wait(timeout=120) == 130
             assert {r["status"] for r in _rows(killed)} <= {"ok", "stopped"}
+            last = stderr.read_text().splitlines()[-1]  # after it, no resource tracker's warning
+            assert last.startswith("stopped: SIGINT: the sweep stops, "), last
         else:
             _kill(proc)
     assert reference.wait(timeout=300) == 0
