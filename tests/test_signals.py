@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -183,26 +184,41 @@ def test_a_signal_in_training_or_testing_saves_and_stops(
     complete_files(run)
 
 
+@pytest.mark.parametrize(
+    ("hook", "ended", "after"),
+    [
+        ("on_job_start", 1, "; run the same command again to resume it"),  # the second job's
+        ("gather", 2, ""),  # after the last job: nothing left to resume
+    ],
+)
 def test_a_signal_to_a_sweeps_own_process_ends_with_its_summary(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hook: str,
+    ended: int,
+    after: str,
 ) -> None:
-    """The process that launches a sweep stopped between two jobs (or, under joblib, while its
-    workers run; test_joblib_workers_...): the summary of the jobs that ended, and how to go
-    on. It was the bare stop line, with no summary."""
+    """The process that launches a sweep stopped between two jobs, or before its summary (or,
+    under joblib, while its workers run: the load test in test_sweep_resume): the summary of the
+    jobs that ended, and how to go on. It was the bare stop line, with no summary."""
     from src.sweep.naming import job_num
     from src.sweep.summary import SweepSummary
 
-    second_job = lambda self, config, **kw: job_num(config) == 1  # noqa: E731
-    signal_first(monkeypatch, SweepSummary, "on_job_start", signal.SIGINT, second_job)
+    def when(self: SweepSummary, *args: Any, **kw: Any) -> bool:  # on_job_start(config=...)
+        return hook == "gather" or job_num(kw.get("config") or args[0]) == 1
+
+    signal_first(monkeypatch, SweepSummary, hook, signal.SIGINT, when)
     sweep = tmp_path / "sweep"
     proc = cli_in_process("--multirun", *TINY, "logger=none", "reports=none", "seed=0,1",
                           f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert stopped_line(proc, signal.SIGINT) == (
-        f"stopped: SIGINT: the sweep stops, 1 of 2 jobs ended (see {sweep / 'summary.csv'}); "
-        "run the same command again to resume it"
+        f"stopped: SIGINT: the sweep stops, {ended} of 2 jobs ended (see "
+        f"{sweep / 'summary.csv'}){after}"
     )
-    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"]
-    assert "Sweep: 1 of 2 jobs run, 1 ok, 0 failed" in proc.stdout
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"] * ended
+    title = f"{ended} of 2 jobs run" if ended < 2 else "2 jobs"
+    assert f"Sweep: {title}, {ended} ok, 0 failed" in proc.stdout
 
 
 def test_a_stop_python_drops_still_ends_the_command(

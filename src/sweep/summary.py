@@ -245,8 +245,10 @@ class SweepSummary(Callback):
         if interrupted is not None:
             name, code = interrupted
             ended = f"{len(rows)} of {jobs(self.planned)}" if self.planned else jobs(len(rows))
-            exit_with(f"stopped: {name}: the sweep stops, {ended} ended (see {summary}); run "
-                      "the same command again to resume it", code)  # fmt: skip
+            left = len(rows) < (self.planned or len(rows) + 1)  # unknown: there may be more
+            again = "; run the same command again to resume it" if left else ""
+            exit_with(f"stopped: {name}: the sweep stops, {ended} ended (see {summary}){again}",
+                      code)  # fmt: skip
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
             after = f"job {stopped.job}{left} ({stopped.folder})"
