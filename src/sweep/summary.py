@@ -67,6 +67,7 @@ from src.sweep.rows import (
 )
 from src.sweep.seeds import SEED_KEY, over_seeds, plot_seeds, seed_groups, stats
 
+HYDRA_FILE = "hydra.yaml"  # in a job folder's .hydra: its number and overrides
 log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
 
 # Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
@@ -84,6 +85,7 @@ def stop_launch(name: str, code: int) -> None:
     summary = launching
     if summary is not None and summary.pid == os.getpid() and summary.sweep_dir is not None:
         summary.gather(summary.sweep_dir)
+        summary.gather_unsaved(summary.sweep_dir, f"stopped: {name}: stopped with the sweep", code)
         summary.finish(summary.sweep_dir, interrupted=(name, code))
 
 
@@ -203,6 +205,26 @@ class SweepSummary(Callback):
                     self.rows[row.job] = row
             except (OSError, ValueError, TypeError, KeyError, RecursionError) as err:
                 print(f"warning: sweep summary: {path}: not used ({err})", file=sys.stderr)
+
+    def gather_unsaved(self, sweep_dir: Path, error: str, code: int) -> None:
+        """A row for each job folder without one: a job the stop caught in another process
+        (joblib ends its workers before they write it), `stopped`, or `ok` where it had
+        finished (its metrics.json)."""
+        for hydra in sorted(sweep_dir.glob(f"*/.hydra/{HYDRA_FILE}")):
+            try:
+                num = OmegaConf.load(hydra).hydra.job.num
+                folder, overrides = hydra.parent.parent, OmegaConf.load(hydra).hydra.overrides
+                if not isinstance(num, int) or num in self.rows:
+                    continue
+                row = Row(num, run_dir=str(folder), status="stopped", error=error, code=code)
+                row.overrides = [str(o) for o in overrides.task]
+                row.values = swept_values(row.overrides, self.keys)
+                if (folder / "metrics.json").is_file():
+                    row.status, row.error, row.code = "ok", "", 0
+                    row.metrics = read_metrics(folder)
+                self.rows[num] = row
+            except Exception as err:  # a folder that is not a job's: not a row
+                print(f"warning: sweep summary: {hydra}: not used ({err})", file=sys.stderr)
 
     # The outputs
 
