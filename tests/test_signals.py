@@ -216,9 +216,9 @@ def test_a_signal_to_a_sweeps_own_process_ends_with_its_summary(
         f"stopped: SIGINT: the sweep stops, {ended} of 2 jobs ended (see "
         f"{sweep / 'summary.csv'}){after}"
     )
-    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"] * ended
-    title = f"{ended} of 2 jobs run" if ended < 2 else "2 jobs"
-    assert f"Sweep: {title}, {ended} ok, 0 failed" in proc.stdout
+    statuses = ["ok"] * ended + ["stopped"] * (2 - ended)  # the second: its folder, no run
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == statuses
+    assert f"Sweep: 2 jobs, {ended} ok, 0 failed" in proc.stdout
 
 
 def test_a_stop_python_drops_still_ends_the_command(

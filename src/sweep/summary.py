@@ -266,8 +266,9 @@ class SweepSummary(Callback):
         summary = sweep_dir / "summary.csv"
         if interrupted is not None:
             name, code = interrupted
-            ended = f"{len(rows)} of {jobs(self.planned)}" if self.planned else jobs(len(rows))
-            left = len(rows) < (self.planned or len(rows) + 1)  # unknown: there may be more
+            done = sum(r.status != "stopped" for r in rows)
+            ended = f"{done} of {jobs(self.planned)}" if self.planned else jobs(done)
+            left = done < (self.planned or done + 1)  # unknown: there may be more
             again = "; run the same command again to resume it" if left else ""
             exit_with(f"stopped: {name}: the sweep stops, {ended} ended (see {summary}){again}",
                       code)  # fmt: skip
