@@ -48,16 +48,13 @@ def test_predictions_are_the_networks_own(
     images = digits(1, per_class=2).images  # what the PNGs hold, in [0, 1]
     with torch.no_grad():
         want = net.predict(torch.from_numpy(images)).numpy()
-        logits = net(torch.from_numpy(images)).numpy()
     files, labels, probs = predictions(run / "predictions.csv")
     assert len(files) == len(images) == 20 and files == result["files"]
     order = [int(Path(f).stem) for f in files]  # each file is named by its index in `images`
     assert sorted(order) == list(range(20))
     np.testing.assert_array_equal(labels, want[order].argmax(axis=1))
-    np.testing.assert_array_equal(labels, logits[order].argmax(axis=1))
     np.testing.assert_array_equal(result["labels"], labels)
     np.testing.assert_allclose(probs, want[order], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # the network is not constant: the check above would not notice a mix-up otherwise
     assert len(set(labels)) > 1 or np.ptp(probs, axis=0).max() > 1e-3
     assert (run / "config.yaml").is_file()
@@ -171,7 +168,7 @@ def test_framing_crops_scales_and_centres_and_a_photo_frames_like_its_digit() ->
             # the same strokes: a photo left unframed or the wrong way round correlates near 0
             assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.6
             assert ink_box(got)[2:] == pytest.approx(ink_box(want)[2:], abs=1.5)
-    # a blank sheet is one line naming the file
+    # a blank sheet, its paper's grain included, is one line naming the file
     paper = np.clip(0.9 + np.random.default_rng(0).normal(0.0, 0.02, (200, 150)), 0.0, 1.0)
     with pytest.raises(DataError, match=r"^sheet\.png: no digit to frame \(data\.frame=true\)"):
         frame_photo(paper, "sheet.png")
