@@ -80,7 +80,7 @@ class RunStopped(BaseException):
 
 # The checkpoint of a run whose training has ended (set by RunCheckpoint), for the line a
 # signal during testing or the last writes ends the run with; reset by `stop_on_signals`.
-_kept: dict[str, Any] = {"checkpoint": None, "signal": None}
+_kept: dict[str, Any] = {"checkpoint": None, "signal": None, "unraisable": sys.unraisablehook}
 
 
 def keep_checkpoint(path: Path | None) -> None:
@@ -148,10 +148,10 @@ def swallowed_stop() -> int | None:
 
 
 def _unraisable(info: Any) -> None:
-    """Python's report of an exception it drops, except a stop's: `swallowed_stop` ends the
-    command with its line instead of a traceback."""
+    """Python's report of an exception it drops (the hook found before this one), except a
+    stop's: `swallowed_stop` ends the command with its line instead of a traceback."""
     if not isinstance(info.exc_value, RunStopped):
-        sys.__unraisablehook__(info)
+        _kept["unraisable"](info)
 
 
 def stop_on_signals() -> dict[int, Any]:
@@ -162,7 +162,8 @@ def stop_on_signals() -> dict[int, Any]:
     SIGINT only where the process did not start with it ignored (`handled_signals`). Returns
     the handlers it replaced."""
     _kept["checkpoint"] = _kept["signal"] = None
-    sys.unraisablehook = _unraisable
+    if sys.unraisablehook is not _unraisable:
+        _kept["unraisable"], sys.unraisablehook = sys.unraisablehook, _unraisable
     previous = {signum: signal.getsignal(signum) for signum in SIGNAL_NAMES}
     for signum in handled_signals():
         signal.signal(signum, _stop_now)

@@ -212,12 +212,12 @@ class SweepSummary(Callback):
         finished (its metrics.json)."""
         for hydra in sorted(sweep_dir.glob(f"*/.hydra/{HYDRA_FILE}")):
             try:
-                num = OmegaConf.load(hydra).hydra.job.num
-                folder, overrides = hydra.parent.parent, OmegaConf.load(hydra).hydra.overrides
+                saved, folder = OmegaConf.load(hydra).hydra, hydra.parent.parent
+                num = saved.job.num
                 if not isinstance(num, int) or num in self.rows:
                     continue
                 row = Row(num, run_dir=str(folder), status="stopped", error=error, code=code)
-                row.overrides = [str(o) for o in overrides.task]
+                row.overrides = [str(o) for o in saved.overrides.task]
                 row.values = swept_values(row.overrides, self.keys)
                 if (folder / "metrics.json").is_file():
                     row.status, row.error, row.code = "ok", "", 0
