@@ -38,6 +38,7 @@ from src.errors import (
     RunStopped,
     TrainingDiverged,
     exit_with,
+    ignore_signals,
     keep_checkpoint,
     one_line,
     stop_on_signals,
@@ -185,7 +186,10 @@ def run_job(job: Callable[[], Any]) -> Any:
 
     try:
         with logging_redirect_tqdm() if logging.getLogger().handlers else contextlib.nullcontext():
-            return job()  # a log line lifts a live progress bar off its line, then redraws it
+            result = job()  # a log line lifts a live progress bar off its line, then redraws it
+        if not rules.in_multirun():  # the run is complete: a signal has nothing left to stop
+            ignore_signals()
+        return result
     except (Exception, RunStopped) as err:
         import traceback
 
@@ -251,3 +255,7 @@ def run(
         rules.checked = summary.launching = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if getattr(main_spec, "name", "").startswith("src."):  # python -m src.<command>
+            ignore_signals()  # its exit code is decided; Python's shutdown (which can take a
+            # second) would die by the signal's default action instead

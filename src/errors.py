@@ -126,6 +126,12 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signum)  # 130 for SIGINT, 143 for SIGTERM: src.cli.EXIT_SIGNAL
 
 
+def ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on (`handled_signals`): once nothing is left to stop."""
+    for signum in handled_signals():
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def exit_on_signals() -> None:
     """For an entry point's first lines, before its imports (torch and Lightning: seconds):
     Ctrl-C (SIGINT) or SIGTERM ends the process with the one `stopped:` line and exit code

@@ -380,6 +380,23 @@ def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(
 
 
 @pytest.mark.slow
+def test_a_signal_once_the_run_is_complete_changes_nothing(tmp_path: Path, cache_dir: Path) -> None:
+    """After its last line the command only shuts Python down, which can take a second: a
+    signal then was the process's death by that signal (143, no line) for a complete run."""
+    run = tmp_path / "run"
+    proc = _popen("src.train", *run_args(run, cache_dir, "reports=none"))
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if "Outputs in" in line:
+            time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            break
+    done = _finished(proc)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopped" not in done.stderr
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 200 // 32
+
+
+@pytest.mark.slow
 def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_dir: Path) -> None:
     """A sweep started as a background job: loky's workers inherit SIGINT ignored, and a job's
     SIGINT is ignored (it finishes); a job's SIGTERM still saves and stops it, and the sweep."""
