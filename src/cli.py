@@ -94,6 +94,8 @@ def setup() -> None:
 
 def failure(err: BaseException) -> tuple[str, int] | None:
     """The one line and exit code for a failure the user can act on; None for a bug."""
+    if not isinstance(err, RunStopped) and (stop := swallowed_stop()):
+        err = stop  # what the code a signal interrupted made of its stop
     if isinstance(err, (ConfigError, DataError, CheckpointError)):
         return f"error: {err}", EXIT_BAD_INPUT
     if isinstance(err, InstantiationException):  # e.g. a key the class does not take
@@ -244,8 +246,8 @@ def run(
             run_composed(main, config_dir, configs[0])
         else:
             main()
-        if signum := swallowed_stop():  # its RunStopped was dropped on the way: stop now
-            raise RunStopped(signum, None, -1)
+        if stop := swallowed_stop():  # its RunStopped was dropped on the way: stop now
+            raise stop
     except RunStopped as err:  # before the job began, or in Hydra's own code around it
         line, code = failure(err)
         summary.stop_launch(SIGNAL_NAMES.get(err.signum, str(err.signum)), code)  # a sweep's

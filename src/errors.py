@@ -142,14 +142,17 @@ def exit_on_signals() -> None:
 
 
 def _stop_now(signum: int, frame: FrameType | None) -> None:
-    path, _kept["signal"] = _kept["checkpoint"], signum
-    raise RunStopped(signum, path, -1, finished=path is not None)
+    path = _kept["checkpoint"]
+    _kept["signal"] = stop = RunStopped(signum, path, -1, finished=path is not None)
+    raise stop
 
 
-def swallowed_stop() -> int | None:
-    """The signal `stop_on_signals` raised on, if the command got past it: Python drops an
-    exception raised where it cannot propagate (a weakref callback that a garbage collection
-    runs, a `__del__`), so the command must still end with the signal's exit code."""
+def swallowed_stop() -> RunStopped | None:
+    """The stop `stop_on_signals` raised, if the command got past it or ended in another error
+    instead: Python drops an exception raised where it cannot propagate (a weakref callback
+    that a garbage collection runs, a `__del__`), and a library interrupted mid-update can fail
+    on its broken state next (OmegaConf's `'NoneType' object has no attribute ...`). The
+    command still ends as stopped, with the signal's exit code."""
     return _kept["signal"]  # type: ignore[return-value]
 
 

@@ -258,6 +258,27 @@ def test_a_stop_python_drops_still_ends_the_command(
     assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
 
 
+def test_a_stop_another_error_replaced_still_ends_the_command(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library the signal interrupts mid-update can fail on its broken state next (OmegaConf
+    inside `hydra.utils.instantiate`, under DDP): that error was the run's end, exit 1 with
+    its traceback or 2, instead of the stop."""
+    import src.train
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10000))  # Python code after it: the handler runs in here
+        except BaseException as err:
+            raise AttributeError("'NoneType' object has no attribute '_flags'") from err
+
+    monkeypatch.setattr(src.train, "print_config_tree", interrupted)
+    run = tmp_path / "run"
+    line = stopped_line(cli_in_process(*run_args(run, cache_dir)), signal.SIGTERM)
+    assert line == "stopped: SIGTERM: stopped; no file was left half-written"
+
+
 def test_handlers_are_given_back_after_an_in_process_run(tmp_path: Path, cache_dir: Path) -> None:
     before = {s: signal.getsignal(s) for s in SIGNALS}
     cli_in_process("optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}")
