@@ -7,6 +7,7 @@ import copy
 import functools
 import inspect
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -267,10 +268,15 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
             )
         for name in sorted(saved.keys() & given.keys() - {"_target_", "_partial_"}):
             if saved[name] != given[name]:
+                # T_max=${trainer.max_epochs}: that key changed, and it is what to set back
+                typed = str(OmegaConf.to_container(node, resolve=False)[name])
+                source = re.fullmatch(r"\$\{([\w.]+)\}", typed)
+                same = f"{source[1] if source else f'{key}.{name}'}={saved[name]}"
+                grows = f" ({typed}: a schedule sized by the run cannot be extended)"
                 raise CheckpointError(
                     f"ckpt_path={path}: was trained with {key}.{name}={saved[name]}, but this run "
-                    f"has {key}.{name}={given[name]}; resuming restores the checkpoint's {what}, "
-                    f"its settings too, so set {key}.{name}={saved[name]}"
+                    f"has {key}.{name}={given[name]}{grows if source else ''}; resuming restores "
+                    f"the checkpoint's {what}, its settings too, so set {same}"
                 )
     # A schedule over the whole run (OneCycleLR's total_steps=null) was sized by its length: the
     # restored one cannot step past it.

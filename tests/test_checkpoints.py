@@ -224,6 +224,9 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     onecycle = compose_config([*TINY, "scheduler=onecycle"], tmp_path / "onecycle", cache_dir)
     saved["config"]["scheduler"] = OmegaConf.to_container(onecycle.scheduler, resolve=True)
     torch.save(saved, tmp_path / "onecycle.ckpt")
+    cosine = compose_config([*TINY, "scheduler=cosine"], tmp_path / "cosine", cache_dir)
+    saved["config"]["scheduler"] = OmegaConf.to_container(cosine.scheduler, resolve=True)
+    torch.save(saved, tmp_path / "cosine.ckpt")  # T_max: ${trainer.max_epochs}, so 1
     trained = read_checkpoint(tiny_checkpoint)  # as if 3 epochs had been trained
     trained["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = 3
     torch.save(trained, tmp_path / "three_epochs.ckpt")
@@ -245,6 +248,10 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         ([f"ckpt_path={tmp_path}/onecycle.ckpt", "scheduler=onecycle", "trainer.max_epochs=2"],
          "was trained with trainer.max_epochs=1, the run its schedule spans", "set "
          "trainer.max_epochs=1"),  # was a ValueError at the first step past the restored end
+        # its hint was to set T_max back, for an extra epoch at the schedule's end (rate 0)
+        ([f"ckpt_path={tmp_path}/cosine.ckpt", "scheduler=cosine", "trainer.max_epochs=2"],
+         "scheduler.scheduler.T_max=2 (${trainer.max_epochs}: a schedule sized by the run cannot "
+         "be extended)", "so set trainer.max_epochs=1"),
         ([f"ckpt_path={tmp_path}/three_epochs.ckpt"], "trainer.max_epochs=1: ", "has trained 3 "
          "epochs already", "set trainer.max_epochs=3 or more"),  # was exit 0, 3 epochs reported
     ):  # fmt: skip
