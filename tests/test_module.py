@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -81,6 +82,20 @@ def test_update_state_false_keeps_initial_state_and_warns_once(
     assert len(warnings) == 1  # once, not every iteration
     assert "model.update_state=false" in warnings[0].getMessage()
     assert "\n" not in warnings[0].getMessage()
+
+
+def test_a_resumed_runs_frozen_state_is_said_to_be_the_checkpoints(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resumed at iteration 64, the state the warning speaks of is the checkpoint's, not the
+    initial one (it said "initial values")."""
+    model, monitor = BNStateModule(update_state=False), BatchNormStateMonitor(check_after=2)
+    trainer = SimpleNamespace(global_step=64)
+    monitor.on_train_start(trainer, model)  # type: ignore[arg-type]
+    trainer.global_step = 66
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.bn_state"):
+        monitor.on_train_batch_end(trainer, model, None, None, 0)  # type: ignore[arg-type]
+    assert "has not changed from the checkpoint's it resumed from, so" in caplog.text
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 FROZEN_STATE_WARNING = (
     "after %d training iterations the batch-norm state (running mean and variance of "
-    "%s) has not changed from its initial values, so the network will predict with statistics "
+    "%s) has not changed from %s, so the network will predict with statistics "
     "it never learned: the loop is not storing the new state (MATLAB: `dlnet.State = state`; "
     "here: model.update_state=%s)."
 )
@@ -70,4 +70,6 @@ class BatchNormStateMonitor(L.Callback):
         if states_equal(self._at_start, pl_module.net.state):
             layers = ", ".join(pl_module.net.batch_norms())
             update = getattr(pl_module, "update_state", "?")
-            rank_zero_only(log.warning)(FROZEN_STATE_WARNING, done, layers, str(update).lower())
+            start = "the checkpoint's it resumed from" if self._start_step else "its initial values"
+            warn = rank_zero_only(log.warning)
+            warn(FROZEN_STATE_WARNING, done, layers, start, str(update).lower())
