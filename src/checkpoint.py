@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
@@ -269,14 +269,13 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
         for name in sorted(saved.keys() & given.keys() - {"_target_", "_partial_"}):
             if saved[name] != given[name]:
                 # T_max=${trainer.max_epochs}: that key changed, and it is what to set back
-                typed = str(OmegaConf.to_container(node, resolve=False)[name])
-                source = re.fullmatch(r"\$\{([\w.]+)\}", typed)
-                same = f"{source[1] if source else f'{key}.{name}'}={saved[name]}"
-                grows = f" ({typed}: a schedule sized by the run cannot be extended)"
+                source = _source(cfg, f"{key}.{name}")
+                sized = f" (${{{source}}}: a schedule sized by the run cannot be extended)"
                 raise CheckpointError(
                     f"ckpt_path={path}: was trained with {key}.{name}={saved[name]}, but this run "
-                    f"has {key}.{name}={given[name]}{grows if source else ''}; resuming restores "
-                    f"the checkpoint's {what}, its settings too, so set {same}"
+                    f"has {key}.{name}={given[name]}{sized if source != f'{key}.{name}' else ''}; "
+                    f"resuming restores the checkpoint's {what}, its settings too, so set "
+                    f"{source}={saved[name]}"
                 )
     # A schedule over the whole run (OneCycleLR's total_steps=null) was sized by its length: the
     # restored one cannot step past it.
@@ -335,14 +334,26 @@ def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> 
         if value is not None and value != was:
             raise ConfigError(
                 f"{key}={value}: {cut}, whose batches were cut with {key}={was}; resume with "
-                f"{key}={was} (or from an end-of-epoch checkpoint)"
+                f"{_source(cfg, key)}={was} (or from an end-of-epoch checkpoint)"
             )
     if saved != processes:
+        how = "trainer=cpu or trainer=gpu" if saved == 1 else "trainer=ddp_cpu or trainer=ddp"
         raise ConfigError(
             f"trainer.devices={OmegaConf.select(cfg, 'trainer.devices')}: {cut}, whose batches "
-            f"were dealt to {saved} process(es); resume with {saved} (or from an end-of-epoch "
-            "checkpoint)"
+            f"were dealt to {saved} process(es); resume with {saved} ({how}; or from an "
+            "end-of-epoch checkpoint)"
         )
+
+
+def _source(cfg: Any, key: str) -> str:
+    """The key a setting's value comes from: `seed` for data.shuffle_seed=${seed}, else `key`."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None)
+    if isinstance(node, DictConfig) and name in node and OmegaConf.is_interpolation(node, name):
+        typed = OmegaConf.to_container(node, resolve=False)[name]
+        if found := re.fullmatch(r"\$\{([\w.]+)\}", str(typed)):
+            return found[1]
+    return key
 
 
 def _same_object(a: str, b: str) -> bool:

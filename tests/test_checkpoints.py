@@ -237,7 +237,10 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
         (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
         (["data.num_train_per_class=30"], "data.num_train_per_class=30: ", "middle of epoch 1",
          "resume with data.num_train_per_class=20"),  # was refused only once the data was read
-        (["trainer=ddp_cpu"], "trainer.devices=2: ", "dealt to 1 process(es); resume with 1"),
+        (["trainer=ddp_cpu"], "trainer.devices=2: ", "dealt to 1 process(es); resume with 1 "
+         "(trainer=cpu or trainer=gpu;"),
+        # data.shuffle_seed is ${seed}: the key typed is the one to set back
+        (["seed=1"], "data.shuffle_seed=1: ", "cut with data.shuffle_seed=0; resume with seed=0"),
         # its optimizer state is restored: another class failed at the first step (KeyError),
         # another setting was replaced by the checkpoint's without a word
         (["optimizer=adam"], "its optimizer is torch.optim.SGD, but this run's is "
