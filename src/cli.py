@@ -189,8 +189,8 @@ def run_job(job: Callable[[], Any]) -> Any:
     try:
         with logging_redirect_tqdm() if logging.getLogger().handlers else contextlib.nullcontext():
             result = job()  # a log line lifts a live progress bar off its line, then redraws it
-        if not rules.in_multirun():  # the run is complete: a signal has nothing left to stop
-            ignore_signals()
+        if _in_command["run"] and not rules.in_multirun():  # `run` gives the handlers back
+            ignore_signals()  # the run is complete: a signal has nothing left to stop
         return result
     except (Exception, RunStopped) as err:
         import traceback
