@@ -8,14 +8,12 @@ import functools
 import inspect
 import pickle
 import re
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
@@ -392,19 +390,3 @@ def loader_position(
         if name not in position:
             raise _untrusted(where, f"its data loader position has no {name}")
     return position
-
-
-def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
-    """Start the resumed run's TensorBoard folder with the interrupted run's events.
-
-    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
-    or after that step, so iterations logged after the checkpoint by the run that died appear
-    once, from the resumed run. The old run folder is left as it was.
-    """
-    old = ckpt_path.resolve().parent.parent / "tensorboard"
-    new = output_dir / "tensorboard"
-    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
-        for event_file in old.glob("events.out.tfevents.*"):
-            new.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(event_file, new / event_file.name)
-    return {"purge_step": step}

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import AtomicCheckpointIO, continue_tensorboard, read_checkpoint
+from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.cli import config_checked
 from src.config.rules import check_config
 from src.config.schema import tag_list
@@ -36,7 +36,7 @@ from src.runtime.build import (
     instantiate_group,
     save_resolved_config,
 )
-from src.runtime.loggers import log_hyperparams
+from src.runtime.loggers import continue_tensorboard, log_hyperparams
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job, release_job
 

@@ -1,6 +1,7 @@
 """The checks of a whole composed config: each group's values (`schema`), its classes
-(`targets`), and the rules that tie groups together (devices and processes, the CUDA graph mode,
-resuming a checkpoint, memory), each a `ConfigError` naming the key."""
+(`targets`), the devices and processes (`devices`), and the rules that tie groups together (the
+built-in data's batches, the CUDA graph mode, resuming a checkpoint), each a `ConfigError`
+naming the key."""
 
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.fabric.accelerators.cpu import CPUAccelerator
-from lightning.fabric.accelerators.cuda import CUDAAccelerator
-from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.checkpoint import (
@@ -22,9 +20,9 @@ from src.checkpoint import (
     check_position_matches,
     read_checkpoint,
 )
+from src.config.devices import ONE_PROCESS_STRATEGIES, check_accelerator, device_count
 from src.config.schema import (
     ABSENT,
-    check_built_in_batch,
     check_data_memory,
     check_data_paths,
     check_data_settings,
@@ -39,6 +37,13 @@ from src.config.schema import (
     value_at,
 )
 from src.config.targets import check_builds, check_group_entries, check_targets
+from src.data.arrays import (
+    NUM_CLASSES,
+    batch_problem,
+    held_out,
+    overfit_problem,
+    split_problem,
+)
 from src.errors import ConfigError, first_line
 from src.model.precision import canonical, precision_problem
 
@@ -104,8 +109,15 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_batch_limits(cfg)
     _check_precision(cfg)
     check_data_memory(cfg)
-    processes = _check_accelerator(cfg)
-    check_built_in_batch(cfg, processes)
+    processes = check_accelerator(cfg)
+    # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
+    # multirun that command is the whole sweep.
+    if processes > 1 and in_multirun():
+        raise ConfigError(
+            "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
+            "launches would re-run the whole sweep): run each configuration as its own run"
+        )
+    _check_built_in_batch(cfg, processes)
     _check_checkpoint(cfg, processes)
     _check_cuda_graph(cfg)
     for key, kind in typed:  # what no check above words more closely
@@ -114,6 +126,29 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     check_builds(cfg)
     _check_switched_off(cfg)
     check_data_paths(cfg)
+
+
+def _check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
+    """data=synthetic's training images are counted by its settings: a mini-batch (one a process)
+    larger than all of them, or than what the validation split leaves, is refused now, before any
+    run folder, in the data module's words (other sources count them when read). The mini-batch
+    only where the run trains (not train=false, nor the commands that read a checkpoint)."""
+    batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
+    if value_at(cfg, "data.source") != "synthetic" or not batch or not per_class:
+        return
+    training, images = value_at(cfg, "train") not in (False, None), per_class * NUM_CLASSES
+    problems = [batch_problem(batch, images, "synthetic", processes) if training else None]
+    if fraction := value_at(cfg, "data.val_fraction") or 0:
+        counts = dict.fromkeys(range(NUM_CLASSES), per_class)
+        problems.append(split_problem(counts, fraction, batch, "synthetic", training))
+        images -= NUM_CLASSES * held_out(per_class, fraction)
+        if training and processes > 1:
+            problems.append(batch_problem(batch, images, "synthetic", processes))
+    overfit = value_at(cfg, "data.overfit_batches") or 0
+    if training:
+        problems.append(overfit_problem(overfit, batch, images, "synthetic"))
+    if problem := next((p for p in problems if p), None):
+        raise ConfigError(problem)
 
 
 def _check_switched_off(cfg: DictConfig) -> None:
@@ -175,7 +210,7 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
         )
     elif not on_gpu:
         problem = f"trainer.accelerator={accelerator} runs on the CPU: use trainer=gpu"
-    elif _device_count(cfg, accelerator) != 1 or value_at(cfg, "trainer.strategy") not in (
+    elif device_count(cfg, accelerator) != 1 or value_at(cfg, "trainer.strategy") not in (
         None,
         *ONE_PROCESS_STRATEGIES,
     ):
@@ -301,120 +336,3 @@ def _check_batch_limits(cfg: DictConfig) -> None:
                 f"{key}={value!r} leaves no test batches while test=true: use test=false to "
                 "skip testing"
             )
-
-
-def _check_accelerator(cfg: DictConfig) -> int:
-    """The accelerator, devices and strategy: the number of processes the run starts."""
-    given = value_at(cfg, "trainer.accelerator")
-    names = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))  # Lightning's
-    if isinstance(given, str) and given not in names:
-        raise ConfigError(f"trainer.accelerator={given!r} must be one of: {', '.join(names)}")
-    accelerator = str(given or "auto").lower()
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) but PyTorch sees no "
-            f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
-            "or, for several CPU processes, trainer=ddp_cpu"
-        )
-    registered = dict(AcceleratorRegistry).get(accelerator)  # not "auto", nor "gpu" (an alias)
-    if registered and not registered["accelerator"].is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}: Lightning finds no such device on this machine; "
-            "use trainer=cpu or trainer=auto"
-        )
-    return _check_processes(cfg, accelerator)
-
-
-# What `trainer.strategy` may be: one process, or DDP with one process a device launched by
-# Lightning (`ddp`). The others would run differently from what this project reports: `dp`,
-# `fsdp` and `deepspeed` shard or split the model; `ddp_spawn`/`ddp_fork` run training in
-# processes whose state never reaches the one that writes metrics.json and handles signals.
-ONE_PROCESS_STRATEGIES = ("auto", "single_device")
-DDP_STRATEGY = "ddp"
-_USE_DDP = "use trainer=ddp_cpu (CPU processes) or trainer=ddp (GPUs)"
-
-
-def _device_count(cfg: DictConfig, accelerator: str) -> int:
-    """Processes a node: what Lightning makes of `trainer.devices` for this accelerator."""
-    devices = value_at(cfg, "trainer.devices")
-    if devices is None:
-        return 1
-    if isinstance(devices, DictConfig) or isinstance(devices, bool):
-        raise ConfigError(f"trainer.devices must be a number, a list or 'auto', got {devices!r}")
-    if OmegaConf.is_list(devices):
-        devices = list(devices)
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if gpu:
-        if devices == "auto":
-            return torch.cuda.device_count()
-        try:
-            ids = CUDAAccelerator.parse_devices(devices)
-        except Exception as err:  # Lightning's MisconfigurationException and TypeError
-            raise ConfigError(f"trainer.devices={devices}: {first_line(err)}") from err
-        return len(ids or [])
-    if accelerator not in ("cpu", "auto"):
-        return 1  # mps and others: Lightning checks them itself
-    if devices == "auto":
-        return 1
-    try:  # Lightning's own reading: a whole number of 1 or more, or one written as a string
-        return CPUAccelerator.parse_devices(devices)
-    except TypeError as err:
-        raise ConfigError(
-            f"trainer.devices={devices}: on the CPU it is the number of processes, a whole "
-            "number of 1 or more (trainer=ddp_cpu: 2)"
-        ) from err
-
-
-def _check_processes(cfg: DictConfig, accelerator: str) -> int:
-    """Several processes only with DDP (and DDP only with several), in a single run; no setting
-    of the trainer's that would silently change what the run does."""
-    strategy = value_at(cfg, "trainer.strategy")
-    if strategy is None:
-        strategy = "auto"
-    if not isinstance(strategy, str):
-        raise ConfigError(
-            f"trainer.strategy must be the name of a strategy (auto or ddp), got {strategy!r}"
-        )
-    strategy = strategy.lower()
-    if strategy not in (*ONE_PROCESS_STRATEGIES, DDP_STRATEGY):
-        raise ConfigError(
-            f"trainer.strategy={strategy} is not supported: use trainer.strategy=auto (one "
-            f"process), or for data-parallel training {_USE_DDP} (strategy ddp)"
-        )
-    require(cfg, "trainer.num_nodes", lambda v: v >= 1, "at least 1", integer=True)
-    nodes = value_at(cfg, "trainer.num_nodes") or 1
-    devices = value_at(cfg, "trainer.devices")
-    processes = _device_count(cfg, accelerator) * nodes
-    if processes < 1:
-        raise ConfigError(f"trainer.devices={devices} selects no device on this machine")
-    if strategy != DDP_STRATEGY and nodes > 1:
-        raise ConfigError(
-            f"trainer.num_nodes={nodes} needs trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
-        )
-    if strategy != DDP_STRATEGY and processes > 1:
-        # Each process would carry its own batch-norm state and the checkpoint hold rank 0's.
-        raise ConfigError(
-            f"trainer.devices={devices} starts {processes} processes, which needs "
-            f"trainer.strategy=ddp (got {strategy}): {_USE_DDP}"
-        )
-    if strategy == DDP_STRATEGY and processes == 1:
-        raise ConfigError(
-            f"trainer.strategy=ddp with a single process (trainer.devices={devices}) would run "
-            f"differently from a plain run for nothing: {_USE_DDP} for several processes, or "
-            "set trainer.strategy=auto"
-        )
-    if processes == 1:
-        return processes
-    if value_at(cfg, "trainer.use_distributed_sampler") is not False:
-        raise ConfigError(
-            "trainer.use_distributed_sampler must be false with several processes: the data "
-            "module deals each process its shard of the epoch itself"
-        )
-    # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
-    # multirun that command is the whole sweep.
-    if in_multirun():
-        raise ConfigError(
-            "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
-            "launches would re-run the whole sweep): run each configuration as its own run"
-        )
-    return processes

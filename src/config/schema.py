@@ -18,10 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from src.data.arrays import (
     IMAGE_SIZE,
     NUM_CLASSES,
-    batch_problem,
-    held_out,
-    overfit_problem,
-    split_problem,
 )
 from src.errors import ConfigError
 
@@ -240,29 +236,6 @@ def check_data_paths(cfg: DictConfig) -> None:
 
         keys = ("root", "train_file", "test_file", "download")
         check_paths(source, {k: value_at(cfg, f"data.{k}") for k in keys})
-
-
-def check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
-    """data=synthetic's training images are counted by its settings: a mini-batch (one a process)
-    larger than all of them, or than what the validation split leaves, is refused now, before any
-    run folder, in the data module's words (other sources count them when read). The mini-batch
-    only where the run trains (not train=false, nor the commands that read a checkpoint)."""
-    batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
-    if value_at(cfg, "data.source") != "synthetic" or not batch or not per_class:
-        return
-    training, images = value_at(cfg, "train") not in (False, None), per_class * NUM_CLASSES
-    problems = [batch_problem(batch, images, "synthetic", processes) if training else None]
-    if fraction := value_at(cfg, "data.val_fraction") or 0:
-        counts = dict.fromkeys(range(NUM_CLASSES), per_class)
-        problems.append(split_problem(counts, fraction, batch, "synthetic", training))
-        images -= NUM_CLASSES * held_out(per_class, fraction)
-        if training and processes > 1:
-            problems.append(batch_problem(batch, images, "synthetic", processes))
-    overfit = value_at(cfg, "data.overfit_batches") or 0
-    if training:
-        problems.append(overfit_problem(overfit, batch, images, "synthetic"))
-    if problem := next((p for p in problems if p), None):
-        raise ConfigError(problem)
 
 
 def _physical_memory() -> int | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Iterable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from src.config.schema import tag_list
@@ -108,3 +110,19 @@ def _prepare_store(key: str, uri: str, experiment: str, artifacts: str | None) -
         raise ConfigError(
             f"{key}.tracking_uri={uri}: cannot open the MLflow store ({reason})"
         ) from err
+
+
+def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
+    """Start the resumed run's TensorBoard folder with the interrupted run's events.
+
+    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
+    or after that step, so iterations logged after the checkpoint by the run that died appear
+    once, from the resumed run. The old run folder is left as it was.
+    """
+    old = ckpt_path.resolve().parent.parent / "tensorboard"
+    new = output_dir / "tensorboard"
+    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
+        for event_file in old.glob("events.out.tfevents.*"):
+            new.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(event_file, new / event_file.name)
+    return {"purge_step": step}
