@@ -169,11 +169,16 @@ def test_validating_less_often_than_an_epoch_says_how(tmp_path: Path, cache_dir:
 def test_a_fraction_of_less_than_one_batch_is_refused_before_training(
     tmp_path: Path, cache_dir: Path, limit: str, said: str
 ) -> None:
-    """Lightning refuses it once its loop starts (the test split's: after all the training)."""
-    cfg = compose_config([*TINY, "data.val_fraction=0.2", limit], tmp_path, cache_dir)
-    with pytest.raises(ConfigError, match=f"^{re.escape(limit.lstrip('+'))} {re.escape(said)}"):
-        train(cfg)
-    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    """Lightning refuses it once its loop starts (the test split's: after all the training).
+    The built-in data's batches are counted from the config, before the run folder; other
+    sources' once read (`checked=True`: the config's check passed, as it does for them)."""
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "data.val_fraction=0.2", limit], run, cache_dir)
+    for checked in (False, True):
+        with pytest.raises(ConfigError, match=f"^{re.escape(limit.lstrip('+'))} {re.escape(said)}"):
+            train(cfg, checked)
+        assert run.exists() == checked  # the folder only where the data was read to count
+    assert not (run / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ from src.data.arrays import (
     NUM_CLASSES,
     batch_problem,
     held_out,
+    limit_problem,
+    num_batches,
     overfit_problem,
     split_problem,
 )
@@ -129,14 +131,17 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
 
 
 def _check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
-    """data=synthetic's training images are counted by its settings: a mini-batch (one a process)
-    larger than all of them, or than what the validation split leaves, is refused now, before any
-    run folder, in the data module's words (other sources count them when read). The mini-batch
-    only where the run trains (not train=false, nor the commands that read a checkpoint)."""
+    """data=synthetic's images are counted by its settings: a mini-batch (one a process) larger
+    than all of them, or than what the validation split leaves, and a fraction of a split's
+    batches that leaves none (`debug=limit`'s `trainer.limit_train_batches=0.1`), are refused
+    now, before any run folder, in the data module's and `check_batches`' words (other sources
+    count them when read). Training's only where the run trains (not train=false, nor the
+    commands that read a checkpoint)."""
     batch, per_class = value_at(cfg, "data.batch_size"), value_at(cfg, "data.num_train_per_class")
     if value_at(cfg, "data.source") != "synthetic" or not batch or not per_class:
         return
     training, images = value_at(cfg, "train") not in (False, None), per_class * NUM_CLASSES
+    test_batch, batches = value_at(cfg, "data.test_batch_size") or batch, {}
     problems = [batch_problem(batch, images, "synthetic", processes) if training else None]
     if fraction := value_at(cfg, "data.val_fraction") or 0:
         counts = dict.fromkeys(range(NUM_CLASSES), per_class)
@@ -147,6 +152,14 @@ def _check_built_in_batch(cfg: DictConfig, processes: int = 1) -> None:
     overfit = value_at(cfg, "data.overfit_batches") or 0
     if training:
         problems.append(overfit_problem(overfit, batch, images, "synthetic"))
+        batches["train"] = num_batches(images, batch, processes, True, overfit)
+        if fraction:
+            batches["val"] = num_batches(NUM_CLASSES * held_out(per_class, fraction), test_batch)
+    if value_at(cfg, "test"):
+        tested = (value_at(cfg, "data.num_test_per_class") or 0) * NUM_CLASSES
+        batches["test"] = num_batches(tested, test_batch, processes)
+    for split, n in batches.items():
+        problems.append(limit_problem(split, value_at(cfg, f"trainer.limit_{split}_batches"), n))
     if problem := next((p for p in problems if p), None):
         raise ConfigError(problem)
 

@@ -41,6 +41,29 @@ def overfit_problem(overfit_batches: int, batch_size: int, images: int, source: 
     )
 
 
+def num_batches(
+    images: int, batch_size: int, processes: int = 1, training: bool = False, overfit: int = 0
+) -> int:
+    """An epoch's batches of `images` in the process that gets fewest, as the loaders deal them
+    out among `processes`: training's full mini-batches (or `overfit` of them); another split's
+    batches, a smaller last one included, at least one a process."""
+    if training:
+        return (overfit or images // batch_size) // processes
+    return max(-(-images // batch_size) // processes, 1)  # fewer than processes: smaller ones
+
+
+def limit_problem(split: str, limit: object, batches: int) -> str | None:
+    """Why Lightning's `trainer.limit_<split>_batches` fraction leaves none of `batches`."""
+    if not (isinstance(limit, float) and 0 < limit < 1 and batches and batches * limit < 1):
+        return None
+    least = math.ceil(1000 / batches) / 1000
+    use = f"at least {least}" if least < 1 else "1.0 (all)"
+    return (
+        f"trainer.limit_{split}_batches={limit} of the {batches} {split} batch"
+        f"{'es' if batches > 1 else ''} is less than one: use {use}, or a number of batches"
+    )
+
+
 def held_out(images: int, fraction: float) -> int:
     """Of a class's `images`, how many the validation split holds out: round(n * fraction),
     halves rounded up."""

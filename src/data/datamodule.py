@@ -16,6 +16,7 @@ from src.data.arrays import (
     DigitArrays,
     batch_problem,
     held_out,
+    num_batches,
     overfit_problem,
     split_problem,
 )
@@ -291,10 +292,9 @@ class DigitsDataModule(L.LightningDataModule):
         data = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         if data is None:
             return 0
-        if split == "train":
-            return (self.overfit_batches or len(data) // self.batch_size) // processes
-        batches = -(-len(data) // self.test_batch_size)  # fewer than processes: smaller ones
-        return max(batches // processes, 1)
+        training = split == "train"
+        size = self.batch_size if training else self.test_batch_size
+        return num_batches(len(data), size, processes, training, self.overfit_batches)
 
     def batch_problem(self, processes: int) -> str | None:
         """Why the training set cannot give each of `processes` a full mini-batch, or None."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from src.checkpoint import (
 )
 from src.config.compose import parse_overrides
 from src.config.rules import check_config
+from src.data.arrays import limit_problem
 from src.data.datamodule import DigitsDataModule
 from src.errors import ConfigError, DataError
 from src.io import output_file
@@ -161,17 +161,11 @@ def check_batches(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> N
     line before the loop, not Lightning's error once it starts (the test's: after all the
     training), nor an epoch of no iterations."""
     for split in splits:
-        limit, processes = getattr(trainer, f"limit_{split}_batches"), trainer.world_size
-        n = datamodule.num_batches(split, processes if split != "val" else 1)  # val: not shared
+        n = datamodule.num_batches(split, trainer.world_size if split != "val" else 1)
         if split == "train" and (problem := datamodule.batch_problem(trainer.world_size)):
             raise ConfigError(problem)  # DDP: a mini-batch a process (one process: setup's)
-        if isinstance(limit, float) and 0 < limit < 1 and n and int(n * limit) < 1:
-            least = math.ceil(1000 / n) / 1000
-            use = f"at least {least}" if least < 1 else "1.0 (all)"
-            raise ConfigError(
-                f"trainer.limit_{split}_batches={limit} of the {n} {split} batch"
-                f"{'es' if n > 1 else ''} is less than one: use {use}, or a number of batches"
-            )
+        if problem := limit_problem(split, getattr(trainer, f"limit_{split}_batches"), n):
+            raise ConfigError(problem)  # val: not shared among the processes
 
 
 def build_datamodule(data: DictConfig) -> DigitsDataModule:
