@@ -139,8 +139,13 @@ def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -
         raise _untrusted(where, f"its hyper_parameters are a {type(saved).__name__}, not settings")
     params = model_parameters()
     for name, value in saved.items():
-        if name not in params or name in _NOT_STORED:
+        if name in _NOT_STORED:
             raise _untrusted(where, f"hyper_parameters.{name} is not a setting of this network")
+        if name not in params:  # e.g. a fork's new option
+            raise CheckpointError(
+                f"{where}: was trained with model.{name}, which this network does not have "
+                "(a network of another version of src/model/network.py?)"
+            )
         _plain_value(value, where, f"model.{name}")
     try:  # typed from the signatures, as the command line's model.* is
         check_model_settings(OmegaConf.create({"model": saved}))
@@ -202,20 +207,23 @@ def stored_data_settings(
     return settings
 
 
-def _shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes of the network `settings` build, built on the meta device (no memory)."""
+def _network(settings: dict[str, Any]) -> tuple[dict[str, tuple[int, ...]], list[tuple]]:
+    """The network `settings` build, built on the meta device (no memory): each tensor's shape,
+    and each layer's name and type."""
     from src.model.module import BNStateModule
 
     with torch.device("meta"):
         module = BNStateModule(**settings)
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return shapes, [(n, type(m).__name__) for n, m in module.named_modules()]
 
 
 def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ckpt_path") -> None:
     """CheckpointError unless the checkpoint's weights are those of the network `model_cfg`
-    builds, key for key and shape for shape (what `load_state_dict` would refuse); the module
-    itself says which settings shape it, so no list of them is kept here."""
-    from src.config.schema import model_parameters
+    builds, key for key and shape for shape (what `load_state_dict` would refuse), in the layers
+    it was trained in (another kind of layer of the same shape would take them without a word);
+    the module itself says which settings shape it, so no list of them is kept here."""
+    from src.config.schema import model_parameters, written
 
     # A setting the checkpoint does not record (an option added since) had its default.
     defaults = {k: p.default for k, p in model_parameters().items() if k not in _NOT_STORED}
@@ -223,17 +231,17 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
     given = {k: model_cfg.get(k) for k in saved if model_cfg is not None and k in model_cfg}
     want = {**saved, **{k: v for k, v in given.items() if v is not None}}
     have = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
-    if _shapes(want) == have:
-        return
-    # Each differing setting that alone changes a shape (num_filters, num_classes, ...).
-    names = [k for k in want if want[k] != saved[k] and _shapes({**saved, k: want[k]}) != have]
+    (shapes, layers), trained = _network(want), _network(saved)
+    if shapes == have and (layers == trained[1] or trained[0] != have):
+        return  # (the layers are compared where the stored settings describe the weights)
+    # Each differing setting that alone changes a shape or a layer (num_filters, pool, ...).
+    names = [k for k in want if want[k] != saved[k] and _network({**saved, k: want[k]}) != trained]
     if not names:
         raise CheckpointError(f"{key}={path}: its weights do not fit the network it describes")
-    was = ", ".join(f"model.{n}={saved[n]}" for n in names)
-    now = ", ".join(f"model.{n}={want[n]}" for n in names)
+    was, now = ([f"model.{n}={written(values[n])}" for n in names] for values in (saved, want))
     raise CheckpointError(
-        f"{key}={path}: was trained with {was}, but this run has {now}; a checkpoint only "
-        f"continues with the same network (set {' '.join(f'model.{n}={saved[n]}' for n in names)})"
+        f"{key}={path}: was trained with {', '.join(was)}, but this run has {', '.join(now)}; a "
+        f"checkpoint only continues with the same network (set {' '.join(was)})"
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
 from src.config.compose import preflight
 from src.errors import CheckpointError
+from src.model.network import DigitsNet
 from src.runtime.build import CONFIG_DIR
 from src.train import train
 from tests.conftest import (
@@ -232,8 +235,8 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     torch.save(trained, tmp_path / "three_epochs.ckpt")
     for change, *said in (
         (["model.num_filters=8"], "model.num_filters=20", "model.num_filters=8"),
-        ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=False",
-         "model.pool=True"),
+        ([f"ckpt_path={tmp_path}/before_pool.ckpt", "model.pool=true"], "model.pool=false",
+         "model.pool=true"),
         (["data.batch_size=16"], "data.batch_size=16", "middle of epoch 1", "data.batch_size=32"),
         (["data.num_train_per_class=30"], "data.num_train_per_class=30: ", "middle of epoch 1",
          "resume with data.num_train_per_class=20"),  # was refused only once the data was read
@@ -260,3 +263,32 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     ):  # fmt: skip
         assert_one_line_error(cli_in_process(*base, *change), *said)
     assert not run_dir.exists()
+
+
+def test_an_option_that_changes_a_layer_but_no_shape_cannot_continue(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A researcher's fork adds `model.gelu`, which swaps relu3 for a GELU: every weight still
+    fits, so the layers are compared too (the resumed run went on with GELU without a word)."""
+    import src.model.module
+    import src.model.network
+
+    base, kind = inspect.signature(DigitsNet), inspect.Parameter.KEYWORD_ONLY
+
+    class Forked(DigitsNet):
+        option = inspect.Parameter("gelu", kind, default=False, annotation=bool)
+        __signature__ = base.replace(parameters=[*base.parameters.values(), option])
+
+        def __init__(self, *args: Any, gelu: bool = False, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            if gelu:
+                self.relu3 = torch.nn.GELU()
+
+    for module in (src.model.module, src.model.network):
+        monkeypatch.setattr(module, "DigitsNet", Forked)
+    saved = read_checkpoint(tiny_checkpoint)  # trained before the option: its default, false
+    check = checkpoint_module.check_network_matches
+    check(saved, OmegaConf.create({"gelu": False}), tiny_checkpoint)  # the same network
+    raised_line(CheckpointError, lambda: check(saved, OmegaConf.create({"gelu": True}),
+                tiny_checkpoint), "was trained with model.gelu=false, but this run has "
+                "model.gelu=true", "(set model.gelu=false)")  # fmt: skip

@@ -85,6 +85,8 @@ def test_the_job_itself_never_instantiates_a_stored_target(
         (_set("config.data.source", "pickle"), ["data.source='pickle'"]),
         (_set("config", ["not", "settings"]), ["stored config"]),
         (_set("hyper_parameters.optimizer", {"_target_": "os.system"}), ["optimizer"]),
+        # a fork's option, trained with its default: another network, not untrusted code
+        (_set("hyper_parameters.gelu", False), ["model.gelu, which this network does not have"]),
         (_set("hyper_parameters.num_filters", 10**9), ["model.num_filters"]),
         (_set("hyper_parameters.num_classes", "10"), ["model.num_classes"]),
         (_set("hyper_parameters.update_state", 1), ["model.update_state"]),
