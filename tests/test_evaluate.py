@@ -89,3 +89,13 @@ def test_a_command_that_reads_a_checkpoint_refuses_none(tmp_path: Path, module: 
     proc = cli_in_process("ckpt_path=null", f"hydra.run.dir={tmp_path / 'run'}", module=module)
     assert_one_line_error(proc, "ckpt_path=null", "reads a training checkpoint", code=2)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_network_setting_is_the_checkpoints_own(tmp_path: Path) -> None:
+    """`model.pool=false` on a command that reads a checkpoint: Hydra's hint to add the key with
+    a + led to the checkpoint's refusal, whose hint led back to the key."""
+    proc = cli_in_process("ckpt_path=x.ckpt", "model.pool=false",
+                          f"hydra.run.dir={tmp_path / 'run'}", module="src.predict")  # fmt: skip
+    assert_one_line_error(proc, "model.pool=false: predict builds the network as the checkpoint "
+                          "was trained (its model.* settings); leave it out", code=2)  # fmt: skip
+    assert not (tmp_path / "run").exists()

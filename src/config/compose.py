@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
+from src.config.schema import model_parameters
 from src.config.targets import check_targets
 from src.errors import ConfigError, first_line, one_line
 
@@ -317,6 +318,11 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
     said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
     where = parent or "the config"
+    if parent == "model" and "train" not in cfg and name in model_parameters():
+        return (  # a command that reads a checkpoint builds the network the checkpoint describes
+            f"{added}: {cfg.task_name} builds the network as the checkpoint was trained "
+            "(its model.* settings); leave it out (model.bn_stats is the one chosen here)"
+        )
     # No typo: an option of another class, maybe. (A command that reads a checkpoint takes
     # +data.KEY onto the checkpoint's data, not the data group's class: not there.)
     if not close and depth == len(parts) - 1 and "train" in cfg:
