@@ -80,7 +80,7 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     `data.KEY` on top (`data_config`), checked as the run's data (`checked_checkpoint`). A data
     folder moved since the training run, say, costs one line and no run folder."""
     path = OmegaConf.select(cfg, "ckpt_path", default=None)
-    if not isinstance(path, str):  # unset or not a path: checked_checkpoint words it
+    if not isinstance(path, str) or not path.strip():  # checked_checkpoint words it
         return checked_checkpoint(cfg), cfg.data
     data = data_config(cfg, read_checkpoint(Path(path)))
     try:

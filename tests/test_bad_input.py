@@ -43,6 +43,8 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         ),
         (["optimizer.lr=${foo:bar}"], ["optimizer.lr=${foo:bar}", "cannot be resolved", "foo"]),
         (["~paths"], ["data.cache_dir=${paths.cache_dir}", "cannot be resolved"]),
+        # an empty path is the current folder: the data cache was written there, exit 0
+        (["paths.cache_dir="], ["paths.cache_dir='' is empty: give it a path"]),
         # 2. keys a _target_ does not take, values out of range or of the wrong type
         (["+data.foo=1"], ["data.foo:", "DigitsDataModule", "'foo'", "num_train_per_class"]),
         (["+optimizer.foo=1"], ["optimizer.foo:", "torch.optim.SGD", "'foo'", "momentum"]),

@@ -88,14 +88,28 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
 def test_a_command_that_reads_a_checkpoint_refuses_none(tmp_path: Path, module: str) -> None:
     proc = cli_in_process("ckpt_path=null", f"hydra.run.dir={tmp_path / 'run'}", module=module)
     assert_one_line_error(proc, "ckpt_path=null", "reads a training checkpoint", code=2)
+    proc = cli_in_process("ckpt_path=", f"hydra.run.dir={tmp_path / 'run'}", module=module)
+    assert_one_line_error(proc, "ckpt_path='' is empty", code=2)  # was "ckpt_path=.: is a folder"
     assert not (tmp_path / "run").exists()
 
 
-def test_a_network_setting_is_the_checkpoints_own(tmp_path: Path) -> None:
-    """`model.pool=false` on a command that reads a checkpoint: Hydra's hint to add the key with
-    a + led to the checkpoint's refusal, whose hint led back to the key."""
-    proc = cli_in_process("ckpt_path=x.ckpt", "model.pool=false",
-                          f"hydra.run.dir={tmp_path / 'run'}", module="src.predict")  # fmt: skip
-    assert_one_line_error(proc, "model.pool=false: predict builds the network as the checkpoint "
-                          "was trained (its model.* settings); leave it out", code=2)  # fmt: skip
+@pytest.mark.parametrize(
+    ("module", "typed", "said"),
+    [
+        ("src.predict", "model.pool=false", "model.pool=false: predict builds the network as the "
+         "checkpoint was trained (its model.* settings); leave it out"),
+        ("src.export", "+model.num_filters=8", "model.num_filters: export builds the network"),
+        # the value's "." was lost with the end of Hydra's sentence
+        ("src.evaluate", "images=.", "images=.: the config has no key 'images' (did you mean "
+         "tags?): evaluate would not read it"),
+    ],
+)  # fmt: skip
+def test_a_key_a_command_that_reads_a_checkpoint_ignores_is_not_added(
+    tmp_path: Path, tiny_checkpoint: Path, module: str, typed: str, said: str
+) -> None:
+    """Hydra's hint to add a key with a + led to a key ignored, or to the checkpoint's refusal
+    (`model.pool`), whose hint led back to the key."""
+    proc = cli_in_process(f"ckpt_path={tiny_checkpoint}", typed,
+                          f"hydra.run.dir={tmp_path / 'run'}", module=module)  # fmt: skip
+    assert_one_line_error(proc, said, code=2)
     assert not (tmp_path / "run").exists()

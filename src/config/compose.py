@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
 from src.config.rules import check_config
-from src.config.schema import model_parameters
+from src.config.schema import network_is_the_checkpoints
 from src.config.targets import check_targets
 from src.errors import ConfigError, first_line, one_line
 
@@ -298,7 +298,8 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     found = re.match(r"Could not override '([^']+)'; To append to your config use \+(\S+?);", line)
     if not found:
         return line
-    key, added = found.groups()
+    key, added = found.groups()  # the line's end, a value's too, may have lost a final "."
+    added = next((o for o in overrides if o.split("=")[0] == key), added)
     searched = key.removeprefix("hydra.sweeper.params.")
     if searched != key:  # the search space's keys hold a dot (optimizer.lr): out of a path's reach
         value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")
@@ -318,11 +319,10 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
     said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
     where = parent or "the config"
-    if parent == "model" and "train" not in cfg and name in model_parameters():
-        return (  # a command that reads a checkpoint builds the network the checkpoint describes
-            f"{added}: {cfg.task_name} builds the network as the checkpoint was trained "
-            "(its model.* settings); leave it out (model.bn_stats is the one chosen here)"
-        )
+    if "train" not in cfg and parent == "model":  # a command that reads a checkpoint
+        return f"{added}: {network_is_the_checkpoints(cfg.task_name)}"
+    if "train" not in cfg and parts[0] != "data":  # +data.KEY edits the checkpoint's data
+        return f"{added}: {where} has no key {name!r}{said}: {cfg.task_name} would not read it"
     # No typo: an option of another class, maybe. (A command that reads a checkpoint takes
     # +data.KEY onto the checkpoint's data, not the data group's class: not there.)
     if not close and depth == len(parts) - 1 and "train" in cfg:

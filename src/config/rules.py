@@ -35,6 +35,7 @@ from src.config.schema import (
     require_bool,
     require_type,
     value_at,
+    written,
 )
 from src.config.targets import check_builds, check_group_entries, check_targets
 from src.data.arrays import (
@@ -83,6 +84,9 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
     _check_run_folder(cfg)
+    for key in ("ckpt_path", "paths.cache_dir", "data.cache_dir"):  # '' is the current folder
+        if isinstance(value := value_at(cfg, key), str) and not value.strip():
+            raise ConfigError(f"{key}={written(value)} is empty: give it a path")
     typed = check_targets(cfg, settings)
     check_group_entries(settings)
     require_bool(cfg, "test")

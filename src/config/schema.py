@@ -126,6 +126,14 @@ def model_parameters() -> dict[str, inspect.Parameter]:
     }
 
 
+def network_is_the_checkpoints(task: str) -> str:
+    """Why a command that reads a checkpoint takes no `model.*` setting but `model.bn_stats`."""
+    return (
+        f"{task} builds the network as the checkpoint was trained (its model.* settings); "
+        "leave it out (model.bn_stats is the one chosen here)"
+    )
+
+
 def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
     """The value at `key` is of its declared type `kind` (an annotation): true or false, a (whole)
     number, one of a Literal's choices, a string, null where Optional, or any member of a union.

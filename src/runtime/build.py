@@ -24,6 +24,7 @@ from src.checkpoint import (
 )
 from src.config.compose import parse_overrides
 from src.config.rules import check_config
+from src.config.schema import network_is_the_checkpoints
 from src.data.arrays import limit_problem
 from src.data.datamodule import DigitsDataModule
 from src.errors import ConfigError, DataError
@@ -80,6 +81,8 @@ def checked_checkpoint(cfg: DictConfig, data: DictConfig | None = None) -> dict:
     """Check the config as `check_config` does (with `data` for its data, where given), then
     read the checkpoint it names."""
     # `model` here only picks the statistics; the network is the checkpoint's to build.
+    if added := next((k for k in cfg.model if k != "bn_stats"), None):  # +model.num_filters=8
+        raise ConfigError(f"model.{added}: {network_is_the_checkpoints(cfg.task_name)}")
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
         if data is not None:
