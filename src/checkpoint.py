@@ -100,6 +100,13 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
     if missing or not any(k.startswith("net.") for k in data.get("state_dict", {})):
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
         raise CheckpointError(f"is not a training checkpoint of this project ({what})")
+    statistics = data.get("bn_statistics") if isinstance(data.get("bn_statistics"), dict) else {}
+    for name, values in (("", data["state_dict"]), *statistics.items()):
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+                where = f"bn_statistics.{name}.{key}" if name else key
+                raise CheckpointError(f"its {where} holds NaN or infinite values: no network to "
+                                      "predict with or continue from")  # fmt: skip
     return data
 
 

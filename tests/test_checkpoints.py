@@ -179,6 +179,12 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     assert_same_training_state(straight, resumed)
 
 
+def _with_nan(good: Path, key: str) -> dict:
+    saved = torch.load(good, weights_only=True)
+    saved["state_dict"][key][0] = float("nan")
+    return saved
+
+
 @pytest.mark.parametrize(
     ("made", "needles"),
     [  # each kind of file a user might pass as ckpt_path, and what its error line must say
@@ -191,6 +197,9 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
                      id="plain"),
         pytest.param(lambda good: torch.load(good, weights_only=True)["state_dict"],
                      ["bare weights"], id="bare"),
+        # was tested, predicted (every probability nan) and exported (its check passed) as sound
+        pytest.param(lambda good: _with_nan(good, "net.bn1.running_var"),
+                     ["its net.bn1.running_var holds NaN or infinite values"], id="nan"),
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(
