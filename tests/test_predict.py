@@ -120,6 +120,24 @@ def test_bad_input_is_one_line_and_no_run_folder(
     assert not run.exists()
 
 
+def test_population_statistics_over_training_data_moved_since_is_one_line_first(
+    ckpt: Path, folder: Path, tmp_path: Path
+) -> None:
+    """They are computed over the checkpoint's training images: was a line with no remedy,
+    after an empty run folder."""
+    saved = torch.load(ckpt, weights_only=True)
+    saved["config"]["data"] = {"source": "folder", "root": str(tmp_path / "moved"),
+                               "batch_size": 32}  # fmt: skip
+    torch.save(saved, tmp_path / "moved.ckpt")
+    run = tmp_path / "run"
+    proc = cli_in_process(f"ckpt_path={tmp_path}/moved.ckpt", f"images={folder}",
+                          "model.bn_stats=population", f"hydra.run.dir={run}",
+                          module="src.predict")  # fmt: skip
+    assert_one_line_error(proc, f"{tmp_path}/moved: no such folder (data.root)", "put them back "
+                          "there, or use model.bn_stats=running", code=2)  # fmt: skip
+    assert not run.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # data.frame=true: photos of digits
 

@@ -24,7 +24,7 @@ from src.checkpoint import (
 )
 from src.config.compose import parse_overrides
 from src.config.rules import check_config
-from src.config.schema import network_is_the_checkpoints
+from src.config.schema import check_data_paths, network_is_the_checkpoints
 from src.data.arrays import limit_problem
 from src.data.datamodule import DigitsDataModule
 from src.errors import ConfigError, DataError
@@ -198,7 +198,23 @@ def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
         raw = OmegaConf.to_container(data, resolve=False) if data else {}
         probe.data = {"_target_": DATA_MODULE_TARGET, "source": "folder", **raw}
         probe.trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu"}
-    return checked_checkpoint(probe)
+    ckpt = checked_checkpoint(probe)
+    saved = ckpt.get("bn_statistics") or {}
+    computed = cfg.model.get("bn_stats") == "population" and saved.get("population") is None
+    if computed and saved.get("used", "running") != "population":  # over the training images
+        try:  # the checkpoint names, which must still be there
+            check_data_paths(OmegaConf.create({"data": stored_data_settings(ckpt, cfg.ckpt_path)}))
+        except DataError as err:
+            raise _unreadable(err) from err
+    return ckpt
+
+
+def _unreadable(err: DataError) -> DataError:
+    return DataError(
+        f"the checkpoint's data cannot be read here: {err}; model.bn_stats=population computes "
+        "its statistics over the training images the checkpoint names: put them back there, or "
+        "use model.bn_stats=running"
+    )
 
 
 class CheckpointData:
@@ -223,7 +239,7 @@ class CheckpointData:
         try:
             datamodule.setup("test")  # no training here: the set need not fill a mini-batch
         except DataError as err:
-            raise DataError(f"the checkpoint's data cannot be read here: {err}") from err
+            raise _unreadable(err) from err
         return datamodule
 
     def __getattr__(self, name: str) -> Any:
