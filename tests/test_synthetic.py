@@ -16,7 +16,7 @@ import pytest
 
 from src.data import handwriting
 from src.data.arrays import DigitArrays
-from src.data.digit_stats import class_grid, digit_statistics, image_grid, stroke_widths
+from src.data.digit_stats import class_grid, digit_statistics, image_grid, main, stroke_widths
 from src.data.print_fonts import font_files
 from src.data.synthetic import GENERATOR_VERSION, STYLES, generate_digits, generator_settings
 from src.errors import DataError
@@ -158,6 +158,27 @@ def test_handwriting_templates_core_edges_and_grids(hand: DigitArrays) -> None:
     first_two = hand.images[hand.labels == 0][:1, 0]
     np.testing.assert_array_equal(grid[1:29, 1:29], np.round(first_two[0] * 255).astype(np.uint8))
     assert image_grid(hand.images[:5], columns=3).shape == (2 * 29 + 1, 3 * 29 + 1)
+
+
+def test_the_statistics_command_writes_a_row_a_class_and_refuses_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`python -m src.data.digit_stats`: fewer than 10 a class still a row each (two classes
+    shared a row); a bad number or grid path one line, not a traceback."""
+    from PIL import Image
+
+    main(["--per-class", "3", "--grid", str(tmp_path / "g.png")])
+    assert np.asarray(Image.open(tmp_path / "g.png")).shape == (2 * (10 * 29 + 1), 2 * (3 * 29 + 1))
+    for argv, code, said in (
+        (["--per-class", "0"], 2, "argument --per-class: '0' is not a whole number of 1 or more"),
+        (["--seed", "-1"], 2, "argument --seed: '-1' is not a whole number of 0 or more"),
+        (["--per-class", "1", "--grid", str(tmp_path)], 4, f"could not write grid {tmp_path}: "),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == code and said in err[-1], err
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_statistics_and_angles_match_matlab(mixed: DigitArrays) -> None:

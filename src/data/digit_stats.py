@@ -11,6 +11,7 @@ beside the measured ones; docs/data.md quotes both.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -98,13 +99,26 @@ def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 10) -> n
     return image_grid(np.concatenate([images[p] for p in picks]), per_class)
 
 
+def _whole(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {least} or more")
+        return int(text)
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
+    from pathlib import Path
+
     from src.data.synthetic import STYLES, generate_digits
+    from src.errors import OutputWriteError
+    from src.io import output_file
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--style", choices=STYLES, default="mixed")
-    parser.add_argument("--per-class", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=_whole(1), default=500)
+    parser.add_argument("--seed", type=_whole(0), default=0)
     parser.add_argument("--grid", metavar="PNG", help="also write 10 digits of each class here")
     args = parser.parse_args(argv)
     data = generate_digits(args.per_class, [args.seed, 0], style=args.style)
@@ -113,8 +127,14 @@ def main(argv: list[str] | None = None) -> None:
         from PIL import Image
 
         # Twice the size, nearest neighbour: pixels stay visible and the PNG stays small.
-        grid = class_grid(data.images, data.labels).repeat(2, axis=0).repeat(2, axis=1)
-        Image.fromarray(grid).save(args.grid, optimize=True)
+        grid = class_grid(data.images, data.labels, min(args.per_class, 10))
+        try:
+            with output_file(Path(args.grid), "grid") as tmp:
+                Image.fromarray(grid.repeat(2, axis=0).repeat(2, axis=1)).save(
+                    tmp, format="PNG", optimize=True
+                )
+        except OutputWriteError as err:
+            parser.exit(4, f"error: {err}\n")
         print(f"wrote {args.grid}")
 
 
