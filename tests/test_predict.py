@@ -224,3 +224,17 @@ def test_predict_frames_photos_on_request(
     with torch.no_grad():
         want = net(torch.from_numpy(framed)).argmax(dim=1).numpy()
     np.testing.assert_array_equal(result["labels"], want)
+
+
+def test_a_photo_of_many_megapixels_is_read_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow warns of a decompression bomb past 89 megapixels, which a phone's photo has
+    (printed twice, raw); its limit lowered here to below this photo's 72,000 pixels."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # an error only past twice that
+    write_photo(tmp_path / "p.jpg", photo(digits(4, per_class=1).images[0, 0], 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_image(str(tmp_path / "p.jpg"), False, True, True).shape == (28, 28)

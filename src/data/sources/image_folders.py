@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,11 @@ def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) 
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            a = _pixels(im, path, grayscale)
+        with warnings.catch_warnings():  # a phone's photo (100 megapixels) is no decompression
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # bomb; past
+            with Image.open(path) as im:  # Pillow's limit for an error, one line still
+                im.load()
+                a = _pixels(im, path, grayscale)
     except DataError:
         raise
     except Exception as err:  # Pillow raises many types for unreadable or truncated files
