@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+import scipy.sparse
 from PIL import Image
 
 from src.config.compose import preflight
@@ -403,6 +404,10 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
     check("range.mat", save(XTrain=x, YTrain=y + 1), "label(s) outside 0-9 (e.g. 10)")
     check("frac.mat", save(XTrain=x, YTrain=y + 0.5), "not whole numbers")
+    # were "not a numeric array (it is a MATLAB cell, struct or object)" and "a struct or object"
+    check("complex.mat", save(XTrain=x * (1 + 1j), YTrain=y), "XTrain holds complex numbers")
+    save(XTrain=x, YTrain=scipy.sparse.csc_matrix(y))(tmp_path / "sparse.mat")  # read in full
+    assert (mat(None, tmp_path / "sparse.mat", good_test)[0].labels == train.labels).all()
     nan = train.images.transpose(2, 3, 1, 0).astype(np.float64)
     nan[3, 4, 0, 5] = np.nan
     check("nan.mat", save(XTrain=nan, YTrain=y), "1 image(s) contain NaN")
@@ -433,6 +438,11 @@ def _idx(array: np.ndarray, magic: int = 2049) -> Callable[[Path], None]:
         (_TRAIN_IMAGES, lambda p: _truncate(p, 200), ["cannot be read"]),
         ("train-images-idx3-ubyte", _cut_plain, ["truncated", "28x28"]),
         (_TRAIN_IMAGES, _idx(np.zeros(40, np.uint8)), ["not an IDX image file", "2049"]),
+        (
+            "train-images-idx3-ubyte",
+            lambda p: p.write_bytes(b"\0\0"),  # was "magic number None"
+            ["not an IDX image file (2 bytes, no magic number, expected 2051)"],
+        ),
         (_TEST_LABELS, _idx(np.zeros(19, np.uint8)), ["19 labels", "20 images"]),
         (_TEST_LABELS, _idx(np.full(20, 12, np.uint8)), ["20 label(s) outside 0-9 (e.g. 12)"]),
     ],

@@ -190,9 +190,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     if found != magic:
         what = "image" if magic == _IDX_IMAGES else "label"
-        raise DataError(
-            f"{path}: is not an IDX {what} file (magic number {found}, expected {magic})"
-        )
+        said = f"{len(data)} bytes, no magic number" if found is None else f"magic number {found}"
+        raise DataError(f"{path}: is not an IDX {what} file ({said}, expected {magic})")
     dtype = np.dtype(_IDX_TYPES[data[2]])
     ndim = data[3]
     header = 4 + 4 * ndim

@@ -156,6 +156,11 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
             f"expected {x_name} and {y_name}"
         )
 
+    for name, value in contents.items():
+        if hasattr(value, "toarray"):  # a MATLAB sparse matrix (scipy's): its numbers in full
+            contents[name] = value = value.toarray()
+        if isinstance(value, np.ndarray) and value.dtype.kind == "c":
+            raise DataError(f"{path}: {name} holds complex numbers; save its real part")
     images = _mat_images(contents[x_name], path, x_name)
     n = images.shape[0]
     labels = _mat_labels(contents[y_name], n, path, y_name)
