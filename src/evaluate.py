@@ -30,6 +30,7 @@ from src.runtime.build import (
     entry_point,
     instantiate_group,
     save_resolved_config,
+    tested_in_trained_precision,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     path = OmegaConf.select(cfg, "ckpt_path", default=None)
     if not isinstance(path, str) or not path.strip():  # checked_checkpoint words it
         return checked_checkpoint(cfg), cfg.data
-    data = data_config(cfg, read_checkpoint(Path(path)))
+    ckpt = read_checkpoint(Path(path))
+    tested_in_trained_precision(cfg, ckpt)
+    data = data_config(cfg, ckpt)
     try:
         return checked_checkpoint(cfg, data), data
     except DataError as err:

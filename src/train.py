@@ -35,6 +35,7 @@ from src.runtime.build import (
     entry_point,
     instantiate_group,
     save_resolved_config,
+    tested_in_trained_precision,
 )
 from src.runtime.loggers import continue_tensorboard, log_hyperparams
 from src.runtime.threads import configure_threads
@@ -85,6 +86,10 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     configure_threads(cfg)  # parallel launchers share the cores; a plain run keeps torch's default
     say_fast_choice(cfg)  # experiment=fast on a machine without native bfloat16: one line
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
+    ckpt = read_checkpoint(Path(cfg.ckpt_path)) if cfg.get("ckpt_path") else {}
+    if ckpt and not training:  # as src.evaluate tests it
+        tested_in_trained_precision(cfg, ckpt)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.
@@ -99,7 +104,6 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
-    training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
     datamodule.setup("fit" if training else "test")
     datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
@@ -108,7 +112,6 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     resume = {}
     ckpt_path = cfg.get("ckpt_path")
-    ckpt = read_checkpoint(Path(ckpt_path)) if ckpt_path else {}
     if ckpt and training:
         step = int(ckpt["global_step"])
         resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}

@@ -27,10 +27,11 @@ from src.config.rules import check_config
 from src.config.schema import check_data_paths, network_is_the_checkpoints
 from src.data.arrays import limit_problem
 from src.data.datamodule import DigitsDataModule
-from src.errors import ConfigError, DataError
+from src.errors import CheckpointError, ConfigError, DataError
 from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
+from src.model.precision import precision_problem
 from src.model.state import describe_state, population_statistics
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,19 @@ def checked_checkpoint(cfg: DictConfig, data: DictConfig | None = None) -> dict:
     # Untrusted until checked: its settings are refused now, before any run folder exists.
     stored_data_settings(ckpt, cfg.ckpt_path)
     return ckpt
+
+
+def tested_in_trained_precision(cfg: DictConfig, ckpt: dict) -> None:
+    """A checkpoint is tested in the `trainer.precision` it was trained in, unless the command
+    line names one: its test accuracy is then the training run's to the last digit (a bf16 run
+    tested in float32 was not)."""
+    stored = ((ckpt.get("config") or {}).get("trainer") or {}).get("precision")
+    if stored is None or "trainer.precision" in [o.key_or_group for o in command_overrides(cfg)]:
+        return
+    if problem := precision_problem(stored):  # checked, as any stored setting is
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: its stored {problem}")
+    with open_dict(cfg):
+        cfg.trainer.precision = stored
 
 
 def command_overrides(cfg: DictConfig) -> list[Any]:
