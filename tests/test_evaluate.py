@@ -115,6 +115,10 @@ def test_a_command_that_reads_a_checkpoint_refuses_none(tmp_path: Path, module: 
         ("src.predict", "model.pool=false", "model.pool=false: predict builds the network as the "
          "checkpoint was trained (its model.* settings); leave it out"),
         ("src.export", "+model.num_filters=8", "model.num_filters: export builds the network"),
+        # Hydra's hint to add the group; with it, a CPU run with accelerator: gpu in its config
+        ("src.predict", "trainer=gpu", "trainer=gpu: predict has no trainer group: it would not "
+         "read it"),
+        ("src.export", "+trainer=gpu", "trainer: export runs on the CPU and takes no trainer"),
         # the value's "." was lost with the end of Hydra's sentence
         ("src.evaluate", "images=.", "images=.: the config has no key 'images' (did you mean "
          "tags?): evaluate would not read it"),

@@ -295,6 +295,14 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     """Hydra's error for `key=value` on a key the config does not have, which suggests adding
     it, with the key it most likely means (a typo is the usual cause). `typed`: the command
     line's overrides, sweeps not yet expanded."""
+    group = re.match(r"Could not override '([^']+)'\. No match in the defaults list", line)
+    if group:  # a group the config does not choose (trainer=gpu on src.predict)
+        others = [o for o in overrides if o.split("=")[0] != group[1]]
+        cfg = composed(others) if others != overrides else None
+        if cfg is not None and "train" not in cfg:  # a command that reads a checkpoint
+            typed = next(o for o in overrides if o.split("=")[0] == group[1])
+            return f"{typed}: {cfg.task_name} has no {group[1]} group: it would not read it"
+        return line
     found = re.match(r"Could not override '([^']+)'; To append to your config use \+(\S+?);", line)
     if not found:
         return line

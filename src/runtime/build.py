@@ -199,6 +199,8 @@ def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
     """`checked_checkpoint` for a command that builds no data module or trainer:
     the same one-line refusals (unset or unresolvable keys, bad `model.bn_stats`, a missing,
     damaged or foreign checkpoint), then the checkpoint itself."""
+    if "trainer" in cfg:  # +trainer=gpu, +trainer.precision=...: would be ignored
+        raise ConfigError(f"trainer: {cfg.task_name} runs on the CPU and takes no trainer settings")
     data = OmegaConf.select(cfg, "data", default=None) or {}
     for key in data:
         if key not in data_keys:
