@@ -31,6 +31,7 @@ from src.reports import figures
 from src.reports.state_tables import network_tables, state_after_training
 from src.runtime.build import (
     build_model,
+    changed_settings,
     check_batches,
     entry_point,
     instantiate_group,
@@ -116,6 +117,9 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         step = int(ckpt["global_step"])
         resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}
         log.info("Resuming from %s (iteration %d).", ckpt_path, step)
+        if changed := changed_settings(ckpt, cfg):  # an experiment preset left out, say
+            log.warning("Resuming with other settings than the checkpoint's: %s; the run differs "
+                        "from one never stopped", ", ".join(changed))  # fmt: skip
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), resume)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]

@@ -301,3 +301,18 @@ def test_an_option_that_changes_a_layer_but_no_shape_cannot_continue(
     raised_line(CheckpointError, lambda: check(saved, OmegaConf.create({"gelu": True}),
                 tiny_checkpoint), "was trained with model.gelu=false, but this run has "
                 "model.gelu=true", "(set model.gelu=false)")  # fmt: skip
+
+
+def test_a_resume_with_settings_no_check_refuses_says_which(
+    tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """They build the same network, so it goes on; an experiment preset left out (fast: bf16,
+    channels_last) made the rest of the run differ from one never stopped, without a word."""
+    changes = ["trainer.precision=bf16-mixed", "model.channels_last=true", "test=false"]
+    train(compose_config([*TINY, f"ckpt_path={tiny_checkpoint}", *changes], tmp_path, cache_dir))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "Resuming with other settings than the checkpoint's: model.channels_last=true (trained "
+        "with false), trainer.precision='bf16-mixed' (trained with '32-true')" in m
+        for m in said
+    ), said

@@ -24,14 +24,14 @@ from src.checkpoint import (
 )
 from src.config.compose import parse_overrides
 from src.config.rules import check_config
-from src.config.schema import check_data_paths, network_is_the_checkpoints
+from src.config.schema import check_data_paths, network_is_the_checkpoints, written
 from src.data.arrays import limit_problem
 from src.data.datamodule import DigitsDataModule
 from src.errors import CheckpointError, ConfigError, DataError
 from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
-from src.model.precision import precision_problem
+from src.model.precision import canonical, precision_problem
 from src.model.state import describe_state, population_statistics
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,22 @@ def tested_in_trained_precision(cfg: DictConfig, ckpt: dict) -> None:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: its stored {problem}")
     with open_dict(cfg):
         cfg.trainer.precision = stored
+
+
+def changed_settings(ckpt: dict, cfg: Any) -> list[str]:
+    """The settings a resumed run has other than those its checkpoint was trained with, among
+    those no check refuses (they build the same network: `model.bn_decay`, `model.channels_last`,
+    `trainer.precision`), as `key=now (trained with then)`."""
+    stored = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    then = {f"model.{k}": v for k, v in model_settings(ckpt).items()}
+    then["trainer.precision"] = (stored.get("trainer") or {}).get("precision")
+    said = []
+    for key, was in then.items():
+        now = OmegaConf.select(cfg, key, default=None)
+        same = canonical(now) == canonical(was) if key == "trainer.precision" else now == was
+        if was is not None and now is not None and not same:
+            said.append(f"{key}={written(now)} (trained with {written(was)})")
+    return said
 
 
 def command_overrides(cfg: DictConfig) -> list[Any]:
