@@ -22,7 +22,7 @@ def check_accelerator(cfg: DictConfig) -> int:
     accelerator = str(given or "auto").lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) but PyTorch sees no "
+            f"trainer.accelerator={accelerator}: PyTorch sees no "
             f"CUDA GPU on this machine (torch {torch.__version__}); use trainer=cpu, trainer=auto "
             "or, for several CPU processes, trainer=ddp_cpu"
         )
