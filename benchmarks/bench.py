@@ -112,16 +112,19 @@ def project_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
     ]
 
 
-def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float:
-    """Seconds an iteration of the project's training loop (one run, in this process)."""
+def project_config(args: argparse.Namespace, extra: list[str], out: Path) -> Any:
+    """The project's config for a run with `extra` overrides, checked as the command line
+    checks it; SystemExit with its one line (exit 2) for a bad one, before anything is timed."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
     from omegaconf import open_dict
 
     from src.cli import setup
+    from src.config.rules import check_config
+    from src.errors import ConfigError, exit_with, one_line
     from src.runtime.build import CONFIG_DIR
-    from src.train import train
 
     setup()  # as the command line does first
     overrides = project_overrides(args, extra) + [
@@ -129,13 +132,25 @@ def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float
         "+callbacks.iteration_timer._target_=benchmarks.bench.IterationTimer",
     ]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        cfg.paths.cache_dir = str(args.cache_dir)
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.paths.cache_dir = str(args.cache_dir)
+            cfg.hydra.runtime.output_dir = str(out)
+        HydraConfig.instance().set_config(cfg)
+        check_config(cfg)
+    except (ConfigError, HydraException) as err:
+        exit_with(f"error: {one_line(err)}", 2)
+    return cfg
+
+
+def project_loop(args: argparse.Namespace, extra: list[str], out: Path) -> float:
+    """Seconds an iteration of the project's training loop (one run, in this process)."""
+    from src.train import train
+
+    cfg = project_config(args, extra, out)
     _timings().clear()
     train(cfg)
     seconds, iterations = _timings()[-1]
@@ -489,6 +504,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
+        for variant in args.variant:  # each checked before anything is timed
+            project_config(args, variant.partition("=")[2].split(), tmp / "check")
         loop = {} if args.skip_loop else loop_comparison(args, tmp)
         expert, flags = expert_choice(loop)  # the fastest variant measured
         whole = {} if args.skip_whole else whole_runs(args, tmp, flags)

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> str:
     setting = argparse.Namespace(device="cpu", epochs=2, batch_size=2, per_class=(50, 50),
                                  cache_dir=args.cache_dir)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
+        bench.project_config(setting, args.overrides, Path(tmp) / "check")  # one line, at once
         bench.project_loop(setting, args.overrides, Path(tmp) / "warm")
         profile = cProfile.Profile()
         profile.enable()

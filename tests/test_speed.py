@@ -187,6 +187,23 @@ def test_benchmark_whole_runs_compare_the_two_commands(tmp_path: Path, cache_dir
     assert "| python -m src.train |" in stdout and result["loop"] == {}
 
 
+def test_a_bad_benchmark_override_is_one_line_before_any_timing(
+    cache_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Was a traceback, and for a variant only after the other contenders had run (minutes)."""
+    from benchmarks import bench, profile_loop
+
+    for main, argv in ((bench.main, ["--variant", "bad=trainer.precision=bf17"]),
+                       (profile_loop.main, ["trainer.precision=bf17"])):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--cache-dir", str(cache_dir)])
+        assert info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            "error: trainer.precision=bf17 must be 32-true (the example's single precision), "
+            "bf16-mixed or 16-mixed"
+        ]
+
+
 def test_block_histograms_equal_numpys() -> None:
     """The state's histograms, computed for a whole block at once, are numpy's: same buckets,
     counts and moments; a tensor with a NaN keeps only its finite values."""
