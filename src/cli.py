@@ -189,6 +189,7 @@ def run_job(job: Callable[[], Any]) -> Any:
     try:
         with logging_redirect_tqdm() if logging.getLogger().handlers else contextlib.nullcontext():
             result = job()  # a log line lifts a live progress bar off its line, then redraws it
+        keep_checkpoint(None)  # the job has ended: a later stop is its sweep's (or nothing)
         if _in_command["run"] and not rules.in_multirun():  # `run` gives the handlers back
             ignore_signals()  # the run is complete: a signal has nothing left to stop
         return result

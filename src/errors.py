@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -130,6 +131,19 @@ def ignore_signals() -> None:
     """SIGINT and SIGTERM ignored from now on (`handled_signals`): once nothing is left to stop."""
     for signum in handled_signals():
         signal.signal(signum, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside (what runs there has nothing left to stop), then the
+    handlers of before."""
+    previous = {signum: signal.getsignal(signum) for signum in handled_signals()}
+    ignore_signals()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def exit_on_signals() -> None:

@@ -225,10 +225,9 @@ def test_a_stop_python_drops_still_ends_the_command(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A signal whose exception lands where Python cannot raise it (a weakref callback, run by
-    the garbage collection that begins a sweep's summary) still stops the command: it was
+    a garbage collection as the sweep's jobs are gathered) still stops the command: it was
     exit 0, after an 'Exception ignored' traceback."""
     import gc
-    import types
     import weakref
 
     from src.sweep import summary
@@ -248,7 +247,13 @@ def test_a_stop_python_drops_still_ends_the_command(
         assert ref() is None
         return gc.collect()
 
-    monkeypatch.setattr(summary, "gc", types.SimpleNamespace(collect=collect_with_a_signal))
+    gather = summary.SweepSummary.gather  # before the summary, where a signal still stops
+
+    def gather_with_a_signal(self: summary.SweepSummary, *args: Any) -> None:
+        collect_with_a_signal()
+        return gather(self, *args)
+
+    monkeypatch.setattr(summary.SweepSummary, "gather", gather_with_a_signal)
     sweep = tmp_path / "sweep"
     proc = cli_in_process("--multirun", *TINY, "logger=none", "reports=none", "seed=0,1",
                           f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
@@ -256,6 +261,22 @@ def test_a_stop_python_drops_still_ends_the_command(
     assert line == "stopped: SIGINT: stopped; no file was left half-written"
     assert "Exception ignored" not in proc.stderr
     assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
+
+
+def test_a_signal_while_a_finished_sweep_writes_its_summary_is_ignored(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job has ended, so nothing is left to stop, as after a single run's last line: the
+    summary was lost, or the sweep reported as stopped (exit 143) after its table."""
+    from src.sweep.summary import SweepSummary
+
+    signal_first(monkeypatch, SweepSummary, "write_csv", signal.SIGTERM)
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("--multirun", *TINY, "logger=none", "reports=none", "seed=0,1",
+                          f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
+    assert "Sweep: 2 jobs, 2 ok, 0 failed" in (sweep / "summary.txt").read_text()
 
 
 def test_a_stop_another_error_replaced_still_ends_the_command(

@@ -23,6 +23,7 @@ exits with its code once the others end.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -39,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_SWEEPER, end_searches_without_result, job_error, keep_lost_jobs
 from src.console import text_table
-from src.errors import JobFailed, exit_with, keep_checkpoint
+from src.errors import JobFailed, exit_with, keep_checkpoint, signals_ignored
 from src.io import write_csv, write_text
 from src.sweep import naming, resume
 from src.sweep.naming import (
@@ -238,8 +239,14 @@ class SweepSummary(Callback):
         stopped by a signal, in a job (`stopped`) or in this process (`interrupted`: the
         signal's name and exit code), with that."""
         global launching
-        launching = None  # once: a second signal while this writes ends it at once
+        launching = None  # once: a second signal while an interrupted sweep's summary is
+        # written ends it at once; otherwise the jobs have ended, and a signal has nothing left
+        # to stop (it cost the summary, or turned a finished sweep into a stopped one)
         keep_checkpoint(None)  # a stop from now on is the sweep's, not its last job's
+        with contextlib.nullcontext() if interrupted else signals_ignored():
+            self._finish(sweep_dir, stopped, interrupted)
+
+    def _finish(self, sweep_dir: Path, stopped: Row | None, interrupted: Any) -> None:
         # A failed job's trainer lingers in reference cycles until collected; its progress bar
         # then prints its last state: let that happen before the tables, not after them.
         gc.collect()
