@@ -152,6 +152,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["cannot be changed key by key", "'optimizer.lr=interval(0.1,0.2)'"]),  # was misleading
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
          ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
+        # was a sweep of its own in an existing sweep's folder, whose summary it replaced
+        (["--multirun", "seed=1,2", "sweep.rerun_failed=false,true"], ["sweep.rerun_failed=false,"
+         "true: sweep.rerun_failed says how the sweep continues (not a setting of its jobs)"]),
         # each sweep value composed as Hydra's job composes it: `+` on a key that exists
         (["--multirun", "+optimizer.lr=0.01,0.02"], ["Could not append", "'optimizer.lr'"]),
         (["optimizer.lr=0.01,0.02"], ["optimizer.lr=0.01,0.02 is a sweep", "--multirun"]),

@@ -219,6 +219,12 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
                     f"one that holds a comma is quoted: \"{key}='a,b'\")"
                 )
         return
+    for o in parse_overrides(overrides):  # sweep.*: how a sweep continues, not what it computes
+        if o.is_sweep_override() and o.key_or_group.startswith("sweep."):
+            raise ConfigError(
+                f"{o.input_line}: {o.key_or_group} says how the sweep continues (not a setting "
+                "of its jobs): give it one value"
+            )
     if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's
         raise ConfigError(
             "hydra.launcher.n_jobs=0 runs no job: set how many run at once (2; -1: one a core)"
