@@ -148,6 +148,33 @@ def test_the_job_folder_is_the_number_then_the_swept_values(
     assert sweep_subdir(_root_=OmegaConf.create(job)) == "03_seed=3"
 
 
+def test_a_search_that_grows_keeps_its_folder_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Optuna search run again with 11 trials after 10: its folders are numbered 0 to 9,
+    and 11 trials would number them 00 to 10: every trial ran again beside the old folders,
+    and the next start was refused (21 trials held)."""
+    from src.sweep import resume, summary
+
+    for module, name in ((naming, "current"), (resume, "checked"), (summary, "launching")):
+        monkeypatch.setattr(module, name, None)  # as they were, afterwards
+    sweeper = {
+        "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+        "sampler": {"seed": 1},
+        "params": {"optimizer.lr": "interval(0.001, 0.1)"},
+    }
+    hydra = {"sweep": {"dir": str(tmp_path)}, "overrides": {"task": ["seed=1"]}}  # fmt: skip
+    SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {**hydra, "sweeper": {
+        **sweeper, "n_trials": 10}}}))  # fmt: skip
+    for trial in range(10):
+        (tmp_path / f"{trial}_lr=0.0{trial}" / ".hydra").mkdir(parents=True)
+    SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {**hydra, "sweeper": {
+        **sweeper, "n_trials": 11}}}))  # fmt: skip
+    for trial, named in ((3, "3_lr=0.03"), (10, "10_lr=0.1")):
+        job = {"job": {"num": trial}, "overrides": {"task": [f"optimizer.{named.split('_')[1]}"]}}
+        assert sweep_subdir(_root_=OmegaConf.create({"hydra": job})) == named
+
+
 def test_an_optuna_search_plans_its_trials() -> None:
     params = {
         "optimizer.lr": "tag(log, interval(0.001, 0.1))",

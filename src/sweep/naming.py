@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +26,7 @@ class Plan:
 
     keys: list[str] = field(default_factory=list)
     jobs: int | None = None  # where known
+    width: int | None = None  # of the job numbers, where the sweep's folder has jobs already
 
 
 # The plan of the sweep this process runs. Set by SweepSummary: by `on_multirun_start` in the
@@ -104,6 +106,14 @@ def job_name(values: dict[str, str]) -> str:
     return name
 
 
+def width_used(sweep_dir: Path) -> int | None:
+    """The width the job numbers of `sweep_dir`'s job folders were written with (None for no
+    job): a sweep run again keeps its folder names when it grows (an Optuna search past 10
+    trials, whose 11 would otherwise be numbered 00 to 10, and every trial run again)."""
+    found = [re.match(r"\d+(?=_|$)", d.parent.name) for d in sweep_dir.glob("*/.hydra")]
+    return min((len(m[0]) for m in found if m), default=None)
+
+
 def job_num(config: DictConfig) -> int:
     return int(OmegaConf.select(config, "hydra.job.num", default=0) or 0)
 
@@ -112,7 +122,7 @@ def sweep_subdir(*, _root_: DictConfig) -> str:
     """`hydra.sweep.subdir`: `<job number>_<swept key=value,...>`, or the number alone."""
     num = job_num(_root_)
     plan = current or Plan()
-    width = len(str(plan.jobs - 1)) if plan.jobs else 1
+    width = plan.width or (len(str(plan.jobs - 1)) if plan.jobs else 1)
     overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
     name = job_name(swept_values(overrides, plan.keys))
     return f"{num:0{width}d}_{name}" if name else f"{num:0{width}d}"

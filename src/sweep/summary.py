@@ -102,12 +102,13 @@ class SweepSummary(Callback):
         self.pid = os.getpid()  # the launching process: jobs elsewhere run on pickled copies
         self.checked: tuple[str, str] | None = None  # resume.checked: the sweep jobs continue
         self.sweep_dir: Path | None = None
+        self.plan = Plan()  # naming.current, in a job's own process too
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
         # folder, `${sweep_subdir:}`, before the job runs any code of ours.
         self.__dict__.update(state)
-        naming.current = Plan(list(self.keys), self.planned)
+        naming.current = self.plan
         resume.checked = self.checked
         register_resolvers()
 
@@ -115,7 +116,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global launching
-        plan = naming.current = plan_of(config)
+        plan = naming.current = self.plan = plan_of(config)
         self.keys, self.planned = list(plan.keys), plan.jobs
         self.rows, self.started = {}, {}
         self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
@@ -123,6 +124,7 @@ class SweepSummary(Callback):
         if sweep_dir:  # the same sweep again continues (src.sweep.resume); any other: exit 2
             self.sweep_dir = Path(str(sweep_dir))
             self.sweep_id = resume.start(config, self.sweep_dir)
+            plan.width = naming.width_used(self.sweep_dir)  # its folders' names are kept
         self.checked = resume.checked
         launching = self  # a signal to this process from now on ends with the summary
         if "hydra_submitit_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_")):
