@@ -304,15 +304,31 @@ def test_an_option_that_changes_a_layer_but_no_shape_cannot_continue(
 
 
 def test_a_resume_with_settings_no_check_refuses_says_which(
-    tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    tiny_checkpoint: Path,
+    ckpt: Path,
+    cache_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """They build the same network, so it goes on; an experiment preset left out (fast: bf16,
-    channels_last) made the rest of the run differ from one never stopped, without a word."""
-    changes = ["trainer.precision=bf16-mixed", "model.channels_last=true", "test=false"]
-    train(compose_config([*TINY, f"ckpt_path={tiny_checkpoint}", *changes], tmp_path, cache_dir))
+    """They build the same network, or (at an epoch's end) other data, so it goes on; an
+    experiment preset left out (fast: bf16, channels_last), or another seed, made the rest of
+    the run differ from one never stopped, without a word."""
+    for path, changes in (
+        (tiny_checkpoint, ["trainer.precision=bf16-mixed", "model.channels_last=true"]),
+        (ckpt, ["trainer.max_epochs=2", "seed=1", "data.style=print"]),  # an epoch's end
+    ):
+        run = tmp_path / path.parents[1].name
+        train(compose_config([*TINY, f"ckpt_path={path}", *changes, "test=false"], run, cache_dir))
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any(
-        "Resuming with other settings than the checkpoint's: model.channels_last=true (trained "
-        "with false), trainer.precision='bf16-mixed' (trained with '32-true')" in m
-        for m in said
-    ), said
+    for changed in (
+        "model.channels_last=true (trained with false), trainer.precision='bf16-mixed' (trained "
+        "with '32-true')",
+        "seed=1 (trained with 0), data.shuffle_seed=1 (trained with 0), data.style='print' "
+        "(trained with 'mixed')",
+    ):
+        lines = [
+            m
+            for m in said
+            if f"Resuming with other settings than the checkpoint's: {changed};" in m
+        ]
+        assert lines, said

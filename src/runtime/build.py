@@ -119,10 +119,15 @@ def tested_in_trained_precision(cfg: DictConfig, ckpt: dict) -> None:
 def changed_settings(ckpt: dict, cfg: Any) -> list[str]:
     """The settings a resumed run has other than those its checkpoint was trained with, among
     those no check refuses (they build the same network: `model.bn_decay`, `model.channels_last`,
-    `trainer.precision`), as `key=now (trained with then)`."""
+    `trainer.precision`; or, at an epoch's end, other data: `seed`, `data.*`), as
+    `key=now (trained with then)`."""
     stored = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     then = {f"model.{k}": v for k, v in model_settings(ckpt).items()}
     then["trainer.precision"] = (stored.get("trainer") or {}).get("precision")
+    then["seed"] = stored.get("seed")
+    for key, value in (stored_data_settings(ckpt) or {}).items():  # but this machine's own
+        if key not in ("_target_", "cache_dir", "download", "on_device"):
+            then[f"data.{key}"] = value
     said = []
     for key, was in then.items():
         now = OmegaConf.select(cfg, key, default=None)
