@@ -185,14 +185,14 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
         return None
     _claim(folder)
     saved = _saved(folder)
-    if (folder / "metrics.json").is_file():
-        try:
-            metrics = json.loads((folder / "metrics.json").read_text())
-            outcomes[str(folder)] = ("skipped", saved if saved and saved.status == "ok" else None)
-            log.info("Finished by an earlier start of this sweep (metrics.json): skipped.")
-            return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        except ValueError:  # cut short by hand: the job runs again
-            pass
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):  # none yet, or cut short or edited by hand: the job runs again
+        metrics = None
+    if isinstance(metrics, dict):
+        outcomes[str(folder)] = ("skipped", saved if saved and saved.status == "ok" else None)
+        log.info("Finished by an earlier start of this sweep (metrics.json): skipped.")
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     keep_failed = OmegaConf.select(cfg, "sweep.rerun_failed", default=True) is False
     if saved is not None and saved.status == "failed" and keep_failed:
         outcomes[str(folder)] = ("skipped", saved)
