@@ -98,9 +98,9 @@ def as_number(text: str) -> float | None:
         return None
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None) -> str:
     """A metric as the tables show it; `-` where there is none."""
-    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def fmt_time(seconds: float | None) -> str:

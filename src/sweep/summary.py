@@ -68,7 +68,6 @@ from src.sweep.rows import (
 )
 from src.sweep.seeds import SEED_KEY, over_seeds, plot_seeds, seed_groups, stats
 
-HYDRA_FILE = "hydra.yaml"  # in a job folder's .hydra: its number and overrides
 log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had before the split
 
 # Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
@@ -213,7 +212,7 @@ class SweepSummary(Callback):
         """A row for each job folder without one: a job the stop caught in another process
         (joblib ends its workers before they write it), `stopped`, or `ok` where it had
         finished (its metrics.json)."""
-        for hydra in sorted(sweep_dir.glob(f"*/.hydra/{HYDRA_FILE}")):
+        for hydra in sorted(sweep_dir.glob("*/.hydra/hydra.yaml")):  # its number and overrides
             try:
                 saved, folder = OmegaConf.load(hydra).hydra, hydra.parent.parent
                 num = saved.job.num
