@@ -38,16 +38,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(Path(path), map_location=map_location)
 
 
-def read_checkpoint(path: Path, map_location: Any = "cpu", key: str = "ckpt_path") -> dict:
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     """A training checkpoint of this project, loaded with `weights_only=True`.
 
-    Raises CheckpointError naming `key`, the file and the fault for anything else: an empty,
+    Raises CheckpointError naming `ckpt_path`, the file and the fault for anything else: an empty,
     truncated or foreign file, a bare state_dict, a plain `torch.save` of something else.
     The file is opened once a process while it is unchanged (the checks, the resume step, and
     Lightning's own load all ask for it); each caller gets its own copy, as Lightning's hooks
     edit the checkpoint they are given.
     """
-    where = f"{key}={path}"
+    where = f"ckpt_path={path}"
     if path.is_dir():
         last = path / "checkpoints" / "last.ckpt"
         hint = f" (this run folder's last one: {last})" if last.is_file() else ""
@@ -135,12 +135,12 @@ def _plain_value(value: Any, where: str, name: str) -> None:
             raise _untrusted(where, f"its stored {name}={item!r} is an interpolation, not a value")
 
 
-def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -> dict[str, Any]:
+def model_settings(ckpt: dict, path: Path | str = "?") -> dict[str, Any]:
     """The network settings a checkpoint was trained with (`model.*`), checked: only arguments
     of `BNStateModule` and its network that a checkpoint records, each of its type and in range."""
     from src.config.schema import check_model_settings, model_parameters
 
-    where = f"{key}={path}"
+    where = f"ckpt_path={path}"
     saved = ckpt.get("hyper_parameters") or {}
     if not isinstance(saved, dict):
         raise _untrusted(where, f"its hyper_parameters are a {type(saved).__name__}, not settings")
@@ -161,9 +161,7 @@ def model_settings(ckpt: dict, path: Path | str = "?", key: str = "ckpt_path") -
     return dict(saved)
 
 
-def stored_data_settings(
-    ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
-) -> dict[str, Any] | None:
+def stored_data_settings(ckpt: dict, path: Path | str = "?") -> dict[str, Any] | None:
     """The training run's `data` settings (None if it recorded none), checked: the project's own
     data module, keys it or its data source takes, plain values in range. Never instantiated as
     stored: the caller builds `DigitsDataModule(**settings)`."""
@@ -171,7 +169,7 @@ def stored_data_settings(
     from src.data.datamodule import DigitsDataModule
     from src.data.sources import SOURCES
 
-    where = f"{key}={path}"
+    where = f"ckpt_path={path}"
     config = ckpt.get("config")
     if config is None:
         return None
@@ -225,7 +223,7 @@ def _network(settings: dict[str, Any]) -> tuple[dict[str, tuple[int, ...]], list
     return shapes, [(n, type(m).__name__) for n, m in module.named_modules()]
 
 
-def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ckpt_path") -> None:
+def check_network_matches(ckpt: dict, model_cfg: Any, path: Path) -> None:
     """CheckpointError unless the checkpoint's weights are those of the network `model_cfg`
     builds, key for key and shape for shape (what `load_state_dict` would refuse), in the layers
     it was trained in (another kind of layer of the same shape would take them without a word);
@@ -234,7 +232,7 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
 
     # A setting the checkpoint does not record (an option added since) had its default.
     defaults = {k: p.default for k, p in model_parameters().items() if k not in _NOT_STORED}
-    saved = {**defaults, **model_settings(ckpt, path, key)}
+    saved = {**defaults, **model_settings(ckpt, path)}
     given = {k: model_cfg.get(k) for k in saved if model_cfg is not None and k in model_cfg}
     want = {**saved, **{k: v for k, v in given.items() if v is not None}}
     have = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
@@ -244,11 +242,11 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path, key: str = "ck
     # Each differing setting that alone changes a shape or a layer (num_filters, pool, ...).
     names = [k for k in want if want[k] != saved[k] and _network({**saved, k: want[k]}) != trained]
     if not names:
-        raise CheckpointError(f"{key}={path}: its weights do not fit the network it describes")
+        raise CheckpointError(f"ckpt_path={path}: its weights do not fit the network it describes")
     was, now = ([f"model.{n}={written(values[n])}" for n in names] for values in (saved, want))
     raise CheckpointError(
-        f"{key}={path}: was trained with {', '.join(was)}, but this run has {', '.join(now)}; a "
-        f"checkpoint only continues with the same network (set {' '.join(was)})"
+        f"ckpt_path={path}: was trained with {', '.join(was)}, but this run has {', '.join(now)}; "
+        f"a checkpoint only continues with the same network (set {' '.join(was)})"
     )
 
 
@@ -307,10 +305,12 @@ def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
                 )
 
 
-# Data settings that change neither the training images nor their order (a path: the same files
-# may have moved; what they hold is checked once read, by the data loader's own position).
-_DATA_FREE = {"cache_dir", "on_device", "test_batch_size", "num_test_per_class", "download",
-              "mirrors", "root", "train_file", "test_file"}  # fmt: skip
+# Data settings that change neither the training images nor their order: this machine's own,
+# where the same images are (a path: the same files may have moved, or a relative path been
+# written absolute; what they hold is checked once read, by the data loader's own position), and
+# the test set's.
+DATA_FREE = {"cache_dir", "on_device", "test_batch_size", "num_test_per_class", "download",
+             "mirrors", "root", "train_file", "test_file"}  # fmt: skip
 
 
 def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> None:
@@ -340,7 +340,7 @@ def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> 
         return
     cut = f"ckpt_path={path} stopped in the middle of epoch {position['epoch'] + 1}"
     data = stored_data_settings(ckpt, path) or {}
-    stored = {f"data.{k}": v for k, v in data.items() if k not in _DATA_FREE}
+    stored = {f"data.{k}": v for k, v in data.items() if k not in DATA_FREE}
     stored |= {"data.batch_size": position["batch_size"], "data.shuffle_seed": position["seed"]}
     for key, was in stored.items():
         value = OmegaConf.select(cfg, key, default=None)
@@ -379,12 +379,10 @@ def _same_object(a: str, b: str) -> bool:
         return False
 
 
-def loader_position(
-    ckpt: dict, path: Path | str = "?", key: str = "ckpt_path"
-) -> dict[str, int] | None:
+def loader_position(ckpt: dict, path: Path | str = "?") -> dict[str, int] | None:
     """The training data loader's saved position (EpochLoader.state_dict), if any, checked:
     whole numbers in range (CheckpointError otherwise: it is read from a file)."""
-    where = f"{key}={path}"
+    where = f"ckpt_path={path}"
     try:
         loops = ckpt.get("loops") or {}
         states = (loops.get("fit_loop") or {}).get("state_dict", {}).get("combined_loader") or []
