@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import (
+    DATA_FREE,
     DATA_MODULE_TARGET,
     model_settings,
     read_checkpoint,
@@ -116,12 +117,6 @@ def tested_in_trained_precision(cfg: DictConfig, ckpt: dict) -> None:
         cfg.trainer.precision = stored
 
 
-# Data settings that do not change what a run trains on: this machine's own, where the same
-# images are (moved data, a relative path written absolute), and the test set's.
-_NOT_TRAINING = ("_target_", "cache_dir", "download", "on_device", "root", "train_file",
-                 "test_file", "test_batch_size", "num_test_per_class")  # fmt: skip
-
-
 def changed_settings(ckpt: dict, cfg: Any) -> list[str]:
     """The settings a resumed run has other than those its checkpoint was trained with, among
     those no check refuses (they build the same network: `model.bn_decay`, `model.channels_last`,
@@ -132,7 +127,7 @@ def changed_settings(ckpt: dict, cfg: Any) -> list[str]:
     then["trainer.precision"] = (stored.get("trainer") or {}).get("precision")
     then["seed"] = stored.get("seed")
     for key, value in (stored_data_settings(ckpt) or {}).items():
-        if key not in _NOT_TRAINING:
+        if key not in DATA_FREE:
             then[f"data.{key}"] = value
     said = []
     for key, was in then.items():
