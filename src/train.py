@@ -10,7 +10,6 @@ if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -21,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.cli import config_checked
 from src.config.rules import check_config
-from src.config.schema import tag_list
 from src.console import print_config_tree
 from src.errors import ConfigError
 from src.io import write_text
@@ -38,45 +36,11 @@ from src.runtime.build import (
     save_resolved_config,
     tested_in_trained_precision,
 )
-from src.runtime.loggers import continue_tensorboard, log_hyperparams
+from src.runtime.loggers import continue_tensorboard, log_hyperparameters
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job, release_job
 
 log = logging.getLogger(__name__)
-
-
-def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The run's settings as flat `group.key` entries TensorBoard's HParams tab can show."""
-    groups = ("data", "model", "optimizer", "scheduler", "trainer")
-    chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
-    chosen["seed"] = cfg.get("seed")
-    chosen["tags"] = ",".join(tag_list(cfg.get("tags")))  # tags=one: a list of one
-    chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
-    chosen.get("model", {}).pop("scheduler", None)  # and as the scheduler group
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if not str(key).startswith("_") and key != "cache_dir":
-                    walk(value, f"{prefix}{key}.")
-        else:
-            ok = isinstance(node, (bool, int, float, str))
-            flat[prefix.rstrip(".")] = node if ok else str(node)
-
-    walk(chosen, "")
-    return flat
-
-
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Once, at the end, with the real test accuracy (no placeholder hp_metric)."""
-    hp_metrics = {"hparams/test_acc": metrics["test/acc"]} if "test/acc" in metrics else {}
-    if "train/loss" in metrics:
-        hp_metrics["hparams/final_train_loss"] = metrics["train/loss"]
-    for logger in loggers:
-        step = int(metrics.get("global_step", 0))
-        log_hyperparams(logger, hyperparameters(cfg), hp_metrics, step)
-        logger.finalize("success")
 
 
 def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from src.config.schema import tag_list
 from src.errors import ConfigError, first_line
@@ -53,18 +53,46 @@ def setup_loggers() -> None:
     OmegaConf.register_new_resolver("tag_dict", tag_dict, replace=True)
 
 
-def log_hyperparams(
-    logger: Logger, params: dict[str, Any], metrics: dict[str, float], step: int
-) -> None:
-    """The run's settings with the metrics they led to: TensorBoard's HParams tab takes both in
-    one call (`metrics=`); every other logger gets the settings, then the metrics as values at
-    `step`."""
-    if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(params, metrics=metrics or None)
-        return
-    logger.log_hyperparams(params)
-    if metrics:
-        logger.log_metrics(metrics, step=step)
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings as flat `group.key` entries TensorBoard's HParams tab can show."""
+    groups = ("data", "model", "optimizer", "scheduler", "trainer")
+    chosen = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in groups if k in cfg}
+    chosen["seed"] = cfg.get("seed")
+    chosen["tags"] = ",".join(tag_list(cfg.get("tags")))  # tags=one: a list of one
+    chosen.get("model", {}).pop("optimizer", None)  # the same values as the optimizer group
+    chosen.get("model", {}).pop("scheduler", None)  # and as the scheduler group
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not str(key).startswith("_") and key != "cache_dir":
+                    walk(value, f"{prefix}{key}.")
+        else:
+            ok = isinstance(node, (bool, int, float, str))
+            flat[prefix.rstrip(".")] = node if ok else str(node)
+
+    walk(chosen, "")
+    return flat
+
+
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Once, at the end, with the real test accuracy (no placeholder hp_metric): the run's
+    settings with the metrics they led to. TensorBoard's HParams tab takes both in one call
+    (`metrics=`); every other logger gets the settings, then the metrics as values at the run's
+    last step."""
+    hp_metrics = {"hparams/test_acc": metrics["test/acc"]} if "test/acc" in metrics else {}
+    if "train/loss" in metrics:
+        hp_metrics["hparams/final_train_loss"] = metrics["train/loss"]
+    for logger in loggers:
+        params = hyperparameters(cfg)  # each logger its own: they may edit what they are given
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=hp_metrics or None)
+        else:
+            logger.log_hyperparams(params)
+            if hp_metrics:
+                logger.log_metrics(hp_metrics, step=int(metrics.get("global_step", 0)))
+        logger.finalize("success")
 
 
 def prepare_mlflow_stores(configs: Iterable[Any]) -> None:
@@ -92,8 +120,6 @@ def prepare_mlflow_stores(configs: Iterable[Any]) -> None:
 
 
 def _prepare_store(key: str, uri: str, experiment: str, artifacts: str | None) -> None:
-    from pathlib import Path
-
     from mlflow.tracking import MlflowClient
 
     database = uri.removeprefix("sqlite:///")
