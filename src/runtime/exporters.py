@@ -9,7 +9,6 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -197,13 +196,11 @@ def write_mat(net: DigitsNet, path: Path, props: dict[str, str]) -> None:
     import scipy.io
 
     layers = matlab_parameters(net)
+    learnables = _listing(layers, state=False)
+    state = _listing(layers, state=True)
     for name, layer in net.batch_norms().items():
         layers[name]["Epsilon"] = np.float64(layer.epsilon)  # batchNormalizationLayer's Epsilon
-    contents: dict[str, Any] = dict(layers)
-    plain = {k: {p: v for p, v in ps.items() if p != "Epsilon"} for k, ps in layers.items()}
-    contents["Learnables"] = _listing(plain, state=False)
-    contents["State"] = _listing(plain, state=True)
-    contents["Info"] = dict(props)
+    contents = {**layers, "Learnables": learnables, "State": state, "Info": dict(props)}
     with output_file(path, "model") as tmp:
         scipy.io.savemat(str(tmp), contents, do_compression=True, oned_as="column")
 
