@@ -91,7 +91,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     ckpt = checked_export(cfg)
     output_dir = save_resolved_config(cfg)
 
-    net = trained_network(cfg, ckpt)
+    data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)  # read once, for both
+    net = trained_network(cfg, ckpt, data)
     bn_stats = cfg.model.get("bn_stats") or (ckpt.get("bn_statistics") or {}).get("used", "running")
     path = output_dir / FORMATS[cfg.format]
     props = {
@@ -111,7 +112,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         write_mat(net, path, props)
         log.info("Wrote %s (MATLAB names and layout)", path)
         other = lambda p, x: mat_probabilities(p, net, x)  # noqa: E731
-    images, origin = comparison_images(CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path))
+    images, origin = comparison_images(data)
     want = probabilities(net, images)
     got = other(path, images)
     diff = float(np.abs(got.astype(np.float64) - want).max())

@@ -286,9 +286,11 @@ class CheckpointData:
         return getattr(self.module, name)
 
 
-def trained_network(cfg: DictConfig, ckpt: dict) -> DigitsNet:
-    """The checkpoint's network in prediction mode, with the statistics `model.bn_stats` picks."""
-    data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
+def trained_network(cfg: DictConfig, ckpt: dict, data: CheckpointData | None = None) -> DigitsNet:
+    """The checkpoint's network in prediction mode, with the statistics `model.bn_stats` picks
+    (from `data`, the checkpoint's data where the caller reads it too)."""
+    if data is None:
+        data = CheckpointData(ckpt, cfg.paths.cache_dir, cfg.ckpt_path)
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), data)
     return model.net.eval()
 
