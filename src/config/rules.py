@@ -113,7 +113,9 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _check_batch_limits(cfg)
-    _check_precision(cfg)
+    # trainer.precision: one Lightning takes that keeps the batch-norm state float32
+    if problem := precision_problem(OmegaConf.select(cfg, "trainer.precision", default=None)):
+        raise ConfigError(problem)
     check_data_memory(cfg)
     processes = check_accelerator(cfg)
     # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
@@ -250,13 +252,6 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
             )
     if problem:
         raise ConfigError(f"model.cuda_graph=true: {problem}")
-
-
-def _check_precision(cfg: DictConfig) -> None:
-    """`trainer.precision`: one Lightning takes that keeps the batch-norm state float32."""
-    problem = precision_problem(OmegaConf.select(cfg, "trainer.precision", default=None))
-    if problem:
-        raise ConfigError(problem)
 
 
 def _check_train_or_test(cfg: DictConfig) -> None:

@@ -91,19 +91,6 @@ def check_builds(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: {node._target_} refuses these settings ({reason})") from err
 
 
-def _parameters(target: Any) -> tuple[list[inspect.Parameter], bool] | None:
-    """The keyword arguments `target` takes (annotations evaluated where they can be) and whether
-    it takes **kwargs; None if unknowable."""
-    try:
-        signature = _signature(target)
-    except (TypeError, ValueError):  # some builtins have no signature to read
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = signature.parameters.values()
-    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    return [p for p in params if p.kind in kinds], open_kwargs
-
-
 def _signature(target: Any) -> inspect.Signature:
     try:
         return inspect.signature(target, eval_str=True)
@@ -168,10 +155,13 @@ def _check_arguments(cfg: DictConfig, path: str, node: DictConfig) -> list[tuple
         # Hydra's own message spans lines; the error it wraps says what went wrong in one.
         reason = first_line(err.__cause__ or err)
         raise ConfigError(f"{key}={name}: cannot be imported ({reason})") from err
-    found = _parameters(target)
-    if found is None:
+    try:  # the keyword arguments it takes, annotations evaluated where they can be
+        arguments = _signature(target).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature to read
         return []
-    params, open_kwargs = found
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in arguments if p.kind in kinds]
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in arguments)
     note, given = "", [str(k) for k in node.keys()]
     name_of = f"{target.__module__}.{target.__qualname__}"
     passed = [k for k in given if k in _PASSED_BY_THE_RUN.get(name_of, {})]
