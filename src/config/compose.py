@@ -210,21 +210,20 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
     """Sweep values need a multirun, and joblib's launcher some jobs at once; an Optuna search
     needs a validation metric, the direction in which it improves, and a storage it can open."""
 
-    if not multirun:
-        for o in parse_overrides(overrides):
-            if o.is_sweep_override():
-                key = o.key_or_group
-                raise ConfigError(
-                    f"{o.input_line} is a sweep: add --multirun (or give {key} one value; "
-                    f"one that holds a comma is quoted: \"{key}='a,b'\")"
-                )
-        return
-    for o in parse_overrides(overrides):  # sweep.*: how a sweep continues, not what it computes
-        if o.is_sweep_override() and o.key_or_group.startswith("sweep."):
+    for o in parse_overrides(overrides):
+        key = o.key_or_group
+        if o.is_sweep_override() and not multirun:
             raise ConfigError(
-                f"{o.input_line}: {o.key_or_group} says how the sweep continues (not a setting "
+                f"{o.input_line} is a sweep: add --multirun (or give {key} one value; "
+                f"one that holds a comma is quoted: \"{key}='a,b'\")"
+            )
+        if o.is_sweep_override() and key.startswith("sweep."):  # how a sweep continues
+            raise ConfigError(
+                f"{o.input_line}: {key} says how the sweep continues (not a setting "
                 "of its jobs): give it one value"
             )
+    if not multirun:
+        return
     if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's
         raise ConfigError(
             "hydra.launcher.n_jobs=0 runs no job: set how many run at once (2; -1: one a core)"
