@@ -83,6 +83,7 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         ),  # fmt: skip
         (["+logger.wandb.project=x"], ["logger.wandb has no _target_", "~logger.wandb"]),
         (["scheduler=piecewise", "scheduler.interval=batch"], ["scheduler.interval='batch'"]),
+        (["scheduler=piecewise", "scheduler.interval=true"], ["scheduler.interval=true must"]),
         (["train=false"], ["train=false", "ckpt_path"]),
         # 4. finite in Python, infinite in float32
         (["optimizer.lr=1e308"], ["optimizer.lr=1e+308", "overflows float32"]),

@@ -98,7 +98,8 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     interval = value_at(cfg, "scheduler.interval")
     if interval is not None and interval not in ("step", "epoch"):
         raise ConfigError(
-            f"scheduler.interval={interval!r} must be 'step' (after every iteration) or 'epoch'"
+            f"scheduler.interval={written(interval)} must be 'step' (after every iteration) or "
+            "'epoch'"
         )
     _check_monitors(cfg)
     check_model_settings(cfg)
