@@ -2,7 +2,7 @@
 
 Exit codes (`src.cli`): 0 done; 2 bad input (`ConfigError`, `DataError`, `CheckpointError`: one
 `error:` line); 3 training diverged (`TrainingDiverged`); 4 an output could not be written
-(`CheckpointWriteError` and any other `OSError`); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM
+(`OutputWriteError` and any other `OSError`); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM
 (`RunStopped`); 1 anything unexpected (a bug: the traceback is printed).
 """
 
@@ -38,10 +38,6 @@ class OutputWriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-class CheckpointWriteError(OutputWriteError):
-    """A checkpoint could not be written (full disk, no permission); the old one is intact."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,8 +115,7 @@ def exit_with(line: str, code: int) -> NoReturn:
 def _exit_now(signum: int, frame: FrameType | None) -> None:
     # Exits here, not by an exception: during imports, an exception would be a traceback from
     # wherever the signal came, and a library's bare `except:` could swallow it.
-    for other in handled_signals():  # a second Ctrl-C while this one is said: no second line
-        signal.signal(other, signal.SIG_IGN)
+    ignore_signals()  # a second Ctrl-C while this one is said: no second line
     print(f"stopped: {RunStopped(signum, None, -1)}", file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
         sys.stdout.flush()

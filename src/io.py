@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import os
 import tempfile
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from src.errors import CheckpointWriteError, OutputWriteError, first_line
+from src.errors import OutputWriteError, first_line
 
 
 def write_atomically(data: Any, path: Path) -> None:
@@ -51,43 +50,40 @@ def output_file(path: Path, what: str = "file") -> Iterator[Path]:
         )
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is an ordinary file
+        mask = os.umask(0)  # reading the umask sets it: set it back
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; an output is an ordinary file
         yield tmp
         _commit(tmp, path)
     except BaseException as err:
         if tmp is not None:  # a failure before it was made leaves nothing to remove
             tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and not isinstance(err, OutputWriteError):
-            raise _write_error(path, what, err) from err
+            reason = err.strerror or first_line(err)
+            raise OutputWriteError(
+                err.errno,
+                f"could not write {what} {path}: {reason}; the previous {what} there (if any) is "
+                "intact",
+            ) from err
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # not every filesystem lets a folder be fsynced; the file itself is complete
+    # Make the rename itself durable: not every filesystem lets a folder be fsynced; the file
+    # itself is complete.
+    with contextlib.suppress(OSError):
+        _fsync(path.parent)
 
 
 def _commit(tmp: Path, path: Path) -> None:
     """The written temporary file made durable, then put in place."""
-    fd = os.open(tmp, os.O_RDONLY)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-
-
-def _write_error(path: Path, what: str, err: BaseException) -> OutputWriteError:
-    reason = (err.strerror if isinstance(err, OSError) else None) or first_line(err)
-    code = err.errno if isinstance(err, OSError) else errno.EIO
-    cls = CheckpointWriteError if what == "checkpoint" else OutputWriteError
-    return cls(
-        code,
-        f"could not write {what} {path}: {reason}; the previous {what} there (if any) is intact",
-    )
 
 
 def write_text(path: Path, text: str, what: str = "file") -> None:
@@ -100,9 +96,3 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     """A header and rows written to `path` through `output_file`."""
     with output_file(path) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
