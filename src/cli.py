@@ -1,11 +1,7 @@
 """What every entry point (`src.train`, `evaluate`, `predict`, `export`) shares: the process's
 set-up (`setup`), the command line checked before Hydra makes a run folder (`run`), and each known
-failure ended with one line and a documented exit code (`run_job`).
-
-Exit codes: 0 done; 2 bad input (a config value, data file or checkpoint; one `error:` line);
-3 training diverged (non-finite loss); 4 an output could not be written (full disk, no
-permission); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving a checkpoint;
-1 anything unexpected (a bug: the traceback is printed). The types are in `src.errors`.
+failure ended with one line and a documented exit code (`run_job`): the exit codes and the types
+they answer are listed in `src.errors`.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ from src.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    JobFailed,
     RunStopped,
     TrainingDiverged,
     exit_with,
@@ -214,8 +211,6 @@ def run_job(job: Callable[[], Any]) -> Any:
                 print(line, file=sys.stderr, flush=True)
             if not multirun:
                 sys.exit(code)
-        from src.errors import JobFailed
-
         raise JobFailed(line, code) from err
 
 

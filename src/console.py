@@ -18,7 +18,6 @@ import logging
 import shutil
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -105,12 +104,6 @@ def log_to_files(logger: logging.Logger, level: int, msg: str, *args: Any) -> No
             handler.handle(record)
 
 
-def _groups(cfg: DictConfig) -> Iterable[str]:
-    keys = [str(k) for k in cfg.keys() if k != "hydra"]
-    yield from (k for k in TREE_ORDER if k in keys)
-    yield from (k for k in keys if k not in TREE_ORDER)
-
-
 def config_tree(cfg: DictConfig, colour: bool = False, width: int = 100) -> tuple[str, str]:
     """The resolved config as a rich tree: each group a branch holding its YAML, the run's own
     settings (seed, test, ...) as leaves. Returns what to print (YAML keys coloured if `colour`;
@@ -131,7 +124,8 @@ def config_tree(cfg: DictConfig, colour: bool = False, width: int = 100) -> tupl
         return text
 
     tree = Tree("config", guide_style="dim")
-    for key in _groups(cfg):
+    keys = [str(k) for k in cfg.keys() if k != "hydra"]
+    for key in [*(k for k in TREE_ORDER if k in keys), *(k for k in keys if k not in TREE_ORDER)]:
         node = cfg[key]
         if isinstance(node, DictConfig):
             tree.add(Text(key, style="bold")).add(yaml(node))

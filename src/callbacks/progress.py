@@ -57,15 +57,11 @@ def progress_values(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[st
     module's `latest` first, then Lightning's progress-bar metrics, then (elapsed time only)
     the module's clock."""
     latest = getattr(pl_module, "latest", None)
-    sources: list[Mapping[str, Any]] = [latest if isinstance(latest, Mapping) else {}]
-    sources.append(trainer.progress_bar_metrics)
+    own = [(k, v) for k, v in latest.items() if k in SHOWN] if isinstance(latest, Mapping) else []
     values: dict[str, float] = {}
-    for source in sources:
-        for key, value in source.items():
-            if key not in values and (key in SHOWN or source is not sources[0]):
-                host = _host_float(value)
-                if host is not None:
-                    values[key] = host
+    for key, value in [*own, *trainer.progress_bar_metrics.items()]:
+        if key not in values and (host := _host_float(value)) is not None:
+            values[key] = host
     if "train/elapsed_s" not in values and callable(getattr(pl_module, "elapsed", None)):
         values["train/elapsed_s"] = float(pl_module.elapsed())
     return values
