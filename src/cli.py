@@ -41,7 +41,7 @@ from src.errors import (
     stop_on_signals,
     swallowed_stop,
 )
-from src.model.precision import register_resolver
+from src.model.precision import fast_precision
 from src.runtime.loggers import prepare_mlflow_stores, setup_loggers
 from src.sweep import summary
 from src.sweep.naming import register_resolvers
@@ -70,7 +70,8 @@ def setup() -> None:
     environment, the warnings and log lines that are noise here. Safe to call again; nothing
     is set up by importing a module."""
     register_resolvers()  # ${sweep_subdir:}
-    register_resolver()  # ${fast_precision:} (experiment=fast)
+    # ${fast_precision:} (experiment=fast)
+    OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
     setup_loggers()  # ${run_name:}, ${tag_dict:}, MLflow offline and quiet
     # Added once: logging keeps no duplicate of the same filter.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_adverts)

@@ -18,14 +18,10 @@ from src.errors import OutputWriteError, first_line
 
 
 def write_atomically(data: Any, path: Path) -> None:
-    """`torch.save` to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    The rename is atomic because the temporary file is in the same folder (same filesystem),
-    whatever `$TMPDIR` is, so `path` always holds either the previous complete checkpoint or
-    the new complete one, even if the process is killed or the disk fills up mid-write.
-    Serialized in memory first, as Lightning's own save does: torch.save writing to the file
-    reports a full disk as `[enforce fail at inline_container.cc] unexpected pos`, the file's
-    own write as the OSError it is (`No space left on device`, exit code 4).
+    """`torch.save` of `data` to `path` through `output_file` (so `path` always holds a complete
+    checkpoint). Serialized in memory first, as Lightning's own save does: torch.save writing to
+    the file reports a full disk as `[enforce fail at inline_container.cc] unexpected pos`, the
+    file's own write as the OSError it is (`No space left on device`, exit code 4).
     """
     buffer = io.BytesIO()
     torch.save(data, buffer)

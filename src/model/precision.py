@@ -83,12 +83,6 @@ def fast_precision(accelerator: Any = "auto") -> str:
     return fast_choice(accelerator)[0]
 
 
-def register_resolver() -> None:
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
-
-
 def say_fast_choice(cfg: Any) -> None:
     """The run's one line when `experiment=fast` kept float32 (its resolver says nothing: a
     config is resolved many times)."""
