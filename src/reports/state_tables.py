@@ -70,19 +70,15 @@ def learnables_table(net: DigitsNet) -> str:
     )
 
 
-def state_table(net: DigitsNet, values: bool = False, state: State | None = None) -> str:
-    """MATLAB's `dlnet.State` (`state`, else the network's own); with `values`, each tensor's
-    min, mean and max too."""
-    header = ["Layer", "Parameter", "PyTorch name", "Value"]
-    if values:
-        header += ["min", "mean", "max"]
+def state_table(net: DigitsNet, state: State | None = None) -> str:
+    """MATLAB's `dlnet.State` (`state`, else the network's own), each tensor's min, mean and max
+    too."""
+    header = ["Layer", "Parameter", "PyTorch name", "Value", "min", "mean", "max"]
     rows = []
     for full, t in (state or net.state).items():
         layer, key = full.rsplit(".", 1)
-        row = [layer, MATLAB_STATE_NAMES[key], full, _shape(t)]
-        if values:
-            row += [f"{t.min().item():.4g}", f"{t.mean().item():.4g}", f"{t.max().item():.4g}"]
-        rows.append(row)
+        stats = [f"{t.min().item():.4g}", f"{t.mean().item():.4g}", f"{t.max().item():.4g}"]
+        rows.append([layer, MATLAB_STATE_NAMES[key], full, _shape(t), *stats])
     return _table(f"State ({len(rows)})", header, rows)
 
 
@@ -100,7 +96,7 @@ def network_tables(net: DigitsNet, resumed: dict | None = None) -> None:
         "\n%s\n\n%s\n\n%s",
         layers_table(net),
         learnables_table(net),
-        state_table(net, True, state),
+        state_table(net, state),
     )
 
 
@@ -110,5 +106,5 @@ def state_after_training(module: BNStateModule) -> None:
     log.info(
         "State after training (%s, used for prediction):\n%s",
         state_label(module.bn_stats, module.update_state),
-        state_table(module.net, True),
+        state_table(module.net),
     )
