@@ -67,9 +67,7 @@ def save_image(
 
 
 @rank_zero_only
-def training_progress(
-    trainer: L.Trainer, module: L.LightningModule, filename: str = "training_progress.png"
-) -> None:
+def training_progress(trainer: L.Trainer, module: L.LightningModule) -> None:
     """`training_progress.png`: loss against iteration, epoch boundaries marked, titled
     "Epoch: N, Elapsed: hh:mm:ss" like the example's figure (`module.history`, kept in
     checkpoints: a resumed run draws its whole history)."""
@@ -87,14 +85,12 @@ def training_progress(
     ax.grid(True, alpha=0.4)
     ax.set_title(f"Epoch: {epoch_number(trainer)}, Elapsed: {hms(module.elapsed())}")
     fig.tight_layout()
-    path = save_figure(trainer, fig, filename, "train/progress")
+    path = save_figure(trainer, fig, "training_progress.png", "train/progress")
     log.info("Training progress plot: %s", path)
 
 
 @rank_zero_only
-def first_batch(
-    trainer: L.Trainer, module: L.LightningModule, filename: str = "first_batch.png"
-) -> None:
+def first_batch(trainer: L.Trainer, module: L.LightningModule) -> None:
     """`first_batch.png` and `train/first_batch`: the run's first training batch as an image
     grid, what the network is actually shown (`module.first_batch`, noted by its first step)."""
     if module.first_batch is None:
@@ -102,7 +98,7 @@ def first_batch(
     images, step = module.first_batch
     images = images.detach().float().cpu().numpy()
     grid = image_grid(images, columns=math.ceil(math.sqrt(len(images))))
-    path = save_image(trainer, grid, filename, "train/first_batch", step)
+    path = save_image(trainer, grid, "first_batch.png", "train/first_batch", step)
     log.info("First training batch: %s", path)
 
 
@@ -133,9 +129,7 @@ def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
 
 
 @rank_zero_only
-def confusion_matrix(
-    trainer: L.Trainer, module: L.LightningModule, filename: str = "confusion_matrix.png"
-) -> None:
+def confusion_matrix(trainer: L.Trainer, module: L.LightningModule) -> None:
     """After testing, `confusion_matrix.png` in the run directory and in TensorBoard."""
     matrix = getattr(module, "last_confusion_matrix", None)
     if matrix is None:
@@ -143,5 +137,5 @@ def confusion_matrix(
     label = state_label(module.bn_stats, module.update_state)
     acc = np.trace(matrix) / max(matrix.sum(), 1)
     fig = confusion_figure(matrix, f"Test accuracy {acc:.4f} ({label})")
-    path = save_figure(trainer, fig, filename, "test/confusion_matrix")
+    path = save_figure(trainer, fig, "confusion_matrix.png", "test/confusion_matrix")
     log.info("Confusion matrix: %s", path)
