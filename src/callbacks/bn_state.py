@@ -53,14 +53,7 @@ class BatchNormStateMonitor(L.Callback):
         self._start_step = trainer.global_step
         self._checked = False
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if self._checked:  # every iteration but the first `check_after`: nothing to do
             return
         done = trainer.global_step - self._start_step

@@ -130,9 +130,7 @@ class ProgressBar(TQDMProgressBar):
         self._line(trainer, pl_module)
         super().on_train_epoch_end(trainer, pl_module)
 
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
+    def on_exception(self, *_: Any) -> None:
         # End the live bars' line now, so the error printed next starts a line of its own.
         for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar,
                     self._predict_progress_bar):  # fmt: skip
