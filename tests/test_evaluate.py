@@ -84,52 +84,38 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used
 
 
-def test_a_checkpoint_is_tested_in_the_precision_it_was_trained_in(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    """A bf16 run's test accuracy to the last digit (float32 tested one measured 0.4633 for
-    0.4637); `trainer.precision` on the command line still chooses."""
-    trained = train(compose_config([*TINY, "trainer.precision=bf16-mixed"], tmp_path, cache_dir))
-    ckpt = f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
-    assert (
-        evaluate(compose_evaluate([ckpt], tmp_path / "ev", cache_dir))["test/acc"]
-        == trained["test/acc"]
-    )
-    evaluate(compose_evaluate([ckpt, "trainer.precision=32"], tmp_path / "ev32", cache_dir))
-    for run, precision in (("ev", "bf16-mixed"), ("ev32", "32")):
-        assert f"precision: {precision}\n" in (tmp_path / run / "config.yaml").read_text()
-
-
-@pytest.mark.parametrize("module", ["src.evaluate", "src.export"])
-def test_a_command_that_reads_a_checkpoint_refuses_none(tmp_path: Path, module: str) -> None:
-    proc = cli_in_process("ckpt_path=null", f"hydra.run.dir={tmp_path / 'run'}", module=module)
-    assert_one_line_error(proc, "ckpt_path=null", "reads a training checkpoint", code=2)
-    proc = cli_in_process("ckpt_path=", f"hydra.run.dir={tmp_path / 'run'}", module=module)
-    assert_one_line_error(proc, "ckpt_path='' is empty", code=2)  # was "ckpt_path=.: is a folder"
-    assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.parametrize(
-    ("module", "typed", "said"),
+    ("module", "args", "said"),
     [
-        ("src.predict", "model.pool=false", "model.pool=false: predict builds the network as the "
-         "checkpoint was trained (its model.* settings); leave it out"),
-        ("src.export", "+model.num_filters=8", "model.num_filters: export builds the network"),
+        *[(module, [typed], said) for module in ("src.evaluate", "src.export")
+          for typed, said in (
+            ("ckpt_path=null", ["ckpt_path=null", "reads a training checkpoint"]),
+            ("ckpt_path=", ["ckpt_path='' is empty"]),  # was "ckpt_path=.: is a folder"
+        )],
+        ("src.export", ["ckpt", "format=tflite"], ["format='tflite'", "onnx", "mat"]),
+        ("src.export", ["ckpt", "opset=99"], ["opset=99", "[7, 20]"]),
+        # Hydra's hint to add a key with a + led to a key ignored, or to the checkpoint's
+        # refusal (`model.pool`), whose hint led back to the key
+        ("src.predict", ["tiny_checkpoint", "model.pool=false"], ["model.pool=false: predict "
+         "builds the network as the checkpoint was trained (its model.* settings); leave it out"]),
+        ("src.export", ["tiny_checkpoint", "+model.num_filters=8"],
+         ["model.num_filters: export builds the network"]),
         # Hydra's hint to add the group; with it, a CPU run with accelerator: gpu in its config
-        ("src.predict", "trainer=gpu", "trainer=gpu: predict has no trainer group: it would not "
-         "read it"),
-        ("src.export", "+trainer=gpu", "trainer: export runs on the CPU and takes no trainer"),
+        ("src.predict", ["tiny_checkpoint", "trainer=gpu"], ["trainer=gpu: predict has no "
+         "trainer group: it would not read it"]),
+        ("src.export", ["tiny_checkpoint", "+trainer=gpu"],
+         ["trainer: export runs on the CPU and takes no trainer"]),
         # the value's "." was lost with the end of Hydra's sentence
-        ("src.evaluate", "images=.", "images=.: the config has no key 'images' (did you mean "
-         "tags?): evaluate would not read it"),
+        ("src.evaluate", ["tiny_checkpoint", "images=."], ["images=.: the config has no key "
+         "'images' (did you mean tags?): evaluate would not read it"]),
     ],
 )  # fmt: skip
-def test_a_key_a_command_that_reads_a_checkpoint_ignores_is_not_added(
-    tmp_path: Path, tiny_checkpoint: Path, module: str, typed: str, said: str
+def test_what_a_command_that_reads_a_checkpoint_refuses_is_one_line_and_no_run_folder(
+    tmp_path: Path, request: pytest.FixtureRequest, module: str, args: list[str], said: list[str]
 ) -> None:
-    """Hydra's hint to add a key with a + led to a key ignored, or to the checkpoint's refusal
-    (`model.pool`), whose hint led back to the key."""
-    proc = cli_in_process(f"ckpt_path={tiny_checkpoint}", typed,
-                          f"hydra.run.dir={tmp_path / 'run'}", module=module)  # fmt: skip
-    assert_one_line_error(proc, said, code=2)
+    """A checkpoint (`ckpt` or `tiny_checkpoint`, the fixture named first) and what is refused."""
+    if args[0] in ("ckpt", "tiny_checkpoint"):
+        args = [f"ckpt_path={request.getfixturevalue(args[0])}", *args[1:]]
+    proc = cli_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}", module=module)
+    assert_one_line_error(proc, *said, code=2)
     assert not (tmp_path / "run").exists()

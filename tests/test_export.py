@@ -136,23 +136,6 @@ def test_mat_round_trip(ckpt: Path, net: DigitsNet, tmp_path: Path, cache_dir: P
         np.testing.assert_array_equal(value, field(m, layer, param))
 
 
-@pytest.mark.parametrize(
-    ("args", "needles"),
-    [
-        (["format=tflite"], ["format='tflite'", "onnx", "mat"]),
-        (["opset=99"], ["opset=99", "[7, 20]"]),
-    ],
-    ids=["format", "opset"],
-)
-def test_bad_input_is_one_line_and_no_run_folder(
-    ckpt: Path, tmp_path: Path, args: list[str], needles: list[str]
-) -> None:
-    run = tmp_path / "run"
-    proc = cli_in_process(f"ckpt_path={ckpt}", *args, f"hydra.run.dir={run}", module="src.export")
-    assert_one_line_error(proc, *needles, code=2)
-    assert not run.exists()
-
-
 def test_a_layer_the_writer_does_not_know_is_one_line_and_nothing_written(
     ckpt: Path, tmp_path: Path
 ) -> None:

@@ -14,10 +14,12 @@ import scipy.io
 import torch
 from onnx import numpy_helper
 
+from src.evaluate import evaluate
 from src.export import export
 from src.model import precision
 from src.train import train
 from tests.conftest import TINY, compose_config, fit
+from tests.test_evaluate import compose_evaluate
 
 
 def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
@@ -25,7 +27,9 @@ def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
 ) -> None:
     """experiment=fast on a CPU with native bfloat16 trains in bf16-mixed: the loss follows the
     float32 run's (the `ckpt` fixture: the same seed and data) closely but not bit for bit,
-    and what is stored and exported is float32."""
+    and what is stored and exported is float32. The checkpoint is tested in the precision it
+    was trained in, to the last digit (float32 tested one measured 0.4633 for 0.4637);
+    `trainer.precision` on the command line still chooses."""
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     cfg = compose_config([*TINY, "experiment=fast", "logger=none"], tmp_path / "run", cache_dir)
     assert cfg.trainer.precision == "bf16-mixed"
@@ -57,6 +61,13 @@ def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
         for name in names:
             assert mat[layer][name][0, 0].dtype == np.float32, (layer, name)
     assert json.loads((tmp_path / "run/metrics.json").read_text())["test/acc"] > 0.15
+
+    trained = f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}"
+    tested = evaluate(compose_evaluate([trained], tmp_path / "ev", cache_dir))
+    assert tested["test/acc"] == metrics["test/acc"]
+    evaluate(compose_evaluate([trained, "trainer.precision=32"], tmp_path / "ev32", cache_dir))
+    for run, chosen in (("ev", "bf16-mixed"), ("ev32", "32")):
+        assert f"precision: {chosen}\n" in (tmp_path / run / "config.yaml").read_text()
 
 
 def test_fast_falls_back_to_float32_in_one_line_without_native_bf16(
