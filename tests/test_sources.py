@@ -322,34 +322,60 @@ def _image(pixels: np.ndarray) -> Callable[[Path], None]:
     return lambda path: Image.fromarray(pixels).save(path)
 
 
-# Each case: `change` breaks ROOT/where; the path it returns, if any, is the one to name instead.
+_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+
+
+def _cut_plain(path: Path) -> None:
+    (path.parent / _TRAIN_IMAGES).unlink()
+    write_idx(path, as_uint8(digits(0).images[:, 0]), 2051)
+    _truncate(path, 2000)
+
+
+def _idx(array: np.ndarray, magic: int = 2049) -> Callable[[Path], None]:
+    return lambda path: write_idx(path, array, magic)
+
+
+# Each case: `change` breaks ROOT/where of the source's files; the path it returns, if any, is
+# the one to name instead.
 @pytest.mark.parametrize(
-    ("where", "change", "needles"),
+    ("source", "where", "change", "needles"),
     [
-        ("train/4", _empty, ["holds no image files"]),
-        ("test/cat", lambda p: write_tree(p, digits(0)), ["'cat'", "not a digit label 0-9"]),
-        ("test/10", lambda p: write_tree(p, digits(0)), ["'10'", "not a digit label 0-9"]),
-        ("train/2/notes.txt", lambda p: p.write_text("text"), ["cannot be read as an image"]),
-        ("test/8", lambda p: _truncate(_first(p), 40), ["cannot be read as an image"]),
-        ("train/9", lambda p: _truncate(_first(p), 150), ["truncated"]),
-        (
-            "train/5/wide.png",
-            _image(np.zeros((28, 30), np.uint8)),
-            ["28x30", "expected 28x28", "data.resize=true"],
-        ),
-        ("train/6/f.tif", _image(np.full((28, 28), np.nan, np.float32)), ["NaN"]),
-        ("", _no_test_tree, ["has a train/ folder but no test/ folder"]),
-        ("train/7/more", Path.mkdir, ["folder inside class folder 7"]),
+        ("folder", "train/4", _empty, ["holds no image files"]),
+        ("folder", "test/cat", lambda p: write_tree(p, digits(0)),
+         ["'cat'", "not a digit label 0-9"]),
+        ("folder", "test/10", lambda p: write_tree(p, digits(0)),
+         ["'10'", "not a digit label 0-9"]),
+        ("folder", "train/2/notes.txt", lambda p: p.write_text("text"),
+         ["cannot be read as an image"]),
+        ("folder", "test/8", lambda p: _truncate(_first(p), 40), ["cannot be read as an image"]),
+        ("folder", "train/9", lambda p: _truncate(_first(p), 150), ["truncated"]),
+        ("folder", "train/5/wide.png", _image(np.zeros((28, 30), np.uint8)),
+         ["28x30", "expected 28x28", "data.resize=true"]),
+        ("folder", "train/6/f.tif", _image(np.full((28, 28), np.nan, np.float32)), ["NaN"]),
+        ("folder", "", _no_test_tree, ["has a train/ folder but no test/ folder"]),
+        ("folder", "train/7/more", Path.mkdir, ["folder inside class folder 7"]),
+        ("mnist", "", lambda p: (p / _TEST_LABELS).unlink(),
+         ["no MNIST file t10k-labels-idx1-ubyte"]),
+        ("mnist", _TRAIN_IMAGES, lambda p: _truncate(p, 200), ["cannot be read"]),
+        ("mnist", "train-images-idx3-ubyte", _cut_plain, ["truncated", "28x28"]),
+        ("mnist", _TRAIN_IMAGES, _idx(np.zeros(40, np.uint8)), ["not an IDX image file", "2049"]),
+        ("mnist", "train-images-idx3-ubyte", lambda p: p.write_bytes(b"\0\0"),  # was "magic
+         ["not an IDX image file (2 bytes, no magic number, expected 2051)"]),  # number None"
+        ("mnist", _TEST_LABELS, _idx(np.zeros(19, np.uint8)), ["19 labels", "20 images"]),
+        ("mnist", _TEST_LABELS, _idx(np.full(20, 12, np.uint8)),
+         ["20 label(s) outside 0-9 (e.g. 12)"]),
     ],
-)
-def test_bad_folder_is_one_line_naming_it(
-    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
+)  # fmt: skip
+def test_bad_folder_or_mnist_file_is_one_line_naming_it(
+    tmp_path: Path, source: str, where: str, change: Callable[[Path], object], needles: list[str]
 ) -> None:
-    root, cache = tmp_path / "digits", tmp_path / "cache"
-    write_two_trees(root)
+    root, cache = tmp_path / source, tmp_path / "cache"
+    write, read = {"folder": (write_two_trees, folder), "mnist": (write_mnist, mnist)}[source]
+    write(root)
     broken = change(root / where)
     culprit = broken if isinstance(broken, Path) else root / where
-    fail(lambda: folder(cache, str(root)), str(culprit), *needles)
+    fail(lambda: read(cache, str(root)), str(culprit), *needles)
     assert not cache.exists()  # a failed load caches nothing, not even the good half
 
 
@@ -415,46 +441,6 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     words = np.empty((40, 1), dtype=object)
     words[:] = "seven"
     check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
-
-
-_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
-
-
-def _cut_plain(path: Path) -> None:
-    (path.parent / _TRAIN_IMAGES).unlink()
-    write_idx(path, as_uint8(digits(0).images[:, 0]), 2051)
-    _truncate(path, 2000)
-
-
-def _idx(array: np.ndarray, magic: int = 2049) -> Callable[[Path], None]:
-    return lambda path: write_idx(path, array, magic)
-
-
-@pytest.mark.parametrize(  # as for folders: ROOT/where broken by `change`, named in the error
-    ("where", "change", "needles"),
-    [
-        ("", lambda p: (p / _TEST_LABELS).unlink(), ["no MNIST file t10k-labels-idx1-ubyte"]),
-        (_TRAIN_IMAGES, lambda p: _truncate(p, 200), ["cannot be read"]),
-        ("train-images-idx3-ubyte", _cut_plain, ["truncated", "28x28"]),
-        (_TRAIN_IMAGES, _idx(np.zeros(40, np.uint8)), ["not an IDX image file", "2049"]),
-        (
-            "train-images-idx3-ubyte",
-            lambda p: p.write_bytes(b"\0\0"),  # was "magic number None"
-            ["not an IDX image file (2 bytes, no magic number, expected 2051)"],
-        ),
-        (_TEST_LABELS, _idx(np.zeros(19, np.uint8)), ["19 labels", "20 images"]),
-        (_TEST_LABELS, _idx(np.full(20, 12, np.uint8)), ["20 label(s) outside 0-9 (e.g. 12)"]),
-    ],
-)
-def test_bad_mnist_is_one_line_naming_the_file(
-    tmp_path: Path, where: str, change: Callable[[Path], object], needles: list[str]
-) -> None:
-    root = tmp_path / "mnist"
-    write_mnist(root)
-    broken = change(root / where)
-    culprit = broken if isinstance(broken, Path) else root / where
-    fail(lambda: mnist(None, str(root)), str(culprit), *needles)
 
 
 # ---------------------------------------------------------------------------------------------
