@@ -232,13 +232,12 @@ def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(
     # A network option the checkpoint predates (model.pool, say) was trained with its default.
     del saved["hyper_parameters"]["pool"]
     torch.save(saved, tmp_path / "before_pool.ckpt")
-    # A one-cycle schedule over the whole run (total_steps=null) is sized by the run's length.
-    onecycle = compose_config([*TINY, "scheduler=onecycle"], tmp_path / "onecycle", cache_dir)
-    saved["config"]["scheduler"] = OmegaConf.to_container(onecycle.scheduler, resolve=True)
-    torch.save(saved, tmp_path / "onecycle.ckpt")
-    cosine = compose_config([*TINY, "scheduler=cosine"], tmp_path / "cosine", cache_dir)
-    saved["config"]["scheduler"] = OmegaConf.to_container(cosine.scheduler, resolve=True)
-    torch.save(saved, tmp_path / "cosine.ckpt")  # T_max: ${trainer.max_epochs}, so 1
+    # A one-cycle schedule over the whole run (total_steps=null) is sized by the run's length;
+    # a cosine one's T_max is ${trainer.max_epochs}, so 1.
+    for name in ("onecycle", "cosine"):
+        schedule = compose_config([*TINY, f"scheduler={name}"], tmp_path / name, cache_dir)
+        saved["config"]["scheduler"] = OmegaConf.to_container(schedule.scheduler, resolve=True)
+        torch.save(saved, tmp_path / f"{name}.ckpt")
     trained = read_checkpoint(tiny_checkpoint)  # as if 3 epochs had been trained
     trained["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = 3
     torch.save(trained, tmp_path / "three_epochs.ckpt")
