@@ -51,14 +51,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path not in slow)  # stable: each file's order is kept
 
 
+def composed(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """The config as preflight sees it: composed (Hydra's part too), no Hydra runtime set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
 def compose_config(
     overrides: list[str], output_dir: Path, cache_dir: Path, config_name: str = "config"
 ) -> DictConfig:
     """The config `python -m src.train` (or the entry point of `config_name`) would compose,
     with outputs and caches under tmp."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    cfg = composed(overrides, config_name)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.cache_dir = str(cache_dir)

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from src.config import schema
 from src.config.compose import check_output_folder, preflight
@@ -20,6 +18,7 @@ from tests.conftest import (
     assert_one_line_error,
     cli_in_process,
     compose_config,
+    composed,
     raised_line,
     run_cli,
 )
@@ -332,13 +331,13 @@ def test_the_probe_leaves_no_folder_behind_and_an_existing_one_as_it_was(tmp_pat
 def test_multirun_probes_the_sweep_folder_not_the_run_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    cfg = _fresh_compose([f"hydra.run.dir={blocker}/run", f"hydra.sweep.dir={tmp_path}/sweep"])
+    cfg = composed([f"hydra.run.dir={blocker}/run", f"hydra.sweep.dir={tmp_path}/sweep"])
     check_output_folder(cfg, multirun=True)  # the run folder is not used by a sweep
     with pytest.raises(ConfigError, match=r"hydra\.run\.dir=.*cannot create the run folder"):
         check_output_folder(cfg, multirun=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     # the multirun mode key picks the sweep folder
-    cfg = _fresh_compose(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={blocker}/s"])
+    cfg = composed(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={blocker}/s"])
     with pytest.raises(ConfigError, match=r"hydra\.sweep\.dir=.*cannot create the sweep folder"):
         check_output_folder(cfg, multirun=False)
 
@@ -363,16 +362,6 @@ def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) 
 # check_config directly
 
 
-def _fresh_compose(overrides: list[str]) -> DictConfig:
-    """The config as preflight sees it: composed, with no Hydra runtime config set."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def _error(tmp_path: Path, *overrides: str) -> str:
     cfg = compose_config(list(overrides), tmp_path / "run", tmp_path / "cache")
     return raised_line(ConfigError, lambda: check_config(cfg))
@@ -388,12 +377,12 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
     """paths.output_dir is ${hydra:runtime.output_dir}: no error at preflight, and no leftovers;
     an unresolvable value is still caught."""
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
-    cfg = _fresh_compose([])
+    cfg = composed([])
     check_config(cfg)
     assert not HydraConfig.initialized()
     assert not OmegaConf.is_readonly(cfg.hydra)  # the stand-in was set on a copy
     with pytest.raises(ConfigError, match=r"^trainer\.max_epochs=\$\{nope\}: cannot be resolved"):
-        check_config(_fresh_compose(["trainer.max_epochs=${nope}"]))
+        check_config(composed(["trainer.max_epochs=${nope}"]))
     assert not HydraConfig.initialized()
 
 
