@@ -101,9 +101,14 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{folder}", ["model.bn_stats=0"], ["model.bn_stats=0 must be one of", "population"]),
         ("[]", [], ["images is not set"]),
         ("{folder}", ["ckpt_path={tmp}"], ["ckpt_path={tmp}: is a folder"]),
+        # population statistics are computed over the checkpoint's training images: was a line
+        # with no remedy, after an empty run folder
+        ("{folder}", ["ckpt_path={tmp}/moved.ckpt", "model.bn_stats=population"],
+         ["{tmp}/moved: no such folder (data.root)", "put them back there, or use "
+          "model.bn_stats=running"]),
     ],
-    ids="missing glob empty size text colour key ckpt frame blank stats none folder".split(),
-)
+    ids="missing glob empty size text colour key ckpt frame blank stats none folder moved".split(),
+)  # fmt: skip
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]
 ) -> None:
@@ -112,29 +117,15 @@ def test_bad_input_is_one_line_and_no_run_folder(
     (tmp_path / "notes.txt").write_text("not an image\n")
     (tmp_path / "empty").mkdir()
     Image.fromarray(np.full((90, 60), 230, np.uint8)).save(tmp_path / "blank.png")  # paper only
+    saved = torch.load(ckpt, weights_only=True)  # its training data moved since
+    saved["config"]["data"] = {"source": "folder", "root": str(tmp_path / "moved"),
+                               "batch_size": 32}  # fmt: skip
+    torch.save(saved, tmp_path / "moved.ckpt")
     run = tmp_path / "run"
     fill = {"tmp": tmp_path, "folder": folder}
     args = [f"ckpt_path={ckpt}", f"images={images.format(**fill)}", f"hydra.run.dir={run}"]
     proc = cli_in_process(*args, *(e.format(**fill) for e in extra), module="src.predict")
     assert_one_line_error(proc, *(n.format(**fill) for n in needles), code=2)
-    assert not run.exists()
-
-
-def test_population_statistics_over_training_data_moved_since_is_one_line_first(
-    ckpt: Path, folder: Path, tmp_path: Path
-) -> None:
-    """They are computed over the checkpoint's training images: was a line with no remedy,
-    after an empty run folder."""
-    saved = torch.load(ckpt, weights_only=True)
-    saved["config"]["data"] = {"source": "folder", "root": str(tmp_path / "moved"),
-                               "batch_size": 32}  # fmt: skip
-    torch.save(saved, tmp_path / "moved.ckpt")
-    run = tmp_path / "run"
-    proc = cli_in_process(f"ckpt_path={tmp_path}/moved.ckpt", f"images={folder}",
-                          "model.bn_stats=population", f"hydra.run.dir={run}",
-                          module="src.predict")  # fmt: skip
-    assert_one_line_error(proc, f"{tmp_path}/moved: no such folder (data.root)", "put them back "
-                          "there, or use model.bn_stats=running", code=2)  # fmt: skip
     assert not run.exists()
 
 
