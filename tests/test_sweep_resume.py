@@ -80,10 +80,11 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _kill_at_first_checkpoint(sweep: Path, *args: str) -> int:
-    """The sweep SIGKILLed as soon as a job has written a checkpoint; its iteration."""
+def _kill_at_first_checkpoint(sweep: Path, *args: str, job: str = "*") -> int:
+    """The sweep SIGKILLed as soon as a job (whose folder `job` matches) has written a
+    checkpoint; the lowest iteration of its checkpoints."""
     proc = _start(sweep, *args)
-    while not any(sweep.glob("*/checkpoints/last.ckpt")) and proc.poll() is None:
+    while not any(sweep.glob(f"{job}/checkpoints/last.ckpt")) and proc.poll() is None:
         time.sleep(0.01)
     _kill(proc)
     steps = [torch.load(p, weights_only=True)["global_step"]
@@ -168,10 +169,7 @@ def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
     never = _start(tmp_path / "never", *args)  # meanwhile
 
     sweep = tmp_path / "killed"
-    proc = _start(sweep, *args)
-    while not any(sweep.glob("1_*/checkpoints/last.ckpt")) and proc.poll() is None:
-        time.sleep(0.01)
-    _kill(proc)
+    _kill_at_first_checkpoint(sweep, *args, job="1_*")
     again = run_cli("--multirun", *args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0 and never.wait(timeout=300) == 0, again.stderr[-3000:]
     columns = ("job", "name", "status", "val/acc", "train/loss")
