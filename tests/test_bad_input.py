@@ -148,6 +148,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["optimizer.momentum=1.4999"]),
         (["--multirun", "optimizer.lr=0.01,-1"], ["optimizer.lr=-1"]),
         (["hparams_search=optuna", "hydra.sweeper.n_trials=0"], ["hydra.sweeper.n_trials=0"]),
+        # optuna 2 (what the sweeper allows) cannot use a database with SQLAlchemy 2
+        (["hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db"],
+         ["hydra.sweeper.storage"]),
         (["hparams_search=optuna", "hydra.sweeper.params.optimizer.lr=interval(0.1,0.2)"],
          ["cannot be changed key by key", "'optimizer.lr=interval(0.1,0.2)'"]),  # was misleading
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],

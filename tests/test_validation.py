@@ -13,13 +13,12 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from src.config.compose import preflight
 from src.data.datamodule import DigitsDataModule, validation_indices
 from src.data.sources import load_source
 from src.errors import ConfigError, DataError
 from src.model.module import VALIDATION_METRICS, BNStateModule
 from src.train import train
-from tests.conftest import CONF, TINY, compose_config, fit
+from tests.conftest import TINY, compose_config, fit
 from tests.test_train import scalar_tags
 
 SMALL = {"num_train_per_class": 20, "num_test_per_class": 10}  # TINY's data
@@ -201,8 +200,3 @@ def test_hparams_search_config(tmp_path: Path, cache_dir: Path) -> None:
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert {"optimizer.lr", "optimizer.momentum"} <= set(sweeper.params)
     assert "interval" in sweeper.params["optimizer.lr"]
-    # optuna 2 (what the sweeper allows) cannot use a database with SQLAlchemy 2
-    argv = ["hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db",
-            f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
-    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage"):
-        preflight(argv, str(CONF), "config")
