@@ -279,6 +279,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["data.batch_size=1500 for each of 2 processes is 3000 images, more than the 2500"]),
         (["debug=fdr", "trainer.fast_dev_run=-1"], ["trainer.fast_dev_run=-1 must be true, false "
          "or a number of batches"]),  # was Lightning's MisconfigurationException in the run
+        # a path left unset in the config
+        *[([f"data={group}"], [key]) for group, key in
+          (("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file"))],
         (["data=mat", "data.train_file=/", "data.test_file=/"],
          ["/: is a folder, expected a file (data.train_file)"]),
         (["data=mnist", "data.root=/nonexistent"],

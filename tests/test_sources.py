@@ -21,13 +21,12 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from src.config.compose import preflight
 from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule
 from src.data.sources import folder, mat, mnist, split_class
 from src.data.synthetic import generate_digits
-from src.errors import ConfigError, DataError
-from tests.conftest import CONF, assert_one_line_error, cli_in_process, raised_line
+from src.errors import DataError
+from tests.conftest import assert_one_line_error, cli_in_process, raised_line
 
 # ---------------------------------------------------------------------------------------------
 # Fixture writers
@@ -386,11 +385,6 @@ def test_a_missing_folder_or_an_unset_path_is_one_line(tmp_path: Path) -> None:
     fail(lambda: folder(None, str(tmp_path / "file")), "file", "is a file, expected a folder")
     fail(lambda: folder(None, str(tmp_path)), str(tmp_path), "holds no class folders")
     fail(lambda: mnist(None, str(tmp_path / "nowhere")), "nowhere", "no such folder")
-    # a path left unset in the config: one line naming the key, before any run
-    for group, key in (("folder", "data.root"), ("mnist", "data.root"), ("mat", "data.train_file")):
-        with pytest.raises(ConfigError) as info:
-            preflight([f"data={group}"], str(CONF), "config")
-        assert key in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_mat_files(tmp_path: Path) -> None:
