@@ -15,6 +15,7 @@ from src.config.rules import check_config
 from src.errors import ConfigError
 from tests.conftest import (
     CONF,
+    TINY,
     assert_one_line_error,
     cli_in_process,
     compose_config,
@@ -312,6 +313,21 @@ def test_a_run_or_sweep_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(proc, sweep, "cannot create the sweep folder", code=2)
     assert not run_dir.exists()
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refused(
+    ckpt: Path, cache_dir: Path
+) -> None:
+    """The same command again with its `hydra.run.dir` trained over the earlier run's last.ckpt
+    and config.yaml without a word. It is refused before the folder is touched; with that
+    checkpoint as `ckpt_path` the run continues it."""
+    run, args = ckpt.parents[1], [*TINY, "logger=none", f"paths.cache_dir={cache_dir}"]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = cli_in_process(*args, f"hydra.run.dir={run}")
+    assert_one_line_error(proc, f"{ckpt} holds the checkpoint of an earlier run in this folder",
+                          f"continue it with ckpt_path={ckpt}", code=2)  # fmt: skip
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert preflight([*args, f"hydra.run.dir={run}", f"ckpt_path={ckpt}"], str(CONF), "config")[0]
 
 
 # ---------------------------------------------------------------------------------------------

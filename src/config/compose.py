@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
-from src.config.rules import check_config
+from src.config.rules import check_config, check_run_folder_free
 from src.config.schema import network_is_the_checkpoints
 from src.config.targets import check_targets
 from src.errors import ConfigError, first_line, one_line
@@ -401,6 +401,8 @@ def preflight(
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)
+                if not multirun:  # a sweep's jobs continue their folders (src.sweep.resume)
+                    check_run_folder_free(cfg)
                 check_checkpoint_folder(cfg)
                 check_mlflow_stores(cfg)
         # --cfg prints; --resolve without it and a rerun are Hydra's own

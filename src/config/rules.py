@@ -282,21 +282,48 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
         check_position_matches(ckpt, cfg, Path(str(path)), processes)
 
 
+def check_run_folder_free(cfg: DictConfig) -> None:
+    """A single training run into a folder that holds an earlier run's `last.ckpt` (a
+    `hydra.run.dir` given again) continues that checkpoint (`ckpt_path`), or is refused before
+    it would overwrite it."""
+    if value_at(cfg, "train") in (False, None) or "hydra" not in cfg:
+        return  # a test of a checkpoint, src.evaluate, predict, export: they save none
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    try:
+        with _hydra_runtime(cfg, str(run_dir)):
+            folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    except Exception:  # an interpolation only the run resolves: the folder is unknown here
+        return
+    last = Path(str(folder)) / "last.ckpt"
+    if folder is None or not last.is_file():
+        return
+    given = cfg.get("ckpt_path")
+    if given is None or Path(str(given)).expanduser().resolve() != last.resolve():
+        raise ConfigError(
+            f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
+            f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
+            "(hydra.run.dir)"
+        )
+
+
 @contextlib.contextmanager
-def _hydra_runtime(cfg: DictConfig) -> Iterator[None]:
-    """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight)."""
-    if HydraConfig.initialized() or "hydra" not in cfg:
+def _hydra_runtime(cfg: DictConfig, output_dir: str | None = None) -> Iterator[None]:
+    """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight), with
+    `output_dir` for the run folder where it is known (then over the config of an earlier run
+    in this process too: a notebook's, a test's)."""
+    if "hydra" not in cfg or (output_dir is None and HydraConfig.initialized()):
         yield  # inside a run: the real runtime config answers
         return
     probe = copy.deepcopy(cfg)
     with open_dict(probe), read_write(probe):
-        probe.hydra.runtime.output_dir = _PLACEHOLDER_OUTPUT_DIR
+        probe.hydra.runtime.output_dir = output_dir or _PLACEHOLDER_OUTPUT_DIR
     instance = HydraConfig.instance()
+    previous = instance.cfg
     instance.set_config(probe)
     try:
         yield
     finally:
-        instance.cfg = None
+        instance.cfg = previous
 
 
 def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
