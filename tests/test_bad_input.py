@@ -315,6 +315,20 @@ def test_a_run_or_sweep_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a folder\n"
 
 
+def test_a_quoted_tilde_where_nothing_expands_it_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hydra takes `~/...` only quoted, and then made a folder named `~` in the current one
+    (cleaned up with `rm -rf ~`: the home folder) or read a checkpoint there."""
+    monkeypatch.chdir(tmp_path)
+    for typed in ("hydra.run.dir='~/r'", "paths.cache_dir='~/c'", "ckpt_path='~/x.ckpt'"):
+        proc = cli_in_process(typed)
+        assert_one_line_error(proc, f"{typed}: ~ is not expanded here", "write $HOME/", code=2)
+    proc = cli_in_process("--multirun", "seed=1,2", "hydra.sweep.dir='~'")
+    assert_one_line_error(proc, "hydra.sweep.dir='~': ~ is not expanded", code=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refused(
     ckpt: Path, cache_dir: Path
 ) -> None:

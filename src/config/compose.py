@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
-from src.config.rules import check_config, check_run_folder_free
+from src.config.rules import check_config, check_run_folder_free, refuse_tilde
 from src.config.schema import network_is_the_checkpoints
 from src.config.targets import check_targets
 from src.errors import ConfigError, first_line, one_line
@@ -165,6 +165,7 @@ def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
         raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
     if folder is None or not str(folder).strip():
         raise ConfigError(f"{key} must be set to the folder the run writes into")
+    refuse_tilde(key, folder)
     _probe_folder(folder, f"{key}={folder}", what)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -71,6 +72,16 @@ def check_config(cfg: DictConfig) -> None:
         checked.add(key)
 
 
+def refuse_tilde(key: str, value: Any) -> None:
+    """A path that starts with `~` (Hydra takes it quoted only) where nothing expands it: Hydra
+    would make a folder named `~` in the current one."""
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        raise ConfigError(
+            f"{key}={written(value)}: ~ is not expanded here (it would name a folder called ~): "
+            f"write $HOME{value[1:]}"
+        )
+
+
 def in_multirun() -> bool:
     """Whether this is a job of a Hydra multirun."""
     return HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
@@ -87,6 +98,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     for key in ("ckpt_path", "paths.cache_dir", "data.cache_dir"):  # '' is the current folder
         if isinstance(value := value_at(cfg, key), str) and not value.strip():
             raise ConfigError(f"{key}={written(value)} is empty: give it a path")
+        refuse_tilde(key, value)
     typed = check_targets(cfg, settings)
     check_group_entries(settings)
     require_bool(cfg, "test")
