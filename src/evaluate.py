@@ -81,8 +81,8 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     `data.KEY` on top (`data_config`), checked as the run's data (`checked_checkpoint`). A data
     folder moved since the training run, say, costs one line and no run folder."""
     path = OmegaConf.select(cfg, "ckpt_path", default=None)
-    if not isinstance(path, str) or not path.strip():  # checked_checkpoint words it
-        return checked_checkpoint(cfg), cfg.data
+    if not isinstance(path, str) or not path.strip() or path.startswith("~"):
+        return checked_checkpoint(cfg), cfg.data  # which words what is wrong with it
     ckpt = read_checkpoint(Path(path))
     tested_in_trained_precision(cfg, ckpt)
     data = data_config(cfg, ckpt)

@@ -324,6 +324,8 @@ def test_a_quoted_tilde_where_nothing_expands_it_is_one_line(
     for typed in ("hydra.run.dir='~/r'", "paths.cache_dir='~/c'", "ckpt_path='~/x.ckpt'"):
         proc = cli_in_process(typed)
         assert_one_line_error(proc, f"{typed}: ~ is not expanded here", "write $HOME/", code=2)
+    proc = cli_in_process("ckpt_path='~/x.ckpt'", module="src.evaluate")  # reads it first
+    assert_one_line_error(proc, "ckpt_path='~/x.ckpt': ~ is not expanded here", code=2)
     proc = cli_in_process("--multirun", "seed=1,2", "hydra.sweep.dir='~'")
     assert_one_line_error(proc, "hydra.sweep.dir='~': ~ is not expanded", code=2)
     assert list(tmp_path.iterdir()) == []
