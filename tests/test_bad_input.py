@@ -62,6 +62,8 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         (["model.pool=abc"], ["model.pool must be true or false, got 'abc'"]),  # its annotation
         (["trainer=tpu"], ["trainer/tpu"]),
         (["optimizer.lrr=3"], ["optimizer.lrr"]),
+        (["numEpochs=3"], ["numEpochs=3: numEpochs is MATLAB's name: write trainer.max_epochs=3"]),
+        (["executionEnvironment=cpu"], ["MATLAB's name: write trainer=cpu"]),  # not +KEY
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),
         # 0 == False in Python: a switch's choices are compared by type too
         (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),

@@ -297,6 +297,12 @@ def _appended(line: str) -> str:
     return f"{said}; remove the +: {key}={value}"
 
 
+# The example's own names, which a MATLAB user types first (docs/matlab-mapping.md).
+MATLAB_NAMES = {"numEpochs": "trainer.max_epochs", "miniBatchSize": "data.batch_size",
+                "learnRate": "optimizer.lr", "momentum": "optimizer.momentum",
+                "executionEnvironment": "trainer"}  # fmt: skip
+
+
 def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: list[str]) -> str:
     """Hydra's error for `key=value` on a key the config does not have, which suggests adding
     it, with the key it most likely means (a typo is the usual cause). `typed`: the command
@@ -314,6 +320,9 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
         return line
     key, added = found.groups()  # the line's end, a value's too, may have lost a final "."
     added = next((o for o in overrides if o.split("=")[0] == key), added)
+    if key in MATLAB_NAMES:  # not a key to add: it would be read by nothing
+        value = added.split("=", 1)[1]
+        return f"{added}: {key} is MATLAB's name: write {MATLAB_NAMES[key]}={value}"
     searched = key.removeprefix("hydra.sweeper.params.")
     if searched != key:  # the search space's keys hold a dot (optimizer.lr): out of a path's reach
         value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")
