@@ -416,7 +416,9 @@ def test_bad_mat_files(tmp_path: Path) -> None:
         "YTrain is a MATLAB categorical",
         "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
     )
-    check("v73.mat", v73_file, "v7.3", "save('v73.mat', 'XTrain', 'YTrain', '-v7')")
+    check(
+        "v73.mat", v73_file, "v7.3", "S = load('v73.mat'); save('v73.mat', '-struct', 'S', '-v7')"
+    )
     unreadable = "cannot be read as a MATLAB .mat file"
     check("text.mat", lambda p: p.write_text("hello"), unreadable)
     check("cut.mat", lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)), unreadable)

@@ -130,7 +130,8 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
     except NotImplementedError as err:  # scipy's answer to the HDF5-based v7.3 format
         raise DataError(
             f"{path}: is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in MATLAB "
-            f"with: save('{path.name}', '{x_name}', '{y_name}', '-v7')"
+            f"with all it holds: S = load('{path.name}'); save('{path.name}', '-struct', 'S', "
+            "'-v7')"
         ) from err
     except Exception as err:  # scipy raises many types for files that are not .mat or are cut
         raise DataError(
