@@ -262,6 +262,7 @@ def test_cli_corrupted_download_is_one_line_exit_2_and_leaves_no_file(
         f"{mirror.url}train-labels-idx1-ubyte.gz: MD5 mismatch",
         DATASETS["mnist"].resources[1].md5,
         "expected",
+        "; files of your own are read from data.root without data.download=true",
         code=2,
     )
     # The images came first and were good; of the labels, nothing: no partial, no temporary.

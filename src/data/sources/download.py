@@ -126,7 +126,9 @@ def fetch(name: str, md5: str, mirrors: Sequence[str], dest: Path) -> Path:
         after = f" (after {'; '.join(failed)})" if failed else ""
         log.info("Downloaded %s (%s, MD5 checked) to %s%s", url, size_text(size), dest, after)
         return dest
-    raise DataError(f"{dest}: could not be downloaded: {'; '.join(failed)}")
+    own = any("MD5 mismatch" in f for f in failed)  # the checksums are the data set's: fixed
+    hint = "; files of your own are read from data.root without data.download=true" if own else ""
+    raise DataError(f"{dest}: could not be downloaded: {'; '.join(failed)}{hint}")
 
 
 def gunzip(source: IO[bytes], dest: Path, what: str) -> None:
