@@ -45,6 +45,8 @@ from src.runtime.exporters import (
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": "model.onnx", "mat": "model.mat"}
+# The images' layout the file's Info names: MATLAB's in model.mat (SSCB), PyTorch's in ONNX.
+LAYOUTS = {"onnx": "N x 1 x 28 x 28", "mat": "28 x 28 x 1 x N (MATLAB's SSCB)"}
 # What torch's TorchScript exporter (the one that needs no onnxscript) can write.
 ONNX_OPSETS = (7, 20)
 # Built-in digits to compare on when the checkpoint's own data cannot be read here.
@@ -98,7 +100,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     props = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "bn_stats": str(bn_stats),
-        "input": "images, N x 1 x 28 x 28, pixel values in [0, 1]; the mean image is inside",
+        "input": f"images, {LAYOUTS[cfg.format]}, pixel values in [0, 1]; the mean image is inside",
         "output": f"probabilities, N x {net.fc.out_features} (softmax), classes 0-"
         f"{net.fc.out_features - 1}",
     }
