@@ -424,7 +424,13 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     check("cut.mat", lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)), unreadable)
     check("noy.mat", save(XTrain=x, labels=y), "no variable 'YTrain'", "XTrain, labels")
     check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
-    check("range.mat", save(XTrain=x, YTrain=y + 1), "label(s) outside 0-9 (e.g. 10)")
+    check(
+        "range.mat",
+        save(XTrain=x, YTrain=y + 1),
+        "label(s) outside 0-9 (e.g. 10); 1-10 are category numbers: subtract 1",
+    )  # MATLAB's double(YTrain) of a categorical
+    check("bytes.mat", save(XTrain=x.astype(np.float64), YTrain=y), "span [0, 255], expected "
+          "[0, 1]; divide them by 255")  # fmt: skip
     check("frac.mat", save(XTrain=x, YTrain=y + 0.5), "not whole numbers")
     # were "not a numeric array (it is a MATLAB cell, struct or object)" and "a struct or object"
     check("complex.mat", save(XTrain=x * (1 + 1j), YTrain=y), "XTrain holds complex numbers")

@@ -134,13 +134,19 @@ class DigitArrays:
             raise DataError(f"{origin}: {bad} image(s) contain NaN or infinite pixel values")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise DataError(f"{origin}: pixel values span [{lo:g}, {hi:g}], expected [0, 1]")
+            scaled = "; divide them by 255" if lo >= 0.0 and hi <= 255.0 else ""  # 8-bit values
+            raise DataError(
+                f"{origin}: pixel values span [{lo:g}, {hi:g}], expected [0, 1]{scaled}"
+            )
         if y.dtype != np.int64:
             raise DataError(f"{origin}: labels are {y.dtype}, expected int64")
         out = (y < 0) | (y >= NUM_CLASSES)
         if out.any():
+            # MATLAB's double(Y) of categorical digits: their category numbers, 1 to 10
+            one_based = y.min() >= 1 and y.max() <= NUM_CLASSES
+            shifted = "; 1-10 are category numbers: subtract 1" if one_based else ""
             raise DataError(
-                f"{origin}: {int(out.sum())} label(s) outside 0-9 (e.g. {int(y[out][0])})"
+                f"{origin}: {int(out.sum())} label(s) outside 0-9 (e.g. {int(y[out][0])}){shifted}"
             )
         if self.angles is not None and self.angles.shape != y.shape:
             raise DataError(f"{origin}: {self.angles.shape[0]} angles for {y.shape[0]} labels")
