@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, open_dict
 import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
 from src.config.compose import preflight
-from src.errors import CheckpointError
+from src.errors import CheckpointError, RunStopped
 from src.model.network import DigitsNet
 from src.runtime.build import CONFIG_DIR
 from src.train import train
@@ -89,6 +89,31 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     plot = final["history"]
     assert plot["iterations"] == list(range(1, 2 * ITERS + 1))
     assert sorted(plot["epochs"]) == [0, ITERS]
+
+
+def test_a_stop_at_an_epochs_last_iteration_keeps_its_end_and_resumes_exactly(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Saved at once, its checkpoint lacked the epoch's end (the schedule's step, validation, the
+    figure's epoch line), which the resumed run then skipped: another learning rate on. It is
+    saved and stopped once the epoch has ended."""
+    settings = [*TINY, "trainer.max_epochs=2", "test=false", "logger=none", "scheduler=cosine"]
+    train(compose_config(settings, tmp_path / "straight", cache_dir))
+    stopped = compose_config(settings, tmp_path / "stopped", cache_dir)
+    with open_dict(stopped):
+        stopped.callbacks.signal_at = {"_target_": "tests.test_signals.SignalAt",
+                                       "phase": "first_epochs_last_iteration"}  # fmt: skip
+    with pytest.raises(RunStopped, match=f"stopped after iteration {ITERS};"):
+        train(stopped)
+    resumed = compose_config(settings, tmp_path / "resumed", cache_dir)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    train(resumed)
+    straight, final = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                       for run in ("straight", "resumed"))  # fmt: skip
+    assert_same_training_state(straight, final)
+    assert straight["lr_schedulers"] == final["lr_schedulers"]
+    assert straight["history"] == final["history"]
 
 
 _WRITER = """

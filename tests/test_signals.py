@@ -48,6 +48,8 @@ class SignalAt(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._send("mid_epoch" if batch_idx == 1 else "")
+        last = batch_idx + 1 == trainer.num_training_batches and trainer.current_epoch == 0
+        self._send("first_epochs_last_iteration" if last else "")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._send("epoch_end")

@@ -29,7 +29,9 @@ class RunCheckpoint(Checkpoint):
     - at the end of every `every_n_epochs`-th epoch and of the last one;
     - every `every_n_train_steps` iterations when that is above 0;
     - after the current iteration when SIGINT or SIGTERM arrives, and then stops the run
-      (`RunStopped`); a second SIGINT/SIGTERM stops at once without saving.
+      (`RunStopped`); at an epoch's last iteration, once the epoch's end (validation, the
+      schedule's step) has run, as the epoch's own checkpoint; a second SIGINT/SIGTERM stops at
+      once without saving.
 
     It also stops the run (`TrainingDiverged`) when the loss or the state goes non-finite, before
     anything could save the broken weights, so `last.ckpt` stays the last good one. The module
@@ -58,6 +60,7 @@ class RunCheckpoint(Checkpoint):
         self.last_path = self.dirpath / "last.ckpt"
         self._saved_at: int | None = None
         self._signal: int | None = None
+        self._stop_after_epoch = 0  # the signal the processes agreed on at an epoch's last batch
         self._previous_handlers: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
 
@@ -88,12 +91,14 @@ class RunCheckpoint(Checkpoint):
         # all-reduce returned (it arrives while this process waits in it) would otherwise stop
         # this process alone, and the others would wait for it in a collective forever. It is
         # agreed on at the next iteration.
-        if signum:
+        last_of_epoch = i + 1 >= trainer.num_training_batches
+        if signum and last_of_epoch:  # the epoch's end (validation, the schedule's step) is
+            self._stop_after_epoch = signum  # part of its checkpoint: saved, then stopped there
+        elif signum:
             path = self.save(trainer)
             _outlive_the_launcher(trainer)
             raise RunStopped(self._signal, path, trainer.global_step)
         every = self.every_n_train_steps
-        last_of_epoch = i + 1 >= trainer.num_training_batches
         if every > 0 and trainer.global_step % every == 0 and not last_of_epoch:
             self.save(trainer)  # the epoch's last batch is saved by on_train_epoch_end
 
@@ -111,8 +116,12 @@ class RunCheckpoint(Checkpoint):
         epochs_done = trainer.current_epoch + 1
         finished = trainer.max_epochs is not None and epochs_done >= trainer.max_epochs
         due = self.every_n_epochs > 0 and epochs_done % self.every_n_epochs == 0
-        if due or finished or trainer.should_stop or _out_of_steps(trainer):
+        ended = finished or trainer.should_stop or _out_of_steps(trainer)
+        if due or ended or self._stop_after_epoch:
             self.save(trainer)
+        if self._stop_after_epoch and not ended:  # else training is over: on_train_end says so
+            _outlive_the_launcher(trainer)
+            raise RunStopped(self._stop_after_epoch, self.last_path, trainer.global_step)
 
     @staticmethod
     def _agree(trainer: L.Trainer, signum: int, broken: bool) -> tuple[int, bool]:
@@ -132,7 +141,7 @@ class RunCheckpoint(Checkpoint):
         # Installed after Lightning's own handlers (registered before training starts), so these
         # replace its SIGTERM handler, which would exit 0 with nothing saved. SLURM's requeue
         # signal (SIGUSR1) stays Lightning's. SIGINT stays ignored where the process started so.
-        self._signal = None
+        self._signal, self._stop_after_epoch = None, 0
         self._trainer = trainer
         for signum in handled_signals():
             self._previous_handlers[signum] = signal.getsignal(signum)
