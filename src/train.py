@@ -109,6 +109,10 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
                 f"of an epoch: use at most {batches}, a fraction of it (0.5), or validate every "
                 f"{every} iterations across epochs with +trainer.check_val_every_n_epoch=null"
             ) from err
+        ended = getattr(model, "end_skipped_fit", None)  # a fork's module may have none
+        if ended is not None and ended():  # resumed with no iteration left: its state, saved
+            for saver in trainer.checkpoint_callbacks:
+                getattr(saver, "save", lambda _: None)(trainer)
         if reports.get("first_batch"):
             figures.first_batch(trainer, model)
         if reports.get("training_progress"):

@@ -116,6 +116,25 @@ def test_a_stop_at_an_epochs_last_iteration_keeps_its_end_and_resumes_exactly(
     assert straight["history"] == final["history"]
 
 
+def test_a_finished_run_resumed_with_nothing_left_ends_as_it_did(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Lightning skips a fit with no iteration left, and with it training's end: a population
+    run was tested with the running state under the population's name, and saved nothing."""
+    settings = [*TINY, "logger=none", "model.bn_stats=population"]
+    done = train(compose_config(settings, tmp_path / "done", cache_dir))
+    again = compose_config(settings, tmp_path / "again", cache_dir)
+    with open_dict(again):
+        again.ckpt_path = str(tmp_path / "done" / "checkpoints" / "last.ckpt")
+    metrics = train(again)
+    assert metrics["global_step"] == done["global_step"] == ITERS
+    assert metrics["test/acc_population"] == done["test/acc_population"]
+    first, second = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                     for run in ("done", "again"))  # fmt: skip
+    assert second["bn_statistics"]["used"] == "population"
+    assert_same_training_state(first, second)
+
+
 _WRITER = """
 import sys, torch
 from pathlib import Path

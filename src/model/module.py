@@ -274,6 +274,15 @@ class BNStateModule(L.LightningModule):
         if self._finalised_at_step != self.global_step:  # stopped mid-epoch (max_steps, interrupt)
             self.finalise_state()
 
+    def end_skipped_fit(self) -> bool:
+        """After a fit Lightning skipped, every iteration done already (a finished run's
+        checkpoint resumed, whose population statistics the load set aside): the end of training
+        its hooks would have run. Whether there was one to end (and a checkpoint to write)."""
+        if self._finalised_at_step == self.global_step:
+            return False
+        self.finalise_state()
+        return True
+
     def _is_last_epoch(self) -> bool:
         t = self.trainer
         out_of_epochs = t.max_epochs is not None and 0 < t.max_epochs <= self.current_epoch + 1
