@@ -103,10 +103,15 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
     statistics = data.get("bn_statistics") if isinstance(data.get("bn_statistics"), dict) else {}
     for name, values in (("", data["state_dict"]), *statistics.items()):
         for key, value in values.items() if isinstance(values, dict) else ():
-            if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+            if not (torch.is_tensor(value) and value.is_floating_point()):
+                continue
+            bad = "NaN or infinite values" if not value.isfinite().all() else None
+            if bad is None and str(key).endswith("running_var") and (value < 0).any():
+                bad = "negative variances"  # batch norm would take the root of them
+            if bad is not None:
                 where = f"bn_statistics.{name}.{key}" if name else key
-                raise CheckpointError(f"its {where} holds NaN or infinite values: no network to "
-                                      "predict with or continue from")  # fmt: skip
+                raise CheckpointError(f"its {where} holds {bad}: no network to predict with or "
+                                      "continue from")  # fmt: skip
     return data
 
 

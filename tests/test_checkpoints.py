@@ -223,9 +223,9 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     assert_same_training_state(straight, resumed)
 
 
-def _with_nan(good: Path, key: str) -> dict:
+def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
     saved = torch.load(good, weights_only=True)
-    saved["state_dict"][key][0] = float("nan")
+    saved["state_dict"][key][0] = value
     return saved
 
 
@@ -244,6 +244,8 @@ def _with_nan(good: Path, key: str) -> dict:
         # was tested, predicted (every probability nan) and exported (its check passed) as sound
         pytest.param(lambda good: _with_nan(good, "net.bn1.running_var"),
                      ["its net.bn1.running_var holds NaN or infinite values"], id="nan"),
+        pytest.param(lambda good: _with_nan(good, "net.bn2.running_var", -0.5),  # was chance
+                     ["its net.bn2.running_var holds negative variances"], id="negative"),
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(
