@@ -30,7 +30,7 @@ from src.runtime.build import (
     entry_point,
     instantiate_group,
     save_resolved_config,
-    tested_in_trained_precision,
+    tested_as_trained,
 )
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     if not isinstance(path, str) or not path.strip() or path.startswith("~"):
         return checked_checkpoint(cfg), cfg.data  # which words what is wrong with it
     ckpt = read_checkpoint(Path(path))
-    tested_in_trained_precision(cfg, ckpt)
+    tested_as_trained(cfg, ckpt)
     data = data_config(cfg, ckpt)
     try:
         return checked_checkpoint(cfg, data), data

@@ -34,7 +34,7 @@ from src.runtime.build import (
     entry_point,
     instantiate_group,
     save_resolved_config,
-    tested_in_trained_precision,
+    tested_as_trained,
 )
 from src.runtime.loggers import continue_tensorboard, log_hyperparameters
 from src.runtime.threads import configure_threads
@@ -54,7 +54,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     training = cfg.get("train", True)  # train=false: test the network of ckpt_path, no training
     ckpt = read_checkpoint(Path(cfg.ckpt_path)) if cfg.get("ckpt_path") else {}
     if ckpt and not training:  # as src.evaluate tests it
-        tested_in_trained_precision(cfg, ckpt)
+        tested_as_trained(cfg, ckpt)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what the run actually used.

@@ -133,6 +133,11 @@ def test_a_finished_run_resumed_with_nothing_left_ends_as_it_did(
                      for run in ("done", "again"))  # fmt: skip
     assert second["bn_statistics"]["used"] == "population"
     assert_same_training_state(first, second)
+    # train=false tests it as src.evaluate does: with the statistics it predicts with
+    tested = compose_config([*settings[:-1], "train=false"], tmp_path / "tested", cache_dir)
+    with open_dict(tested):
+        tested.ckpt_path = again.ckpt_path
+    assert train(tested)["test/acc_population"] == done["test/acc_population"]
 
 
 _WRITER = """

@@ -33,7 +33,7 @@ from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.precision import canonical, precision_problem
-from src.model.state import describe_state, population_statistics
+from src.model.state import BN_STATS_MODES, describe_state, population_statistics
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,23 @@ def checked_checkpoint(cfg: DictConfig, data: DictConfig | None = None) -> dict:
     return ckpt
 
 
-def tested_in_trained_precision(cfg: DictConfig, ckpt: dict) -> None:
-    """A checkpoint is tested in the `trainer.precision` it was trained in, unless the command
-    line names one: its test accuracy is then the training run's to the last digit (a bf16 run
-    tested in float32 was not)."""
+def tested_as_trained(cfg: DictConfig, ckpt: dict) -> None:
+    """A checkpoint is tested in the `trainer.precision` it was trained in, and with the
+    statistics it predicts with (`bn_statistics.used`), unless the command line names them: its
+    test accuracy is then the training run's to the last digit (a bf16 run tested in float32 was
+    not; `train=false` tested a population run's network with its running state)."""
+    typed = [o.key_or_group for o in command_overrides(cfg)]
+    if "model.bn_stats" not in typed:
+        used = (ckpt.get("bn_statistics") or {}).get("used", "running")
+        if used not in BN_STATS_MODES:  # read from a file: checked, as any stored setting is
+            raise CheckpointError(
+                f"ckpt_path={cfg.ckpt_path}: its stored bn_statistics.used={used!r} is not one "
+                f"of {', '.join(BN_STATS_MODES)}"
+            )
+        with open_dict(cfg):
+            cfg.model.bn_stats = used
     stored = ((ckpt.get("config") or {}).get("trainer") or {}).get("precision")
-    if stored is None or "trainer.precision" in [o.key_or_group for o in command_overrides(cfg)]:
+    if stored is None or "trainer.precision" in typed:
         return
     if problem := precision_problem(stored):  # checked, as any stored setting is
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: its stored {problem}")
