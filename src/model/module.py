@@ -280,6 +280,7 @@ class BNStateModule(L.LightningModule):
         its hooks would have run. Whether there was one to end (and a checkpoint to write)."""
         if self._finalised_at_step == self.global_step:
             return False
+        self.to(self.trainer.strategy.root_device)  # fit's teardown moved it to the CPU
         self.finalise_state()
         return True
 
