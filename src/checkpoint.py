@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
+from src.model.state import BN_STATS_MODES
 
 # What every training checkpoint of this project holds (Lightning's keys plus the model's).
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "epoch")
@@ -101,6 +102,11 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
         raise CheckpointError(f"is not a training checkpoint of this project ({what})")
     statistics = data.get("bn_statistics") if isinstance(data.get("bn_statistics"), dict) else {}
+    if statistics.get("used", "running") not in BN_STATS_MODES:  # which of them it predicts with
+        modes = ", ".join(BN_STATS_MODES)
+        raise CheckpointError(
+            f"its bn_statistics.used={statistics['used']!r} is not one of {modes}"
+        )
     for name, values in (("", data["state_dict"]), *statistics.items()):
         for key, value in values.items() if isinstance(values, dict) else ():
             if not (torch.is_tensor(value) and value.is_floating_point()):

@@ -251,6 +251,10 @@ def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
                      ["its net.bn1.running_var holds NaN or infinite values"], id="nan"),
         pytest.param(lambda good: _with_nan(good, "net.bn2.running_var", -0.5),  # was chance
                      ["its net.bn2.running_var holds negative variances"], id="negative"),
+        pytest.param(lambda good: {**torch.load(good, weights_only=True),  # export's traceback
+                                   "bn_statistics": {"used": "bogus"}},
+                     ["its bn_statistics.used='bogus' is not one of running, population"],
+                     id="used"),
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(

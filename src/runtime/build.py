@@ -33,7 +33,7 @@ from src.io import output_file
 from src.model.module import BNStateModule
 from src.model.network import DigitsNet
 from src.model.precision import canonical, precision_problem
-from src.model.state import BN_STATS_MODES, describe_state, population_statistics
+from src.model.state import describe_state, population_statistics
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,8 @@ def tested_as_trained(cfg: DictConfig, ckpt: dict) -> None:
     not; `train=false` tested a population run's network with its running state)."""
     typed = [o.key_or_group for o in command_overrides(cfg)]
     if "model.bn_stats" not in typed:
-        used = (ckpt.get("bn_statistics") or {}).get("used", "running")
-        if used not in BN_STATS_MODES:  # read from a file: checked, as any stored setting is
-            raise CheckpointError(
-                f"ckpt_path={cfg.ckpt_path}: its stored bn_statistics.used={used!r} is not one "
-                f"of {', '.join(BN_STATS_MODES)}"
-            )
-        with open_dict(cfg):
-            cfg.model.bn_stats = used
+        with open_dict(cfg):  # one of BN_STATS_MODES: read_checkpoint checked it
+            cfg.model.bn_stats = (ckpt.get("bn_statistics") or {}).get("used", "running")
     stored = ((ckpt.get("config") or {}).get("trainer") or {}).get("precision")
     if stored is None or "trainer.precision" in typed:
         return
