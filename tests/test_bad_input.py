@@ -64,6 +64,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         (["optimizer.lrr=3"], ["optimizer.lrr"]),
         (["numEpochs=3"], ["numEpochs=3: numEpochs is MATLAB's name: write trainer.max_epochs=3"]),
         (["executionEnvironment=cpu"], ["MATLAB's name: write trainer=cpu"]),  # not +KEY
+        (["--multirun", "numEpochs=1,2"], ["numEpochs=1,2: numEpochs is MATLAB's name: write "
+                                           "trainer.max_epochs=1,2"]),  # fmt: skip
+        (["executionEnvironment=multi-gpu"], ["write trainer=ddp"]),
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),
         # 0 == False in Python: a switch's choices are compared by type too
         (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),

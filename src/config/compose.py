@@ -320,12 +320,9 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
         return line
     key, added = found.groups()  # the line's end, a value's too, may have lost a final "."
     added = next((o for o in overrides if o.split("=")[0] == key), added)
-    if key in MATLAB_NAMES:  # not a key to add: it would be read by nothing
-        value = added.split("=", 1)[1]
-        return f"{added}: {key} is MATLAB's name: write {MATLAB_NAMES[key]}={value}"
+    value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")  # a sweep's
     searched = key.removeprefix("hydra.sweeper.params.")
     if searched != key:  # the search space's keys hold a dot (optimizer.lr): out of a path's reach
-        value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")
         return (
             f"{key}: the search space (hydra.sweeper.params) cannot be changed key by key; "
             f"give the key its range itself, which replaces the config's: '{searched}={value}'"
@@ -334,6 +331,9 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
         cfg = composed([o for o in overrides if o.split("=")[0] != key])
     except ConfigError:
         return line
+    if key in MATLAB_NAMES and "train" in cfg:  # not a key to add: nothing would read it
+        ours = {"multi-gpu": "ddp"}.get(value, value) if key == "executionEnvironment" else value
+        return f"{key}={value}: {key} is MATLAB's name: write {MATLAB_NAMES[key]}={ours}"
     parts = key.split(".")
     depth = len(parts) - 1  # the deepest part of the key the config has
     while depth and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])), DictConfig):
