@@ -337,7 +337,7 @@ def test_a_quoted_tilde_where_nothing_expands_it_is_one_line(
 
 
 def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refused(
-    ckpt: Path, cache_dir: Path
+    ckpt: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     """The same command again with its `hydra.run.dir` trained over the earlier run's last.ckpt
     and config.yaml without a word. It is refused before the folder is touched; with that
@@ -349,6 +349,13 @@ def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refuse
                           f"continue it with ckpt_path={ckpt}", code=2)  # fmt: skip
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert preflight([*args, f"hydra.run.dir={run}", f"ckpt_path={ckpt}"], str(CONF), "config")[0]
+    elsewhere = [
+        f"hydra.run.dir={tmp_path / 'new'}",
+        f"callbacks.model_checkpoint.dirpath={ckpt.parent}",
+    ]
+    proc = cli_in_process(*args, *elsewhere)  # a checkpoint folder two runs share
+    assert_one_line_error(proc, "another folder (callbacks.model_checkpoint.dirpath)", code=2)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 # ---------------------------------------------------------------------------------------------

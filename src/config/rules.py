@@ -311,10 +311,12 @@ def check_run_folder_free(cfg: DictConfig) -> None:
         return
     given = cfg.get("ckpt_path")
     if given is None or Path(str(given)).expanduser().resolve() != last.resolve():
+        inside = last.resolve().is_relative_to(run_dir.resolve())
+        key = "hydra.run.dir" if inside else "callbacks.model_checkpoint.dirpath"
         raise ConfigError(
             f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
             f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
-            "(hydra.run.dir)"
+            f"({key})"
         )
 
 
