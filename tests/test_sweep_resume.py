@@ -229,7 +229,8 @@ def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
     line = f"error: job folder {job} is still being run by process 1234 on node7, started by "
     assert line in busy.stderr and _rows(sweep)[0]["error"].startswith(line)
     (job / "metrics.json").write_text("[0.98]")  # JSON, but no job's metrics: it runs again
-    again = run_cli(*args)
+    # and its row "still being run" was no failure of its own: continued, failures kept or not
+    again = run_cli(*args, "sweep.rerun_failed=false")
     assert again.returncode == 0 and (job / "metrics.json").is_file(), again.stderr[-3000:]
     assert _rows(sweep)[0]["resume"] == "resumed"
 

@@ -194,7 +194,8 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
         log.info("Finished by an earlier start of this sweep (metrics.json): skipped.")
         return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     keep_failed = OmegaConf.select(cfg, "sweep.rerun_failed", default=True) is False
-    if saved is not None and saved.status == "failed" and keep_failed:
+    held = saved is not None and BUSY in (saved.error or "")  # by another start: not its failure
+    if saved is not None and saved.status == "failed" and keep_failed and not held:
         outcomes[str(folder)] = ("skipped", saved)
         log.info("Failed in an earlier start of this sweep: kept so (sweep.rerun_failed=false).")
         return {}
@@ -233,6 +234,9 @@ def release_job() -> None:
     _held.clear()
 
 
+BUSY = "is still being run by"  # a job's failure that says another process held its folder
+
+
 def _claim(folder: Path) -> None:
     """Hold the job folder's lock while this process runs its job. A submitit or SLURM job
     outlives the command that launched it: the same sweep started again while it still runs
@@ -257,8 +261,8 @@ def _claim(folder: Path) -> None:
         holder = lock.read().strip() or "another process"
         lock.close()
         raise ConfigError(
-            f"job folder {folder} is still being run by {holder}, started by an earlier start "
-            "of this sweep: let it end (or stop it), then run the sweep again"
+            f"job folder {folder} {BUSY} {holder}, started by an earlier start of this sweep: "
+            "let it end (or stop it), then run the sweep again"
         ) from None
     lock.truncate(0)
     lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
