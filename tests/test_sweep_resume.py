@@ -228,6 +228,7 @@ def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
     assert busy.returncode == entry.EXIT_BAD_INPUT
     line = f"error: job folder {job} is still being run by process 1234 on node7, started by "
     assert line in busy.stderr and _rows(sweep)[0]["error"].startswith(line)
+    assert json.loads((job / "sweep_job.json").read_text())["status"] == "ok"  # the holder's row
     (job / "metrics.json").write_text("[0.98]")  # JSON, but no job's metrics: it runs again
     # and its row "still being run" was no failure of its own: continued, failures kept or not
     again = run_cli(*args, "sweep.rerun_failed=false")

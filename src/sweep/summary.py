@@ -169,7 +169,8 @@ class SweepSummary(Callback):
                 row.metrics = read_metrics(Path(row.run_dir))
         except Exception as err:  # the row stays, with what is known
             log.warning("Job %d: incomplete row in the sweep summary (%s).", num, err)
-        self.save_row(row)
+        if resume.BUSY not in (row.error or "") or not (Path(run_dir) / STATUS_FILE).is_file():
+            self.save_row(row)  # a folder another start holds keeps that start's row
         if row.code in STOP_CODES and os.getpid() == self.pid:  # elsewhere: package docstring
             self.finish(Path(str(config.hydra.sweep.dir)), stopped=row)
 
