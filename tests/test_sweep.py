@@ -183,3 +183,15 @@ def test_an_optuna_search_plans_its_trials() -> None:
     master = {"overrides": {"task": ["seed=1"]}, "sweeper": {"params": params, "n_trials": 20}}
     plan = plan_of(OmegaConf.create({"hydra": master}))
     assert (plan.keys, plan.jobs) == (["optimizer.lr", "data.batch_size"], 20)
+
+
+def test_no_seed_table_before_any_job_completed(tmp_path: Path) -> None:
+    """A sweep stopped before any job ended printed `Over seed= (...)` with no seed, and wrote
+    seeds.csv a row of `-` in its metric column."""
+    from src.sweep.rows import Row
+
+    summary = SweepSummary()
+    summary.keys = ["optimizer.lr", "seed"]
+    stopped = Row(0, {"optimizer.lr": "0.1", "seed": "0"}, status="stopped")
+    assert summary.seeds(tmp_path, [stopped]) == ""
+    assert not (tmp_path / "seeds.csv").exists()

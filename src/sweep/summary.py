@@ -336,9 +336,9 @@ class SweepSummary(Callback):
         return "\n".join([title, text_table(header, cells, right), *errors])
 
     def seeds(self, sweep_dir: Path, rows: list[Row]) -> str:
-        if SEED_KEY not in self.keys:
+        groups = seed_groups(rows, self.keys) if SEED_KEY in self.keys else []
+        if not any(g.seeds for g in groups):  # no seed swept, or no job completed yet
             return ""
-        groups = seed_groups(rows, self.keys)
         others = [k for k in self.keys if k != SEED_KEY]
         metrics = [m for m in METRICS if any(m in g.metrics for g in groups)]
         names = short_names(others)
