@@ -331,6 +331,8 @@ def test_a_quoted_tilde_where_nothing_expands_it_is_one_line(
         assert_one_line_error(proc, f"{typed}: ~ is not expanded here", "write $HOME/", code=2)
     proc = cli_in_process("ckpt_path='~/x.ckpt'", module="src.evaluate")  # reads it first
     assert_one_line_error(proc, "ckpt_path='~/x.ckpt': ~ is not expanded here", code=2)
+    proc = cli_in_process("paths.cache_dir='~root/c'")  # a user's home: named in full
+    assert_one_line_error(proc, "called ~root): write /root/c", code=2)
     proc = cli_in_process("--multirun", "seed=1,2", "hydra.sweep.dir='~'")
     assert_one_line_error(proc, "hydra.sweep.dir='~': ~ is not expanded", code=2)
     assert list(tmp_path.iterdir()) == []

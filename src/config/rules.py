@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,17 @@ def check_config(cfg: DictConfig) -> None:
 def refuse_tilde(key: str, value: Any) -> None:
     """A path that starts with `~` (Hydra takes it quoted only) where nothing expands it: Hydra
     would make a folder named `~` in the current one."""
-    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
-        raise ConfigError(
-            f"{key}={written(value)}: ~ is not expanded here (it would name a folder called ~): "
-            f"write $HOME{value[1:]}"
-        )
+    if not isinstance(value, str) or not value.startswith("~"):
+        return
+    if value == "~" or value.startswith("~/"):
+        hint = f"write $HOME{value[1:]}"
+    else:  # ~user/...: the user's home, where there is one
+        home = os.path.expanduser(value)
+        hint = f"write {home}" if home != value else "write the whole path"
+    raise ConfigError(
+        f"{key}={written(value)}: ~ is not expanded here (it would name a folder called "
+        f"{value.split('/')[0]}): {hint}"
+    )
 
 
 def in_multirun() -> bool:
