@@ -257,6 +257,22 @@ def test_a_file_system_without_locks_runs_the_jobs_unguarded(
     assert "cannot be locked (No locks available): not guarded" in log
 
 
+def test_a_sweep_subdir_of_one_value_fails_the_later_jobs_and_keeps_the_first(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """`hydra.sweep.subdir=run` gave every job one folder: job 1 found job 0's metrics.json and
+    reported job 0's results as its own. It fails in one line; job 0's row stays."""
+    sweep = tmp_path / "sweep"
+    proc = cli_in_process("--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", LRS,
+                          "hydra.sweep.subdir=run", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == entry.EXIT_BAD_INPUT, proc.stderr[-3000:]
+    line = f"error: job folder {sweep / 'run'} holds job 0 of this sweep: hydra.sweep.subdir=run "
+    assert line in proc.stderr
+    saved = json.loads((sweep / "run" / "sweep_job.json").read_text())
+    assert (saved["job"], saved["status"]) == (0, "ok")
+    assert "optimizer.lr=0.01" in saved["overrides"]
+
+
 @pytest.mark.slow
 def test_a_failed_job_runs_again_or_keeps_its_row(tmp_path: Path, cache_dir: Path) -> None:
     """Job 0 diverges (exit 3) with no checkpoint: a row of the summary, and the sweep goes on.

@@ -47,7 +47,8 @@ LIBRARIES = ("torch", "lightning", "numpy")
 # None: no job continues anything.
 checked: tuple[str, str] | None = None
 # What each job run in this process did with its folder, by folder: ("resumed" from its
-# checkpoint, "skipped", or "rerun" from the start) and the row it had saved, if any.
+# checkpoint, "skipped", "rerun" from the start, or "held": another job's or start's folder, whose
+# row stays) and the row it had saved, if any.
 outcomes: dict[str, tuple[str, Row | None]] = {}
 
 
@@ -185,6 +186,13 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
         return None
     _claim(folder)
     saved = _saved(folder)
+    if saved is not None and saved.job != hydra.job.num:  # a hydra.sweep.subdir of one value
+        outcomes[str(folder)] = ("held", saved)
+        raise ConfigError(
+            f"job folder {folder} holds job {saved.job} of this sweep: hydra.sweep.subdir="
+            f"{hydra.sweep.subdir} names one folder for several jobs; make it name each job's "
+            "(the default, ${sweep_subdir:}, does)"
+        )
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):  # none yet, or cut short or edited by hand: the job runs again
@@ -260,6 +268,7 @@ def _claim(folder: Path) -> None:
         lock.seek(0)
         holder = lock.read().strip() or "another process"
         lock.close()
+        outcomes[str(folder)] = ("held", None)
         raise ConfigError(
             f"job folder {folder} {BUSY} {holder}, started by an earlier start of this sweep: "
             "let it end (or stop it), then run the sweep again"

@@ -143,6 +143,7 @@ class SweepSummary(Callback):
         num, failed = job_num(config), job_return.status == JobStatus.FAILED
         run_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir") or "")
         how, saved = resume.outcomes.pop(run_dir, ("", None))
+        held, how = how == "held", "" if how == "held" else how
         if how == "skipped" and saved is not None and saved.status != "ok":  # kept as it was
             saved.resume = how
             self.rows[num] = saved
@@ -169,8 +170,8 @@ class SweepSummary(Callback):
                 row.metrics = read_metrics(Path(row.run_dir))
         except Exception as err:  # the row stays, with what is known
             log.warning("Job %d: incomplete row in the sweep summary (%s).", num, err)
-        if resume.BUSY not in (row.error or "") or not (Path(run_dir) / STATUS_FILE).is_file():
-            self.save_row(row)  # a folder another start holds keeps that start's row
+        if not held or not (Path(run_dir) / STATUS_FILE).is_file():
+            self.save_row(row)  # a folder another job or start holds keeps that one's row
         if row.code in STOP_CODES and os.getpid() == self.pid:  # elsewhere: package docstring
             self.finish(Path(str(config.hydra.sweep.dir)), stopped=row)
 
