@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
@@ -98,15 +98,23 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
             "optimizer and loop state; it cannot be resumed or evaluated"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing or not any(k.startswith("net.") for k in data.get("state_dict", {})):
+    for key in ("state_dict", "bn_statistics", "hyper_parameters", "config"):  # read as dicts
+        if not missing and not isinstance(data.get(key) or {}, dict):
+            raise CheckpointError(f"its {key} is a {type(data[key]).__name__}, not a dict")
+    if missing or not any(str(k).startswith("net.") for k in data["state_dict"]):
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
         raise CheckpointError(f"is not a training checkpoint of this project ({what})")
-    statistics = data.get("bn_statistics") if isinstance(data.get("bn_statistics"), dict) else {}
+    statistics = data.get("bn_statistics") or {}
     if statistics.get("used", "running") not in BN_STATS_MODES:  # which of them it predicts with
         modes = ", ".join(BN_STATS_MODES)
         raise CheckpointError(
             f"its bn_statistics.used={statistics['used']!r} is not one of {modes}"
         )
+    weights = _shapes(data["state_dict"])
+    layers = {k[4:]: v for k, v in weights.items() if re.fullmatch(r"net\..*running_\w+", k)}
+    for name in ("running", "population"):  # each a state the network can take
+        if statistics.get(name) is not None and _shapes(statistics[name]) != layers:
+            raise CheckpointError(f"its bn_statistics.{name} does not fit its batch-norm layers")
     for name, values in (("", data["state_dict"]), *statistics.items()):
         for key, value in values.items() if isinstance(values, dict) else ():
             if not (torch.is_tensor(value) and value.is_floating_point()):
@@ -119,6 +127,13 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
                 raise CheckpointError(f"its {where} holds {bad}: no network to predict with or "
                                       "continue from")  # fmt: skip
     return data
+
+
+def _shapes(tensors: Any) -> dict[str, Any] | None:
+    """Each tensor's shape by name; None for what is no dict."""
+    if not isinstance(tensors, dict):
+        return None
+    return {str(k): getattr(v, "shape", type(v)) for k, v in tensors.items()}
 
 
 # A checkpoint is data, never code. What it stores is read as plain values and checked against
@@ -144,6 +159,8 @@ def _plain_value(value: Any, where: str, name: str) -> None:
             raise _untrusted(where, f"its stored {name} holds a {type(item).__name__}, not a value")
         if isinstance(item, str) and "${" in item:
             raise _untrusted(where, f"its stored {name}={item!r} is an interpolation, not a value")
+        if item == "???":  # OmegaConf's mark of a value to be given
+            raise _untrusted(where, f"its stored {name} is '???', not a value")
 
 
 def model_settings(ckpt: dict, path: Path | str = "?") -> dict[str, Any]:
@@ -259,135 +276,6 @@ def check_network_matches(ckpt: dict, model_cfg: Any, path: Path) -> None:
         f"ckpt_path={path}: was trained with {', '.join(was)}, but this run has {', '.join(now)}; "
         f"a checkpoint only continues with the same network (set {' '.join(was)})"
     )
-
-
-def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:
-    """CheckpointError unless a resumed run has the optimizer and learning-rate schedule whose
-    state its checkpoint holds, with the same settings. Lightning restores that state into this
-    run's: another class fails at the first step (a KeyError, after the run folder exists), and
-    another setting (optimizer.lr) would be replaced by the checkpoint's without a word. Checked
-    where the checkpoint records its run's config (`src.train` writes it)."""
-    stored = ckpt.get("config")
-    if not isinstance(stored, dict) or not isinstance(stored.get("optimizer"), dict):
-        return
-    for key, what in (("optimizer", "optimizer"), ("scheduler.scheduler", "schedule")):
-        saved: Any = stored
-        for part in key.split("."):
-            saved = saved.get(part) if isinstance(saved, dict) else None
-        saved = saved if isinstance(saved, dict) else {}
-        node = OmegaConf.select(cfg, key, default=None)
-        given = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-        was, now = saved.get("_target_"), given.get("_target_")
-        if was != now and not (was and now and _same_object(str(was), str(now))):
-            group = key.split(".")[0]
-            same = f"{key}._target_={was} (or the {group} group it came from)"
-            if not was:
-                same = f"{group}=none"
-            raise CheckpointError(
-                f"ckpt_path={path}: its {what} is {was or 'none'}, but this run's is "
-                f"{now or 'none'}; a resumed run continues the state of the checkpoint's {what}, "
-                f"so resume with {same}"
-            )
-        for name in sorted(saved.keys() & given.keys() - {"_target_", "_partial_"}):
-            if saved[name] != given[name]:
-                # T_max=${trainer.max_epochs}: that key changed, and it is what to set back
-                source = _source(cfg, f"{key}.{name}")
-                sized = f" (${{{source}}}: a schedule sized by the run cannot be extended)"
-                raise CheckpointError(
-                    f"ckpt_path={path}: was trained with {key}.{name}={saved[name]}, but this run "
-                    f"has {key}.{name}={given[name]}{sized if source != f'{key}.{name}' else ''}; "
-                    f"resuming restores the checkpoint's {what}, its settings too, so set "
-                    f"{source}={saved[name]}"
-                )
-    # A schedule over the whole run (OneCycleLR's total_steps=null) was sized by its length: the
-    # restored one cannot step past it.
-    schedule = stored.get("scheduler")
-    schedule = schedule.get("scheduler") if isinstance(schedule, dict) else None
-    if isinstance(schedule, dict) and "total_steps" in schedule and schedule["total_steps"] is None:
-        trained = stored.get("trainer") if isinstance(stored.get("trainer"), dict) else {}
-        for name in ("max_epochs", "max_steps", "limit_train_batches"):
-            was, now = trained.get(name), OmegaConf.select(cfg, f"trainer.{name}", default=None)
-            if was != now:
-                raise CheckpointError(
-                    f"ckpt_path={path}: was trained with trainer.{name}={was}, the run its "
-                    f"schedule spans (scheduler.scheduler.total_steps=null), but this run has "
-                    f"trainer.{name}={now}; resuming restores that schedule, which cannot step "
-                    f"past its end, so set trainer.{name}={was}"
-                )
-
-
-# Data settings that change neither the training images nor their order: this machine's own,
-# where the same images are (a path: the same files may have moved, or a relative path been
-# written absolute; what they hold is checked once read, by the data loader's own position), and
-# the test set's.
-DATA_FREE = {"cache_dir", "on_device", "test_batch_size", "num_test_per_class", "download",
-             "mirrors", "root", "train_file", "test_file"}  # fmt: skip
-
-
-def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> None:
-    """ConfigError unless a resumed run is not past its end already (more epochs trained than
-    `trainer.max_epochs`), and, resumed in the middle of an epoch, continues that epoch's
-    batches: the same training images, cut the same way, dealt to as many processes. (At an
-    epoch boundary the next epoch may be cut otherwise.)"""
-    done: Any = ckpt.get("loops")
-    for key in ("fit_loop", "epoch_progress", "current", "processed"):  # epochs trained
-        done = done.get(key) if isinstance(done, dict) else None
-    last = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
-    if isinstance(done, int) and isinstance(last, int) and 0 <= last < done:
-        raise ConfigError(
-            f"trainer.max_epochs={last}: ckpt_path={path} has trained {done} epochs already, "
-            f"and a resumed run cannot train fewer: set trainer.max_epochs={done} or more, or "
-            f"test it as it is (python -m src.evaluate ckpt_path={path})"
-        )
-    position = loader_position(ckpt, path)
-    if not position:
-        return
-    saved = position.get("world_size", 1)
-    if (
-        not 0
-        < position["batches_done"]
-        < position["num_samples"] // (position["batch_size"] * saved)
-    ):
-        return
-    cut = f"ckpt_path={path} stopped in the middle of epoch {position['epoch'] + 1}"
-    data = stored_data_settings(ckpt, path) or {}
-    stored = {f"data.{k}": v for k, v in data.items() if k not in DATA_FREE}
-    stored |= {"data.batch_size": position["batch_size"], "data.shuffle_seed": position["seed"]}
-    for key, was in stored.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and value != was:
-            raise ConfigError(
-                f"{key}={value}: {cut}, whose batches were cut with {key}={was}; resume with "
-                f"{_source(cfg, key)}={was} (or from an end-of-epoch checkpoint)"
-            )
-    if saved != processes:
-        how = "trainer=cpu or trainer=gpu" if saved == 1 else "trainer=ddp_cpu or trainer=ddp"
-        raise ConfigError(
-            f"trainer.devices={OmegaConf.select(cfg, 'trainer.devices')}: {cut}, whose batches "
-            f"were dealt to {saved} process(es); resume with {saved} ({how}; or from an "
-            "end-of-epoch checkpoint)"
-        )
-
-
-def _source(cfg: Any, key: str) -> str:
-    """The key a setting's value comes from: `seed` for data.shuffle_seed=${seed}, else `key`."""
-    parent, _, name = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent, default=None)
-    if isinstance(node, DictConfig) and name in node and OmegaConf.is_interpolation(node, name):
-        typed = OmegaConf.to_container(node, resolve=False)[name]
-        if found := re.fullmatch(r"\$\{([\w.]+)\}", str(typed)):
-            return found[1]
-    return key
-
-
-def _same_object(a: str, b: str) -> bool:
-    """Whether two dotted names import the same class (torch.optim.SGD, torch.optim.sgd.SGD)."""
-    import hydra
-
-    try:
-        return hydra.utils.get_object(a) is hydra.utils.get_object(b)
-    except Exception:  # a name that no longer imports is another class
-        return False
 
 
 def loader_position(ckpt: dict, path: Path | str = "?") -> dict[str, int] | None:

@@ -234,6 +234,12 @@ def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
     return saved
 
 
+def _with(good: Path, key: str, values: dict) -> dict:
+    saved = torch.load(good, weights_only=True)
+    saved[key] = {**(saved.get(key) or {}), **values}
+    return saved
+
+
 @pytest.mark.parametrize(
     ("made", "needles"),
     [  # each kind of file a user might pass as ckpt_path, and what its error line must say
@@ -255,6 +261,14 @@ def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
                                    "bn_statistics": {"used": "bogus"}},
                      ["its bn_statistics.used='bogus' is not one of running, population"],
                      id="used"),
+        # read as dicts, and a state that fits the layers: were tracebacks in every command
+        pytest.param(lambda good: {**torch.load(good, weights_only=True), "bn_statistics": "x"},
+                     ["its bn_statistics is a str, not a dict"], id="statistics-type"),
+        pytest.param(lambda good: _with(good, "bn_statistics", {"population": {"bn1.x": 1}}),
+                     ["its bn_statistics.population does not fit its batch-norm layers"],
+                     id="population"),
+        pytest.param(lambda good: _with(good, "hyper_parameters", {"bn_stats": "???"}),
+                     ["its stored model.bn_stats is '???', not a value"], id="missing-value"),
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(

@@ -17,13 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import (
-    DATA_FREE,
     DATA_MODULE_TARGET,
     model_settings,
     read_checkpoint,
     stored_data_settings,
 )
 from src.config.compose import parse_overrides
+from src.config.continuation import DATA_FREE
 from src.config.rules import check_config
 from src.config.schema import check_data_paths, network_is_the_checkpoints, written
 from src.data.arrays import limit_problem
@@ -113,7 +113,8 @@ def tested_as_trained(cfg: DictConfig, ckpt: dict) -> None:
     if "model.bn_stats" not in typed:
         with open_dict(cfg):  # one of BN_STATS_MODES: read_checkpoint checked it
             cfg.model.bn_stats = (ckpt.get("bn_statistics") or {}).get("used", "running")
-    stored = ((ckpt.get("config") or {}).get("trainer") or {}).get("precision")
+    trainer = (ckpt.get("config") or {}).get("trainer")  # config: a dict (read_checkpoint)
+    stored = trainer.get("precision") if isinstance(trainer, dict) else None
     if stored is None or "trainer.precision" in typed:
         return
     if problem := precision_problem(stored):  # checked, as any stored setting is
