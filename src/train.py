@@ -21,7 +21,7 @@ from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.cli import config_checked
 from src.config.rules import check_config
 from src.console import print_config_tree
-from src.errors import ConfigError
+from src.errors import ConfigError, TrainingDiverged
 from src.io import write_text
 from src.model.precision import say_fast_choice
 from src.model.state import describe_state, state_label
@@ -113,6 +113,12 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         if ended is not None and ended():  # resumed with no iteration left: its state, saved
             for saver in trainer.checkpoint_callbacks:
                 getattr(saver, "save", lambda _: None)(trainer)
+        if getattr(model, "non_finite", None):  # and no RunCheckpoint stopped it: callbacks=none
+            lr = OmegaConf.select(cfg, "optimizer.lr")
+            raise TrainingDiverged(
+                f"training diverged: {model.non_finite}; the learning rate (optimizer.lr={lr}) "
+                "is most likely too high for this network"
+            )
         if reports.get("first_batch"):
             figures.first_batch(trainer, model)
         if reports.get("training_progress"):

@@ -191,6 +191,12 @@ def test_diverging_run_stops_cleanly_and_keeps_the_last_good_checkpoint(
     step = int(line.split("at iteration ")[1].split()[0])
     assert ckpt["global_step"] == step - 1  # the last iteration whose loss was finite
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    # Without the project's callbacks (Lightning's own checkpoint): the same exit, no test run
+    bare = tmp_path / "bare"
+    proc = cli_in_process(*TINY, "optimizer.lr=100", "callbacks=none",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={bare}")  # fmt: skip
+    assert_last_line_error(proc, "training diverged", "iteration", "optimizer.lr=100", code=3)
+    assert not (bare / "metrics.json").exists()
 
 
 def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
