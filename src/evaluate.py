@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger=instantiate_group(cfg.get("logger")) or False,
         enable_checkpointing=False,
         enable_progress_bar=False,  # a few test batches: the bar would only add noise
+        _convert_="all",  # as src.train: Lightning takes dicts, not configs
     )
     check_batches(trainer, datamodule, "test")
     metrics: dict[str, Any] = {}

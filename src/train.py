@@ -86,7 +86,11 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
                         "from one never stopped", ", ".join(changed))  # fmt: skip
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), resume)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",  # Lightning takes dicts and lists (max_time={hours: 1}), not configs
     )
 
     check_batches(trainer, datamodule, *(["train", "val"] if training else []),

@@ -217,7 +217,16 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
             ("enable_progress_bar=false", "while callbacks.progress_bar is on"),
             ("barebones=true", "switches off the loggers, checkpoints and progress"),
             ("check_val_every_n_epoch=0", "is out of range: it must be at least 1"),
+            # Lightning's own checks (a ZeroDivisionError for 0) ran in the run folder
+            ("val_check_interval=0", "must be a whole number of iterations (at least 1) or"),
+            ("val_check_interval=1.5", "must be a whole number of iterations (at least 1) or an "
+             "epoch's fraction in (0, 1]"),
         )],
+        (["+trainer.max_time=abc"], ["trainer.max_time='abc': `Timer(duration='abc')` is not a "
+         "valid duration"]),
+        (["+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=0.5"],
+         ["trainer.val_check_interval=0.5 is a fraction of an epoch, and check_val_every_n_epoch"
+          "=null counts iterations"]),
         # what the run passes to the Trainer itself would silently win
         *[([f"+trainer.{key}={typed}"], [f"trainer.{key}={said}: the run passes it itself, {how}"])
           for key, typed, said, how in (

@@ -248,8 +248,10 @@ def test_a_schedule_shorter_than_the_run_is_refused_before_training(
 
 
 def test_callbacks_none_still_trains_and_tests(tmp_path: Path, cache_dir: Path) -> None:
+    """With Lightning's max_time in its dict form, which reached the Trainer as a config and
+    failed there (`Missing key total_seconds`)."""
     run = tmp_path / "run"
-    cfg = compose_config([*TINY, "callbacks=none"], run, cache_dir)
+    cfg = compose_config([*TINY, "callbacks=none", "+trainer.max_time={hours:1}"], run, cache_dir)
     assert not cfg.callbacks
     metrics = train(cfg)
     assert metrics["global_step"] == ITERS and "test/acc" in metrics

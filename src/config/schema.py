@@ -15,11 +15,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.arrays import (
-    IMAGE_SIZE,
-    NUM_CLASSES,
-)
-from src.errors import ConfigError
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES
+from src.errors import ConfigError, first_line
 
 ABSENT = object()
 
@@ -345,10 +342,33 @@ def check_group_values(cfg: DictConfig) -> None:
             raise ConfigError(f"optimizer.betas must be two numbers [b1, b2], got {betas!r}")
         for i in range(2):
             require(cfg, f"optimizer.betas.{i}", lambda v: 0 <= v < 1, "in [0, 1)")
+    _check_validation_and_time(cfg)
     tags = value_at(cfg, "tags")
     if tags is not None and not isinstance(tags, str):
         if not OmegaConf.is_list(tags) or not all(isinstance(t, (str, int)) for t in tags):
             raise ConfigError(f"tags must be a list of labels ([a,b]) or one label, got {tags!r}")
+
+
+def _check_validation_and_time(cfg: DictConfig) -> None:
+    """trainer.max_time, val_check_interval: refused by Lightning once the run folder exists."""
+    from lightning.pytorch.callbacks import Timer
+
+    for key in ("trainer.max_time", "trainer.val_check_interval"):
+        value = value_at(cfg, key)
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if not isinstance(value, (str, dict)):
+            continue
+        try:  # a duration, 'DD:HH:MM:SS' or {hours: 1, ...}: read by Lightning's own parser
+            Timer(duration=value)
+        except Exception as err:
+            raise ConfigError(f"{key}={written(value)}: {first_line(err)}") from err
+    every, what = value_at(cfg, "trainer.val_check_interval"), None
+    if isinstance(every, int) and every < 1 or isinstance(every, float) and not 0 < every <= 1:
+        what = "must be a whole number of iterations (at least 1) or an epoch's fraction in (0, 1]"
+    elif isinstance(every, float) and value_at(cfg, "trainer.check_val_every_n_epoch") is None:
+        what = "is a fraction of an epoch, and check_val_every_n_epoch=null counts iterations"
+    if what:
+        raise ConfigError(f"trainer.val_check_interval={every} {what}")
 
 
 # Trainer settings a run here cannot honour, and what does the job instead. The module steps its
