@@ -369,6 +369,34 @@ def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refuse
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_any_other_run_into_an_earlier_runs_folder_is_refused(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """evaluate, predict, export, train=false, and a training run with no checkpoint of its own
+    overwrote the earlier run's metrics.json, config.yaml and figures (exit 0)."""
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    earlier = cli_in_process(
+        *TINY, "logger=none", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"
+    )
+    assert earlier.returncode == 0, earlier.stderr[-3000:]
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    common = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
+    for module, args in (
+        ("src.evaluate", common),
+        ("src.predict", [*common, f"images={tmp_path / 'digit.png'}"]),
+        ("src.export", common),
+        ("src.train", [*common, "train=false"]),
+        ("src.train", [*TINY, *common[1:], "~callbacks.model_checkpoint"]),
+    ):
+        proc = cli_in_process(*args, module=module)
+        said = f"hydra.run.dir={run} holds an earlier run, whose outputs (metrics.json, "
+        assert_one_line_error(proc, said, "config.yaml, ...) this run would overwrite", code=2)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 # ---------------------------------------------------------------------------------------------
 # The run-folder probe, in-process
 

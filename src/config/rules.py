@@ -298,28 +298,37 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
 
 
 def check_run_folder_free(cfg: DictConfig) -> None:
-    """A single training run into a folder that holds an earlier run's `last.ckpt` (a
-    `hydra.run.dir` given again) continues that checkpoint (`ckpt_path`), or is refused before
-    it would overwrite it."""
-    if value_at(cfg, "train") in (False, None) or "hydra" not in cfg:
-        return  # a test of a checkpoint, src.evaluate, predict, export: they save none
+    """A single run into the folder of an earlier one (a `hydra.run.dir` given again) would
+    overwrite its files: refused before it does, unless it is a training run that continues the
+    folder's `last.ckpt` (its `ckpt_path`)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if "hydra" not in cfg or rank_zero_only.rank != 0:  # DDP: Lightning's processes run the
+        return  # command line again, into the run folder rank 0 made
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
-    try:
-        with _hydra_runtime(cfg, str(run_dir)):
-            folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    except Exception:  # an interpolation only the run resolves: the folder is unknown here
-        return
-    last = Path(str(folder)) / "last.ckpt"
-    if folder is None or not last.is_file():
-        return
+    last = None
+    if value_at(cfg, "train") not in (False, None):  # src.train, training
+        try:
+            with _hydra_runtime(cfg, str(run_dir)):
+                folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        except Exception:  # an interpolation only the run resolves: the folder is unknown here
+            return
+        last = Path(str(folder)) / "last.ckpt" if folder is not None else None
     given = cfg.get("ckpt_path")
-    if given is None or Path(str(given)).expanduser().resolve() != last.resolve():
+    if last is not None and last.is_file():
+        if given is not None and Path(str(given)).expanduser().resolve() == last.resolve():
+            return  # continued
         inside = last.resolve().is_relative_to(run_dir.resolve())
         key = "hydra.run.dir" if inside else "callbacks.model_checkpoint.dirpath"
         raise ConfigError(
             f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
             f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
             f"({key})"
+        )
+    if (run_dir / ".hydra").is_dir():  # Hydra's record of the run that wrote there
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} holds an earlier run, whose outputs (metrics.json, "
+            "config.yaml, ...) this run would overwrite: give this run another folder"
         )
 
 
