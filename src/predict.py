@@ -126,7 +126,9 @@ def table(files: list[str], labels: np.ndarray, probs: np.ndarray) -> str:
     shown = text_table(["file", "predicted", "probability"], cells, {1, 2}, indent="", rule="")
     more = len(files) - len(cells)
     return (
-        shown + f"\n({len(files)} images" + (f"; {more} more in predictions.csv)" if more else ")")
+        shown
+        + f"\n({len(files)} image{'s' * (len(files) != 1)}"
+        + (f"; {more} more in predictions.csv)" if more else ")")
     )
 
 

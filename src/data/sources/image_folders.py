@@ -136,14 +136,14 @@ def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) 
     With `frame`, an image of any size is one written digit, framed by `frame_photo`.
 
     Also what `python -m src.predict` reads its images with, so both refuse and convert alike."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with warnings.catch_warnings():  # a phone's photo (100 megapixels) is no decompression
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # bomb; past
             with Image.open(path) as im:  # Pillow's limit for an error, one line still
-                im.load()
-                a = _pixels(im, path, grayscale)
+                im.load()  # a phone's photo turned upright by its EXIF tag, as viewers show it
+                a = _pixels(ImageOps.exif_transpose(im), path, grayscale)
     except DataError:
         raise
     except Exception as err:  # Pillow raises many types for unreadable or truncated files
