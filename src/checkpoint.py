@@ -8,6 +8,7 @@ import functools
 import inspect
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,12 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     """
     where = f"ckpt_path={path}"
     if path.is_dir():
-        last = path / "checkpoints" / "last.ckpt"
-        hint = f" (this run folder's last one: {last})" if last.is_file() else ""
+        last = [p for p in (path / "checkpoints" / "last.ckpt", path / "last.ckpt") if p.is_file()]
+        hint = f" (its last one: {last[0]})" if last else ""
         raise CheckpointError(f"{where}: is a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{where}: no such checkpoint file")
+        said = "is not a regular file" if path.exists() else "no such checkpoint file"  # /dev/zero
+        raise CheckpointError(f"{where}: {said}")
     stat = path.stat()
     if stat.st_size == 0:
         raise CheckpointError(f"{where}: the file is empty (0 bytes), not a checkpoint")
@@ -74,7 +76,9 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
     loaded and checked; a CheckpointError says the fault, without the file's name."""
     path = Path(content[0])
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's on a plain pickle: "please file an issue"
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # random bytes make the unpickler raise almost anything
         if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
             # torch's own format, holding Python objects beyond tensors, dicts and numbers
@@ -85,6 +89,7 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
         # The safe unpickler's refusal of what is no pickle at all advises a load with
         # weights_only=False, which would run whatever the file holds: not repeated.
         said = "" if isinstance(err, pickle.UnpicklingError) else f" ({first_line(err)})"
+        said = said.split(". ")[0] + ")" if ". " in said else said  # miniz's paragraph: its first
         raise CheckpointError(
             f"cannot be read: the file is damaged, truncated or not a PyTorch checkpoint{said}"
         ) from err

@@ -119,3 +119,25 @@ def test_what_a_command_that_reads_a_checkpoint_refuses_is_one_line_and_no_run_f
     proc = cli_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}", module=module)
     assert_one_line_error(proc, *said, code=2)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_path_that_is_no_checkpoint_file_is_one_line(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """A run's checkpoint folder names the checkpoint in it; a device is there, not missing; a
+    plain pickle is refused without torch's two lines of warning ("please file an issue")."""
+    import pickle
+
+    (tmp_path / "plain.ckpt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    for typed, said in (
+        (
+            tiny_checkpoint.parent,
+            f"is a folder, not a checkpoint file (its last one: {tiny_checkpoint})",
+        ),
+        ("/dev/zero", "is not a regular file"),
+        (tmp_path / "plain.ckpt", "cannot be read: the file is damaged"),
+    ):
+        proc = cli_in_process(f"ckpt_path={typed}", f"hydra.run.dir={tmp_path / 'run'}",
+                              module="src.evaluate")  # fmt: skip
+        assert_one_line_error(proc, f"ckpt_path={typed}: {said}", code=2)
+    assert not (tmp_path / "run").exists()
