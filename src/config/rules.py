@@ -382,7 +382,8 @@ def _check_run_folder(cfg: DictConfig) -> None:
 
 def _check_batch_limits(cfg: DictConfig) -> None:
     """Lightning's limit_*_batches: null, a count or a fraction, and never zero where used."""
-    for split, used in (("train", True), ("test", bool(value_at(cfg, "test")))):
+    testing = value_at(cfg, "test") is not False  # src.evaluate has no `test`: testing is its task
+    for split, used in (("train", True), ("test", testing)):
         key = f"trainer.limit_{split}_batches"
         value = number_at(cfg, key)
         if value is None:
@@ -398,7 +399,7 @@ def _check_batch_limits(cfg: DictConfig) -> None:
                 "batches, or a fraction above 0"
             )
         if value == 0 and used:
-            raise ConfigError(
-                f"{key}={value!r} leaves no test batches while test=true: use test=false to "
-                "skip testing"
-            )
+            said = "while test=true: use test=false to skip testing"
+            if "test" not in cfg:  # src.evaluate
+                said = "to test the checkpoint on: use null (all), a number or a fraction above 0"
+            raise ConfigError(f"{key}={value!r} leaves no test batches {said}")
