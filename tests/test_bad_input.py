@@ -258,6 +258,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
             ("seeds=1", "the config has no key 'seeds' (did you mean seed?)"),
             ("model.foo.bar=1", "model has no key 'foo'"),
         )],
+        # a top-level key added with a + was read by nothing (one epoch, exit 0)
+        (["+max_epochs=3"], ["+max_epochs=3: nothing reads a top-level max_epochs (did you mean "
+         "trainer.max_epochs?)"]),
         # no typo: another class's option, which this group's class would refuse with the + too
         (["optimizer=adam", "optimizer.momentum=0.9"], ["optimizer.momentum=0.9: optimizer has "
          "no key 'momentum', and torch.optim.Adam takes no argument 'momentum' (it takes: "]),

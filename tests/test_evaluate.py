@@ -94,6 +94,7 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
         )],
         ("src.evaluate", ["tiny_checkpoint", "trainer.limit_test_batches=0"],  # was a KeyError
          ["trainer.limit_test_batches=0 leaves no test batches to test the checkpoint on"]),
+        ("src.evaluate", ["tiny_checkpoint", "+foo=1"], ["+foo=1: nothing reads a top-level foo"]),
         ("src.export", ["ckpt", "format=tflite"], ["format='tflite'", "onnx", "mat"]),
         ("src.export", ["ckpt", "opset=99"], ["opset=99", "[7, 20]"]),
         # Hydra's hint to add a key with a + led to a key ignored, or to the checkpoint's

@@ -97,6 +97,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
+    _check_added_keys(cfg, settings)
     _check_run_folder(cfg)
     for key in ("ckpt_path", "paths.cache_dir", "data.cache_dir"):  # '' is the current folder
         if isinstance(value := value_at(cfg, key), str) and not value.strip():
@@ -378,6 +379,17 @@ def _check_run_folder(cfg: DictConfig) -> None:
                     f"{key}={value}: a run writes everything into its run folder, which Hydra "
                     f"names: set hydra.run.dir={value} (a sweep: hydra.sweep.dir) instead"
                 )
+
+
+def _check_added_keys(cfg: DictConfig, settings: dict) -> None:
+    """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
+    groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
+        key = str(line).split("=")[0].lstrip("+")
+        if str(line).startswith("+") and key not in groups and not any(c in key for c in "./@"):
+            near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{line}: nothing reads a top-level {key}{hint}")
 
 
 def _check_batch_limits(cfg: DictConfig) -> None:
