@@ -160,3 +160,19 @@ def test_a_layer_the_writer_does_not_know_is_one_line_and_nothing_written(
     net.relu3 = Bessel()  # in relu3's place
     with pytest.raises(ConfigError, match="format=onnx: layer relu3 is a Bessel, which torch's"):
         check_writable(net, "onnx", 13)
+
+
+def test_a_checkpoint_whose_data_is_gone_is_compared_on_built_in_digits(
+    ckpt: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Its running statistics need no data: the comparison falls back, and says why without
+    advising model.bn_stats=running, which the export already uses."""
+    saved = read_checkpoint(ckpt)
+    data = saved["config"]["data"]
+    for key in ("num_train_per_class", "num_test_per_class", "seed", "style"):
+        data.pop(key, None)
+    data.update(source="mnist", root=str(tmp_path / "gone"))
+    torch.save(saved, tmp_path / "moved.ckpt")
+    record = run_export(tmp_path / "moved.ckpt", "onnx", tmp_path / "out", cache_dir)
+    assert " built-in digits (the checkpoint's data cannot be read here: " in record["compared_on"]
+    assert "no such folder" in record["compared_on"] and "bn_stats" not in record["compared_on"]

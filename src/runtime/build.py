@@ -282,8 +282,8 @@ class CheckpointData:
         datamodule = DigitsDataModule(**{**stored, "cache_dir": str(self.cache_dir)})
         try:
             datamodule.setup("test")  # no training here: the set need not fill a mini-batch
-        except DataError as err:
-            raise _unreadable(err) from err
+        except DataError as err:  # (population statistics over it: checked before, _unreadable)
+            raise DataError(f"the checkpoint's data cannot be read here: {err}") from err
         return datamodule
 
     def __getattr__(self, name: str) -> Any:
