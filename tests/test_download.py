@@ -48,6 +48,12 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNa
     class Handler(http.server.SimpleHTTPRequestHandler):
         def do_GET(self) -> None:
             requests.append(self.path)
+            if self.path.startswith("/cut/"):  # announces more than it sends, then closes
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"x" * 10)
+                return
             super().do_GET()
 
         def log_message(self, *args) -> None:  # not on the test's stderr
@@ -146,7 +152,8 @@ def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
 ) -> None:
     mirror.serve("kmnist")
     refused = f"http://127.0.0.1:{free_port()}/"  # connection refused
-    mirrors = [f"{mirror.url}nothing-here", refused]  # a base URL without its slash works too
+    # a base URL without its slash works too; a cut-off transfer was an MD5 mismatch
+    mirrors = [f"{mirror.url}nothing-here", refused, f"{mirror.url}cut/"]
     root = tmp_path / "data"
     fail(
         lambda: mnist(None, str(root), dataset="kmnist", download=True, mirrors=mirrors),
@@ -154,6 +161,7 @@ def test_failing_mirrors_are_each_named_and_a_good_one_after_them_serves(
         f"{mirror.url}nothing-here/train-images-idx3-ubyte.gz: HTTP 404",
         f"{refused}train-images-idx3-ubyte.gz: ",
         "refused",
+        "cut/train-images-idx3-ubyte.gz: the connection closed after 10 of 100000 bytes",
     )
     assert files_under(root) == []
     # the same mirrors, then a good one: the download falls through to it

@@ -85,6 +85,9 @@ def _copy_checked(url: str, md5: str, out: IO[bytes]) -> int:
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+            announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and size < int(announced):  # http.client ends a cut-off read quietly
+            raise _MirrorFailed(f"the connection closed after {size} of {announced} bytes")
     except urllib.error.HTTPError as err:
         raise _MirrorFailed(f"HTTP {err.code} {err.reason}") from err
     except urllib.error.URLError as err:
