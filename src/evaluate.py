@@ -32,6 +32,7 @@ from src.runtime.build import (
     save_resolved_config,
     tested_as_trained,
 )
+from src.runtime.threads import configure_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint, write `metrics.json` in the run directory, and return the metrics."""
     ckpt, data = checked_evaluation(cfg)
+    configure_threads(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # What this run actually used: the checkpoint's data, not the placeholder group.
     output_dir = save_resolved_config(cfg, data=data)

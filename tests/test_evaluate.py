@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from src.evaluate import evaluate
@@ -82,6 +83,20 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     used = (tmp_path / "n5" / "config.yaml").read_text()
     # the rest is still the training run's data, not the config's defaults (500 a class)
     assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used
+
+
+def test_the_thread_count_is_a_setting_as_in_training(
+    ckpt: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread count a test accuracy repeats with: `num_threads=1` was refused ('evaluate
+    would not read it')."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))  # restored after the test
+    try:
+        evaluate(compose_evaluate([f"ckpt_path={ckpt}", "num_threads=1"], tmp_path, cache_dir))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
