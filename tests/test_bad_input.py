@@ -217,6 +217,7 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
             ("enable_progress_bar=false", "while callbacks.progress_bar is on"),
             ("barebones=true", "switches off the loggers, checkpoints and progress"),
             ("check_val_every_n_epoch=0", "is out of range: it must be at least 1"),
+            ("max_steps=0", "is out of range: it must be at least 1 (-1: none)"),
             # Lightning's own checks (a ZeroDivisionError for 0) ran in the run folder
             ("val_check_interval=0", "must be a whole number of iterations (at least 1) or"),
             ("val_check_interval=1.5", "must be a whole number of iterations (at least 1) or an "

@@ -127,6 +127,8 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "0 or more")
     require(cfg, "trainer.max_epochs", lambda v: v >= 1, "at least 1", integer=True)
+    # 0 trained nothing and tested the untrained network without a word
+    require(cfg, "trainer.max_steps", lambda v: v == -1 or v >= 1, "at least 1 (-1: none)", True)
     require(cfg, "trainer.log_every_n_steps", lambda v: v >= 1, "at least 1", integer=True)
     require(cfg, "callbacks.bn_state_monitor.check_after", lambda v: v >= 1, "at least 1", True)
     _check_batch_limits(cfg)
