@@ -9,6 +9,7 @@ if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -72,8 +73,11 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     datamodule.setup("fit" if training else "test")
     datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
-    # Saved in every checkpoint: evaluation reads the data settings from it.
+    # Saved in every checkpoint: evaluation reads the data settings from it, from any folder.
     model.run_config = OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)
+    for key in ("root", "train_file", "test_file"):  # data.root=ds: where it is from here
+        if isinstance(path := model.run_config["data"].get(key), str):
+            model.run_config["data"][key] = os.path.abspath(path)
     callbacks = instantiate_group(cfg.get("callbacks"))
     resume = {}
     ckpt_path = cfg.get("ckpt_path")

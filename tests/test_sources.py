@@ -475,6 +475,23 @@ def _fixture(kind: str, root: Path) -> list[str]:
     return ["data=mnist", f"data.root={root}"]
 
 
+def test_a_relative_data_path_is_stored_whole_in_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluated from another folder, a checkpoint trained on data.root=ds said its data was
+    gone."""
+    from src.checkpoint import read_checkpoint
+    from src.train import train
+    from tests.conftest import compose_config
+
+    _fixture("folder-train-test", tmp_path / "ds")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    train(compose_config([*RUN, "data=folder", "data.root=ds"], run, tmp_path / "cache"))
+    saved = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert saved["config"]["data"]["root"] == str(tmp_path / "ds")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["folder-train-test", "folder-single-tree", "mat", "mnist"])
 def test_cli_trains_on_each_format(tmp_path: Path, kind: str) -> None:
