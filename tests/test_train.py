@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
@@ -113,6 +114,9 @@ def test_tensorboard_shows_the_state_hparams_and_figures(tiny_cfg: DictConfig) -
     assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.01)
     assert start.hparams["model.bn_stats"].string_value == "running"
     assert start.hparams["data.batch_size"].number_value == 32
+    # and Lightning's hparams.yaml holds them too (it was written empty, {})
+    saved = yaml.safe_load((run / "tensorboard" / "hparams.yaml").read_text())
+    assert saved["optimizer.lr"] == pytest.approx(0.01) and saved["model.bn_stats"] == "running"
 
 
 def test_train_rejects_a_bad_value_before_writing_anything(tiny_cfg: DictConfig) -> None:

@@ -88,6 +88,8 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
         params = hyperparameters(cfg)  # each logger its own: they may edit what they are given
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=hp_metrics or None)
+            if rank_zero_only.rank == 0:  # written empty at the first epoch's end, and kept so:
+                Path(logger.log_dir, logger.NAME_HPARAMS_FILE).unlink(missing_ok=True)  # anew
         else:
             logger.log_hyperparams(params)
             if hp_metrics:
