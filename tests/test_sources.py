@@ -214,13 +214,18 @@ def test_folder_converts_16_bit_palette_colour_and_size_on_request(tmp_path: Pat
     np.testing.assert_allclose(six, ramp, atol=0.03)
 
 
-def test_folder_reads_caches_and_serves_train_and_test_trees_following_edits(tmp_path: Path):
+def test_folder_reads_caches_and_serves_train_and_test_trees_following_edits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     root, cache = tmp_path / "digits", tmp_path / "cache"
     written = write_two_trees(root)
     (root / "train" / "3" / ".DS_Store").write_bytes(b"\0junk")
     (root / "test" / "5" / "Thumbs.db").write_bytes(b"junk")
-    first = folder(cache, str(root))
+    write_tree(root / "val", digits(2, per_class=1))  # an ImageFolder layout's: not read, said so
+    with caplog.at_level("WARNING"):
+        first = folder(cache, str(root))
     assert_same(first, [in_folder_order(data) for data in written])
+    assert f"Ignored val beside train/ and test/ in {root}: data=folder reads" in caplog.text
     files = sorted(cache.glob("folder-*.npz"))
     assert len(files) == 2
     again = folder(cache, str(root))

@@ -215,6 +215,14 @@ def folder(
                 f"{root}: has a {there}/ folder but no {missing}/ folder; give both, or put the "
                 f"class folders 0-9 directly in {root}"
             )
+        others = [e for e in sorted(os.listdir(root)) if e not in SPLITS and not is_junk(e)]
+        if others:  # ROOT/val/ of an ImageFolder layout, say: not read, so not unseen either
+            log.warning(
+                "Ignored %s beside train/ and test/ in %s: data=folder reads those two "
+                "(validation images: data.val_fraction).",
+                ", ".join(others),
+                root,
+            )
         trees = {s: _class_folders(root / s) for s in SPLITS}
         sets = {s: [(f.path, c) for c, fs in trees[s].items() for f in fs] for s in SPLITS}
         origins = {s: str(root / s) for s in SPLITS}
