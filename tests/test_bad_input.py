@@ -504,6 +504,10 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
         ["trainer=ddp_cpu", "trainer.devices=3", "model.sync_batchnorm=true"],
         ["trainer=ddp_cpu", "trainer.devices='2'"],
         ["trainer=cpu", "trainer.strategy=single_device"],
+        # a fraction of an epoch, validated each epoch (check_val_every_n_epoch not given)
+        ["data.val_fraction=0.2", "+trainer.val_check_interval=0.5"],
+        # keys a + adds that are read: forced (++), or by an interpolation
+        ["++seed=3"], ["+lr=0.05", "optimizer.lr=${lr}"],
     ],
 )  # fmt: skip
 def test_settings_that_work_pass(tmp_path: Path, overrides: list[str]) -> None:

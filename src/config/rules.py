@@ -386,9 +386,11 @@ def _check_run_folder(cfg: DictConfig) -> None:
 def _check_added_keys(cfg: DictConfig, settings: dict) -> None:
     """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
-        key = str(line).split("=")[0].lstrip("+")
-        if str(line).startswith("+") and key not in groups and not any(c in key for c in "./@"):
+        key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
+        read = key in groups or any(c in key for c in "+./@") or "${" + key in typed
+        if str(line).startswith("+") and not read:
             near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ConfigError(f"{line}: nothing reads a top-level {key}{hint}")

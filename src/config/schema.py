@@ -365,7 +365,8 @@ def _check_validation_and_time(cfg: DictConfig) -> None:
     every, what = value_at(cfg, "trainer.val_check_interval"), None
     if isinstance(every, int) and every < 1 or isinstance(every, float) and not 0 < every <= 1:
         what = "must be a whole number of iterations (at least 1) or an epoch's fraction in (0, 1]"
-    elif isinstance(every, float) and value_at(cfg, "trainer.check_val_every_n_epoch") is None:
+    elif isinstance(every, float) and OmegaConf.select(cfg, "trainer.check_val_every_n_epoch",
+                                                       default=ABSENT) is None:  # fmt: skip
         what = "is a fraction of an epoch, and check_val_every_n_epoch=null counts iterations"
     if what:
         raise ConfigError(f"trainer.val_check_interval={every} {what}")
