@@ -396,9 +396,14 @@ def test_any_other_run_into_an_earlier_runs_folder_is_refused(
         ("src.train", [*TINY, *common[1:], "~callbacks.model_checkpoint"]),
     ):
         proc = cli_in_process(*args, module=module)
-        said = f"hydra.run.dir={run} holds an earlier run, whose outputs (metrics.json, "
-        assert_one_line_error(proc, said, "config.yaml, ...) this run would overwrite", code=2)
+        said = f"hydra.run.dir={run} holds an earlier run's metrics.json, which this run would "
+        assert_one_line_error(proc, said, "overwrite: give this run another folder", code=2)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # a start stopped before any result (its config and log only): the same command again runs
+    stopped = tmp_path / "stopped"
+    (stopped / ".hydra").mkdir(parents=True)
+    (stopped / "train.log").write_text("killed in its first epoch\n")
+    assert preflight([*TINY, f"hydra.run.dir={stopped}"], str(CONF), "config")[0] == "run"
 
 
 # ---------------------------------------------------------------------------------------------

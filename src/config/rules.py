@@ -35,7 +35,7 @@ from src.config.schema import (
     value_at,
     written,
 )
-from src.config.targets import check_builds, check_group_entries, check_targets
+from src.config.targets import check_added_keys, check_builds, check_group_entries, check_targets
 from src.data.arrays import (
     NUM_CLASSES,
     batch_problem,
@@ -97,7 +97,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=... to the command line")
     # First: every check below reads resolved values, and an unresolvable one would be a traceback.
     _check_resolvable(cfg, settings)
-    _check_added_keys(cfg, settings)
+    check_added_keys(cfg, settings)
     _check_run_folder(cfg)
     for key in ("ckpt_path", "paths.cache_dir", "data.cache_dir"):  # '' is the current folder
         if isinstance(value := value_at(cfg, key), str) and not value.strip():
@@ -306,8 +306,11 @@ def check_run_folder_free(cfg: DictConfig) -> None:
     folder's `last.ckpt` (its `ckpt_path`)."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    if "hydra" not in cfg or rank_zero_only.rank != 0:  # DDP: Lightning's processes run the
-        return  # command line again, into the run folder rank 0 made
+    # DDP: Lightning's processes run the command line again, into the run folder rank 0 made;
+    # torchrun's or srun's start at once, any of them first
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+    if "hydra" not in cfg or rank_zero_only.rank != 0 or launched:
+        return
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
     last = None
     if value_at(cfg, "train") not in (False, None):  # src.train, training
@@ -328,10 +331,15 @@ def check_run_folder_free(cfg: DictConfig) -> None:
             f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
             f"({key})"
         )
-    if (run_dir / ".hydra").is_dir():  # Hydra's record of the run that wrote there
+    # An earlier run's results (what a start stopped before any is run over, as it was).
+    found = [
+        n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
+    ]
+    found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
+    if (run_dir / ".hydra").is_dir() and found:  # Hydra's record of the run that wrote them
         raise ConfigError(
-            f"hydra.run.dir={run_dir} holds an earlier run, whose outputs (metrics.json, "
-            "config.yaml, ...) this run would overwrite: give this run another folder"
+            f"hydra.run.dir={run_dir} holds an earlier run's {found[0]}, which this run would "
+            "overwrite: give this run another folder"
         )
 
 
@@ -381,19 +389,6 @@ def _check_run_folder(cfg: DictConfig) -> None:
                     f"{key}={value}: a run writes everything into its run folder, which Hydra "
                     f"names: set hydra.run.dir={value} (a sweep: hydra.sweep.dir) instead"
                 )
-
-
-def _check_added_keys(cfg: DictConfig, settings: dict) -> None:
-    """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
-    groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
-    typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
-    for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
-        key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
-        read = key in groups or any(c in key for c in "+./@") or "${" + key in typed
-        if str(line).startswith("+") and not read:
-            near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
-            hint = f" (did you mean {near[0]}?)" if near else ""
-            raise ConfigError(f"{line}: nothing reads a top-level {key}{hint}")
 
 
 def _check_batch_limits(cfg: DictConfig) -> None:

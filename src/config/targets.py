@@ -1,5 +1,6 @@
 """Config entries that name a class (`_target_`): each importable, taking every key it is given,
-and each key of the type the class declares for it (`schema.require_type`)."""
+and each key of the type the class declares for it (`schema.require_type`); and no top-level key
+added that nothing reads (`check_added_keys`)."""
 
 from __future__ import annotations
 
@@ -204,3 +205,16 @@ def _takes_no(argument: str, taken: list[str]) -> str:
         return f"takes no argument {argument!r} (did you mean {close[0]!r}?)"
     shown = ", ".join(taken[:12]) + (", ..." if len(taken) > 12 else "")
     return f"takes no argument {argument!r} (it takes: {shown or 'nothing'})"
+
+
+def check_added_keys(cfg: DictConfig, settings: dict) -> None:
+    """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
+    groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
+    for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
+        key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
+        read = key in groups or any(c in key for c in "+./@") or "${" + key in typed
+        if str(line).startswith("+") and not read:
+            near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{line}: nothing reads a top-level {key}{hint}")
