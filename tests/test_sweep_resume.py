@@ -261,14 +261,17 @@ def test_a_sweep_subdir_of_one_value_fails_the_later_jobs_and_keeps_the_first(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     """`hydra.sweep.subdir=run` gave every job one folder: job 1 found job 0's metrics.json and
-    reported job 0's results as its own. It fails in one line; job 0's row stays."""
-    sweep = tmp_path / "sweep"
-    proc = cli_in_process("--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", LRS,
-                          "hydra.sweep.subdir=run", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    reported job 0's results as its own. A constant is one line before any job; one that only
+    resolves alike (here `${task_name}`) fails the later job in one line, job 0's row kept."""
+    sweep, args = tmp_path / "sweep", ["--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", LRS]
+    proc = cli_in_process(*args, "hydra.sweep.subdir=run", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(proc, "hydra.sweep.subdir=run names one folder for every job", code=2)
+    assert not sweep.exists()
+    proc = cli_in_process(*args, "hydra.sweep.subdir=${task_name}", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == entry.EXIT_BAD_INPUT, proc.stderr[-3000:]
-    line = f"error: job folder {sweep / 'run'} holds job 0 of this sweep: hydra.sweep.subdir=run "
-    assert line in proc.stderr
-    saved = json.loads((sweep / "run" / "sweep_job.json").read_text())
+    line = f"error: job folder {sweep / 'train'} holds job 0 of this sweep: hydra.sweep.subdir="
+    assert line + "train names one folder" in proc.stderr
+    saved = json.loads((sweep / "train" / "sweep_job.json").read_text())
     assert (saved["job"], saved["status"]) == (0, "ok")
     assert "optimizer.lr=0.01" in saved["overrides"]
 
