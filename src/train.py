@@ -125,7 +125,8 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
             lr = OmegaConf.select(cfg, "optimizer.lr")
             raise TrainingDiverged(
                 f"training diverged: {model.non_finite}; the learning rate (optimizer.lr={lr}) "
-                "is most likely too high for this network"
+                "is most likely too high for this network. Lightning's own checkpoints of this "
+                "run (without callbacks.model_checkpoint) hold the diverged weights"
             )
         if reports.get("first_batch"):
             figures.first_batch(trainer, model)
