@@ -331,12 +331,14 @@ def check_run_folder_free(cfg: DictConfig) -> None:
             f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
             f"({key})"
         )
-    # An earlier run's results (what a start stopped before any is run over, as it was).
+    if not (run_dir / ".hydra").is_dir():  # Hydra's record of an earlier run there
+        return
+    # That run's results (what a start stopped before any is run over, as it was).
     found = [
         n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
     ]
     found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
-    if (run_dir / ".hydra").is_dir() and found:  # Hydra's record of the run that wrote them
+    if found:
         raise ConfigError(
             f"hydra.run.dir={run_dir} holds an earlier run's {found[0]}, which this run would "
             "overwrite: give this run another folder"

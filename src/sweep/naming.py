@@ -118,6 +118,9 @@ def job_num(config: DictConfig) -> int:
     return int(OmegaConf.select(config, "hydra.job.num", default=0) or 0)
 
 
+DEFAULT_SUBDIR = "${sweep_subdir:}"  # hydra.sweep.subdir of conf/hydra/default.yaml
+
+
 def sweep_subdir(*, _root_: DictConfig) -> str:
     """`hydra.sweep.subdir`: `<job number>_<swept key=value,...>`, or the number alone."""
     num = job_num(_root_)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.config.rules import in_multirun
 from src.errors import ConfigError, exit_with
 from src.io import write_text
-from src.sweep.naming import sweep_overrides
+from src.sweep.naming import DEFAULT_SUBDIR, sweep_overrides
 from src.sweep.rows import STATUS_FILE, Row, saved_row, text_map
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def continue_job(cfg: DictConfig) -> dict[str, float] | None:
         raise ConfigError(
             f"job folder {folder} holds job {saved.job} of this sweep: hydra.sweep.subdir="
             f"{hydra.sweep.subdir} names one folder for several jobs; make it name each job's "
-            "(the default, ${sweep_subdir:}, does)"
+            f"(the default, {DEFAULT_SUBDIR}, does)"
         )
     try:
         metrics = json.loads((folder / "metrics.json").read_text())

@@ -44,6 +44,7 @@ from src.errors import JobFailed, exit_with, keep_checkpoint, signals_ignored
 from src.io import write_csv, write_text
 from src.sweep import naming, resume
 from src.sweep.naming import (
+    DEFAULT_SUBDIR,
     Plan,
     job_name,
     job_num,
@@ -72,7 +73,6 @@ log = logging.getLogger(__package__)  # "src.sweep": the name its log lines had 
 
 # Exit codes of a job stopped by a signal (src.cli.EXIT_SIGNAL): they stop the whole sweep.
 STOP_CODES = {130, 143}
-DEFAULT = "${sweep_subdir:}"  # hydra.sweep.subdir of conf/hydra/default.yaml
 
 # The sweep this process is launching, if any (`stop_launch`).
 launching: SweepSummary | None = None
@@ -123,8 +123,8 @@ class SweepSummary(Callback):
         sweep = OmegaConf.select(config, "hydra.sweep", default=None) or {}
         subdir = OmegaConf.to_container(sweep, resolve=False).get("subdir") if sweep else None
         if subdir is not None and "${" not in str(subdir) and plan.jobs != 1:  # one folder
-            why = f"names one folder for every job: make it name each job's (as {DEFAULT} does)"
-            exit_with(f"error: hydra.sweep.subdir={subdir} {why}", 2)
+            why = "names one folder for every job: make it name each job's"
+            exit_with(f"error: hydra.sweep.subdir={subdir} {why} (as {DEFAULT_SUBDIR} does)", 2)
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
         if sweep_dir:  # the same sweep again continues (src.sweep.resume); any other: exit 2
             self.sweep_dir = Path(str(sweep_dir))
