@@ -14,9 +14,10 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import model_settings, read_checkpoint
+from src.data.sources.common import SPLITS
 from src.errors import DataError
 from src.io import write_text
 from src.reports.figures import confusion_matrix
@@ -26,6 +27,7 @@ from src.runtime.build import (
     check_batches,
     checked_checkpoint,
     command_overrides,
+    computes_population,
     data_config,
     entry_point,
     instantiate_group,
@@ -46,7 +48,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = save_resolved_config(cfg, data=data)
 
     datamodule = build_datamodule(data)
-    datamodule.setup("test")  # every split: population statistics may need the training set
+    # The training set only for population statistics the checkpoint does not hold.
+    population = computes_population(ckpt, cfg.model.get("bn_stats"))
+    datamodule.setup("test", splits=SPLITS if population else ("test",))
     datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"))
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -89,6 +93,9 @@ def checked_evaluation(cfg: DictConfig) -> tuple[dict, DictConfig]:
     ckpt = read_checkpoint(Path(path))
     tested_as_trained(cfg, ckpt)
     data = data_config(cfg, ckpt)
+    if not computes_population(ckpt, cfg.model.get("bn_stats")):  # the test set alone is read
+        with open_dict(data):
+            data.pop("train_file", None)  # data=mat: a test file alone will do
     try:
         return checked_checkpoint(cfg, data), data
     except DataError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from src.evaluate import evaluate
 from src.train import train
 from tests.conftest import TINY, assert_one_line_error, cli_in_process, compose_config, tb_events
+from tests.test_sources import as_uint8, digits, write_idx, write_mat, write_tree
 
 
 def compose_evaluate(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
@@ -83,6 +85,37 @@ def test_the_other_statistics_and_data_overrides_apply_to_the_checkpoint(
     used = (tmp_path / "n5" / "config.yaml").read_text()
     # the rest is still the training run's data, not the config's defaults (500 a class)
     assert "num_train_per_class: 20" in used and "test_batch_size: 64" in used
+
+
+def test_a_test_set_alone_is_evaluated_without_any_training_data(
+    trained: dict, tmp_path: Path, cache_dir: Path
+) -> None:
+    """A .mat holding XTest/YTest only, MNIST's t10k files only, a test/ folder only: the
+    training set is read only for population statistics the checkpoint lacks."""
+    test = digits(1, per_class=2)
+    write_mat(tmp_path / "test.mat", test, part="Test")
+    (tmp_path / "t10k").mkdir()
+    write_idx(tmp_path / "t10k" / "t10k-images-idx3-ubyte", as_uint8(test.images[:, 0]), 2051)
+    write_idx(tmp_path / "t10k" / "t10k-labels-idx1-ubyte", test.labels.astype(np.uint8), 2049)
+    write_tree(tmp_path / "tree" / "test", test)
+    ckpt, _ = trained["running"]
+    sources = {
+        "mat": ["data=mat", f"data.test_file={tmp_path / 'test.mat'}"],
+        "mnist": ["data=mnist", f"data.root={tmp_path / 't10k'}"],
+        "folder": ["data=folder", f"data.root={tmp_path / 'tree'}"],
+    }
+    accuracies = set()
+    for name, data in sources.items():
+        cfg = compose_evaluate([f"ckpt_path={ckpt}", *data], tmp_path / name, cache_dir)
+        metrics = evaluate(cfg)
+        assert metrics["num_test_images"] == len(test), name
+        accuracies.add(metrics["test/acc"])
+    assert len(accuracies) == 1  # the same 20 images each time
+    # Statistics to compute over the training set: that is still asked for, in one line.
+    proc = cli_in_process(f"ckpt_path={ckpt}", *sources["mat"], "model.bn_stats=population",
+                          f"hydra.run.dir={tmp_path / 'pop'}", module="src.evaluate")  # fmt: skip
+    assert_one_line_error(proc, "data.train_file", code=2)
+    assert not (tmp_path / "pop").exists()
 
 
 def test_the_thread_count_is_a_setting_as_in_training(

@@ -115,8 +115,9 @@ def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[inspe
     name = OmegaConf.select(cfg, f"{path}.source", default=default)
     if name not in SOURCES:
         raise ConfigError(f"{path}.source={name!r} is not one of {sorted(SOURCES)}")
-    # The first argument, cache_dir, is passed by the data module itself.
-    return list(_signature(SOURCES[name]).parameters.values())[1:], f" with {path}.source={name}"
+    # cache_dir (the first argument) and splits are passed by the data module itself.
+    params = list(_signature(SOURCES[name]).parameters.values())[1:]
+    return [p for p in params if p.name != "splits"], f" with {path}.source={name}"
 
 
 # Targets whose **kwargs go on to a known callee: what that callee takes (but the arguments the

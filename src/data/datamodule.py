@@ -21,6 +21,7 @@ from src.data.arrays import (
     split_problem,
 )
 from src.data.sources import load_source
+from src.data.sources.common import SPLITS
 from src.errors import DataError
 
 
@@ -214,15 +215,22 @@ class DigitsDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # One process builds the cache; setup() on every process then reads it.
-        if self.train_set is None:  # unless setup() has already run here (src/train.py)
+        if self.test_set is None:  # unless setup() has already run here (src/train.py)
             load_source(self.source, self.cache_dir, self.source_options)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Every split, read once. `stage` "fit" (or None) is a run that trains, whose mini-batches
-        must be cut from the training set; testing reads it only for population statistics."""
-        if self.train_set is not None:
+    def setup(self, stage: str | None = None, splits: tuple[str, ...] = SPLITS) -> None:
+        """The `splits`, read once. `stage` "fit" (or None) is a run that trains, whose
+        mini-batches must be cut from the training set; testing reads it only for population
+        statistics, and `splits=("test",)` not at all (src.evaluate: data.train_file unset).
+        Read once: Lightning's own `setup("test")` later finds the data read."""
+        if self.test_set is not None and (self.train_set is not None or stage == "test"):
             return
-        train, test = load_source(self.source, self.cache_dir, self.source_options)
+        train, test = load_source(self.source, self.cache_dir, self.source_options, splits)
+        self.test_set = InMemoryBatches(
+            torch.from_numpy(test.images), torch.from_numpy(test.labels)
+        )
+        if train is None:  # the test set alone: nothing to train on, validate or average
+            return
         training = stage in ("fit", None)
         if training and (problem := batch_problem(self.batch_size, len(train), self.source)):
             raise DataError(problem)
@@ -245,9 +253,6 @@ class DigitsDataModule(L.LightningDataModule):
             train = self._first_batches(train)
         self.train_set = InMemoryBatches(
             torch.from_numpy(train.images), torch.from_numpy(train.labels)
-        )
-        self.test_set = InMemoryBatches(
-            torch.from_numpy(test.images), torch.from_numpy(test.labels)
         )
         # `mean(XTrain, 4)`, summed in float64 so the mean image does not depend on the order.
         self.mean_image = torch.from_numpy(train.images.mean(axis=0, dtype=np.float64)).float()

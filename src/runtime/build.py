@@ -187,7 +187,7 @@ def build_model(
     if chosen != used and saved.get(chosen) is not None:
         model.net.state = saved[chosen]
         source = "stored in the checkpoint's bn_statistics"
-    elif chosen != used and chosen == "population":  # trained and saved with the running estimate
+    elif computes_population(ckpt, chosen):  # trained and saved with the running estimate
         model.net.state = population_statistics(
             model.net, lambda: (x for x, _ in dm.ordered_dataloader("train"))
         )
@@ -198,6 +198,14 @@ def build_model(
     described = describe_state(chosen, bool(model.update_state))
     log.info("Predicting with bn_stats=%s (%s), %s.", chosen, described, source)
     return model
+
+
+def computes_population(ckpt: dict, bn_stats: str | None) -> bool:
+    """Whether `build_model` computes population statistics over the training images: asked for,
+    and neither in the checkpoint's weights nor in its `bn_statistics`."""
+    saved = ckpt.get("bn_statistics") or {}
+    used = saved.get("used", "running")
+    return bn_stats == "population" != used and saved.get("population") is None
 
 
 def check_batches(trainer: Any, datamodule: DigitsDataModule, *splits: str) -> None:

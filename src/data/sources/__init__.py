@@ -1,4 +1,5 @@
-"""Where digit images come from: each source returns a (train, test) pair of DigitArrays.
+"""Where digit images come from: each source returns a (train, test) pair of DigitArrays, the
+training set None when its keyword `splits` asks for the test set only.
 
 `data=NAME` picks `SOURCES[NAME]`, each loader in its own file of this package (its docstring
 says which). Every reader raises DataError with one line naming the file or folder at fault, and
@@ -14,7 +15,7 @@ from typing import Any
 
 from src.data.arrays import DigitArrays
 from src.data.sources.builtin import synthetic
-from src.data.sources.common import existing_option
+from src.data.sources.common import SPLITS, existing_option
 from src.data.sources.download import mirrors_problem
 from src.data.sources.idx import dataset_problem, idx_root, mnist
 from src.data.sources.image_folders import decode_image, folder, split_class
@@ -38,10 +39,14 @@ SOURCES = {"synthetic": synthetic, "folder": folder, "mat": mat, "mnist": mnist}
 
 
 def load_source(
-    name: str, cache_dir: str | Path | None, options: dict[str, Any]
-) -> tuple[DigitArrays, DigitArrays]:
-    """Load the named source with its options (a name the config's check knows)."""
-    return SOURCES[name](cache_dir, **options)
+    name: str,
+    cache_dir: str | Path | None,
+    options: dict[str, Any],
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[DigitArrays | None, DigitArrays]:
+    """Load the named source with its options (a name the config's check knows): the test set,
+    and the training set if `splits` holds "train" (else None)."""
+    return SOURCES[name](cache_dir, **options, splits=splits)
 
 
 def check_paths(name: str, options: dict[str, Any]) -> None:

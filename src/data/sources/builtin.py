@@ -7,6 +7,7 @@ from typing import Literal
 
 from src.data.arrays import DigitArrays
 from src.data.cache import cached
+from src.data.sources.common import SPLITS
 
 # The generator's looks (src/data/synthetic.py): typed here, so the config's check reads them from
 # this signature without importing the generator (and matplotlib) before a run.
@@ -19,14 +20,19 @@ def synthetic(
     num_train_per_class: int = 500,
     num_test_per_class: int = 500,
     style: Style = "mixed",
-) -> tuple[DigitArrays, DigitArrays]:
+    *,
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[DigitArrays | None, DigitArrays]:
     """The built-in generator: independent train and test draws that depend only on `seed`
     (and `style`: handwriting, print or mixed)."""
     from src.data import synthetic as gen
 
-    sets = []
+    sets = {}
     for split, stream, n in (("train", 0, num_train_per_class), ("test", 1, num_test_per_class)):
+        if split not in splits:
+            continue
         key = {"split": split, "seed": seed, "num_per_class": n, **gen.generator_settings(style)}
         build = lambda n=n, stream=stream: gen.generate_digits(n, [seed, stream], style)  # noqa: E731
-        sets.append(cached(cache_dir, f"synthetic-{split}", key, build).check(f"synthetic {split}"))
-    return sets[0], sets[1]
+        data = cached(cache_dir, f"synthetic-{split}", key, build)
+        sets[split] = data.check(f"synthetic {split}")
+    return sets.get("train"), sets["test"]

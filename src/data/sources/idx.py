@@ -159,10 +159,12 @@ def _missing(root: Path, spec: IdxDataset, stem: str) -> DataError:
     )
 
 
-def _download_missing(root: Path, spec: IdxDataset, mirrors: list[str] | None) -> None:
-    """Fetch the files of `spec` not found under root into ROOT/<folder>/raw; nothing if all are
-    there, however they got there (an earlier download, torchvision, a copy by hand)."""
-    stems = [stem for split in SPLITS for stem in spec.files[split]]
+def _download_missing(
+    root: Path, spec: IdxDataset, mirrors: list[str] | None, splits: tuple[str, ...] = SPLITS
+) -> None:
+    """Fetch the files of `spec`'s `splits` not found under root into ROOT/<folder>/raw; nothing
+    if all are there, however they got there (an earlier download, torchvision, a copy by hand)."""
+    stems = [stem for split in splits for stem in spec.files[split]]
     missing = {stem for stem in stems if _find(root, spec, stem) is None}
     raw = root / spec.folder / "raw"
     for resource in spec.resources:
@@ -245,7 +247,9 @@ def mnist(
     dataset: str = "mnist",
     download: bool = False,
     mirrors: list[str] | None = None,
-) -> tuple[DigitArrays, DigitArrays]:
+    *,
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[DigitArrays | None, DigitArrays]:
     """The train and test sets of `dataset` (a key of DATASETS) from their IDX files in `root`.
 
     download=true first fetches any file not found from `mirrors` (None: the data set's own),
@@ -256,6 +260,8 @@ def mnist(
     spec = DATASETS[dataset]
     path = idx_root(root, download)
     if download:
-        _download_missing(path, spec, None if mirrors is None else [str(m) for m in mirrors])
+        urls = None if mirrors is None else [str(m) for m in mirrors]
+        _download_missing(path, spec, urls, splits)
     path = _existing(path, "data.root", want_dir=True)
-    return _read_split(path, spec, "train"), _read_split(path, spec, "test")
+    train = _read_split(path, spec, "train") if "train" in splits else None
+    return train, _read_split(path, spec, "test")

@@ -204,12 +204,14 @@ def folder(
     grayscale: bool = False,
     split_seed: int = 0,
     frame: bool = False,
-) -> tuple[DigitArrays, DigitArrays]:
+    *,
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[DigitArrays | None, DigitArrays]:
     """Images in class folders: ROOT/{train,test}/<label>/*, or one ROOT/<label>/* tree halved."""
     root = existing_option("data.root", root, want_dir=True)
     has = {s: (root / s).is_dir() for s in SPLITS}
     if any(has.values()):
-        if not all(has.values()):
+        if not all(has[s] for s in splits):
             there, missing = ("train", "test") if has["train"] else ("test", "train")
             raise DataError(
                 f"{root}: has a {there}/ folder but no {missing}/ folder; give both, or put the "
@@ -223,11 +225,11 @@ def folder(
                 ", ".join(others),
                 root,
             )
-        trees = {s: _class_folders(root / s) for s in SPLITS}
-        sets = {s: [(f.path, c) for c, fs in trees[s].items() for f in fs] for s in SPLITS}
+        trees = {s: _class_folders(root / s) for s in splits}
+        sets = {s: [(f.path, c) for c, fs in trees[s].items() for f in fs] for s in splits}
         origins = {s: str(root / s) for s in SPLITS}
         # Each set's entry follows its own files only.
-        files = {s: {"tree": s, "files": _listing_digest(trees[s], root)} for s in SPLITS}
+        files = {s: {"tree": s, "files": _listing_digest(trees[s], root)} for s in splits}
     else:
         classes = _class_folders(root)
         sets = {"train": [], "test": []}
@@ -247,9 +249,10 @@ def folder(
         **({"frame": True} if frame else {}),  # caches read before data.frame stay valid
     }
     build = {
-        s: lambda s=s: _decode_set(sets[s], origins[s], resize, grayscale, frame) for s in SPLITS
+        s: lambda s=s: _decode_set(sets[s], origins[s], resize, grayscale, frame) for s in splits
     }
-    train, test = cached_sets(
-        cache_dir, {f"folder-{s}": ({**settings, **files[s]}, build[s]) for s in SPLITS}
-    ).values()
-    return train.check(origins["train"]), test.check(origins["test"])
+    read = cached_sets(
+        cache_dir, {f"folder-{s}": ({**settings, **files[s]}, build[s]) for s in splits}
+    )
+    train = read["folder-train"].check(origins["train"]) if "train" in splits else None
+    return train, read["folder-test"].check(origins["test"])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from src.data.arrays import IMAGE_SIZE, DigitArrays
-from src.data.sources.common import existing_option
+from src.data.sources.common import SPLITS, existing_option
 from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
@@ -183,9 +183,14 @@ def mat(
     cache_dir: str | Path | None,
     train_file: str | Path | None = None,
     test_file: str | Path | None = None,
-) -> tuple[DigitArrays, DigitArrays]:
+    *,
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[DigitArrays | None, DigitArrays]:
     """MATLAB .mat files (v4-v7) holding XTrain/YTrain and XTest/YTest as MATLAB saves them."""
     # Not cached: scipy reads a .mat as fast as the cache would be read, so a copy gains nothing.
-    train_path = existing_option("data.train_file", train_file, want_dir=False)
+    train_path = None
+    if "train" in splits:
+        train_path = existing_option("data.train_file", train_file, want_dir=False)
     test_path = existing_option("data.test_file", test_file, want_dir=False)
-    return _read_mat(train_path, "Train"), _read_mat(test_path, "Test")
+    train = None if train_path is None else _read_mat(train_path, "Train")
+    return train, _read_mat(test_path, "Test")
