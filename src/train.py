@@ -22,6 +22,7 @@ from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.cli import config_checked
 from src.config.rules import check_config
 from src.console import print_config_tree
+from src.data.sources.common import SPLITS
 from src.errors import ConfigError, TrainingDiverged
 from src.io import write_text
 from src.model.precision import say_fast_choice
@@ -32,6 +33,7 @@ from src.runtime.build import (
     build_model,
     changed_settings,
     check_batches,
+    computes_population,
     entry_point,
     instantiate_group,
     save_resolved_config,
@@ -70,7 +72,9 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
-    datamodule.setup("fit" if training else "test")
+    # train=false: the training set only for population statistics the checkpoint lacks.
+    needs_train = training or computes_population(ckpt, cfg.model.get("bn_stats"))
+    datamodule.setup("fit" if training else "test", splits=SPLITS if needs_train else ("test",))
     datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     # Saved in every checkpoint: evaluation reads the data settings from it, from any folder.

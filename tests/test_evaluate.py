@@ -111,6 +111,10 @@ def test_a_test_set_alone_is_evaluated_without_any_training_data(
         assert metrics["num_test_images"] == len(test), name
         accuracies.add(metrics["test/acc"])
     assert len(accuracies) == 1  # the same 20 images each time
+    # src.train train=false tests a checkpoint as src.evaluate does: on a test folder alone too.
+    tested = compose_config([f"ckpt_path={ckpt}", *sources["folder"], "train=false", "trainer=cpu"],
+                            tmp_path / "tested", cache_dir)  # fmt: skip
+    assert train(tested)["test/acc"] in accuracies
     # Statistics to compute over the training set: that is still asked for, in one line.
     proc = cli_in_process(f"ckpt_path={ckpt}", *sources["mat"], "model.bn_stats=population",
                           f"hydra.run.dir={tmp_path / 'pop'}", module="src.evaluate")  # fmt: skip

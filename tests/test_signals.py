@@ -101,7 +101,11 @@ def with_signal(phase: str, signum: int) -> list[str]:
 
 
 def signal_first(
-    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, signum: int, when=lambda *a: True
+    monkeypatch: pytest.MonkeyPatch,
+    owner: object,
+    name: str,
+    signum: int,
+    when=lambda *a, **k: True,
 ) -> None:
     """`owner.name` sends `signum` to this process the first time it is called with arguments
     `when` takes, then does its work."""
