@@ -10,7 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from src.config import schema
-from src.config.compose import check_output_folder, preflight
+from src.config.compose import preflight
+from src.config.folders import check_output_folder
 from src.config.rules import check_config
 from src.errors import ConfigError
 from tests.conftest import (
@@ -159,6 +160,8 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["hydra.sweeper.storage"]),
         (["hparams_search=optuna", "hydra.sweeper.params.optimizer.lr=interval(0.1,0.2)"],
          ["cannot be changed key by key", "'optimizer.lr=interval(0.1,0.2)'"]),  # was misleading
+        (["--multirun", "optimizer.lr=interval(0,1)"], ["optimizer.lr=interval(0,1): Hydra's "
+         "basic sweeper runs lists and ranges, not an interval"]),  # was a traceback, sweep.json
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
          ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
         # was a sweep of its own in an existing sweep's folder, whose summary it replaced
@@ -454,6 +457,11 @@ def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) 
     mode, configs = preflight(argv, str(CONF), "config")
     assert mode == "multirun"
     assert sorted(cfg.optimizer.lr for cfg in configs) == [0.01, 0.02]
+    # a glob over a group's options, which Hydra's basic sweeper expands (was "ConfigLoader is
+    # not set"): each option composed
+    argv = ["--multirun", "optimizer=glob(sgd*)", f"hydra.sweep.dir={tmp_path}/glob"]
+    configs = preflight(argv, str(CONF), "config")[1]
+    assert sorted(cfg.optimizer.get("momentum", 0) for cfg in configs) == [0, 0.9]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -20,21 +16,23 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import HydraException
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
-from src.config.rules import check_config, check_run_folder_free, refuse_tilde
+from src.config.folders import check_checkpoint_folder, check_mlflow_stores, check_output_folder
+from src.config.rules import check_config, check_run_folder_free
 from src.config.schema import network_is_the_checkpoints
 from src.config.targets import check_targets
-from src.errors import ConfigError, first_line, one_line
+from src.errors import ConfigError, one_line
 
 
 def parse_overrides(lines: Iterable[str]) -> list[Any]:
     """Override lines read by Hydra's own grammar, as `@hydra.main` reads the command line's
     (`hydra.overrides.task` as typed: a `${...}` in one is not resolved here)."""
     typed = OmegaConf.to_container(lines, resolve=False) if OmegaConf.is_list(lines) else lines
-    return OverridesParser.create().parse_overrides(list(typed))
+    hydra = GlobalHydra.instance()  # a glob over a group's options (optimizer=glob(sgd*)) lists
+    loader = hydra.config_loader() if hydra.is_initialized() else None  # the config folder
+    return OverridesParser.create(loader).parse_overrides(list(typed))
 
 
 def quoted_for_hydra(argv: list[str]) -> list[str]:
@@ -127,90 +125,12 @@ def sweeper_params(cfg: DictConfig, overrides: Iterable[str]) -> list[str]:
     return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
-def _probe_folder(folder: Any, said: str, what: str) -> None:
-    """Create `folder` and its missing parents for real, then remove what this created; where
-    that fails, ConfigError `said: cannot create the <what> (<path>: <reason>)`."""
-    missing = []
-    existing = Path(os.path.abspath(str(folder)))  # relative to the working directory, as Hydra
-    while not os.path.exists(existing):
-        missing.append(existing)
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-        for path in reversed(missing):
-            path.mkdir()
-        if not missing:  # Hydra writes into a run folder that already exists: try writing there too
-            missing.append(Path(tempfile.mkdtemp(dir=existing)))
-    except OSError as err:
-        named = err.filename and str(err.filename) in map(str, [existing, *missing])
-        where = f"{err.filename}: " if named else ""
-        raise ConfigError(f"{said}: cannot create the {what} ({where}{err.strerror})") from err
-    finally:
-        for path in missing:  # deepest first; one a failed mkdir never made is not there
-            with contextlib.suppress(OSError):  # someone else wrote there meanwhile: leave it
-                path.rmdir()
-
-
-def check_output_folder(cfg: DictConfig, multirun: bool) -> None:
-    """Raise ConfigError unless the folder Hydra is about to create (run or sweep) can be made."""
-
-    if multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
-        key, what = "hydra.sweep.dir", "sweep folder"
-    else:
-        key, what = "hydra.run.dir", "run folder"
-    try:
-        folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
-    except Exception as err:  # resolvers raise anything; OmegaConf wraps most of it
-        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
-    if folder is None or not str(folder).strip():
-        raise ConfigError(f"{key} must be set to the folder the run writes into")
-    refuse_tilde(key, folder)
-    _probe_folder(folder, f"{key}={folder}", what)
-
-
-def check_checkpoint_folder(cfg: DictConfig) -> None:
-    """A checkpoint folder given outside the run folder (`callbacks.model_checkpoint.dirpath`)
-    can be created: its first save would otherwise fail after the first epoch's training."""
-    node = OmegaConf.select(cfg, "callbacks.model_checkpoint", default=None)
-    if not isinstance(node, DictConfig) or OmegaConf.is_interpolation(node, "dirpath"):
-        return  # the default, ${paths.output_dir}/checkpoints: the run folder's, probed already
-    folder = node.get("dirpath")
-    if folder is not None:
-        _probe_folder(folder, f"callbacks.model_checkpoint.dirpath={folder}", "checkpoint folder")
-
-
-def check_mlflow_stores(cfg: DictConfig) -> None:
-    """Each MLflow logger's store can be opened in the run: MLflow 3 keeps a file store (`file:`
-    or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a database's folder must
-    be one this process can create and write (else minutes of retries, then a traceback)."""
-    for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
-        if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
-            continue
-        key = f"logger.{name}.tracking_uri"
-        try:  # null: the environment's, else Lightning's file store in save_dir (./mlruns)
-            uri = OmegaConf.select(cfg, key, default=None) or os.environ.get("MLFLOW_TRACKING_URI")
-            save_dir = OmegaConf.select(cfg, f"logger.{name}.save_dir", default=None) or "./mlruns"
-            uri = str(uri or f"file:{save_dir}")
-        except Exception:  # a value of Hydra's run, unknown before it: the run opens the store
-            continue
-        scheme = uri.split(":", 1)[0] if re.match(r"[a-z][a-z0-9+.-]+:", uri) else ""
-        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
-        if scheme in ("", "file") and not allowed:
-            raise ConfigError(
-                f"{key}={uri}: MLflow keeps runs in files only with MLFLOW_ALLOW_FILE_STORE=true "
-                "set (its file store is deprecated); use a database, as logger=mlflow does: "
-                f"{key}=sqlite:///PATH/mlflow.db"
-            )
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if scheme == "sqlite" and uri.removeprefix("sqlite:///") not in ("", ":memory:"):
-            _probe_folder(folder, f"{key}={uri}", f"database in {folder}")
-
-
 def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     """Sweep values need a multirun, and joblib's launcher some jobs at once; an Optuna search
     needs a validation metric, the direction in which it improves, and a storage it can open."""
 
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    optuna = "optuna" in sweeper.lower()
     for o in parse_overrides(overrides):
         key = o.key_or_group
         if o.is_sweep_override() and not multirun:
@@ -223,14 +143,18 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
                 f"{o.input_line}: {key} says how the sweep continues (not a setting "
                 "of its jobs): give it one value"
             )
+        if isinstance(o.value(), IntervalSweep) and not optuna:  # Hydra's answer: a traceback
+            raise ConfigError(
+                f"{o.input_line}: Hydra's basic sweeper runs lists and ranges, not an interval: "
+                "give values (0.01,0.05) or range(...), or search it with hparams_search=optuna"
+            )
     if not multirun:
         return
     if OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None) == 0:  # joblib's
         raise ConfigError(
             "hydra.launcher.n_jobs=0 runs no job: set how many run at once (2; -1: one a core)"
         )
-    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
-    if "optuna" not in sweeper.lower():
+    if not optuna:
         return
     trials = OmegaConf.select(cfg, "hydra.sweeper.n_trials", default=None)
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
@@ -381,9 +305,9 @@ def preflight(
     informational = args.help or args.hydra_help or args.info or args.shell_completion
     if args.config_path or args.config_dir or informational:
         return None, []  # another search path or an informational call: leave it to Hydra
-    runs = _compositions(args.overrides)
     GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
     with initialize_config_dir(config_dir, job_name, version_base="1.3"):
+        runs = _compositions(args.overrides)
         done: dict[tuple[str, ...], DictConfig] = {}
 
         def composed(overrides: list[str]) -> DictConfig:
