@@ -170,6 +170,19 @@ def config_checked() -> bool:
     return _in_command["checked"]
 
 
+def _complete() -> None:
+    keep_checkpoint(None)  # the job has ended: a later stop is its sweep's (or nothing)
+    if _in_command["run"] and not rules.in_multirun():  # `run` gives the handlers back
+        ignore_signals()  # the run is complete: a signal has nothing left to stop
+
+
+def finished(log: logging.Logger, output_dir: Any) -> None:
+    """A command's last line, once its outputs are written: a signal from then on is ignored
+    (a single run exits 0; a sweep's comes before its next job)."""
+    _complete()
+    log.info("Outputs in %s", output_dir)
+
+
 def run_job(job: Callable[[], Any]) -> Any:
     """Run one job inside Hydra's main; a known failure ends it with its line and exit code.
 
@@ -187,9 +200,7 @@ def run_job(job: Callable[[], Any]) -> Any:
     try:
         with logging_redirect_tqdm() if logging.getLogger().handlers else contextlib.nullcontext():
             result = job()  # a log line lifts a live progress bar off its line, then redraws it
-        keep_checkpoint(None)  # the job has ended: a later stop is its sweep's (or nothing)
-        if _in_command["run"] and not rules.in_multirun():  # `run` gives the handlers back
-            ignore_signals()  # the run is complete: a signal has nothing left to stop
+        _complete()  # a job whose last line was not `finished`'s
         return result
     except (Exception, RunStopped) as err:
         import traceback

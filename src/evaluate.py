@@ -17,6 +17,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import model_settings, read_checkpoint
+from src.cli import finished
 from src.data.sources.common import SPLITS
 from src.errors import DataError
 from src.io import write_text
@@ -79,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["num_test_images"],
     )
     write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    log.info("Outputs in %s", output_dir)
+    finished(log, output_dir)
     return metrics
 
 

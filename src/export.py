@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from src.checkpoint import model_settings
+from src.cli import finished
 from src.errors import ConfigError, DataError
 from src.io import write_text
 from src.model.module import BNStateModule
@@ -138,7 +139,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         len(images),
     )
     write_text(output_dir / "export.json", json.dumps(record, indent=2) + "\n")
-    log.info("Outputs in %s", output_dir)
+    finished(log, output_dir)
     return record
 
 

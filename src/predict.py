@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from src.cli import finished
 from src.console import text_table
 from src.data.sources.image_folders import decode_images, file_stamp, is_junk
 from src.errors import ConfigError, DataError
@@ -147,7 +148,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     rows = [[name, int(label), *map(str, p)] for name, label, p in zip(files, labels, probs)]
     write_csv(output_dir / "predictions.csv", header, rows)
     log.info("Predictions of %s:\n%s", cfg.ckpt_path, table(files, labels, probs))
-    log.info("Outputs in %s", output_dir)
+    finished(log, output_dir)
     return {"files": files, "labels": labels, "probabilities": probs}
 
 

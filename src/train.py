@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import AtomicCheckpointIO, read_checkpoint
-from src.cli import config_checked
+from src.cli import config_checked, finished
 from src.config.rules import check_config
 from src.console import print_config_tree
 from src.data.sources.common import SPLITS
@@ -170,7 +170,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     saved = {**metrics, "overrides": overrides}
     if trainer.is_global_zero:
         write_text(output_dir / "metrics.json", json.dumps(saved, indent=2, sort_keys=True) + "\n")
-    log.info("Outputs in %s", output_dir)
+    finished(log, output_dir)
     return metrics
 
 

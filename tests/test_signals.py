@@ -9,6 +9,7 @@ the phases before the trainer exists. In-process through `cli()`; a few real pro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -441,6 +442,19 @@ def test_a_signal_once_the_run_is_complete_changes_nothing(tmp_path: Path, cache
     done = _finished(proc)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stopped" not in done.stderr
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 200 // 32
+
+
+def test_a_signal_as_the_last_line_is_written_is_ignored(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT the moment `Outputs in` is logged: the run is complete (exit 0). It was a stop
+    (130) whose line offered to test the already tested checkpoint."""
+    is_last = lambda _, message, *args, **kwargs: message == "Outputs in %s"  # noqa: E731
+    signal_first(monkeypatch, logging.Logger, "info", signal.SIGINT, is_last)
+    run = tmp_path / "run"
+    proc = cli_in_process(*run_args(run, cache_dir, "reports=none"))
+    assert proc.returncode == 0 and "stopped" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 200 // 32
 
 
