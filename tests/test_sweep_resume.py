@@ -230,10 +230,13 @@ def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
     assert line in busy.stderr and _rows(sweep)[0]["error"].startswith(line)
     assert json.loads((job / "sweep_job.json").read_text())["status"] == "ok"  # the holder's row
     (job / "metrics.json").write_text("[0.98]")  # JSON, but no job's metrics: it runs again
+    row = json.loads((job / "sweep_job.json").read_text())
+    (job / "sweep_job.json").write_text(json.dumps({**row, "wall_s": 1000.0}))  # a long start
     # and its row "still being run" was no failure of its own: continued, failures kept or not
     again = run_cli(*args, "sweep.rerun_failed=false")
     assert again.returncode == 0 and (job / "metrics.json").is_file(), again.stderr[-3000:]
     assert _rows(sweep)[0]["resume"] == "resumed"
+    assert float(_rows(sweep)[0]["wall_time_s"]) > 1000  # the holder's time and its own
 
 
 def test_a_file_system_without_locks_runs_the_jobs_unguarded(

@@ -168,6 +168,8 @@ class SweepSummary(Callback):
         row.wall_s = None if started is None else time.perf_counter() - started
         if how == "skipped":  # its time is that of the launch that ran it
             row.wall_s = saved.wall_s if saved is not None else None
+        elif how == "resumed" and row.wall_s is not None and saved and saved.wall_s is not None:
+            row.wall_s += saved.wall_s  # and the stopped start's, as its own elapsed time counts
         row.run_dir = run_dir
         try:
             row.overrides = [str(o) for o in (job_return.overrides or [])]
