@@ -162,6 +162,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["cannot be changed key by key", "'optimizer.lr=interval(0.1,0.2)'"]),  # was misleading
         (["--multirun", "optimizer.lr=interval(0,1)"], ["optimizer.lr=interval(0,1): Hydra's "
          "basic sweeper runs lists and ranges, not an interval"]),  # was a traceback, sweep.json
+        (["hparams_search=optuna", "optimizer=glob(sgd*)"], ["optimizer=glob(sgd*): the Optuna "
+         "sweeper takes no glob: name the options, optimizer=choice(sgd,sgdm)"]),  # as above
+        (["--multirun", "optimizer=glob(zzz*)"], ["optimizer=glob(zzz*): this sweep has no value"]),
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
          ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
         # was a sweep of its own in an existing sweep's folder, whose summary it replaced

@@ -14,7 +14,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep
+from hydra.core.override_parser.types import Glob, IntervalSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
@@ -92,6 +92,9 @@ def _compositions(overrides: list[str], source: str = "") -> list[list[str]]:
                 ) from err
         raise ConfigError(f"{source}{one_line(err)}") from err
 
+    if empty := [o.input_line for o, v in zip(parsed, values) if v == []]:
+        raise ConfigError(f"{source}{empty[0]}: this sweep has no value to run")  # glob(zzz*)
+
     def line(o: Any, value: str) -> str:
         return f"{o.get_key_element()}={value}"  # the key element keeps its +, ++ or ~
 
@@ -147,6 +150,11 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
             raise ConfigError(
                 f"{o.input_line}: Hydra's basic sweeper runs lists and ranges, not an interval: "
                 "give values (0.01,0.05) or range(...), or search it with hparams_search=optuna"
+            )
+        if isinstance(o.value(), Glob) and optuna:  # the Optuna sweeper's: an AssertionError
+            raise ConfigError(
+                f"{o.input_line}: the Optuna sweeper takes no glob: name the options, "
+                f"{key}=choice({','.join(_sweep_values(o))})"
             )
     if not multirun:
         return
