@@ -19,8 +19,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
-from src.config.folders import check_checkpoint_folder, check_mlflow_stores, check_output_folder
-from src.config.rules import check_config, check_run_folder_free
+from src.config.folders import (
+    check_checkpoint_folder,
+    check_mlflow_stores,
+    check_output_folder,
+    check_run_folder_free,
+)
+from src.config.rules import check_config
 from src.config.schema import network_is_the_checkpoints
 from src.config.targets import check_targets
 from src.errors import ConfigError, one_line

@@ -1,5 +1,6 @@
 """The folders a run writes into (its run or sweep folder, a checkpoint folder given apart, an
-MLflow database's) can be created: probed before Hydra makes any, so a bad one costs one line."""
+MLflow database's) can be created, and a single run's holds no earlier run's results: checked
+before Hydra makes any, so a bad one costs one line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.rules import refuse_tilde
+from src.config.rules import hydra_runtime, refuse_tilde
+from src.config.schema import value_at
 from src.errors import ConfigError, first_line
 
 
@@ -96,3 +98,48 @@ def check_mlflow_stores(cfg: DictConfig) -> None:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if scheme == "sqlite" and uri.removeprefix("sqlite:///") not in ("", ":memory:"):
             _probe_folder(folder, f"{key}={uri}", f"database in {folder}")
+
+
+def check_run_folder_free(cfg: DictConfig) -> None:
+    """A single run into the folder of an earlier one (a `hydra.run.dir` given again) would
+    overwrite its files: refused before it does, unless it is a training run that continues the
+    folder's `last.ckpt` (its `ckpt_path`)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # DDP: Lightning's processes run the command line again, into the run folder rank 0 made;
+    # torchrun's or srun's start at once, any of them first
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+    if "hydra" not in cfg or rank_zero_only.rank != 0 or launched:
+        return
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    last = None
+    if value_at(cfg, "train") not in (False, None):  # src.train, training
+        try:
+            with hydra_runtime(cfg, str(run_dir)):
+                folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        except Exception:  # an interpolation only the run resolves: the folder is unknown here
+            return
+        last = Path(str(folder)) / "last.ckpt" if folder is not None else None
+    given = cfg.get("ckpt_path")
+    if last is not None and last.is_file():
+        if given is not None and Path(str(given)).expanduser().resolve() == last.resolve():
+            return  # continued
+        inside = last.resolve().is_relative_to(run_dir.resolve())
+        key = "hydra.run.dir" if inside else "callbacks.model_checkpoint.dirpath"
+        raise ConfigError(
+            f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
+            f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
+            f"({key})"
+        )
+    if not (run_dir / ".hydra").is_dir():  # Hydra's record of an earlier run there
+        return
+    # That run's results (what a start stopped before any is run over, as it was).
+    found = [
+        n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
+    ]
+    found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
+    if found:
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} holds an earlier run's {found[0]}, which this run would "
+            "overwrite: give this run another folder"
+        )

@@ -300,53 +300,8 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
         check_position_matches(ckpt, cfg, Path(str(path)), processes)
 
 
-def check_run_folder_free(cfg: DictConfig) -> None:
-    """A single run into the folder of an earlier one (a `hydra.run.dir` given again) would
-    overwrite its files: refused before it does, unless it is a training run that continues the
-    folder's `last.ckpt` (its `ckpt_path`)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    # DDP: Lightning's processes run the command line again, into the run folder rank 0 made;
-    # torchrun's or srun's start at once, any of them first
-    launched = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
-    if "hydra" not in cfg or rank_zero_only.rank != 0 or launched:
-        return
-    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
-    last = None
-    if value_at(cfg, "train") not in (False, None):  # src.train, training
-        try:
-            with _hydra_runtime(cfg, str(run_dir)):
-                folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-        except Exception:  # an interpolation only the run resolves: the folder is unknown here
-            return
-        last = Path(str(folder)) / "last.ckpt" if folder is not None else None
-    given = cfg.get("ckpt_path")
-    if last is not None and last.is_file():
-        if given is not None and Path(str(given)).expanduser().resolve() == last.resolve():
-            return  # continued
-        inside = last.resolve().is_relative_to(run_dir.resolve())
-        key = "hydra.run.dir" if inside else "callbacks.model_checkpoint.dirpath"
-        raise ConfigError(
-            f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
-            f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
-            f"({key})"
-        )
-    if not (run_dir / ".hydra").is_dir():  # Hydra's record of an earlier run there
-        return
-    # That run's results (what a start stopped before any is run over, as it was).
-    found = [
-        n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
-    ]
-    found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
-    if found:
-        raise ConfigError(
-            f"hydra.run.dir={run_dir} holds an earlier run's {found[0]}, which this run would "
-            "overwrite: give this run another folder"
-        )
-
-
 @contextlib.contextmanager
-def _hydra_runtime(cfg: DictConfig, output_dir: str | None = None) -> Iterator[None]:
+def hydra_runtime(cfg: DictConfig, output_dir: str | None = None) -> Iterator[None]:
     """Let `${hydra:...}` resolve before Hydra has set its runtime config (at preflight), with
     `output_dir` for the run folder where it is known (then over the config of an earlier run
     in this process too: a notebook's, a test's)."""
@@ -367,7 +322,7 @@ def _hydra_runtime(cfg: DictConfig, output_dir: str | None = None) -> Iterator[N
 
 def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
     """Every interpolation outside the `hydra` node resolves (unknown keys, resolvers, env vars)."""
-    with _hydra_runtime(cfg):
+    with hydra_runtime(cfg):
         for key, raw in leaves(settings):
             if not (isinstance(raw, str) and "${" in raw):
                 continue
@@ -380,7 +335,7 @@ def _check_resolvable(cfg: DictConfig, settings: dict) -> None:
 def _check_run_folder(cfg: DictConfig) -> None:
     """A run writes all it makes into the one folder Hydra names: another paths.output_dir or
     trainer.default_root_dir would put some of it (figures, checkpoints) apart from the rest."""
-    with _hydra_runtime(cfg):
+    with hydra_runtime(cfg):
         if not HydraConfig.initialized():
             return
         run = HydraConfig.get().runtime.output_dir
