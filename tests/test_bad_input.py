@@ -165,6 +165,8 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         (["hparams_search=optuna", "optimizer=glob(sgd*)"], ["optimizer=glob(sgd*): the Optuna "
          "sweeper takes no glob: name the options, optimizer=choice(sgd,sgdm)"]),  # as above
         (["--multirun", "optimizer=glob(zzz*)"], ["optimizer=glob(zzz*): this sweep has no value"]),
+        (["--multirun", "trainer=ddp_cpu", "seed=0,1"], ["trainer.strategy=ddp cannot run "
+         "inside a Hydra multirun"]),  # was refused by each job, in the sweep's folder
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
          ["hydra.launcher.n_jobs=0 runs no job"]),  # was joblib's traceback
         # was a sweep of its own in an existing sweep's folder, whose summary it replaced

@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import hydra_args_parser
@@ -345,6 +346,8 @@ def preflight(
         _check_sweep_mode(first, args.overrides, multirun)
         for overrides in runs:
             cfg = composed(overrides)
+            if multirun:  # as in each job, whose checks (DDP refused) it then passes already
+                cfg.hydra.mode = RunMode.MULTIRUN
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)

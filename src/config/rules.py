@@ -61,8 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
     settings = OmegaConf.to_container(cfg, resolve=False)
     settings.pop("hydra", None)
-    # A multirun's job checks again: only it knows it is one (DDP is refused there).
-    key = repr((settings, in_multirun()))
+    key = repr((settings, in_multirun(cfg)))  # DDP is refused in a multirun
     if checked is None or key not in checked:
         _check_all(cfg, settings)
     if checked is not None:
@@ -85,9 +84,13 @@ def refuse_tilde(key: str, value: Any) -> None:
     )
 
 
-def in_multirun() -> bool:
-    """Whether this is a job of a Hydra multirun."""
-    return HydraConfig.initialized() and str(HydraConfig.get().mode).endswith("MULTIRUN")
+def in_multirun(cfg: DictConfig | None = None) -> bool:
+    """Whether this is a job of a Hydra multirun; before Hydra runs it, whether `cfg` is one of
+    a multirun's compositions (its `hydra.mode`, as `src.config.compose.preflight` sets it)."""
+    mode = HydraConfig.get().mode if HydraConfig.initialized() else None
+    if mode is None and cfg is not None:
+        mode = OmegaConf.select(cfg, "hydra.mode", default=None)
+    return str(mode).endswith("MULTIRUN")
 
 
 def _check_all(cfg: DictConfig, settings: dict) -> None:
@@ -139,7 +142,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     processes = check_accelerator(cfg)
     # Lightning's `ddp` launcher re-runs the command line in each child process; inside a Hydra
     # multirun that command is the whole sweep.
-    if processes > 1 and in_multirun():
+    if processes > 1 and in_multirun(cfg):
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a Hydra multirun (each process Lightning "
             "launches would re-run the whole sweep): run each configuration as its own run"
