@@ -39,3 +39,13 @@ def test_every_experiment_composes_and_passes_the_checks(tmp_path: Path, name: s
         "fast": ("trainer.precision", fast_precision("auto")),  # what this machine computes fastest
     }[name]
     assert OmegaConf.select(cfg, expected[0]) == expected[1]
+
+
+def test_an_experiment_of_ones_own_sets_the_runs_seed_and_tags(tmp_path: Path) -> None:
+    """As lightning-hydra-template's experiments do (found on `hydra.searchpath`); config.yaml's
+    own values replaced them."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 7\ntags: [x]\n")
+    overrides = ["experiment=mine", f"hydra.searchpath=[file://{tmp_path}]"]
+    cfg = compose_config(overrides, tmp_path / "run", tmp_path)
+    assert cfg.seed == 7 and list(cfg.tags) == ["x"]
