@@ -35,6 +35,7 @@ from src.errors import (
     RunStopped,
     TrainingDiverged,
     exit_with,
+    first_line,
     ignore_signals,
     keep_checkpoint,
     one_line,
@@ -97,6 +98,9 @@ def failure(err: BaseException) -> tuple[str, int] | None:
     if isinstance(err, (ConfigError, DataError, CheckpointError)):
         return f"error: {err}", EXIT_BAD_INPUT
     if isinstance(err, InstantiationException):  # e.g. a key the class does not take
+        key = re.search(r"full_key: (\S+)", str(err))
+        if key and err.__cause__ is not None and str(err.__cause__).strip():  # the class's own
+            return f"error: {key[1]}: {first_line(err.__cause__)}", EXIT_BAD_INPUT
         return f"error: {one_line(err)}", EXIT_BAD_INPUT
     if isinstance(err, TrainingDiverged):
         return f"error: {err}", EXIT_DIVERGED

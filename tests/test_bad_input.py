@@ -595,3 +595,18 @@ def test_fewer_classes_than_the_data_has_is_one_line(tmp_path: Path, cache_dir: 
     assert (run_dir / "config_tree.log").is_file()
     assert "\r" not in proc.stdout + proc.stderr
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_classs_own_refusal_inside_the_run_is_its_line_once(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Lightning's check of a Trainer argument the config cannot type: the key and Lightning's
+    line, once (was Hydra's 'Error in call to target ...' with the message twice)."""
+    from tests.conftest import TINY, assert_last_line_error, cli_in_process
+
+    proc = cli_in_process(*TINY, "+trainer.reload_dataloaders_every_n_epochs=-1",
+                          f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    line = assert_last_line_error(proc, code=2)
+    assert (
+        line == "error: trainer: `reload_dataloaders_every_n_epochs` should be an int >= 0, got -1."
+    )
