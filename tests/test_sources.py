@@ -427,6 +427,10 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     unreadable = "cannot be read as a MATLAB .mat file"
     check("text.mat", lambda p: p.write_text("hello"), unreadable)
     check("cut.mat", lambda p: (save(XTrain=x, YTrain=y)(p), _truncate(p, 3000)), unreadable)
+    # cut in a variable before XTrain, skipped unread: was "has no variable 'XTrain'"
+    cut = lambda p: (save(XTest=x, XTrain=x, YTrain=y)(p), _truncate(p, p.stat().st_size // 4))  # noqa: E731
+    check("cut_x.mat", cut, unreadable)
+    check("huge.mat", save(XTrain=x, YTrain=y * 1e20), "outside 0-9", "e+20)")  # was wrapped
     check("noy.mat", save(XTrain=x, labels=y), "no variable 'YTrain'", "XTrain, labels")
     check("count.mat", save(XTrain=x, YTrain=y[:-1]), "40 images but YTrain holds 39 labels")
     check(
@@ -448,6 +452,7 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     words = np.empty((40, 1), dtype=object)
     words[:] = "seven"
     check("words.mat", save(XTrain=x, YTrain=words), "'seven'", "not a digit")
+    check("chars.mat", save(XTrain=x, YTrain=np.full((40, 1), "x")), "the label 'x', which")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def _mat_images(value: Any, path: Path, name: str) -> np.ndarray:
 def _text_label(text: str, path: Path, name: str) -> int:
     t = text.strip()
     if not (t.isascii() and t.lstrip("+-").isdigit()):
-        raise DataError(f"{path}: {name} holds the label {text!r}, which is not a digit 0-9")
+        raise DataError(f"{path}: {name} holds the label {str(text)!r}, which is not a digit 0-9")
     return int(t)
 
 
@@ -95,6 +95,8 @@ def _mat_labels(value: Any, n: int, path: Path, name: str) -> np.ndarray:
         if frac.any():
             bad = as_float[frac][0]
             raise DataError(f"{path}: {name} holds labels that are not whole numbers (e.g. {bad})")
+        if (huge := np.abs(as_float) > 2**31).any():  # past int64, they would wrap around
+            raise DataError(f"{path}: {name} holds labels outside 0-9 (e.g. {as_float[huge][0]:g})")
         return as_float.astype(np.int64)
     if kind == "U":
         # A row of chars ('0123...') comes back from scipy as one string; a column as N strings.
@@ -152,6 +154,10 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
                 f"{path}: {name} is a MATLAB {held[name]}, which scipy cannot read; re-save it "
                 f"in MATLAB with: {fix}"
             )
+        try:  # named variables are read until the file ends, even one cut short: is it?
+            loadmat(path, appendmat=False)
+        except Exception as err:
+            raise DataError(f"{path}: cannot be read as a MATLAB .mat file ({err})") from err
         raise DataError(
             f"{path}: has no variable {name!r} (it holds: {', '.join(held) or 'nothing'}); "
             f"expected {x_name} and {y_name}"
