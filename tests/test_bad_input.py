@@ -165,6 +165,13 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         (["hparams_search=optuna", "optimizer=glob(sgd*)"], ["optimizer=glob(sgd*): the Optuna "
          "sweeper takes no glob: name the options, optimizer=choice(sgd,sgdm)"]),  # as above
         (["--multirun", "optimizer=glob(zzz*)"], ["optimizer=glob(zzz*): this sweep has no value"]),
+        # Lightning's callbacks that act where it steps the optimizer (were a traceback in the
+        # run, and a test of weights no checkpoint holds), Hydra's chdir (relative paths broke)
+        (["+callbacks.gas._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
+          "+callbacks.gas.scheduling={0:2}"], ["callbacks.gas: GradientAccumulationScheduler"]),
+        (["+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
+          "+callbacks.swa.swa_lrs=0.01"], ["callbacks.swa: StochasticWeightAveraging"]),
+        (["hydra.job.chdir=true"], ["hydra.job.chdir=true: the paths a run is given"]),
         (["--multirun", "trainer=ddp_cpu", "seed=0,1"], ["trainer.strategy=ddp cannot run "
          "inside a Hydra multirun"]),  # was refused by each job, in the sweep's folder
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],

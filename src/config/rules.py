@@ -93,6 +93,16 @@ def in_multirun(cfg: DictConfig | None = None) -> bool:
     return str(mode).endswith("MULTIRUN")
 
 
+# Lightning callbacks that act where Lightning steps the optimizer; this module steps its own and
+# carries the batch-norm state (as _TRAINER_REFUSED in schema.py).
+_CALLBACKS_REFUSED = {
+    "GradientAccumulationScheduler": "accumulates gradients where Lightning steps the optimizer, "
+    "and this module steps its own: use a larger data.batch_size",
+    "StochasticWeightAveraging": "averages the weights but not the batch-norm state this network "
+    "carries, and would test weights no checkpoint holds",
+}
+
+
 def _check_all(cfg: DictConfig, settings: dict) -> None:
     """Every check of `check_config`, in order."""
     unset = [key for key, value in leaves(settings) if value == "???"]  # Hydra's mandatory
@@ -153,6 +163,10 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)
     check_trainer_refusals(cfg)  # once typed
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if node else ""
+        if kind in _CALLBACKS_REFUSED:
+            raise ConfigError(f"callbacks.{name}: {kind} {_CALLBACKS_REFUSED[kind]}")
     check_builds(cfg)
     _check_switched_off(cfg)
     check_data_paths(cfg)
@@ -341,6 +355,12 @@ def _check_run_folder(cfg: DictConfig) -> None:
     with hydra_runtime(cfg):
         if not HydraConfig.initialized():
             return
+        if HydraConfig.get().job.chdir:  # the data's, the cache's, a ckpt_path's relative paths
+            raise ConfigError(
+                "hydra.job.chdir=true: the paths a run is given (data, ckpt_path, the cache) are "
+                "read from where the command runs, and its outputs go to its run folder anyway: "
+                "leave it false"
+            )
         run = HydraConfig.get().runtime.output_dir
         for key in ("paths.output_dir", "trainer.default_root_dir"):
             value = OmegaConf.select(cfg, key, default=None)
