@@ -95,6 +95,8 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{tmp}/notes.txt", [], ["notes.txt", "cannot be read as an image"]),
         ("{tmp}/rgb.png", [], ["rgb.png", "data.grayscale=true"]),
         ("{folder}", ["+data.root=x"], ["data.root", "data.resize and data.grayscale"]),
+        # was "a new key is added with +data.batch_size=0", which then was refused
+        ("{folder}", ["data.batch_size=0"], ["data.batch_size=0: predict takes only data.resize"]),
         ("{folder}", ["ckpt_path={tmp}/none.ckpt"], ["ckpt_path={tmp}/none.ckpt"]),
         ("{tmp}/blank.png", ["data.frame=maybe"], ["data.frame"]),
         ("{tmp}/blank.png", ["data.frame=true"], ["blank.png", "no digit"]),
@@ -107,7 +109,8 @@ def test_cli_reads_a_glob_and_converts_on_request(
          ["{tmp}/moved: no such folder (data.root)", "put them back there, or use "
           "model.bn_stats=running"]),
     ],
-    ids="missing glob empty size text colour key ckpt frame blank stats none folder moved".split(),
+    ids="missing glob empty size text colour key unadded ckpt frame blank stats none folder moved"
+    .split(),
 )  # fmt: skip
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]

@@ -284,6 +284,9 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
         return f"{added}: {network_is_the_checkpoints(cfg.task_name)}"
     if "train" not in cfg and parts[0] != "data":  # +data.KEY edits the checkpoint's data
         return f"{added}: {where} has no key {name!r}{said}: {cfg.task_name} would not read it"
+    if "train" not in cfg and isinstance(cfg.get("data"), DictConfig):  # predict's own few keys
+        allowed = " and ".join(f"data.{k}" for k in cfg.data)
+        return f"{added}: {cfg.task_name} takes only {allowed}{said}"
     # No typo: an option of another class, maybe. (A command that reads a checkpoint takes
     # +data.KEY onto the checkpoint's data, not the data group's class: not there.)
     if not close and depth == len(parts) - 1 and "train" in cfg:
