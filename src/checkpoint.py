@@ -200,7 +200,7 @@ def stored_data_settings(ckpt: dict, path: Path | str = "?") -> dict[str, Any] |
     stored: the caller builds `DigitsDataModule(**settings)`."""
     from src.config.schema import check_data_settings
     from src.data.datamodule import DigitsDataModule
-    from src.data.sources import SOURCES
+    from src.data.sources import SOURCES, source_options
 
     where = f"ckpt_path={path}"
     config = ckpt.get("config")
@@ -225,7 +225,7 @@ def stored_data_settings(ckpt: dict, path: Path | str = "?") -> dict[str, Any] |
         known = sorted(SOURCES)
         raise _untrusted(where, f"its stored data.source={source!r} is not one of {known}")
     allowed = set(inspect.signature(DigitsDataModule).parameters) - {"source_options"}
-    allowed |= set(list(inspect.signature(SOURCES[source]).parameters)[1:]) - {"splits"}
+    allowed |= {p.name for p in source_options(source)}
     settings = {k: v for k, v in data.items() if k != "_target_"}
     for name, value in settings.items():
         if not isinstance(name, str) or name not in allowed:

@@ -109,15 +109,13 @@ def _declared(param: inspect.Parameter) -> Any:
 
 def _source_options(cfg: DictConfig, path: str, target: Any) -> tuple[list[inspect.Parameter], str]:
     """DigitsDataModule passes its **kwargs to the data source named by `source`."""
-    from src.data.sources import SOURCES
+    from src.data.sources import SOURCES, source_options
 
     default = inspect.signature(target).parameters["source"].default
     name = OmegaConf.select(cfg, f"{path}.source", default=default)
     if name not in SOURCES:
         raise ConfigError(f"{path}.source={name!r} is not one of {sorted(SOURCES)}")
-    # cache_dir (the first argument) and splits are passed by the data module itself.
-    params = list(_signature(SOURCES[name]).parameters.values())[1:]
-    return [p for p in params if p.name != "splits"], f" with {path}.source={name}"
+    return source_options(name), f" with {path}.source={name}"
 
 
 # Targets whose **kwargs go on to a known callee: what that callee takes (but the arguments the

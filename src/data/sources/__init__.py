@@ -10,6 +10,7 @@ always the loader function, never a module that an import of the file would put 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "mat",
     "mirrors_problem",
     "mnist",
+    "source_options",
     "split_class",
     "synthetic",
 ]
@@ -47,6 +49,13 @@ def load_source(
     """Load the named source with its options (a name the config's check knows): the test set,
     and the training set if `splits` holds "train" (else None)."""
     return SOURCES[name](cache_dir, **options, splits=splits)
+
+
+def source_options(name: str) -> list[inspect.Parameter]:
+    """What `data=NAME` takes from the config: its loader's parameters but `cache_dir` and
+    `splits`, which the data module passes itself."""
+    params = inspect.signature(SOURCES[name], eval_str=True).parameters.values()
+    return [p for p in params if p.name not in ("cache_dir", "splits")]
 
 
 def check_paths(name: str, options: dict[str, Any]) -> None:
