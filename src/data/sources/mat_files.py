@@ -95,7 +95,7 @@ def _mat_labels(value: Any, n: int, path: Path, name: str) -> np.ndarray:
         if frac.any():
             bad = as_float[frac][0]
             raise DataError(f"{path}: {name} holds labels that are not whole numbers (e.g. {bad})")
-        if (huge := np.abs(as_float) > 2**31).any():  # past int64, they would wrap around
+        if (huge := np.abs(as_float) > 2**31).any():  # far out: past int64 they would wrap round
             raise DataError(f"{path}: {name} holds labels outside 0-9 (e.g. {as_float[huge][0]:g})")
         return as_float.astype(np.int64)
     if kind == "U":
@@ -157,7 +157,9 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
         try:  # named variables are read until the file ends, even one cut short: is it?
             loadmat(path, appendmat=False)
         except Exception as err:
-            raise DataError(f"{path}: cannot be read as a MATLAB .mat file ({err})") from err
+            raise DataError(
+                f"{path}: cannot be read as a MATLAB .mat file ({first_line(err)})"
+            ) from err
         raise DataError(
             f"{path}: has no variable {name!r} (it holds: {', '.join(held) or 'nothing'}); "
             f"expected {x_name} and {y_name}"
