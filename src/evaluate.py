@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.checkpoint import model_settings, read_checkpoint
 from src.cli import finished
-from src.data.sources.common import SPLITS
 from src.errors import DataError
 from src.io import write_text
 from src.reports.figures import confusion_matrix
@@ -32,6 +31,7 @@ from src.runtime.build import (
     data_config,
     entry_point,
     instantiate_group,
+    read_data,
     save_resolved_config,
     tested_as_trained,
 )
@@ -51,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(data)
     # The training set only for population statistics the checkpoint does not hold.
     population = computes_population(ckpt, cfg.model.get("bn_stats"))
-    datamodule.setup("test", splits=SPLITS if population else ("test",))
+    read_data(datamodule, "test", test_only=not population)
     datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"))
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(

@@ -22,7 +22,6 @@ from src.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.cli import config_checked, finished
 from src.config.rules import check_config
 from src.console import print_config_tree
-from src.data.sources.common import SPLITS
 from src.errors import ConfigError, TrainingDiverged
 from src.io import write_text
 from src.model.precision import say_fast_choice
@@ -36,6 +35,7 @@ from src.runtime.build import (
     computes_population,
     entry_point,
     instantiate_group,
+    read_data,
     save_resolved_config,
     tested_as_trained,
 )
@@ -74,7 +74,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     # Read the data before the trainer exists: bad data then costs one line and nothing else.
     # train=false: the training set only for population statistics the checkpoint lacks.
     needs_train = training or computes_population(ckpt, cfg.model.get("bn_stats"))
-    datamodule.setup("fit" if training else "test", splits=SPLITS if needs_train else ("test",))
+    read_data(datamodule, "fit" if training else "test", test_only=not needs_train)
     datamodule.check_labels(cfg.model.get("num_classes"))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     # Saved in every checkpoint: evaluation reads the data settings from it, from any folder.

@@ -122,6 +122,22 @@ def test_a_test_set_alone_is_evaluated_without_any_training_data(
     assert not (tmp_path / "pop").exists()
 
 
+def test_a_data_module_of_ones_own_is_set_up_as_lightning_sets_it_up() -> None:
+    """A fork's LightningDataModule, whose setup takes the stage alone: asked for the test set
+    alone (train=false, src.evaluate), it is set up for testing, not given `splits`."""
+    import lightning as L
+
+    from src.runtime.build import read_data
+
+    class Own(L.LightningDataModule):
+        def setup(self, stage: str) -> None:
+            self.stage = stage
+
+    own = Own()
+    read_data(own, "test", test_only=True)
+    assert own.stage == "test"
+
+
 def test_the_thread_count_is_a_setting_as_in_training(
     ckpt: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

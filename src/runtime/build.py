@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -198,6 +199,13 @@ def build_model(
     described = describe_state(chosen, bool(model.update_state))
     log.info("Predicting with bn_stats=%s (%s), %s.", chosen, described, source)
     return model
+
+
+def read_data(datamodule: Any, stage: str, test_only: bool) -> None:
+    """`datamodule.setup(stage)`, of the test set alone where `test_only` and the data module
+    can (the project's takes `splits`; a fork's own reads what it reads)."""
+    takes = "splits" in inspect.signature(datamodule.setup).parameters
+    datamodule.setup(stage, **({"splits": ("test",)} if test_only and takes else {}))
 
 
 def computes_population(ckpt: dict, bn_stats: str | None) -> bool:
