@@ -23,12 +23,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from omegaconf import open_dict, read_write
 
 from src.checkpoint import loader_position, read_checkpoint
-from src.config.rules import check_config
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
-from src.errors import ConfigError, DataError
+from src.errors import DataError
 from src.model.module import BNStateModule
 from src.model.network import BatchNorm
 from src.model.state import population_statistics
@@ -177,28 +175,6 @@ def test_without_a_process_group_nothing_is_synchronised_or_averaged() -> None:
     module = BNStateModule(num_filters=4)
     state, loss = module.net.state, torch.tensor(0.5)
     assert module.mean_over_processes(state, loss) == (state, loss)
-
-
-# ---------------------------------------------------------------------------------------------
-# What the config may ask for
-
-
-def test_ddp_is_refused_in_a_multirun(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """(A mid-epoch checkpoint resumes only with its number of processes: test_checkpoints.py's
-    checkpoint that cannot continue this run.)"""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    cfg = compose_config(["trainer=ddp_cpu"], tmp_path / "run", cache_dir)
-    with open_dict(cfg.hydra), read_write(cfg.hydra):
-        cfg.hydra.mode = RunMode.MULTIRUN
-    hydra = HydraConfig.instance()
-    monkeypatch.setattr(hydra, "cfg", hydra.cfg)  # the run mode back after this test
-    hydra.set_config(cfg)
-    with pytest.raises(ConfigError, match="multirun"):
-        check_config(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
