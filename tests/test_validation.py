@@ -146,6 +146,25 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     assert tags["val/acc"][-1].value == pytest.approx(saved["val/acc"])
 
 
+def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Lightning's EarlyStopping checks at the epoch's end by default, after the module's own
+    end: the last checkpoint of a bn_stats=population run held the running state, and
+    src.evaluate scored it otherwise than the run had."""
+    stop = ["+callbacks/early_stopping=val_acc", "callbacks.early_stopping.patience=0",
+            "callbacks.early_stopping.min_delta=1.0",
+            "callbacks.early_stopping.check_on_train_epoch_end=true"]  # fmt: skip
+    args = [*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "model.bn_stats=population"]
+    cfg = compose_config([*args, *stop], tmp_path / "run", cache_dir)
+    assert train(cfg)["epochs"] == 2
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    stats = ckpt["bn_statistics"]
+    assert stats["used"] == "population" and stats["population"] is not None
+    for key, value in stats["population"].items():
+        assert torch.equal(ckpt["state_dict"][f"net.{key}"], value)
+
+
 def test_validating_less_often_than_an_epoch_says_how(tmp_path: Path, cache_dir: Path) -> None:
     """Lightning knows an epoch's length only once fitting: one line then (was a traceback)."""
     cfg = compose_config([*TINY, "data.val_fraction=0.2", "+trainer.val_check_interval=100"],

@@ -117,6 +117,8 @@ class RunCheckpoint(Checkpoint):
         finished = trainer.max_epochs is not None and epochs_done >= trainer.max_epochs
         due = self.every_n_epochs > 0 and epochs_done % self.every_n_epochs == 0
         ended = finished or trainer.should_stop or _out_of_steps(trainer)
+        if ended and hasattr(pl_module, "end_training"):  # a callback's stop (EarlyStopping)
+            pl_module.end_training()  # comes after the module's epoch end: its final state
         if due or ended or self._stop_after_epoch:
             self.save(trainer)
         if self._stop_after_epoch and not ended:  # else training is over: on_train_end says so

@@ -270,8 +270,14 @@ class BNStateModule(L.LightningModule):
             self.lr_schedulers().step()
 
     def on_train_end(self) -> None:
+        self.end_training()
+
+    def end_training(self) -> None:
+        """The values written out and the state finalised, once: where training stops after the
+        last epoch's end hook (mid-epoch: max_steps, an interrupt), and for RunCheckpoint before
+        it saves a run a callback stopped after that hook (EarlyStopping at the epoch's end)."""
         self.flush_step_values()
-        if self._finalised_at_step != self.global_step:  # stopped mid-epoch (max_steps, interrupt)
+        if self._finalised_at_step != self.global_step:
             self.finalise_state()
 
     def end_skipped_fit(self) -> bool:
