@@ -5,14 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader, TensorDataset
 
 from src.data import cache
 from src.data.arrays import DigitArrays
 from src.data.datamodule import DigitsDataModule, EpochBatchSampler
 from src.errors import DataError
+from src.train import train
+from tests.conftest import TINY, compose_config
 
 
 def test_train_batches_are_floor_n_over_b_reshuffled_and_test_batches_in_order() -> None:
@@ -114,3 +119,45 @@ def test_cache_is_built_once_and_a_damaged_file_rebuilt(tmp_path: Path) -> None:
         rebuilt = cache.cached(tmp_path, "x", {"k": 1}, build)
         assert np.array_equal(rebuilt.images, _arrays(seed=0).images)
         assert cache.load_cached(path) is not None  # and the sound copy is written back
+
+
+class TensorDigits(L.LightningDataModule):
+    """A fork's own data module, as Lightning's docs write one: random images and labels."""
+
+    def __init__(self, batch_size: int = 16) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def setup(self, stage: str | None = None) -> None:
+        g = torch.Generator().manual_seed(0)
+        images, labels = torch.rand(64, 1, 28, 28, generator=g), torch.arange(64) % 10
+        self.train_set, self.test_set = TensorDataset(images, labels), TensorDataset(images, labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.batch_size)
+
+
+def test_a_forks_own_data_module_trains_tests_and_resumes(tmp_path: Path, cache_dir: Path) -> None:
+    """The project's checks of its own data module are not asked of another (was an
+    AttributeError once the run folder existed), population statistics come from its
+    training batches (was a RuntimeError after training), and its run resumes (its stored data
+    settings were refused as untrusted once the run folder existed)."""
+
+    def config(run: str, *args: str) -> DictConfig:
+        cfg = compose_config([*TINY, "model.bn_stats=population", *args], tmp_path / run, cache_dir)
+        with open_dict(cfg):
+            cfg.data = {"_target_": f"{__name__}.TensorDigits", "batch_size": 16}
+        return cfg
+
+    assert train(config("run"))["global_step"] == 64 // 16  # its loader's batches
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert train(config("more", "trainer.max_epochs=2", f"ckpt_path={last}"))["global_step"] == 8
+    ckpt = torch.load(last, weights_only=False)
+    stats = ckpt["bn_statistics"]
+    assert stats["used"] == "population"
+    for key, value in stats["population"].items():
+        assert torch.equal(ckpt["state_dict"][f"net.{key}"], value)
+        assert not torch.equal(value, stats["running"][key])

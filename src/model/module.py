@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -304,16 +305,17 @@ class BNStateModule(L.LightningModule):
         if self.bn_stats != "population":
             return
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "ordered_dataloader"):
-            raise RuntimeError("bn_stats=population needs the DigitsDataModule's training set")
+        if dm is None:
+            raise RuntimeError("bn_stats=population needs a data module's training set")
         # Under DDP each process passes over its share of the training set and the moments
         # are merged across the processes: every process ends with the same statistics.
         several = self.trainer.world_size > 1
+        if hasattr(dm, "ordered_dataloader"):
+            loader = functools.partial(dm.ordered_dataloader, "train", sharded=several)
+        else:  # a fork's own data module: its training batches, in the order they come
+            loader = dm.train_dataloader
         self.population_state = population_statistics(
-            self.net,
-            lambda: (x for x, _ in dm.ordered_dataloader("train", sharded=several)),
-            self.device,
-            across_processes=several,
+            self.net, lambda: (batch[0] for batch in loader()), self.device, several
         )
         self.net.state = self.population_state
         log.info("Batch-norm state replaced by population statistics over the training set.")

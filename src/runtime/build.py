@@ -133,7 +133,9 @@ def changed_settings(ckpt: dict, cfg: Any) -> list[str]:
     then = {f"model.{k}": v for k, v in model_settings(ckpt).items()}
     then["trainer.precision"] = (stored.get("trainer") or {}).get("precision")
     then["seed"] = stored.get("seed")
-    for key, value in (stored_data_settings(ckpt) or {}).items():
+    data = stored.get("data") if isinstance(stored.get("data"), dict) else {}
+    ours = data.get("_target_", DATA_MODULE_TARGET) == DATA_MODULE_TARGET  # else a fork's own
+    for key, value in ((stored_data_settings(ckpt) or {}) if ours else {}).items():
         if key not in DATA_FREE:
             then[f"data.{key}"] = value
     said = []
