@@ -91,6 +91,15 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         (["+logger.wandb.project=x"], ["logger.wandb has no _target_", "~logger.wandb"]),
         (["scheduler=piecewise", "scheduler.interval=batch"], ["scheduler.interval='batch'"]),
         (["scheduler=piecewise", "scheduler.interval=true"], ["scheduler.interval=true must"]),
+        # Lightning's scheduler keys this module does not read (were silently ignored), and
+        # ReduceLROnPlateau's metric (was a TypeError after the first epoch)
+        (["scheduler=cosine", "+scheduler.frequency=5"], ["scheduler.frequency: the scheduler "
+         "group takes interval, scheduler and monitor"]),  # fmt: skip
+        (["scheduler=plateau"], ["scheduler monitors val/loss, which needs a validation split"]),
+        (["scheduler=plateau", "data.val_fraction=0.2", "scheduler.interval=step"],
+         ["ReduceLROnPlateau steps on a metric after each epoch"]),
+        (["scheduler=plateau", "data.val_fraction=0.2", "scheduler.monitor=val/acc"],
+         ["scheduler.scheduler.mode='min' must be max: val/acc is better higher"]),
         (["train=false"], ["train=false", "ckpt_path"]),
         # 4. finite in Python, infinite in float32
         (["optimizer.lr=1e308"], ["optimizer.lr=1e+308", "overflows float32"]),
@@ -142,8 +151,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
         *[(["+callbacks/early_stopping=val_acc", "data.val_fraction=0.2", typed], [said])
           for typed, said in (
             ("callbacks.early_stopping.monitor=train/loss",
-             "callbacks.early_stopping.monitor=train/loss is not logged while training: watch "
-             "val/acc or val/loss"),
+             "callbacks.early_stopping.monitor=train/loss is not one of the metrics a callback or "
+             "schedule can watch (VALIDATION_METRICS, src/model/module.py): watch val/acc or "
+             "val/loss"),
             ("callbacks.early_stopping.mode=best",
              "callbacks.early_stopping.mode='best' must be max: val/acc is better higher"),
             ("+trainer.limit_val_batches=0", "callbacks.early_stopping monitors val/acc, but "

@@ -27,6 +27,7 @@ NEEDS = {
     "data=mat": ["data.root=/nonexistent"],
     "data=mnist": ["data.root=/nonexistent"],
     "+callbacks/early_stopping=val_acc": ["data.val_fraction=0.1"],
+    "scheduler=plateau": ["data.val_fraction=0.1"],
 }
 # key -> the lowest value that is still valid, for keys where a negative value means something.
 LOWEST_VALID = {"trainer.num_sanity_val_steps": -1, "trainer.devices": -1}

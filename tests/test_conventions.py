@@ -231,6 +231,27 @@ def test_each_optimizer_and_schedule_sets_the_logged_learning_rate(
     assert len(ckpt["lr_schedulers"]) == (0 if scheduler == "none" else 1)
 
 
+def test_reduce_on_plateau_steps_on_the_validation_metric(tmp_path: Path, cache_dir: Path) -> None:
+    """scheduler=plateau: ReduceLROnPlateau steps on `scheduler.monitor` after each epoch's
+    validation (was a TypeError after the first epoch: stepped with no metric)."""
+    run, epochs = tmp_path / "run", 4
+    settings = [*TINY_DATA, *LEAN, f"trainer.max_epochs={epochs}", "test=false", "logger=csv",
+                "optimizer=sgd", "data.val_fraction=0.2", "scheduler=plateau",
+                "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5",
+                "scheduler.monitor=val/acc", "scheduler.scheduler.mode=max"]  # fmt: skip
+    train(compose_config(settings, run, cache_dir))
+    rows, iters = csv_rows(run), (200 - 40) // 32
+    accuracy = [v for _, v in sorted(column(rows, "val/acc").items())]
+    rates = column(rows, "lr-SGD")
+    assert len(accuracy) == epochs and sorted(rates) == list(range(epochs * iters))
+    replay = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(replay, "max", factor=0.5, patience=0)
+    for epoch, acc in enumerate(accuracy[:-1], start=1):  # the rate of the epoch after
+        plateau.step(acc)
+        assert rates[epoch * iters] == pytest.approx(replay.param_groups[0]["lr"], rel=1e-6)
+    # (on the 2-core development machine the accuracy falls after epoch 1, so the rate drops)
+
+
 def test_a_schedule_shorter_than_the_run_is_refused_before_training(
     tmp_path: Path, cache_dir: Path
 ) -> None:

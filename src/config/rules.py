@@ -26,7 +26,6 @@ from src.config.schema import (
     check_data_settings,
     check_group_values,
     check_model_settings,
-    check_trainer_refusals,
     leaves,
     number_at,
     require,
@@ -35,7 +34,13 @@ from src.config.schema import (
     value_at,
     written,
 )
-from src.config.targets import check_added_keys, check_builds, check_group_entries, check_targets
+from src.config.targets import (
+    check_added_keys,
+    check_builds,
+    check_group_entries,
+    check_refused,
+    check_targets,
+)
 from src.data.arrays import (
     NUM_CLASSES,
     batch_problem,
@@ -93,16 +98,6 @@ def in_multirun(cfg: DictConfig | None = None) -> bool:
     return str(mode).endswith("MULTIRUN")
 
 
-# Lightning callbacks that act where Lightning steps the optimizer; this module steps its own and
-# carries the batch-norm state (as _TRAINER_REFUSED in schema.py).
-_CALLBACKS_REFUSED = {
-    "GradientAccumulationScheduler": "accumulates gradients where Lightning steps the optimizer, "
-    "and this module steps its own: use a larger data.batch_size",
-    "StochasticWeightAveraging": "averages the weights but not the batch-norm state this network "
-    "carries, and would test weights no checkpoint holds",
-}
-
-
 def _check_all(cfg: DictConfig, settings: dict) -> None:
     """Every check of `check_config`, in order."""
     unset = [key for key, value in leaves(settings) if value == "???"]  # Hydra's mandatory
@@ -124,12 +119,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     require_type(cfg, "task_name", str)  # the folder outputs/<task_name>/ is named by it
     require_type(cfg, "optimized_metric", str | None)
     _check_train_or_test(cfg)
-    interval = value_at(cfg, "scheduler.interval")
-    if interval is not None and interval not in ("step", "epoch"):
-        raise ConfigError(
-            f"scheduler.interval={written(interval)} must be 'step' (after every iteration) or "
-            "'epoch'"
-        )
+    _check_scheduler(cfg)
     _check_monitors(cfg)
     check_model_settings(cfg)
     check_data_settings(cfg)
@@ -162,11 +152,7 @@ def _check_all(cfg: DictConfig, settings: dict) -> None:
     _check_cuda_graph(cfg)
     for key, kind in typed:  # what no check above words more closely
         require_type(cfg, key, kind)
-    check_trainer_refusals(cfg)  # once typed
-    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
-        kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if node else ""
-        if kind in _CALLBACKS_REFUSED:
-            raise ConfigError(f"callbacks.{name}: {kind} {_CALLBACKS_REFUSED[kind]}")
+    check_refused(cfg)  # once typed
     check_builds(cfg)
     _check_switched_off(cfg)
     check_data_paths(cfg)
@@ -219,34 +205,63 @@ def _check_switched_off(cfg: DictConfig) -> None:
             )
 
 
+def _check_scheduler(cfg: DictConfig) -> None:
+    """The scheduler group's own keys: when it steps, and the metric ReduceLROnPlateau steps on
+    (Lightning's `monitor`); no other key of Lightning's scheduler dict is read here."""
+    node = OmegaConf.select(cfg, "scheduler", default=None)
+    if not isinstance(node, DictConfig):
+        return
+    for key in sorted(set(node) - {"interval", "scheduler", "monitor"})[:1]:
+        raise ConfigError(f"scheduler.{key}: the scheduler group takes interval, scheduler and "
+                          "monitor (the metric ReduceLROnPlateau steps on)")  # fmt: skip
+    interval = value_at(cfg, "scheduler.interval")
+    if interval is not None and interval not in ("step", "epoch"):
+        raise ConfigError(
+            f"scheduler.interval={written(interval)} must be 'step' (after every iteration) or "
+            "'epoch'"
+        )
+    target = str(OmegaConf.select(cfg, "scheduler.scheduler._target_", default=""))
+    if target.endswith("ReduceLROnPlateau") and (interval != "epoch" or not node.get("monitor")):
+        raise ConfigError(f"scheduler.scheduler._target_={target} steps on a metric after each "
+                          "epoch: set scheduler.interval=epoch and scheduler.monitor (e.g. "
+                          "val/loss, with data.val_fraction above 0)")  # fmt: skip
+
+
 def _check_monitors(cfg: DictConfig) -> None:
-    """A callback that watches a metric (EarlyStopping on val/acc) watches one the run logs
-    while training, the way it improves, and has the validation split it comes from."""
+    """A callback or schedule that watches a metric (EarlyStopping on val/acc) watches one the
+    module logs while training, the way it improves, and has the validation split it comes from."""
     from src.model.module import VALIDATION_METRICS
 
     fraction = value_at(cfg, "data.val_fraction") or 0
-    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+    watching = [(f"callbacks.{name}", node, node) for name, node in
+                (OmegaConf.select(cfg, "callbacks", default=None) or {}).items()]  # fmt: skip
+    schedule = OmegaConf.select(cfg, "scheduler", default=None)
+    if isinstance(schedule, DictConfig):  # ReduceLROnPlateau's mode is its own argument
+        watching.append(("scheduler", schedule, schedule.get("scheduler") or {}))
+    for name, node, moded in watching:
         monitor = node.get("monitor") if isinstance(node, DictConfig) else None
         if not isinstance(monitor, str):
             continue  # null: watches nothing; another type: its class's signature refuses it
         if monitor not in VALIDATION_METRICS:
             raise ConfigError(
-                f"callbacks.{name}.monitor={monitor} is not logged while training: watch "
+                f"{name}.monitor={monitor} is not one of the metrics a callback or schedule can "
+                f"watch (VALIDATION_METRICS, src/model/module.py): watch "
                 f"{' or '.join(VALIDATION_METRICS)}"
             )
-        mode, better = node.get("mode", ABSENT), VALIDATION_METRICS[monitor]
+        mode, better = moded.get("mode", ABSENT), VALIDATION_METRICS[monitor]
         if mode is not ABSENT and mode != better:  # absent: the class's own default
             higher = "higher" if better == "max" else "lower"
+            where = f"{name}.scheduler" if moded is not node else name
             raise ConfigError(
-                f"callbacks.{name}.mode={mode!r} must be {better}: {monitor} is better {higher}"
+                f"{where}.mode={mode!r} must be {better}: {monitor} is better {higher}"
             )
         if not fraction:
             raise ConfigError(
-                f"callbacks.{name} monitors {monitor}, which needs a validation split, but "
+                f"{name} monitors {monitor}, which needs a validation split, but "
                 f"data.val_fraction={fraction}: set it above 0 (e.g. data.val_fraction=0.1)"
             )
         if value_at(cfg, "trainer.limit_val_batches") == 0:  # no validation, so never a check
-            raise ConfigError(f"callbacks.{name} monitors {monitor}, but "
+            raise ConfigError(f"{name} monitors {monitor}, but "
                               "trainer.limit_val_batches=0 runs no validation")  # fmt: skip
 
 

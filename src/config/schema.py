@@ -299,6 +299,8 @@ GROUP_NUMBERS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("scheduler.scheduler.pct_start", lambda v: 0 < v < 1, "in (0, 1)", False),
     ("scheduler.scheduler.div_factor", lambda v: v > 0, "above 0", False),
     ("scheduler.scheduler.final_div_factor", lambda v: v > 0, "above 0", False),
+    ("scheduler.scheduler.factor", lambda v: 0 < v < 1, "in (0, 1)", False),
+    ("scheduler.scheduler.patience", lambda v: v >= 0, "0 or more (epochs)", True),
     ("callbacks.model_checkpoint.every_n_epochs", lambda v: v >= 0, "0 or more (0: last)", True),
     ("callbacks.model_checkpoint.every_n_train_steps", lambda v: v >= 0, "0 or more", True),
     ("callbacks.progress_bar.refresh_rate", lambda v: v >= 0, "0 or more (0: no bar)", True),
@@ -370,31 +372,6 @@ def _check_validation_and_time(cfg: DictConfig) -> None:
         what = "is a fraction of an epoch, and check_val_every_n_epoch=null counts iterations"
     if what:
         raise ConfigError(f"trainer.val_check_interval={every} {what}")
-
-
-# Trainer settings a run here cannot honour, and what does the job instead. The module steps its
-# optimizer itself (manual optimization, which carries the batch-norm state): Lightning then
-# neither clips nor accumulates gradients, and refuses to start with either set.
-_TRAINER_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("sync_batchnorm", bool, "converts torch's BatchNorm layers, which this network does not use "
-     "(it carries its own state): set model.sync_batchnorm=true instead"),
-    ("gradient_clip_val", bool, "clips gradients where Lightning steps the optimizer, and this "
-     "module steps its own (manual optimization, which carries the batch-norm state)"),
-    ("accumulate_grad_batches", lambda v: v != 1, "accumulates gradients where Lightning steps "
-     "the optimizer, and this module steps its own: use a larger data.batch_size"),
-    ("overfit_batches", bool, "replaces the data module's sampler: use data.overfit_batches=N "
-     "(debug=overfit), which trains on the first N mini-batches"),
-    ("barebones", bool, "switches off the loggers, checkpoints and progress this run is made "
-     "of: for speed, use experiment=fast"),
-)  # fmt: skip
-
-
-def check_trainer_refusals(cfg: DictConfig) -> None:
-    """What `_TRAINER_REFUSED` lists, once the values are typed (their class's signature)."""
-    for key, refused, why in _TRAINER_REFUSED:
-        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
-        if value is not None and refused(value):
-            raise ConfigError(f"trainer.{key}={written(value)} {why}")
 
 
 def tag_list(tags: Any) -> list[str]:

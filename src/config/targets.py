@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,38 @@ def check_added_keys(cfg: DictConfig, settings: dict) -> None:
             near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ConfigError(f"{line}: nothing reads a top-level {key}{hint}")
+
+
+# What a run here cannot honour, and what does the job instead. The module steps its optimizer
+# itself (manual optimization, which carries the batch-norm state): Lightning then neither clips
+# nor accumulates gradients where it would step it, and refuses to start with either set.
+_TRAINER_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sync_batchnorm", bool, "converts torch's BatchNorm layers, which this network does not use "
+     "(it carries its own state): set model.sync_batchnorm=true instead"),
+    ("gradient_clip_val", bool, "clips gradients where Lightning steps the optimizer, and this "
+     "module steps its own (manual optimization, which carries the batch-norm state)"),
+    ("accumulate_grad_batches", lambda v: v != 1, "accumulates gradients where Lightning steps "
+     "the optimizer, and this module steps its own: use a larger data.batch_size"),
+    ("overfit_batches", bool, "replaces the data module's sampler: use data.overfit_batches=N "
+     "(debug=overfit), which trains on the first N mini-batches"),
+    ("barebones", bool, "switches off the loggers, checkpoints and progress this run is made "
+     "of: for speed, use experiment=fast"),
+)  # fmt: skip
+_CALLBACKS_REFUSED = {
+    "GradientAccumulationScheduler": "accumulates gradients where Lightning steps the optimizer, "
+    "and this module steps its own: use a larger data.batch_size",
+    "StochasticWeightAveraging": "averages the weights but not the batch-norm state this network "
+    "carries, and would test weights no checkpoint holds",
+}
+
+
+def check_refused(cfg: DictConfig) -> None:
+    """The trainer settings and callbacks listed above, once the values are typed."""
+    for key, refused, why in _TRAINER_REFUSED:
+        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
+        if value is not None and refused(value):
+            raise ConfigError(f"trainer.{key}={written(value)} {why}")
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if node else ""
+        if kind in _CALLBACKS_REFUSED:
+            raise ConfigError(f"callbacks.{name}: {kind} {_CALLBACKS_REFUSED[kind]}")

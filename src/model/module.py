@@ -181,6 +181,15 @@ class BNStateModule(L.LightningModule):
         moves on to the next iteration's rate (OneCycleLR)."""
         self.lr_schedulers().step()
 
+    def step_schedule(self) -> None:
+        """The next epoch's rate; ReduceLROnPlateau's from the metric `scheduler.monitor` names,
+        as Lightning steps it (validation has run by the epoch's end)."""
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self.trainer.callback_metrics[self.scheduler_config["monitor"]])
+        else:
+            scheduler.step()
+
     def forward(self, x: Tensor) -> Tensor:
         """Class scores (logits) with the stored state, as `predict` uses it."""
         return self.net(x)
@@ -268,7 +277,7 @@ class BNStateModule(L.LightningModule):
         if self._is_last_epoch():
             self.finalise_state()
         if self.scheduler_interval == "epoch":  # scheduler.interval=epoch: the next epoch's rate
-            self.lr_schedulers().step()
+            self.step_schedule()
 
     def on_train_end(self) -> None:
         self.end_training()
