@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from src.config.compose import preflight
 from src.config.folders import check_output_folder
 from src.config.rules import check_config
 from src.errors import ConfigError
+from src.model.module import BNStateModule
 from tests.conftest import (
     CONF,
     TINY,
@@ -28,6 +30,14 @@ from tests.conftest import (
 
 # Bytes of float32 images per `num_*_per_class` step: ten classes of 1x28x28.
 IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
+
+
+class DropoutModule(BNStateModule):
+    """A fork's network option, as a researcher adds one: a layer that checks its own value."""
+
+    def __init__(self, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dropout = torch.nn.Dropout(dropout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +341,9 @@ IMAGE_BYTES_PER_CLASS_STEP = 10 * 28 * 28 * 4
          ["/: is a folder, expected a file (data.train_file)"]),
         (["data=mnist", "data.root=/nonexistent"],
          ["/nonexistent: no such folder (data.root); add data.download=true to fetch it"]),
+        # a fork's own layer refusing its value as it is built (was said after the run folder)
+        ([f"model._target_={__name__}.DropoutModule", "+model.dropout=1.5"],
+         ["model: dropout probability has to be between 0 and 1, but got 1.5"]),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_before_the_run_folder(

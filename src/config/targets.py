@@ -72,13 +72,18 @@ def check_targets(cfg: DictConfig, settings: dict) -> list[tuple[str, Any]]:
 
 
 def check_builds(cfg: DictConfig) -> None:
-    """The optimizer and its schedule built for one stand-in parameter, so that torch's own checks
-    of their settings (Nesterov momentum without momentum, ...) are one line before the run, not
-    a traceback in it. Once every value is typed."""
+    """The network, and the optimizer and its schedule built for one stand-in parameter, so that
+    their own checks of their settings (Nesterov momentum without momentum, ...) are one line
+    before the run, not a traceback in it. Once every value is typed."""
     import torch
 
     from src.model.schedulers import takes_total_steps
 
+    model = OmegaConf.select(cfg, "model", default=None)
+    try:  # the network: a layer of a fork's own refuses its value as it is built (nn.Dropout)
+        hydra.utils.instantiate(model) if isinstance(model, DictConfig) else None
+    except Exception as err:  # the class's own words, as a refusal in the run would be said
+        raise ConfigError(f"model: {first_line(err.__cause__ or err)}") from err
     built: Any = [torch.zeros(1, requires_grad=True)]
     for key in ("optimizer", "scheduler.scheduler"):
         node = OmegaConf.select(cfg, key, default=None)
