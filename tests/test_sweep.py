@@ -195,3 +195,14 @@ def test_no_seed_table_before_any_job_completed(tmp_path: Path) -> None:
     stopped = Row(0, {"optimizer.lr": "0.1", "seed": "0"}, status="stopped")
     assert summary.seeds(tmp_path, [stopped]) == ""
     assert not (tmp_path / "seeds.csv").exists()
+
+
+def test_the_summary_reads_each_metric_a_callback_may_watch(tmp_path: Path) -> None:
+    """val/loss was missing from the summary; a fork's metric listed in VALIDATION_METRICS
+    (src/model/module.py) joins it there, better higher or lower as listed."""
+    from src.sweep.rows import METRICS, read_metrics
+
+    saved = {"test/acc": 0.9, "val/acc": 0.8, "val/loss": 0.5, "train/loss": 0.1, "epochs": 2}
+    (tmp_path / "metrics.json").write_text(json.dumps(saved))
+    assert read_metrics(tmp_path) == {k: v for k, v in saved.items() if k != "epochs"}
+    assert (METRICS["val/acc"], METRICS["val/loss"]) == (True, False)

@@ -8,9 +8,16 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from src.model.module import VALIDATION_METRICS
+
 STATUS_FILE = "sweep_job.json"  # each job's row, in its folder, for launchers in other processes
-# The metrics in the summary, in column order, and whether higher is better.
-METRICS = {"test/acc": True, "val/acc": True, "train/loss": False}
+# The metrics in the summary, in column order, and whether higher is better: the test accuracy,
+# those a callback may watch (a fork's own metric too, once listed there), the final loss.
+METRICS = {
+    "test/acc": True,
+    **{key: better == "max" for key, better in VALIDATION_METRICS.items()},
+    "train/loss": False,
+}
 
 
 @dataclass
