@@ -184,7 +184,8 @@ def _check_sweep_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> 
         raise ConfigError(
             f"{got}: an Optuna search needs a validation or training metric the run returns "
             f"({', '.join(returned)}), not the test set's; use hparams_search=optuna (val/acc on "
-            "a 10% split), or optimized_metric=val/acc with data.val_fraction=0.1"
+            "a 10% split), or optimized_metric=val/acc with data.val_fraction=0.1 (a metric of "
+            "your own: list it in VALIDATION_METRICS, src/model/module.py)"
         )
     if metric in VALIDATION_METRICS and not OmegaConf.select(cfg, "data.val_fraction", default=0):
         raise ConfigError(
