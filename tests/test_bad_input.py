@@ -193,6 +193,9 @@ class DropoutModule(BNStateModule):
         (["+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
           "+callbacks.swa.swa_lrs=0.01"], ["callbacks.swa: StochasticWeightAveraging"]),
         (["hydra.job.chdir=true"], ["hydra.job.chdir=true: the paths a run is given"]),
+        # a second progress bar: was Lightning's Trainer's refusal, once the run folder existed
+        (["+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar"],
+         ["callbacks.rich is a second progress bar beside callbacks.progress_bar"]),
         (["--multirun", "trainer=ddp_cpu", "seed=0,1"], ["trainer.strategy=ddp cannot run "
          "inside a Hydra multirun"]),  # was refused by each job, in the sweep's folder
         (["--multirun", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],

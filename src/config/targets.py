@@ -254,7 +254,17 @@ def check_refused(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, f"trainer.{key}", default=None)  # null: Lightning's own
         if value is not None and refused(value):
             raise ConfigError(f"trainer.{key}={written(value)} {why}")
+    from lightning.pytorch.callbacks import ProgressBar
+
+    bars = []
     for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
         kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if node else ""
         if kind in _CALLBACKS_REFUSED:
             raise ConfigError(f"callbacks.{name}: {kind} {_CALLBACKS_REFUSED[kind]}")
+        target = hydra.utils.get_object(node._target_) if kind else None
+        if isinstance(target, type) and issubclass(target, ProgressBar):
+            bars.append(name)
+    if len(bars) > 1:  # Lightning's Trainer refuses it, once the run folder exists
+        raise ConfigError(f"callbacks.{bars[1]} is a second progress bar beside callbacks."
+                          f"{bars[0]}, and Lightning shows one: switch one off, e.g. "
+                          f"~callbacks.{bars[0]}")  # fmt: skip
