@@ -7,6 +7,7 @@ from src.errors import exit_on_signals
 if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
     exit_on_signals()
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -113,4 +114,5 @@ main, cli = entry_point(evaluate, "evaluate", check=checked_evaluation)
 
 
 if __name__ == "__main__":
+    gc.freeze()  # what the imports made lives as long as the process: no collection walks it
     cli()

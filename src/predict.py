@@ -15,6 +15,7 @@ if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
     exit_on_signals()
 
 import functools
+import gc
 import glob
 import logging
 import os
@@ -156,4 +157,5 @@ main, cli = entry_point(predict, "predict", check=checked_inputs)
 
 
 if __name__ == "__main__":
+    gc.freeze()  # what the imports made lives as long as the process: no collection walks it
     cli()

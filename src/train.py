@@ -7,6 +7,7 @@ from src.errors import exit_on_signals
 if __name__ == "__main__":  # Ctrl-C while the imports below run: one line too
     exit_on_signals()
 
+import gc
 import json
 import logging
 import os
@@ -194,4 +195,5 @@ main, cli = entry_point(job, "config")
 
 
 if __name__ == "__main__":
+    gc.freeze()  # what the imports made lives as long as the process: no collection walks it
     cli()
