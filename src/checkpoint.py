@@ -56,6 +56,10 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"{where}: is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         said = "is not a regular file" if path.exists() else "no such checkpoint file"  # /dev/zero
+        if str(path) in ("last", "best"):  # Lightning's names for the checkpoints of its folder
+            said += (f" (Lightning's '{path}' is one in the run's own folder, and each run here "
+                     "has a new one: give the file, e.g. outputs/train/runs/<date>_<time>/"
+                     "checkpoints/last.ckpt)")  # fmt: skip
         raise CheckpointError(f"{where}: {said}")
     stat = path.stat()
     if stat.st_size == 0:

@@ -85,6 +85,8 @@ class DropoutModule(BNStateModule):
         (["data.on_device=1.0"], ["data.on_device=1.0 must be auto, true or false"]),
         (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps"]),
         (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path", "/nonexistent/last.ckpt"]),
+        (["ckpt_path=last"], ["ckpt_path=last: no such checkpoint file (Lightning's 'last' is "
+                              "one in the run's own folder"]),  # fmt: skip
         (["trainer.max_epochs=null"], ["trainer.max_epochs", "null"]),
         (["data.batch_size=1e3"], ["data.batch_size", "whole number"]),
         (["trainer.devices=0"], ["trainer.devices=0"]),  # 2 is DDP now (trainer=ddp_cpu)
