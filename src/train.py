@@ -41,7 +41,7 @@ from src.runtime.build import (
     save_resolved_config,
     tested_as_trained,
 )
-from src.runtime.loggers import continue_tensorboard, log_hyperparameters
+from src.runtime.loggers import continue_loggers, log_hyperparameters
 from src.runtime.threads import configure_threads
 from src.sweep.resume import continue_job, release_job
 
@@ -87,16 +87,17 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
         if isinstance(path := model.run_config["data"].get(key), str):
             model.run_config["data"][key] = os.path.abspath(path)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    resume = {}
+    resume, step = {}, int(ckpt.get("global_step", 0))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt and training:
-        step = int(ckpt["global_step"])
-        resume = {TensorBoardLogger: continue_tensorboard(Path(ckpt_path), output_dir, step)}
+        resume = {TensorBoardLogger: {"purge_step": step}}  # the old events after it: hidden
         log.info("Resuming from %s (iteration %d).", ckpt_path, step)
         if changed := changed_settings(ckpt, cfg):  # an experiment preset left out, say
             log.warning("Resuming with other settings than the checkpoint's: %s; the run differs "
                         "from one never stopped", ", ".join(changed))  # fmt: skip
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), resume)
+    if resume:  # each logger's history before the checkpoint, from the interrupted run
+        continue_loggers(loggers, Path(ckpt_path), output_dir, step)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -77,10 +77,11 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert_same_training_state(straight, final)
     assert straight["lr_schedulers"] == final["lr_schedulers"]
-    # the learning rate of each iteration after the checkpoint is the straight run's
+    # the learning rate of each iteration is the straight run's; the CSV log, like TensorBoard's,
+    # holds the interrupted run's rows before the checkpoint, then the resumed run's
     rates = column(csv_rows(tmp_path / "straight"), "lr-SGD")
     after = column(csv_rows(tmp_path / "resumed"), "lr-SGD")
-    assert sorted(after) == list(range(9, 2 * ITERS))
+    assert sorted(after) == list(range(2 * ITERS))
     assert all(after[s] == rates[s] for s in after)
     # the resumed run's TensorBoard has the whole curve, each iteration once
     steps = [e.step for e in tb_events(tmp_path / "resumed" / "tensorboard").Scalars("train/loss")]
@@ -408,3 +409,23 @@ def test_a_resume_with_settings_no_check_refuses_says_which(
             if f"Resuming with other settings than the checkpoint's: {changed};" in m
         ]
         assert lines, said
+
+
+def test_a_resumed_run_continues_the_loggers_it_has(tmp_path: Path, cache_dir: Path) -> None:
+    """Resumed into its own folder (a sweep's job), the CSV log lost its rows before the
+    checkpoint (Lightning's CSV logger empties its file); resumed into another, TensorBoard's
+    HParams tab showed the interrupted run's settings and results; resumed with logger=none, the
+    run got a tensorboard folder of the old run's events."""
+    run, loggers = tmp_path / "run", "logger=[tensorboard,csv]"
+    train(compose_config([*TINY, loggers], run, cache_dir))
+    resumed = [*TINY, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    for folder in ("other", "run"):  # another folder, then its own
+        metrics = train(compose_config([*resumed, loggers], tmp_path / folder, cache_dir))
+        rows = csv_rows(tmp_path / folder)
+        assert [int(r["step"]) for r in rows if r.get("train/loss")] == list(range(2 * ITERS))
+        events = tb_events(tmp_path / folder / "tensorboard")
+        assert [e.step for e in events.Scalars("train/loss")] == list(range(2 * ITERS))
+        (point,) = events.Scalars("hparams/test_acc")  # this run's alone
+        assert (point.step, point.value) == (2 * ITERS, pytest.approx(metrics["test/acc"]))
+    train(compose_config([*resumed, "logger=none"], tmp_path / "none", cache_dir))
+    assert not (tmp_path / "none" / "tensorboard").exists()

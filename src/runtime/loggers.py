@@ -7,15 +7,15 @@ the environment when it is first imported.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -87,7 +87,8 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: dict[st
     for logger in loggers:
         params = hyperparameters(cfg)  # each logger its own: they may edit what they are given
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=hp_metrics or None)
+            step = int(metrics.get("global_step", 0))  # as every other logger's
+            logger.log_hyperparams(params, metrics=hp_metrics or None, step=step)
             if rank_zero_only.rank == 0:  # written empty at the first epoch's end, and kept so:
                 Path(logger.log_dir, logger.NAME_HPARAMS_FILE).unlink(missing_ok=True)  # anew
         else:
@@ -140,17 +141,42 @@ def _prepare_store(key: str, uri: str, experiment: str, artifacts: str | None) -
         ) from err
 
 
-def continue_tensorboard(ckpt_path: Path, output_dir: Path, step: int) -> dict[str, Any]:
-    """Start the resumed run's TensorBoard folder with the interrupted run's events.
-
-    The writer then opens with `purge_step`: TensorBoard hides every event of the old files at
-    or after that step, so iterations logged after the checkpoint by the run that died appear
-    once, from the resumed run. The old run folder is left as it was.
-    """
-    old = ckpt_path.resolve().parent.parent / "tensorboard"
-    new = output_dir / "tensorboard"
-    if rank_zero_only.rank == 0 and old.is_dir() and old.resolve() != new.resolve():
-        for event_file in old.glob("events.out.tfevents.*"):
+def continue_loggers(loggers: list[Logger], ckpt_path: Path, output_dir: Path, step: int) -> None:
+    """Start each logger of a resumed run with the interrupted run's history before `step`, from
+    the same folder of that run: TensorBoard's event files (its writer opens with `purge_step`,
+    so the iterations logged after the checkpoint by the run that died appear once, from this
+    one; the old run's hyperparameters are left out, this run logs its own) and CSV's rows
+    (Lightning's CSV logger starts its file afresh). The old run folder is left as it was."""
+    old_run = ckpt_path.resolve().parent.parent
+    for logger in loggers if rank_zero_only.rank == 0 else []:
+        new = Path(str(logger.log_dir)) if logger.log_dir else None
+        if new is None or not new.resolve().is_relative_to(output_dir.resolve()):
+            continue  # a folder outside the run's own (MLflow's store: its own resume)
+        old = old_run / new.resolve().relative_to(output_dir.resolve())
+        if (
+            isinstance(logger, TensorBoardLogger)
+            and old.is_dir()
+            and old.resolve() != new.resolve()
+        ):
             new.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(event_file, new / event_file.name)
-    return {"purge_step": step}
+            for event_file in old.glob("events.out.tfevents.*"):
+                _copy_events(event_file, new / event_file.name)
+        elif isinstance(logger, CSVLogger) and (old / "metrics.csv").is_file():
+            with open(old / "metrics.csv", newline="") as f:  # read before the logger empties it
+                rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+            logger.experiment.metrics[:0] = [r for r in rows if int(r["step"]) < step]
+
+
+def _copy_events(source: Path, target: Path) -> None:
+    """A TensorBoard event file, without its hyperparameter summaries (the HParams tab reads the
+    first it finds in a folder: the interrupted run's settings and results)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    with open(target, "wb") as out:
+        writer = RecordWriter(out)
+        for record in RawEventFileLoader(str(source)).Load():
+            tags = [v.tag for v in Event.FromString(record).summary.value]
+            if not any(tag.startswith(("_hparams_/", "hparams/")) for tag in tags):
+                writer.write(record)
