@@ -429,3 +429,21 @@ def test_a_resumed_run_continues_the_loggers_it_has(tmp_path: Path, cache_dir: P
         assert (point.step, point.value) == (2 * ITERS, pytest.approx(metrics["test/acc"]))
     train(compose_config([*resumed, "logger=none"], tmp_path / "none", cache_dir))
     assert not (tmp_path / "none" / "tensorboard").exists()
+
+
+def test_a_run_stopped_by_max_steps_resumes_inside_its_epoch(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """trainer.max_steps ends an epoch part-way, which Lightning recorded as trained: resumed,
+    the run went on with the next epoch and silently skipped the rest of that one."""
+    settings = [*TINY, "trainer.max_epochs=2", "test=false", "logger=none"]
+    train(compose_config(settings, tmp_path / "straight", cache_dir))
+    train(compose_config([*settings, "+trainer.max_steps=3"], tmp_path / "cut", cache_dir))
+    cut = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    more = compose_config([*settings, f"ckpt_path={cut}"], tmp_path / "more", cache_dir)
+    assert train(more)["global_step"] == 2 * ITERS
+    straight, resumed = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        for run in ("straight", "more")
+    )
+    assert_same_training_state(straight, resumed)

@@ -188,6 +188,19 @@ class RunCheckpoint(Checkpoint):
     def state_dict(self) -> dict[str, Any]:
         return {"dirpath": str(self.dirpath), "saved_at": self._saved_at}
 
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # trainer.max_steps ends an epoch part-way, and Lightning records that epoch as trained:
+        # resumed, the run would go on with the next one and skip the rest of this one.
+        if (
+            trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            < trainer.num_training_batches
+        ):
+            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+            for counts in (progress["total"], progress["current"]):
+                counts["processed"] = min(counts["processed"], counts["started"] - 1)
+
 
 def _outlive_the_launcher(trainer: L.Trainer, timeout: float = 15.0) -> None:
     """In a process that Lightning's launcher started (DDP rank > 0), leaving on an agreed stop:
