@@ -53,15 +53,19 @@ def _stamp(name: str) -> None:
     _stamps.setdefault(name, time.time())  # the first time only
 
 
-def _after(name: str, fn: Callable[..., Any], before: str | None = None) -> Callable[..., Any]:
-    """`fn`, stamping `before` as it starts and `name` as it returns (the first call)."""
+def _after(
+    name: str, fn: Callable[..., Any], before: str | None = None, once: str | None = None
+) -> Callable[..., Any]:
+    """`fn`, stamping `before` as it starts and `name` as it returns (the first call; with
+    `once`, the first call after that stamp: the config check builds a network too)."""
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if before:
             _stamp(before)
         out = fn(*args, **kwargs)
-        _stamp(name)
+        if once is None or once in _stamps:
+            _stamp(name)
         return out
 
     return wrapped
@@ -89,6 +93,7 @@ def _first_step(fn: Callable[..., Any], stop: bool) -> Callable[..., Any]:
 def child(kind: str, argv: list[str], stop: bool) -> None:
     """Run the project's command line or the plain script in this process, stamping each part."""
     import atexit
+    import gc
 
     import torch  # noqa: F401
 
@@ -116,10 +121,11 @@ def child(kind: str, argv: list[str], stop: bool) -> None:
     _stamp("project")
     src.train.train = _after("done", src.train.train, before="checked")
     DigitsDataModule.setup = _after("data", DigitsDataModule.setup, before="data_start")
-    BNStateModule.__init__ = _after("model", BNStateModule.__init__)
+    BNStateModule.__init__ = _after("model", BNStateModule.__init__, once="data")
     lightning.Trainer.__init__ = _after("trainer", lightning.Trainer.__init__)
     BNStateModule.training_step = _first_step(BNStateModule.training_step, stop)
     sys.argv = ["src.train", *argv]
+    gc.freeze()  # as `python -m src.train` does before its command line (its `__main__` block)
     src.train.cli()
 
 
