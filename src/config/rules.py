@@ -211,9 +211,10 @@ def _check_scheduler(cfg: DictConfig) -> None:
     node = OmegaConf.select(cfg, "scheduler", default=None)
     if not isinstance(node, DictConfig):
         return
-    for key in sorted(set(node) - {"interval", "scheduler", "monitor"})[:1]:
-        raise ConfigError(f"scheduler.{key}: the scheduler group takes interval, scheduler and "
-                          "monitor (the metric ReduceLROnPlateau steps on)")  # fmt: skip
+    extra = sorted(set(node) - {"interval", "scheduler", "monitor"})
+    if extra:
+        raise ConfigError(f"scheduler.{extra[0]}: the scheduler group takes interval, scheduler "
+                          "and monitor (the metric ReduceLROnPlateau steps on)")  # fmt: skip
     interval = value_at(cfg, "scheduler.interval")
     if interval is not None and interval not in ("step", "epoch"):
         raise ConfigError(

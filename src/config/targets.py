@@ -80,10 +80,11 @@ def check_builds(cfg: DictConfig) -> None:
     from src.model.schedulers import takes_total_steps
 
     model = OmegaConf.select(cfg, "model", default=None)
-    try:  # the network: a layer of a fork's own refuses its value as it is built (nn.Dropout)
-        hydra.utils.instantiate(model) if isinstance(model, DictConfig) else None
-    except Exception as err:  # the class's own words, as a refusal in the run would be said
-        raise ConfigError(f"model: {first_line(err.__cause__ or err)}") from err
+    if isinstance(model, DictConfig):
+        try:  # the network: a layer of a fork's own refuses its value as it is built (nn.Dropout)
+            hydra.utils.instantiate(model)
+        except Exception as err:  # the class's own words, as a refusal in the run would be said
+            raise ConfigError(f"model: {first_line(err.__cause__ or err)}") from err
     built: Any = [torch.zeros(1, requires_grad=True)]
     for key in ("optimizer", "scheduler.scheduler"):
         node = OmegaConf.select(cfg, key, default=None)
