@@ -140,6 +140,7 @@ class TensorDigits(L.LightningDataModule):
         return DataLoader(self.test_set, batch_size=self.batch_size)
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")  # its own
 def test_a_forks_own_data_module_trains_tests_and_resumes(tmp_path: Path, cache_dir: Path) -> None:
     """The project's checks of its own data module are not asked of another (was an
     AttributeError once the run folder existed), population statistics come from its
