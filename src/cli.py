@@ -83,9 +83,6 @@ def setup() -> None:
     # Without a validation split val_dataloader returns an empty list, and Lightning remarks
     # once that its length is zero: intended (no validation loop), so not a warning.
     warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
-    # A run resumed into its own folder (a sweep's job): its CSV rows before the checkpoint are
-    # kept (`continue_loggers`), whatever Lightning's CSV logger announces.
-    warnings.filterwarnings("ignore", ".*Previous log files in this directory will be deleted")
     # joblib's workers, ended by a stop, leave semaphores that multiprocessing's resource
     # tracker (a process of its own, which reads this variable) frees, then reports after the
     # stop line: not a warning here.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 import src.checkpoint as checkpoint_module
 from src.checkpoint import read_checkpoint
@@ -419,6 +420,9 @@ def test_a_resumed_run_continues_the_loggers_it_has(tmp_path: Path, cache_dir: P
     run, loggers = tmp_path / "run", "logger=[tensorboard,csv]"
     train(compose_config([*TINY, loggers], run, cache_dir))
     resumed = [*TINY, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    # TensorBoard reads a folder's event files in name order, which starts with the second a
+    # writer opened: the resumed run's come a second later, as a real resume's do.
+    time.sleep(1)
     for folder in ("other", "run"):  # another folder, then its own
         metrics = train(compose_config([*resumed, loggers], tmp_path / folder, cache_dir))
         rows = csv_rows(tmp_path / folder)
@@ -427,6 +431,9 @@ def test_a_resumed_run_continues_the_loggers_it_has(tmp_path: Path, cache_dir: P
         assert [e.step for e in events.Scalars("train/loss")] == list(range(2 * ITERS))
         (point,) = events.Scalars("hparams/test_acc")  # this run's alone
         assert (point.step, point.value) == (2 * ITERS, pytest.approx(metrics["test/acc"]))
+        start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+        assert hparams["trainer.max_epochs"].number_value == 2  # the tab's: not the old run's
     train(compose_config([*resumed, "logger=none"], tmp_path / "none", cache_dir))
     assert not (tmp_path / "none" / "tensorboard").exists()
 
@@ -436,7 +443,8 @@ def test_a_run_stopped_by_max_steps_resumes_inside_its_epoch(
 ) -> None:
     """trainer.max_steps ends an epoch part-way, which Lightning recorded as trained: resumed,
     the run went on with the next epoch and silently skipped the rest of that one."""
-    settings = [*TINY, "trainer.max_epochs=2", "test=false", "logger=none"]
+    settings = [*TINY, "trainer.max_epochs=2", "test=false", "logger=none", "scheduler=piecewise",
+                "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"]  # fmt: skip
     train(compose_config(settings, tmp_path / "straight", cache_dir))
     train(compose_config([*settings, "+trainer.max_steps=3"], tmp_path / "cut", cache_dir))
     cut = tmp_path / "cut" / "checkpoints" / "last.ckpt"
@@ -447,3 +455,4 @@ def test_a_run_stopped_by_max_steps_resumes_inside_its_epoch(
         for run in ("straight", "more")
     )
     assert_same_training_state(straight, resumed)
+    assert straight["lr_schedulers"] == resumed["lr_schedulers"]  # the cut epoch stepped once

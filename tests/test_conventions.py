@@ -250,6 +250,9 @@ def test_reduce_on_plateau_steps_on_the_validation_metric(tmp_path: Path, cache_
         plateau.step(acc)
         assert rates[epoch * iters] == pytest.approx(replay.param_groups[0]["lr"], rel=1e-6)
     # (on the 2-core development machine the accuracy falls after epoch 1, so the rate drops)
+    # An epoch without validation leaves the rate (was a KeyError at its end)
+    every_other = [*settings, "+trainer.check_val_every_n_epoch=2"]
+    assert train(compose_config(every_other, tmp_path / "other", cache_dir))["epochs"] == epochs
 
 
 def test_a_schedule_shorter_than_the_run_is_refused_before_training(

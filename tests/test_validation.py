@@ -165,6 +165,32 @@ def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(
         assert torch.equal(ckpt["state_dict"][f"net.{key}"], value)
 
 
+def test_a_stop_asked_for_before_min_epochs_finalises_once_at_the_real_end(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """EarlyStopping asks to stop after epoch 1, but trainer.min_epochs=3 trains on: the state
+    was replaced by population statistics at the request, and the epochs after trained from it."""
+    stop = [
+        "+callbacks/early_stopping=val_acc",
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=1.0",
+        "callbacks.early_stopping.check_on_train_epoch_end=true",
+        "+trainer.min_epochs=3",
+    ]
+    args = [*TINY, "data.val_fraction=0.2", "model.bn_stats=population", "test=false"]
+    assert (
+        train(compose_config([*args, "trainer.max_epochs=5", *stop], tmp_path / "es", cache_dir))[
+            "epochs"
+        ]
+        == 3
+    )
+    train(compose_config([*args, "trainer.max_epochs=3"], tmp_path / "three", cache_dir))
+    stopped, three = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                      for run in ("es", "three"))  # fmt: skip
+    for key, value in three["bn_statistics"]["running"].items():  # the same running estimate
+        assert torch.equal(stopped["bn_statistics"]["running"][key], value), key
+
+
 def test_validating_less_often_than_an_epoch_says_how(tmp_path: Path, cache_dir: Path) -> None:
     """Lightning knows an epoch's length only once fitting: one line then (was a traceback)."""
     cfg = compose_config([*TINY, "data.val_fraction=0.2", "+trainer.val_check_interval=100"],

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from src.compat import is_script_launcher
 from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged, handled_signals, keep_checkpoint
+from src.model.schedulers import epoch_cut_short, stops_early
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class RunCheckpoint(Checkpoint):
         epochs_done = trainer.current_epoch + 1
         finished = trainer.max_epochs is not None and epochs_done >= trainer.max_epochs
         due = self.every_n_epochs > 0 and epochs_done % self.every_n_epochs == 0
-        ended = finished or trainer.should_stop or _out_of_steps(trainer)
+        ended = finished or stops_early(trainer) or _out_of_steps(trainer)
         if ended and hasattr(pl_module, "end_training"):  # a callback's stop (EarlyStopping)
             pl_module.end_training()  # comes after the module's epoch end: its final state
         if due or ended or self._stop_after_epoch:
@@ -193,10 +194,7 @@ class RunCheckpoint(Checkpoint):
     ) -> None:
         # trainer.max_steps ends an epoch part-way, and Lightning records that epoch as trained:
         # resumed, the run would go on with the next one and skip the rest of this one.
-        if (
-            trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            < trainer.num_training_batches
-        ):
+        if epoch_cut_short(trainer):
             progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
             for counts in (progress["total"], progress["current"]):
                 counts["processed"] = min(counts["processed"], counts["started"] - 1)

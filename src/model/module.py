@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from src.compat import count_optimizer_step
 from src.model.cuda_graph import CapturedStep, CudaGraphBackend, EagerBackend
 from src.model.network import DigitsNet, State
-from src.model.schedulers import build_scheduler
+from src.model.schedulers import build_scheduler, epoch_cut_short, stops_early
 from src.model.state import BN_STATS_MODES, BNStats, clone_state, population_statistics
 from src.model.step_block import StepBlock, StepRecord, write_records
 
@@ -59,9 +59,8 @@ class BNStateModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.automatic_optimization = False  # the loop below is MATLAB's, line for line
         self.net = DigitsNet(**network)
-        # The convolutions' weights and each batch in NHWC order (oneDNN's and cuDNN's faster
-        # kernels); the state is 1-D and the checkpoint saves every tensor contiguous, so
-        # neither changes.
+        # Weights and batches in NHWC order (oneDNN's and cuDNN's faster kernels); the 1-D state
+        # and the checkpoint (every tensor saved contiguous) are unchanged.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer
@@ -78,6 +77,7 @@ class BNStateModule(L.LightningModule):
         self.running_state: State | None = None
         self.population_state: State | None = None
         self._finalised_at_step = -1
+        self._validated_at = -1  # the iteration after which validation last ran
         self._elapsed_before = 0.0  # seconds trained before a resume
         self.run_config: dict[str, Any] | None = None  # the run's resolved config, if known
         self._start: float | None = None
@@ -182,13 +182,16 @@ class BNStateModule(L.LightningModule):
         self.lr_schedulers().step()
 
     def step_schedule(self) -> None:
-        """The next epoch's rate; ReduceLROnPlateau's from the metric `scheduler.monitor` names,
-        as Lightning steps it (validation has run by the epoch's end)."""
+        """The next epoch's rate; ReduceLROnPlateau's on `scheduler.monitor`, if validation ran."""
         scheduler = self.lr_schedulers()
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(self.trainer.callback_metrics[self.scheduler_config["monitor"]])
-        else:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
+        elif self._validated_at == self.global_step:  # this epoch's (not a sanity check's)
+            scheduler.step(self.trainer.callback_metrics[self.scheduler_config["monitor"]])
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._validated_at = self.global_step
 
     def forward(self, x: Tensor) -> Tensor:
         """Class scores (logits) with the stored state, as `predict` uses it."""
@@ -276,19 +279,17 @@ class BNStateModule(L.LightningModule):
         self.flush_step_values()
         if self._is_last_epoch():
             self.finalise_state()
-        if self.scheduler_interval == "epoch":  # scheduler.interval=epoch: the next epoch's rate
-            self.step_schedule()
-
-    def on_train_end(self) -> None:
-        self.end_training()
+        if self.scheduler_interval == "epoch" and not epoch_cut_short(self.trainer):
+            self.step_schedule()  # the next epoch's rate (a cut epoch steps once resumed, whole)
 
     def end_training(self) -> None:
-        """The values written out and the state finalised, once: where training stops after the
-        last epoch's end hook (mid-epoch: max_steps, an interrupt), and for RunCheckpoint before
-        it saves a run a callback stopped after that hook (EarlyStopping at the epoch's end)."""
+        """The values written out and the state finalised, once: at the end of training, and for
+        RunCheckpoint before it saves a run a callback stopped after the epoch's end hook."""
         self.flush_step_values()
-        if self._finalised_at_step != self.global_step:
+        if self._finalised_at_step != self.global_step:  # stopped mid-epoch (max_steps, interrupt)
             self.finalise_state()
+
+    on_train_end = end_training  # Lightning's hook
 
     def end_skipped_fit(self) -> bool:
         """After a fit Lightning skipped, every iteration done already (a finished run's
@@ -304,7 +305,7 @@ class BNStateModule(L.LightningModule):
         t = self.trainer
         out_of_epochs = t.max_epochs is not None and 0 < t.max_epochs <= self.current_epoch + 1
         out_of_steps = 0 <= t.max_steps <= t.global_step
-        return out_of_epochs or out_of_steps or t.should_stop
+        return out_of_epochs or out_of_steps or stops_early(t)
 
     def finalise_state(self) -> None:
         """Keep the running estimate; with `bn_stats=population` replace the network's state by

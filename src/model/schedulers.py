@@ -58,6 +58,23 @@ def total_iterations(trainer: L.Trainer) -> int:
     return max(int(total), 1)
 
 
+def stops_early(trainer: L.Trainer) -> bool:
+    """Whether a stop asked for (`should_stop`: EarlyStopping) ends training after this epoch:
+    only once `min_epochs` and `min_steps` are met, as Lightning's fit loop decides."""
+    epochs, steps = trainer.fit_loop.min_epochs, trainer.fit_loop.min_steps
+    met = (not epochs or trainer.current_epoch + 1 >= epochs) and (
+        not steps or trainer.global_step >= steps
+    )
+    return trainer.should_stop and met
+
+
+def epoch_cut_short(trainer: L.Trainer) -> bool:
+    """Whether this epoch ends before its last batch (`trainer.max_steps`)."""
+    return (
+        trainer.fit_loop.epoch_loop.batch_progress.current.completed < trainer.num_training_batches
+    )
+
+
 def takes_total_steps(factory: SchedulerFactory) -> bool:
     """Whether the factory is a partial whose `total_steps` argument (OneCycleLR) is unset."""
     if not isinstance(factory, functools.partial):

@@ -146,25 +146,24 @@ def continue_loggers(loggers: list[Logger], ckpt_path: Path, output_dir: Path, s
     the same folder of that run: TensorBoard's event files (its writer opens with `purge_step`,
     so the iterations logged after the checkpoint by the run that died appear once, from this
     one; the old run's hyperparameters are left out, this run logs its own) and CSV's rows
-    (Lightning's CSV logger starts its file afresh). The old run folder is left as it was."""
+    (Lightning's CSV logger starts its file afresh). Another run's folder is left as it was;
+    resumed into its own, its event files lose their hyperparameters."""
     old_run = ckpt_path.resolve().parent.parent
     for logger in loggers if rank_zero_only.rank == 0 else []:
         new = Path(str(logger.log_dir)) if logger.log_dir else None
         if new is None or not new.resolve().is_relative_to(output_dir.resolve()):
             continue  # a folder outside the run's own (MLflow's store: its own resume)
         old = old_run / new.resolve().relative_to(output_dir.resolve())
-        if (
-            isinstance(logger, TensorBoardLogger)
-            and old.is_dir()
-            and old.resolve() != new.resolve()
-        ):
+        if isinstance(logger, TensorBoardLogger) and old.is_dir():  # its own folder too
             new.mkdir(parents=True, exist_ok=True)
             for event_file in old.glob("events.out.tfevents.*"):
                 _copy_events(event_file, new / event_file.name)
         elif isinstance(logger, CSVLogger) and (old / "metrics.csv").is_file():
             with open(old / "metrics.csv", newline="") as f:  # read before the logger empties it
                 rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-            logger.experiment.metrics[:0] = [r for r in rows if int(r["step"]) < step]
+            with warnings.catch_warnings():  # "will be deleted": these rows are kept
+                warnings.filterwarnings("ignore", ".*Previous log files in this directory")
+                logger.experiment.metrics[:0] = [r for r in rows if int(r["step"]) < step]
 
 
 def _copy_events(source: Path, target: Path) -> None:
@@ -174,9 +173,11 @@ def _copy_events(source: Path, target: Path) -> None:
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    with open(target, "wb") as out:
+    partial = target.with_name(f".{target.name}.tmp")  # then renamed: the source may be it
+    with open(partial, "wb") as out:
         writer = RecordWriter(out)
         for record in RawEventFileLoader(str(source)).Load():
             tags = [v.tag for v in Event.FromString(record).summary.value]
             if not any(tag.startswith(("_hparams_/", "hparams/")) for tag in tags):
                 writer.write(record)
+    os.replace(partial, target)
