@@ -202,6 +202,28 @@ def test_a_killed_optuna_search_asks_the_trials_of_one_never_stopped(
     assert _files(sweep) == before
 
 
+def test_an_optuna_search_without_hparams_search_keeps_its_results(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """`hydra/sweeper=optuna` with the plugin's defaults (direction an enum, no sampler seed):
+    its identity is written (was a warning and no sweep.json), so the same command again is
+    refused instead of running new trials over the first search's results."""
+    sweep = tmp_path / "search"
+    args = ["--multirun", *SWEEP, f"paths.cache_dir={cache_dir}", "hydra/sweeper=optuna",
+            "optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_trials=1",
+            "optimized_metric=train/loss", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    first = cli_in_process(*args)
+    assert first.returncode == 0 and "Warning" not in first.stderr, first.stderr[-3000:]
+    assert (
+        json.loads((sweep / "sweep.json").read_text())["search"]["hydra.sweeper.direction"]
+        == '"minimize"'
+    )
+    before = _files(sweep)
+    again = cli_in_process(*args)
+    assert_one_line_error(again, str(sweep), "its sampler has no seed", code=entry.EXIT_BAD_INPUT)
+    assert _files(sweep) == before
+
+
 @pytest.mark.slow
 def test_a_job_an_earlier_start_still_runs_is_not_run_twice(
     tmp_path: Path, cache_dir: Path

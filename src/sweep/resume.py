@@ -70,7 +70,11 @@ def identity(master: DictConfig) -> dict[str, Any]:
     # An Optuna search continues by asking its seeded sampler again: the same answers give the
     # same trials, so what decides them is part of the sweep (n_trials may grow, as epochs do).
     optuna = "optuna" in sweeper.lower()
-    settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True) if optuna else {}
+    settings = (  # the plugin's own default direction is an enum: as its name
+        OmegaConf.to_container(master.hydra.sweeper, resolve=True, enum_to_str=True)
+        if optuna
+        else {}
+    )
     search = {}
     for key in ("sampler", "direction", "n_jobs") if optuna else ():
         value = settings.get(key)
