@@ -301,6 +301,27 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     return f"{added}: {where} has no key {name!r}{said}; a new key is added with +{added}"
 
 
+def _check_flags(args: Any) -> None:
+    """Hydra's own rules for its flags (its ValueError was a traceback, exit 1), in one line."""
+    if args.help:  # Hydra prints the help whatever else is given
+        return
+    if args.resolve and args.cfg is None:
+        raise ConfigError("--resolve goes with --cfg or --help: it resolves the config they print")
+    modes = {
+        "--run": args.run,
+        "--multirun": args.multirun,
+        "--cfg": args.cfg is not None,
+        "--info": args.info is not None,
+        "--shell-completion": args.shell_completion,
+    }
+    given = [flag for flag, on in modes.items() if on]
+    if len(given) > 1 and not args.hydra_help:
+        raise ConfigError(
+            f"{' and '.join(given)}: Hydra takes one of --run, --multirun, --cfg, --info and "
+            "--shell-completion (--cfg job prints a single run's config)"
+        )
+
+
 def preflight(
     argv: list[str],
     config_dir: str,
@@ -320,6 +341,7 @@ def preflight(
     """
 
     args = hydra_args_parser().parse_args(argv)
+    _check_flags(args)
     informational = args.help or args.hydra_help or args.info or args.shell_completion
     if args.config_path or args.config_dir or informational:
         return None, []  # another search path or an informational call: leave it to Hydra
