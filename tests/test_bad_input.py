@@ -442,8 +442,13 @@ def test_any_other_run_into_an_earlier_runs_folder_is_refused(
         ("src.train", [*TINY, *common[1:], "~callbacks.model_checkpoint"]),
     ):
         proc = cli_in_process(*args, module=module)
-        said = f"hydra.run.dir={run} holds an earlier run's metrics.json, which this run would "
-        assert_one_line_error(proc, said, "overwrite: give this run another folder", code=2)
+        said = f"hydra.run.dir={run} holds an earlier run (its metrics.json), whose files this run "
+        assert_one_line_error(proc, said, "would overwrite: give this run another folder", code=2)
+    # without Hydra's record (hydra.output_subdir=null; a copy that left dotfiles out): the same
+    shutil.rmtree(run / ".hydra")
+    proc = cli_in_process(*common, module="src.evaluate")  # was exit 0, both files replaced
+    assert_one_line_error(proc, f"hydra.run.dir={run} holds an earlier run", code=2)
+    before = {p: b for p, b in before.items() if ".hydra" not in p.parts}
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # a start stopped before any result (its config and log only): the same command again runs
     stopped = tmp_path / "stopped"

@@ -13,6 +13,7 @@ import pytest
 
 import src.io as io_module
 from src.checkpoint import read_checkpoint
+from src.config import compose
 from src.errors import OutputWriteError
 from src.io import output_file, write_text
 from tests.conftest import TINY, assert_last_line_error, assert_one_line_error, cli_in_process
@@ -206,6 +207,9 @@ def test_a_full_disk_in_a_command_is_exit_4(
     run = tmp_path / "run"
     run.mkdir()
     (run / name).write_bytes(PREVIOUS)
+    # The file as an earlier run's result: the folder check would refuse the run before it
+    # writes (test_bad_input); here the write itself is tested.
+    monkeypatch.setattr(compose, "check_run_folder_free", lambda cfg: None)
     proc = cli_in_process(*args, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}",
                           module=module)  # fmt: skip
     assert_last_line_error(proc, name, "No space left on device", code=4)

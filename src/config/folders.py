@@ -131,15 +131,15 @@ def check_run_folder_free(cfg: DictConfig) -> None:
             f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
             f"({key})"
         )
-    if not (run_dir / ".hydra").is_dir():  # Hydra's record of an earlier run there
-        return
-    # That run's results (what a start stopped before any is run over, as it was).
+    # An earlier run's results (a start stopped before any is run over, as it was), with or
+    # without Hydra's record of it (`hydra.output_subdir=null`, a copy that left dotfiles out)
     found = [
         n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
     ]
-    found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
+    if (run_dir / ".hydra").is_dir():  # its checkpoints, wherever that run put them
+        found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
     if found:
         raise ConfigError(
-            f"hydra.run.dir={run_dir} holds an earlier run's {found[0]}, which this run would "
-            "overwrite: give this run another folder"
+            f"hydra.run.dir={run_dir} holds an earlier run (its {found[0]}), whose files this run "
+            "would overwrite: give this run another folder"
         )
