@@ -21,6 +21,7 @@ from src.checkpoint import model_settings, read_checkpoint
 from src.cli import finished
 from src.errors import DataError
 from src.io import write_text
+from src.model.state import state_label
 from src.reports.figures import confusion_matrix
 from src.runtime.build import (
     build_datamodule,
@@ -53,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # The training set only for population statistics the checkpoint does not hold.
     population = computes_population(ckpt, cfg.model.get("bn_stats"))
     read_data(datamodule, "test", test_only=not population)
-    datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"))
+    datamodule.check_labels(model_settings(ckpt, cfg.ckpt_path).get("num_classes"), trained=True)
     model = build_model(ckpt, Path(cfg.ckpt_path), cfg.model.get("bn_stats"), datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -75,8 +76,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         num_test_images=len(datamodule.test_set),
     )
     log.info(
-        "Test accuracy (%s statistics): %.4f on %d images",
-        model.bn_stats,
+        "Test accuracy (%s): %.4f on %d images",
+        state_label(model.bn_stats, bool(model.update_state)),
         metrics["test/acc"],
         metrics["num_test_images"],
     )

@@ -79,7 +79,7 @@ def train(cfg: DictConfig, checked: bool = False) -> dict[str, float]:
     read_data(datamodule, "fit" if training else "test", test_only=not needs_train)
     ours = isinstance(datamodule, DigitsDataModule)  # a fork's own: Lightning checks it
     if ours:
-        datamodule.check_labels(cfg.model.get("num_classes"))
+        datamodule.check_labels(cfg.model.get("num_classes"), trained=bool(cfg.get("ckpt_path")))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     # Saved in every checkpoint: evaluation reads the data settings from it, from any folder.
     model.run_config = OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)

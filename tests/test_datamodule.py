@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from src.data import cache
 from src.data.arrays import DigitArrays
-from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.data.datamodule import DigitsDataModule, EpochBatchSampler, InMemoryBatches
 from src.errors import DataError
 from src.train import train
 from tests.conftest import TINY, compose_config
@@ -70,6 +70,33 @@ def test_datamodule_serves_in_memory_batches_dealt_by_the_trainers_rank(cache_di
     # not an epoch of no iterations (was exit 0, untrained)
     assert dm.batch_problem(6) is None
     assert "data.batch_size=32 for each of 7 processes is 224 images" in dm.batch_problem(7)
+
+
+def test_labels_past_the_networks_outputs_are_refused_and_absent_classes_said(
+    cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label the network has no output for is one line, whose advice suits a checkpoint's
+    fixed network too (was: set model.num_classes, which evaluate then refused); a class below
+    model.num_classes with no image is a warning, one above it none (was: for any of 0-9)."""
+    dm = DigitsDataModule(
+        batch_size=8, cache_dir=cache_dir, num_train_per_class=4, num_test_per_class=2
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(DataError, match="labels up to 9: set model.num_classes=10 or more"):
+        dm.check_labels(3)
+    with pytest.raises(DataError, match="checkpoint's network has 3 outputs: give it such data"):
+        dm.check_labels(3, trained=True)
+    for name in ("train_set", "test_set"):  # eight classes
+        images, labels = getattr(dm, name).tensors
+        setattr(dm, name, InMemoryBatches(images[labels < 8], labels[labels < 8]))
+    dm.check_labels(8)
+    assert not caplog.records
+    dm.check_labels(10)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The {split} set of 'synthetic' has no images of class(es) 8, 9."
+        for split in ("train", "test")
+    ]
 
 
 def test_data_depends_on_data_seed_not_on_the_run(cache_dir: Path) -> None:

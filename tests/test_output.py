@@ -25,7 +25,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from src import cli as entry
 from src.callbacks.progress import ProgressBar, epoch_number, progress_values
 from src.reports import figures
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, cli_in_process, run_cli
 
 LOG_PREFIX = re.compile(r"\[20\d\d-\d\d-\d\d ")
 PROGRESS = re.compile(
@@ -83,6 +83,14 @@ def test_a_run_to_pipes_prints_plain_lines_and_logs_them_all(tmp_path: Path) -> 
         "model.update_state=false, nothing was carried." in proc.stdout
     )
     assert "Test accuracy (initial state, not carried): " in proc.stdout
+    # and so does evaluate, with the same figure (was: "running statistics")
+    said = re.search(r"Test accuracy \(initial state, not carried\): [\d.]+", proc.stdout)[0]
+    evaluated = cli_in_process(
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'evaluated'}",
+        module="src.evaluate",
+    )
+    assert f"{said} on 100 images" in evaluated.stdout, evaluated.stdout[-2000:]
     assert "carried by the training loop" not in proc.stdout
     assert "State after training (initial state, not carried, used for prediction)" in proc.stdout
 

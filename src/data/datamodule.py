@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from src.data.arrays import (
 from src.data.sources import load_source
 from src.data.sources.common import SPLITS
 from src.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryBatches(TensorDataset):
@@ -308,15 +311,30 @@ class DigitsDataModule(L.LightningDataModule):
             return None
         return batch_problem(self.batch_size, len(self.train_set), self.source, processes)
 
-    def check_labels(self, num_classes: int | None) -> None:
-        """DataError unless every label fits the network's `model.num_classes` outputs."""
-        sets = (self.train_set, self.val_set, self.test_set)
-        top = max((int(s.labels.max()) for s in sets if s is not None and len(s)), default=-1)
-        if num_classes is not None and top >= num_classes:
+    def check_labels(self, num_classes: int | None, trained: bool = False) -> None:
+        """DataError unless every label fits the network's `model.num_classes` outputs (fixed
+        by its checkpoint where `trained`); a warning for each class a split has no image of."""
+        sets = {"train": self.train_set, "validation": self.val_set, "test": self.test_set}
+        sets = {name: s for name, s in sets.items() if s is not None and len(s)}
+        top = max((int(s.labels.max()) for s in sets.values()), default=-1)
+        if num_classes is None:
+            return
+        if top >= num_classes:
+            fix = f"set model.num_classes={top + 1} or more"
+            if trained:  # the command line cannot change the network a checkpoint holds
+                fix = f"its checkpoint's network has {num_classes} outputs: give it such data"
             raise DataError(
                 f"model.num_classes={num_classes}, but data source '{self.source}' has "
-                f"labels up to {top}: set model.num_classes={top + 1} or more"
+                f"labels up to {top}: {fix}"
             )
+        for name in ("train", "test"):  # a validation split is drawn from the training set
+            if name in sets and (
+                absent := set(range(num_classes)) - set(sets[name].labels.tolist())
+            ):
+                said = ", ".join(map(str, sorted(absent)))
+                log.warning(
+                    "The %s set of '%s' has no images of class(es) %s.", name, self.source, said
+                )
 
     def train_dataloader(self) -> EpochLoader:
         """Each process's shard of every epoch's permutation; `data.batch_size` is per process.

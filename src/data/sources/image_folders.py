@@ -92,9 +92,6 @@ def _class_folders(folder: Path) -> dict[int, list[os.DirEntry]]:
             folder,
             ignored[0],
         )
-    absent = sorted(set(range(NUM_CLASSES)) - classes.keys())
-    if absent:
-        log.warning("%s has no images of class(es) %s.", folder, ", ".join(map(str, absent)))
     return dict(sorted(classes.items()))
 
 
