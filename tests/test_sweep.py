@@ -183,6 +183,10 @@ def test_an_optuna_search_plans_its_trials() -> None:
     master = {"overrides": {"task": ["seed=1"]}, "sweeper": {"params": params, "n_trials": 20}}
     plan = plan_of(OmegaConf.create({"hydra": master}))
     assert (plan.keys, plan.jobs) == (["optimizer.lr", "data.batch_size"], 20)
+    # a key given again: Hydra sweeps its last value (was "1 of 4 jobs run" for one job)
+    master = {"overrides": {"task": ["seed=0,1", "optimizer.lr=0.1,0.2", "seed=2"]}}
+    plan = plan_of(OmegaConf.create({"hydra": master}))
+    assert (plan.keys, plan.jobs) == (["optimizer.lr"], 2)
 
 
 def test_no_seed_table_before_any_job_completed(tmp_path: Path) -> None:

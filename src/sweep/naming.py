@@ -49,8 +49,9 @@ def sweep_overrides(master: DictConfig) -> list[Any]:
 def plan_of(master: DictConfig) -> Plan:
     """The swept keys of a multirun config (command line and `hydra.sweeper.params`)."""
     plan, jobs = Plan(), 1
-    for o in sweep_overrides(master):
-        if not o.is_sweep_override() or o.key_or_group in plan.keys:
+    final = {o.key_or_group: o for o in sweep_overrides(master)}  # a key's last is Hydra's
+    for o in final.values():
+        if not o.is_sweep_override():
             continue
         plan.keys.append(o.key_or_group)
         try:
