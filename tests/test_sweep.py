@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -210,3 +212,56 @@ def test_the_summary_reads_each_metric_a_callback_may_watch(tmp_path: Path) -> N
     (tmp_path / "metrics.json").write_text(json.dumps(saved))
     assert read_metrics(tmp_path) == {k: v for k, v in saved.items() if k != "epochs"}
     assert (METRICS["val/acc"], METRICS["val/loss"]) == (True, False)
+
+
+def test_a_stop_names_the_jobs_other_processes_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """submitit's jobs outlive the command that launched them: a signal to that command alone
+    marked them `stopped` while they trained on. A job folder whose lock another process holds
+    is `running`, and the stop line says to run the sweep again once they end."""
+    for num, lr in ((0, "0.1"), (1, "0.2")):
+        folder = tmp_path / f"{num}_lr={lr}" / ".hydra"
+        folder.mkdir(parents=True)
+        job = {"job": {"num": num}, "overrides": {"task": [f"optimizer.lr={lr}"]}}
+        OmegaConf.save({"hydra": job}, folder / "hydra.yaml")
+    hold = "f = open(sys.argv[1], 'a+'); fcntl.lockf(f, fcntl.LOCK_EX); f.write('process 7 on n1')"
+    hold = f"import fcntl, sys, time; {hold}; f.flush(); print(); time.sleep(60)"
+    lock = tmp_path / "0_lr=0.1" / ".job.lock"
+    holding = subprocess.Popen(
+        [sys.executable, "-c", hold, lock], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        holding.stdout.readline()  # it holds the lock
+        summary = SweepSummary()
+        summary.keys, summary.planned = ["optimizer.lr"], 2
+        summary.gather_unsaved(tmp_path, "stopped: SIGINT: stopped with the sweep", 130)
+        with pytest.raises(SystemExit) as stop:
+            summary.finish(tmp_path, interrupted=("SIGINT", 130))
+    finally:
+        holding.kill()
+    out = capsys.readouterr()
+    assert stop.value.code == 130
+    assert "Sweep: 2 jobs, 0 ok, 0 failed, 1 stopped, 1 running" in out.out
+    assert "job 0 (0_lr=0.1): still run by process 7 on n1" in out.out
+    assert out.err.strip().endswith(
+        "the sweep stops, 0 of 2 jobs ended, 1 still running in other processes (see "
+        f"{tmp_path / 'summary.csv'}); run the same command again once they end, to resume it"
+    )
+    assert [r["status"] for r in read_csv(tmp_path / "summary.csv")] == ["running", "stopped"]
+
+
+def test_a_search_is_tabled_by_the_metric_it_optimises(tmp_path: Path) -> None:
+    """`optimized_metric=train/loss` (hydra/sweeper=optuna): its table was sorted by test/acc."""
+    from src.sweep.rows import Row
+
+    summary = SweepSummary()
+    summary.keys, summary.metric = ["optimizer.lr"], "train/loss"
+    rows = [Row(n, {"optimizer.lr": lr}, status="ok") for n, lr in enumerate(("0.1", "0.2"))]
+    rows[0].metrics, rows[1].metrics = (
+        {"test/acc": 0.9, "train/loss": 0.5},
+        {"test/acc": 0.8, "train/loss": 0.2},
+    )
+    text = summary.summary_text(tmp_path, rows)
+    assert "by train/loss, lowest first" in text
+    assert table_jobs(text, "Sweep:") == ["1", "0"]

@@ -283,6 +283,26 @@ def _claim(folder: Path) -> None:
     _held.append(lock)
 
 
+def holder(folder: Path) -> str | None:
+    """Who holds the job folder's lock: a job still running in another process (`_claim`'s
+    line), or None."""
+    import errno
+    import fcntl
+
+    if any(Path(lock.name).parent == folder for lock in _held):
+        return None  # this process's own job (closing a probe's file would release its lock)
+    try:
+        with open(folder / LOCK_FILE) as lock:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as err:
+                held = err.errno in (errno.EACCES, errno.EAGAIN)  # else: no locks here
+                return (lock.read().strip() or "another process") if held else None
+    except OSError:  # no lock file: never run here
+        pass
+    return None
+
+
 def _saved(folder: Path) -> Row | None:
     try:
         return saved_row(json.loads((folder / STATUS_FILE).read_text()))

@@ -38,7 +38,7 @@ class Row:
         return Path(self.run_dir).name
 
 
-STATUSES = ("ok", "failed", "stopped")
+STATUSES = ("ok", "failed", "stopped", "running")  # running: in another process at a stop
 RESUMES = ("", "resumed", "skipped", "rerun")
 
 
@@ -117,9 +117,12 @@ def fmt_time(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def sort_metric(rows: list[Row]) -> str | None:
+def sort_metric(rows: list[Row], first: str | None = None) -> str | None:
+    """The metric the table is sorted by: `first` (the one a search optimises), else the first
+    of METRICS the completed jobs have."""
     done = [r for r in rows if r.status == "ok"]
-    return next((m for m in METRICS if any(m in r.metrics for r in done)), None)
+    order = [first, *METRICS] if first in METRICS else METRICS
+    return next((m for m in order if any(m in r.metrics for r in done)), None)
 
 
 def sorted_rows(rows: list[Row], metric: str | None) -> list[Row]:

@@ -58,6 +58,7 @@ from src.sweep.rows import (
     METRICS,
     RESUMES,
     STATUS_FILE,
+    STATUSES,
     Row,
     fmt,
     fmt_time,
@@ -103,6 +104,7 @@ class SweepSummary(Callback):
         self.checked: tuple[str, str] | None = None  # resume.checked: the sweep jobs continue
         self.sweep_dir: Path | None = None
         self.plan = Plan()  # naming.current, in a job's own process too
+        self.metric: str | None = None  # a search's optimized_metric: the table's order
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
@@ -120,6 +122,7 @@ class SweepSummary(Callback):
         self.keys, self.planned = list(plan.keys), plan.jobs
         self.rows, self.started = {}, {}
         self.sweep_id, self.pid = uuid.uuid4().hex, os.getpid()
+        self.metric = OmegaConf.select(config, "optimized_metric", default=None)
         sweep = OmegaConf.select(config, "hydra.sweep", default=None) or {}
         subdir = OmegaConf.to_container(sweep, resolve=False).get("subdir") if sweep else None
         if subdir is not None and "${" not in str(subdir) and plan.jobs != 1:  # one folder
@@ -220,8 +223,8 @@ class SweepSummary(Callback):
 
     def gather_unsaved(self, sweep_dir: Path, error: str, code: int) -> None:
         """A row for each job folder without one: a job the stop caught in another process
-        (joblib ends its workers before they write it), `stopped`, or `ok` where it had
-        finished (its metrics.json)."""
+        (joblib ends its workers before they write it), `stopped`, `ok` where it had finished
+        (its metrics.json), or `running` where a process still holds its folder."""
         for hydra in sorted(sweep_dir.glob("*/.hydra/hydra.yaml")):  # its number and overrides
             try:
                 saved, folder = OmegaConf.load(hydra).hydra, hydra.parent.parent
@@ -234,6 +237,9 @@ class SweepSummary(Callback):
                 if (folder / "metrics.json").is_file():
                     row.status, row.error, row.code = "ok", "", 0
                     row.metrics = read_metrics(folder)
+                elif holder := resume.holder(folder):  # a submitit job outlives this process
+                    row.status, row.code = "running", 0
+                    row.error = f"still run by {holder}: this command stopped waiting for it"
                 self.rows[num] = row
             except Exception as err:  # a folder that is not a job's: not a row
                 print(f"warning: sweep summary: {hydra}: not used ({err})", file=sys.stderr)
@@ -284,12 +290,16 @@ class SweepSummary(Callback):
         summary = sweep_dir / "summary.csv"
         if interrupted is not None:
             name, code = interrupted
-            done = sum(r.status != "stopped" for r in rows)
+            done = sum(r.status not in ("stopped", "running") for r in rows)
             ended = f"{done} of {jobs(self.planned)}" if self.planned else jobs(done)
             left = done < (self.planned or done + 1)  # unknown: there may be more
             again = "; run the same command again to resume it" if left else ""
-            exit_with(f"stopped: {name}: the sweep stops, {ended} ended (see {summary}){again}",
-                      code)  # fmt: skip
+            if running := sum(r.status == "running" for r in rows):
+                ended += f" ended, {running} still running in other processes"
+                again = "; run the same command again once they end, to resume it"
+            else:
+                ended += " ended"
+            exit_with(f"stopped: {name}: the sweep stops, {ended} (see {summary}){again}", code)
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
             after = f"job {stopped.job}{left} ({stopped.folder})"
@@ -317,7 +327,7 @@ class SweepSummary(Callback):
         return ""
 
     def summary_text(self, sweep_dir: Path, rows: list[Row]) -> str:
-        metric = sort_metric(rows)
+        metric = sort_metric(rows, self.metric)
         columns = [m for m in METRICS if any(m in r.metrics for r in rows)]
         names = short_names(self.keys)
         marks = [s for s in RESUMES if s and any(r.resume == s for r in rows)]  # a resumed sweep
@@ -331,10 +341,10 @@ class SweepSummary(Callback):
             for r in sorted_rows(rows, metric)
         ]
         header += ["this run"] if marks else []
-        counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "stopped")}
+        counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
         run = f"{len(rows)} of {jobs(self.planned)} run" if len(rows) < (self.planned or 0) else ""
         title = f"Sweep: {run or jobs(len(rows))}, " + ", ".join(
-            f"{n} {s}" for s, n in counts.items() if n or s != "stopped"
+            f"{n} {s}" for s, n in counts.items() if n or s in ("ok", "failed")
         )
         if marks:
             title += f" ({', '.join(f'{sum(r.resume == s for r in rows)} {s}' for s in marks)})"
