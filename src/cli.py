@@ -76,6 +76,8 @@ def setup() -> None:
     setup_loggers()  # ${run_name:}, ${tag_dict:}, MLflow offline and quiet
     # Added once: logging keeps no duplicate of the same filter.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_adverts)
+    # Optuna's storage imports alembic, which logs each of its plugins at INFO: seven lines.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # In-memory batches need no worker processes; Lightning's advice to add some does not apply.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # Lightning 2.6 on torch 2.13 trips over a torch deprecation in its own pytree helper.
