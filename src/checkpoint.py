@@ -92,7 +92,9 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
             ) from err
         # The safe unpickler's refusal of what is no pickle at all advises a load with
         # weights_only=False, which would run whatever the file holds: not repeated.
-        said = "" if isinstance(err, pickle.UnpicklingError) else f" ({first_line(err)})"
+        # A KeyError's line is a bare byte of the file (text starting "hello": "(101)").
+        quiet = isinstance(err, (pickle.UnpicklingError, KeyError))
+        said = "" if quiet else f" ({first_line(err)})"
         said = said.split(". ")[0] + ")" if ". " in said else said  # miniz's paragraph: its first
         raise CheckpointError(
             f"cannot be read: the file is damaged, truncated or not a PyTorch checkpoint{said}"

@@ -200,6 +200,7 @@ def test_a_checkpoint_path_that_is_no_checkpoint_file_is_one_line(
     import pickle
 
     (tmp_path / "plain.ckpt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    (tmp_path / "notes.ckpt").write_text("hello\n")  # was "... checkpoint (101)": a byte
     for typed, said in (
         (
             tiny_checkpoint.parent,
@@ -211,4 +212,8 @@ def test_a_checkpoint_path_that_is_no_checkpoint_file_is_one_line(
         proc = cli_in_process(f"ckpt_path={typed}", f"hydra.run.dir={tmp_path / 'run'}",
                               module="src.evaluate")  # fmt: skip
         assert_one_line_error(proc, f"ckpt_path={typed}: {said}", code=2)
+    proc = cli_in_process(f"ckpt_path={tmp_path / 'notes.ckpt'}", module="src.evaluate")
+    assert assert_one_line_error(proc, code=2).endswith(
+        "damaged, truncated or not a PyTorch checkpoint"
+    )
     assert not (tmp_path / "run").exists()
