@@ -102,6 +102,19 @@ def test_a_single_run_leaves_torchs_threads_alone(
         assert configure_threads(tiny_cfg).threads == 1  # interop may be fixed already: no error
         assert torch.get_num_threads() == 1
         assert os.environ["OMP_NUM_THREADS"] == "1"  # for Lightning's DDP processes
+        # the next job of a sweep in this process, left automatic: torch's default again (it
+        # trained on with the earlier job's count, while the log said torch's default)
+        tiny_cfg.num_threads = None
+        assert configure_threads(tiny_cfg).threads is None
+        assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+        # DDP: what Lightning's processes use, said before they start (the log said 2, not 1)
+        tiny_cfg.trainer.accelerator, tiny_cfg.trainer.devices = "cpu", 2
+        choice = configure_threads(tiny_cfg)
+        assert choice.threads == max(len(os.sched_getaffinity(0)) // 2, 1)
+        assert (
+            "/ 2 at once: DDP processes" in choice.reason
+            and torch.get_num_threads() == choice.threads
+        )
     finally:
         torch.set_num_threads(before)
 

@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.compat import BASIC_LAUNCHER
+from src.config.devices import device_count
 from src.config.rules import in_multirun
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,18 @@ def sweep_batch(hydra_cfg: DictConfig) -> int | None:
     return min(known) if known else None
 
 
+# torch's threads and OMP_NUM_THREADS as they were before a job of this process set its own:
+# a later job left at torch's default (a sweep's next job on Hydra's basic launcher, in the same
+# process) gets them back instead of the earlier job's count.
+_before: tuple[int, str | None] | None = None
+
+
 def configure_threads(cfg: DictConfig) -> ThreadChoice:
     """Choose this job's thread count (see the module docstring), apply it and log it."""
     import torch
     from hydra.core.hydra_config import HydraConfig
 
+    global _before
     launcher, multirun, batch, cores = None, in_multirun(), None, 1
     if multirun:  # a DictConfig: .get() resolves interpolations
         launcher = HydraConfig.get().get("launcher")
@@ -124,10 +132,26 @@ def configure_threads(cfg: DictConfig) -> ThreadChoice:
 
         batch, cores = sweep_batch(HydraConfig.get()), joblib.cpu_count()
     choice = choose_threads(cfg.get("num_threads"), launcher, multirun, cores, batch)
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto").lower()
+    local = device_count(cfg, accelerator)  # processes on this machine: several under DDP
+    if choice.threads is None and local > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Lightning's DDP would set the cores / processes after this line: set and said here
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        choice = _shared(usable, local, "DDP processes, as Lightning shares the cores")
     if choice.threads is not None:
+        if _before is None:
+            _before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
         torch.set_num_threads(choice.threads)
         # Lightning's DDP gives the processes it starts cores / processes unless this is set.
         os.environ["OMP_NUM_THREADS"] = str(choice.threads)
+    elif _before is not None:  # an earlier job of this process set its own
+        threads, omp = _before
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+        _before = None
     intra, inter = torch.get_num_threads(), torch.get_num_interop_threads()
     log.info("torch threads: %d (%s); intra-op %d, inter-op %d", intra, choice.reason, intra, inter)
     return choice
