@@ -49,3 +49,7 @@ def test_an_experiment_of_ones_own_sets_the_runs_seed_and_tags(tmp_path: Path) -
     overrides = ["experiment=mine", f"hydra.searchpath=[file://{tmp_path}]"]
     cfg = compose_config(overrides, tmp_path / "run", tmp_path)
     assert cfg.seed == 7 and list(cfg.tags) == ["x"]
+    # a key of config.yaml given with a +: replaced, as Hydra does (was "nothing reads" it)
+    cfg = compose_config(["+tags=[z]"], tmp_path / "run", tmp_path)
+    check_config(cfg)
+    assert list(cfg.tags) == ["z"]

@@ -217,9 +217,16 @@ def check_added_keys(cfg: DictConfig, settings: dict) -> None:
     """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
     typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
+    primary: set[str] = set()  # the keys of the primary config (`+tags=[a]` replaces its tags)
+    for source in OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None) or []:
+        name = Path(str(source.path)) / f"{OmegaConf.select(cfg, 'hydra.job.config_name')}.yaml"
+        if source.provider == "main" and source.schema == "file" and name.is_file():
+            primary = set(OmegaConf.load(name))
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
         key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
-        read = key in groups or any(c in key for c in "+./@") or "${" + key in typed
+        read = (
+            key in groups or key in primary or any(c in key for c in "+./@") or "${" + key in typed
+        )
         if str(line).startswith("+") and not read:
             near = [k for k, _ in leaves(settings) if k.endswith(f".{key}")]
             hint = f" (did you mean {near[0]}?)" if near else ""
