@@ -151,13 +151,31 @@ def resume_command(path: Any) -> str:
     job, the sweep's own command."""
     from hydra.core.hydra_config import HydraConfig
 
+    from src.runtime.build import CONFIG_DIR
+
     if rules.in_multirun():
         return "the sweep's own command again (it skips finished jobs and resumes this one)"
+    flags: list[str] = []
     overrides: list[str] = []
     if HydraConfig.initialized():
-        typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
-        overrides = [o for o in typed if o.split("=")[0].lstrip("+~") != "ckpt_path"]
-    return shlex.join(["python", "-m", "src.train", f"ckpt_path={hydra_quoted(path)}", *overrides])
+        hydra = HydraConfig.get()
+        typed = OmegaConf.to_container(hydra.overrides, resolve=False)
+        overrides = [o for o in typed["task"] if o.split("=")[0].lstrip("+~") != "ckpt_path"]
+        # and what it was composed from: another config folder or primary config, a search path
+        own = ("hydra.run.dir", "hydra.mode")  # a new folder; Hydra's own
+        overrides += [o for o in typed["hydra"] if o.split("=")[0] not in own]
+        for source in hydra.runtime.config_sources:
+            where = str(source.path)
+            if source.provider == "command-line":
+                flags += ["--config-dir", where]
+            elif (
+                source.provider == "main" and f"{source.schema}://{where}" != f"file://{CONFIG_DIR}"
+            ):
+                flags += ["--config-path", where if source.schema == "file" else f"pkg://{where}"]
+        if hydra.job.config_name != "config":
+            flags += ["--config-name", str(hydra.job.config_name)]
+    command = ["python", "-m", "src.train", *flags, f"ckpt_path={hydra_quoted(path)}", *overrides]
+    return shlex.join(command)
 
 
 def hydra_quoted(path: Any) -> str:
@@ -250,14 +268,15 @@ def run(
         try:
             sys.argv[1:] = quoted_for_hydra(sys.argv[1:])  # Hydra's main reads sys.argv
             check = check or rules.check_config
-            mode, configs = preflight(sys.argv[1:], config_dir, config_name, check, task_name(main))
+            argv, name = sys.argv[1:], task_name(main)
+            mode, configs, search_path = preflight(argv, config_dir, config_name, check, name, main)
             if mode == "multirun":  # parallel jobs would each create it, at once: here, first
                 prepare_mlflow_stores(configs)
         except (ConfigError, DataError, CheckpointError) as err:
             exit_with(f"error: {err}", EXIT_BAD_INPUT)
         if mode == "run":
             _in_command["checked"] = True
-            run_composed(main, config_dir, configs[0])
+            run_composed(main, search_path, configs[0])
         else:
             main()
         if stop := swallowed_stop():  # its RunStopped was dropped on the way: stop now

@@ -67,16 +67,51 @@ def task_name(task_function: Any) -> str:
     return detect_task_name(*detect_calling_file_or_module_from_task_function(task_function))
 
 
-def run_composed(task_function: Any, config_dir: str, cfg: Any) -> None:
+def config_search_path(task_function: Any, config_dir: str, args: argparse.Namespace) -> Any:
+    """The config search path `@hydra.main` composes `task_function`'s command line with:
+    `config_dir` (its `config_path`), or `--config-path`'s folder instead, with `--config-dir`'s
+    folder ahead of the project's. Hydra builds it inside its own run only."""
+    import os
+
+    from hydra._internal.utils import (
+        create_automatic_config_search_path,
+        create_config_search_path,
+        detect_calling_file_or_module_from_task_function,
+    )
+    from hydra.core.config_search_path import SearchPathQuery
+
+    if args.config_path is None:
+        search_path = create_config_search_path(config_dir)  # `@hydra.main`'s, from a path
+    else:
+        called = detect_calling_file_or_module_from_task_function(task_function)
+        search_path = create_automatic_config_search_path(*called, args.config_path)
+    if args.config_dir is not None:
+        added = f"file://{os.path.abspath(args.config_dir)}"
+        search_path.prepend("command-line", added, anchor=SearchPathQuery(provider="schema"))
+    return search_path
+
+
+def start_hydra(job_name: str, search_path: Any) -> None:
+    """Hydra set up to compose with `search_path` (what `initialize_config_dir` does with one
+    folder): `hydra.compose` then composes as `@hydra.main` will."""
+    from hydra._internal.hydra import Hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.version import setbase
+
+    GlobalHydra.instance().clear()
+    setbase("1.3")
+    Hydra.create_main_hydra2(job_name, search_path)
+
+
+def run_composed(task_function: Any, search_path: Any, cfg: Any) -> None:
     """`@hydra.main`'s single run of `task_function` (run folder, `.hydra/`, logging, Hydra's
     callbacks and its report of an error) on `cfg`, the command line's config composed already,
     `hydra` node included. `@hydra.main` would compose it twice more (to learn the run mode, then
     to run); Hydra has no public way to run a job on a config composed before."""
     from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path, run_and_report
+    from hydra._internal.utils import run_and_report
     from hydra.core.global_hydra import GlobalHydra
 
-    search_path = create_config_search_path(config_dir)  # `@hydra.main` makes it so from a path
     hydra = Hydra.create_main_hydra2(task_name(task_function), search_path)
     loader = hydra.config_loader
 

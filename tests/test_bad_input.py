@@ -502,7 +502,7 @@ def test_an_optuna_search_may_minimise_a_loss(tmp_path: Path) -> None:
 def test_each_sweep_value_is_composed_as_hydras_job_composes_it(tmp_path: Path) -> None:
     """`++key=a,b` (add or override) composes one config a value, as each of Hydra's jobs does."""
     argv = ["--multirun", "++optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path}/sweep"]
-    mode, configs = preflight(argv, str(CONF), "config")
+    mode, configs = preflight(argv, str(CONF), "config")[:2]
     assert mode == "multirun"
     assert sorted(cfg.optimizer.lr for cfg in configs) == [0.01, 0.02]
     # a glob over a group's options, which Hydra's basic sweeper expands (was "ConfigLoader is

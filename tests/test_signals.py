@@ -191,6 +191,30 @@ def test_a_signal_in_training_or_testing_saves_and_stops(
     complete_files(run)
 
 
+def test_the_resume_line_of_a_run_from_ones_own_config_folder_resumes_it(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """`--config-dir` (an experiment of one's own), another primary config and a search path
+    were left out of the printed command, which then failed ("Could not find 'experiment/mine'");
+    a run so composed was also not checked before its folder (it trained over an earlier run)."""
+    mine = tmp_path / "mine"
+    (mine / "experiment").mkdir(parents=True)
+    (mine / "experiment" / "own.yaml").write_text("# @package _global_\nseed: 7\n")
+    (mine / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nnum_threads: 1\n")
+    run = tmp_path / "run"
+    flags = ["--config-dir", str(mine), "--config-name", "mine"]
+    args = [*flags, *run_args(run, cache_dir, "experiment=own", *with_signal("mid_epoch", 2))]
+    line = stopped_line(cli_in_process(*args), signal.SIGINT)
+    resumed = shlex.split(line.split("Resume with: ", 1)[1])[3:]
+    assert resumed[:4] == flags and "experiment=own" in resumed
+    again = cli_in_process(*resumed, f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
+    assert (config["seed"], config["num_threads"]) == (7, 1)
+    # the same command into the stopped run's folder: refused before it starts, as without
+    assert cli_in_process(*args).returncode == 2
+
+
 @pytest.mark.parametrize(
     ("hook", "ended", "after"),
     [

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep
@@ -19,7 +20,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.compat import hydra_args_parser
+from src.compat import config_search_path, hydra_args_parser, start_hydra
 from src.config.folders import (
     check_checkpoint_folder,
     check_mlflow_stores,
@@ -328,12 +329,14 @@ def preflight(
     config_name: str,
     check: Callable[[DictConfig], Any] = check_config,
     job_name: str = "app",
-) -> tuple[str | None, list[DictConfig]]:
+    task_function: Any = None,
+) -> tuple[str | None, list[DictConfig], Any]:
     """Compose the config the CLI will run (each sweep value too) and check it with `check`
     (default: check_config), then check that its run (or sweep) folder can be created.
     Returns "run" (a single run: the one config is the run's, `hydra` node and `job_name`
-    included, for Hydra to run as it is), "multirun", or None (Hydra's own: it prints, or reads
-    another config folder), and the configs composed (none for an informational call).
+    included, for Hydra to run as it is), "multirun", or None (Hydra's own: it prints), the
+    configs composed (none for an informational call), and the config search path (with
+    `--config-dir` or `--config-path`, as `@hydra.main` of `task_function` builds it).
 
     Raises ConfigError with one line for an unknown group, option or key, or a bad value, or a
     run folder that cannot be created, so the user sees that line instead of Hydra's multi-line
@@ -343,10 +346,13 @@ def preflight(
     args = hydra_args_parser().parse_args(argv)
     _check_flags(args)
     informational = args.help or args.hydra_help or args.info or args.shell_completion
-    if args.config_path or args.config_dir or informational:
-        return None, []  # another search path or an informational call: leave it to Hydra
-    GlobalHydra.instance().clear()  # initialize_config_dir restores this state on leaving
-    with initialize_config_dir(config_dir, job_name, version_base="1.3"):
+    if informational:
+        return None, [], None  # leave it to Hydra
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        raise ConfigError(f"--config-dir {args.config_dir}: no such folder")
+    search_path = config_search_path(task_function, config_dir, args)
+    start_hydra(job_name, search_path)
+    try:
         runs = _compositions(args.overrides)
         done: dict[tuple[str, ...], DictConfig] = {}
 
@@ -383,4 +389,10 @@ def preflight(
                 check_mlflow_stores(cfg)
         # --cfg prints; --resolve without it and a rerun are Hydra's own
         own = args.cfg or args.resolve or args.experimental_rerun
-        return (None if own else "multirun" if multirun else "run"), list(done.values())
+        return (
+            (None if own else "multirun" if multirun else "run"),
+            list(done.values()),
+            search_path,
+        )
+    finally:
+        GlobalHydra.instance().clear()
