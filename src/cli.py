@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import run_composed, task_name
 from src.config import rules
 from src.config.compose import preflight, quoted_for_hydra
-from src.console import log_to_files, route_output
+from src.console import hydra_quoted, log_to_files, route_output
 from src.errors import (
     SIGNAL_NAMES,
     CheckpointError,
@@ -176,16 +176,6 @@ def resume_command(path: Any) -> str:
             flags += ["--config-name", str(hydra.job.config_name)]
     command = ["python", "-m", "src.train", *flags, f"ckpt_path={hydra_quoted(path)}", *overrides]
     return shlex.join(command)
-
-
-def hydra_quoted(path: Any) -> str:
-    """A path as a Hydra override's value: quoted where it holds what Hydra's grammar reads,
-    such as the `=` of Lightning's `epoch=3-step=40.ckpt` or of a sweep's job folder."""
-    text = str(path)
-    if not re.fullmatch(r"[\w/.+@%:-]+", text):  # Hydra's quotes: a backslash escapes a quote
-        escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
-        text = "'" + re.sub(r"\\+$", lambda m: m.group() * 2, escaped) + "'"
-    return text
 
 
 def config_checked() -> bool:

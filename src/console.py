@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import shutil
 import sys
 import threading
@@ -158,3 +159,13 @@ def print_config_tree(cfg: DictConfig, path: Path | None = None) -> None:
     sys.stdout.write(shown)
     sys.stdout.flush()
     log_to_files(log, logging.INFO, "Config (saved as %s):\n%s", path, plain.rstrip("\n"))
+
+
+def hydra_quoted(path: Any) -> str:
+    """A path as a Hydra override's value: quoted where it holds what Hydra's grammar reads,
+    such as the `=` of Lightning's `epoch=3-step=40.ckpt` or of a sweep's job folder."""
+    text = str(path)
+    if not re.fullmatch(r"[\w/.+@%:-]+", text):  # Hydra's quotes: a backslash escapes a quote
+        escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+        text = "'" + re.sub(r"\\+$", lambda m: m.group() * 2, escaped) + "'"
+    return text

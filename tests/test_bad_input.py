@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from src.config import schema
@@ -418,6 +419,14 @@ def test_a_run_into_a_folder_holding_a_runs_checkpoint_continues_it_or_is_refuse
     proc = cli_in_process(*args, *elsewhere)  # a checkpoint folder two runs share
     assert_one_line_error(proc, "another folder (callbacks.model_checkpoint.dirpath)", code=2)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # a folder named by Hydra's override_dirname holds '=' and ',': the advice pastes as given
+    named = tmp_path / "lr=0.1,seed=1"
+    shutil.copytree(run, named)
+    line = assert_one_line_error(cli_in_process(*args, f"hydra.run.dir='{named}'"), code=2)
+    given = line.split("continue it with ", 1)[1].split(", or give", 1)[0]
+    assert OverridesParser.create().parse_override(given).value() == str(
+        named / "checkpoints" / "last.ckpt"
+    )
 
 
 def test_any_other_run_into_an_earlier_runs_folder_is_refused(
@@ -448,7 +457,10 @@ def test_any_other_run_into_an_earlier_runs_folder_is_refused(
     shutil.rmtree(run / ".hydra")
     proc = cli_in_process(*common, module="src.evaluate")  # was exit 0, both files replaced
     assert_one_line_error(proc, f"hydra.run.dir={run} holds an earlier run", code=2)
-    before = {p: b for p, b in before.items() if ".hydra" not in p.parts}
+    (run / "metrics.json").unlink()  # a stopped run's: its checkpoint alone
+    proc = cli_in_process(*common, module="src.evaluate")
+    assert_one_line_error(proc, "holds an earlier run (its checkpoints/last.ckpt)", code=2)
+    before = {p: b for p, b in before.items() if ".hydra" not in p.parts and p.suffix != ".json"}
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # a start stopped before any result (its config and log only): the same command again runs
     stopped = tmp_path / "stopped"

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config.rules import hydra_runtime, refuse_tilde
 from src.config.schema import value_at
+from src.console import hydra_quoted
 from src.errors import ConfigError, first_line
 
 
@@ -128,16 +129,17 @@ def check_run_folder_free(cfg: DictConfig) -> None:
         key = "hydra.run.dir" if inside else "callbacks.model_checkpoint.dirpath"
         raise ConfigError(
             f"{last} holds the checkpoint of an earlier run in this folder, which this run would "
-            f"overwrite: continue it with ckpt_path={last}, or give this run another folder "
-            f"({key})"
+            f"overwrite: continue it with ckpt_path={hydra_quoted(last)}, or give this run another "
+            f"folder ({key})"
         )
     # An earlier run's results (a start stopped before any is run over, as it was), with or
     # without Hydra's record of it (`hydra.output_subdir=null`, a copy that left dotfiles out)
     found = [
         n for n in ("metrics.json", "predictions.csv", "export.json") if (run_dir / n).is_file()
     ]
-    if (run_dir / ".hydra").is_dir():  # its checkpoints, wherever that run put them
-        found += [str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.ckpt")]
+    # its checkpoints: wherever a run that Hydra recorded put them, else where runs put them
+    where = "**/*.ckpt" if (run_dir / ".hydra").is_dir() else "checkpoints/*.ckpt"
+    found += [str(p.relative_to(run_dir)) for p in run_dir.glob(where)]
     if found:
         raise ConfigError(
             f"hydra.run.dir={run_dir} holds an earlier run (its {found[0]}), whose files this run "
