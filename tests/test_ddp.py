@@ -290,6 +290,8 @@ def test_sync_batchnorm_2x_b_equals_one_process_with_2b(tmp_path: Path, cache_di
     two = run_cli(*common, "trainer=ddp_cpu", "data.batch_size=16", "model.sync_batchnorm=true",
                f"hydra.run.dir={tmp_path / 'two'}", *_dump_args(tmp_path / "d2"))  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    logs = [p.read_text() for p in (tmp_path / "two").glob("*.log")]
+    assert len(logs) >= 2 and not any("FutureWarning" in t for t in logs)  # torch's deprecation
     # the single process in this one (its thread count is the same)
     train(compose_config([*common, *_dump_args(tmp_path / "d1")], tmp_path / "one", cache_dir))
     (single,), pair = _dumps(tmp_path / "d1", 1), _dumps(tmp_path / "d2", 2)

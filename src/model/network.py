@@ -93,12 +93,10 @@ class BatchNorm(nn.Module):
         The running statistics take the unbiased global variance, exactly as `F.batch_norm`
         folds in a single process's batch.
         """
-        from torch.distributed.nn.functional import all_reduce
-
         channels = x.transpose(0, 1).flatten(1).double()  # C x values of this process
         count = torch.full_like(channels[:, 0], channels.shape[1])
         local = torch.stack((count, channels.sum(dim=1), channels.pow(2).sum(dim=1)))
-        total = all_reduce(local)  # 3 x C, summed over the processes; carries autograd
+        total = SummedOverProcesses.apply(local)  # 3 x C; carries autograd
         n = total[0]
         batch_mean = total[1] / n
         batch_var = (total[2] / n - batch_mean.pow(2)).clamp(min=0)  # biased: normalises
@@ -128,6 +126,22 @@ class BatchNorm(nn.Module):
     def extra_repr(self) -> str:
         sync = ", sync_batchnorm=True" if self.sync_batchnorm else ""
         return f"{self.num_channels}, decay={self.decay}, epsilon={self.epsilon}{sync}"
+
+
+class SummedOverProcesses(torch.autograd.Function):
+    """A tensor summed over the processes, whose gradient is the sum of theirs too: what
+    `torch.distributed.nn.functional.all_reduce` does, which torch 2.13 deprecates (a
+    FutureWarning in every process's log) without a public replacement that carries autograd."""
+
+    @staticmethod
+    def forward(ctx: object, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return SummedOverProcesses.forward(ctx, grad.contiguous())
 
 
 def process_group_size() -> int:
