@@ -469,11 +469,11 @@ def table(loop: dict, whole: dict, args: argparse.Namespace, peak: dict, expert:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--epochs", type=int, help="default 5 (--host-overhead: 2)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--per-class", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+    p.add_argument("--epochs", type=startup.positive, help="default 5 (--host-overhead: 2)")
+    p.add_argument("--batch-size", type=startup.positive, default=128)
+    p.add_argument("--per-class", type=startup.positive, nargs=2, metavar=("TRAIN", "TEST"),
                    help="images a class; default 500 500 (--host-overhead: 50 50)")  # fmt: skip
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=startup.positive, default=5)
     p.add_argument(
         "--host-overhead",
         action="store_true",
@@ -495,6 +495,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.skip_whole and args.skip_loop:
+        p.error("--skip-whole with --skip-loop leaves nothing to time")
+    if bad := [v for v in args.variant if "=" not in v]:
+        p.error(f"--variant {bad[0]!r}: write NAME=OVERRIDES")
+    startup.check_json(p, args.json)
     if args.host_overhead:
         args.batch_size, args.skip_whole = 2, True
     small = args.host_overhead
@@ -504,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("bench: --device cuda, but torch sees no CUDA GPU on this machine")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        for variant in args.variant:  # each checked before anything is timed
+        for variant in ["=", *args.variant]:  # each checked before anything is timed
             project_config(args, variant.partition("=")[2].split(), tmp / "check")
         loop = {} if args.skip_loop else loop_comparison(args, tmp)
         expert, flags = expert_choice(loop)  # the fastest variant measured

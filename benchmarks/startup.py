@@ -33,6 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 T0_ENV = "STARTUP_T0"  # the parent's time.time() just before it started the process
 MARK = "STARTUP_STAMPS="
 
+
+def positive(text: str) -> int:
+    """An argument that counts something: a whole number of 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def check_json(parser: argparse.ArgumentParser, path: Path | None) -> None:
+    """--json's folder must exist before minutes of timing, not after them."""
+    if path is not None and not path.parent.is_dir():
+        parser.error(f"--json {path}: no folder {path.parent}")
+
+
 # (stamp, the part that ends there) in order; a contender lacks the stamps it has no part for.
 PARTS = (
     ("torch", "python start, import torch"),
@@ -221,14 +235,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kind, stop = argv[1], "--stop" in argv[2:3]
         child(kind, argv[argv.index("--") + 1 :], stop)
         return {}
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--per-class", type=int, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST"))
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--reps", type=positive, default=5)
+    p.add_argument("--epochs", type=positive, default=5)
+    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument(
+        "--per-class", type=positive, nargs=2, default=(500, 500), metavar=("TRAIN", "TEST")
+    )
     p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
     p.add_argument("--json", type=Path, help="also write the medians here")
     args = p.parse_args(argv)
+    check_json(p, args.json)
     result = measure(args)
     print(f"Start-up to the first iteration, {time.strftime('%Y-%m-%d')}, medians of "
           f"{args.reps} runs each ({sum(args.per_class) * 10} images)\n")  # fmt: skip

@@ -202,6 +202,17 @@ def test_a_bad_benchmark_override_is_one_line_before_any_timing(
             "error: trainer.precision=bf17 must be 32-true (the example's single precision), "
             "bf16-mixed or 16-mixed"
         ]
+    # the project's own settings too, and arguments that count (were tracebacks, or 5 epochs
+    # for --epochs 0, or a --json folder found missing after the whole benchmark)
+    for argv, said in (
+        (["--skip-whole", "--per-class", "2", "2"], "error: data.batch_size=128 is larger than"),
+        (["--reps", "0"], "argument --reps: '0' is not a whole number of 1 or more"),
+        (["--epochs", "0"], "argument --epochs: '0' is not a whole number of 1 or more"),
+        (["--json", "/nonexistent/x.json"], "--json /nonexistent/x.json: no folder /nonexistent"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            bench.main([*argv, "--cache-dir", str(cache_dir)])
+        assert info.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_block_histograms_equal_numpys() -> None:
