@@ -234,7 +234,7 @@ def test_a_stop_names_the_jobs_other_processes_still_run(
     try:
         holding.stdout.readline()  # it holds the lock
         summary = SweepSummary()
-        summary.keys, summary.planned = ["optimizer.lr"], 2
+        summary.keys, summary.planned, summary.detached = ["optimizer.lr"], 2, True  # submitit
         summary.gather_unsaved(tmp_path, "stopped: SIGINT: stopped with the sweep", 130)
         with pytest.raises(SystemExit) as stop:
             summary.finish(tmp_path, interrupted=("SIGINT", 130))

@@ -105,6 +105,7 @@ class SweepSummary(Callback):
         self.sweep_dir: Path | None = None
         self.plan = Plan()  # naming.current, in a job's own process too
         self.metric: str | None = None  # a search's optimized_metric: the table's order
+        self.detached = False  # its launcher's jobs outlive this process (submitit's)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled in a job's own process (joblib, submitit), where Hydra resolves the job's
@@ -135,7 +136,8 @@ class SweepSummary(Callback):
             plan.width = naming.width_used(self.sweep_dir)  # its folders' names are kept
         self.checked = resume.checked
         launching = self  # a signal to this process from now on ends with the summary
-        if "hydra_submitit_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_")):
+        self.detached = "hydra_submitit" in str(OmegaConf.select(config, "hydra.launcher._target_"))
+        if self.detached:
             keep_lost_jobs()  # a job killed with no result is a failed row, not the sweep's end
         if "hydra_optuna_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_")):
             end_searches_without_result()  # every trial failed: a summary, not a traceback
@@ -237,7 +239,7 @@ class SweepSummary(Callback):
                 if (folder / "metrics.json").is_file():
                     row.status, row.error, row.code = "ok", "", 0
                     row.metrics = read_metrics(folder)
-                elif holder := resume.holder(folder):  # a submitit job outlives this process
+                elif self.detached and (holder := resume.holder(folder)):  # runs on
                     row.status, row.code = "running", 0
                     row.error = f"still run by {holder}: this command stopped waiting for it"
                 self.rows[num] = row
