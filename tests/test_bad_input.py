@@ -157,6 +157,7 @@ class DropoutModule(BNStateModule):
         # Hydra's rules for its own flags (were its ValueError's traceback, exit 1)
         (["-m", "--cfg", "job", "seed=0,1"], ["--multirun and --cfg: Hydra takes one of"]),
         (["--resolve"], ["--resolve goes with --cfg or --help"]),
+        (["--cfg", "hydra", "--resolve"], ["use --cfg all --resolve"]),
         # 10. the validation split, and early stopping without one
         (["data.val_fraction=1.0"], ["data.val_fraction=1.0 is out of range"]),
         (["data.val_fraction=-0.1"], ["data.val_fraction=-0.1 is out of range"]),

@@ -308,6 +308,11 @@ def _check_flags(args: Any) -> None:
         return
     if args.resolve and args.cfg is None:
         raise ConfigError("--resolve goes with --cfg or --help: it resolves the config they print")
+    if args.resolve and args.cfg == "hydra":  # Hydra's traceback: it drops the job's keys first
+        raise ConfigError(
+            "--cfg hydra --resolve: Hydra resolves its part without the job's keys, which "
+            "hydra.run.dir reads (${task_name}): use --cfg all --resolve"
+        )
     modes = {
         "--run": args.run,
         "--multirun": args.multirun,
