@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
 import io
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,6 @@ from typing import Any
 import torch
 
 from src.errors import OutputWriteError, first_line
-
-STARTED = time.time()  # this process's start, near enough: its own temporary files are newer
 
 
 def write_atomically(data: Any, path: Path) -> None:
@@ -45,11 +41,6 @@ def output_file(path: Path, what: str = "file") -> Iterator[Path]:
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # What a SIGKILL mid-write left of this file in an earlier process: nothing else
-        # writes it (a run's folder is its own), so it goes with this write.
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{path.suffix}"):
-            if stale.stat().st_mtime < STARTED:
-                stale.unlink(missing_ok=True)
         fd, name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -67,19 +66,6 @@ def test_output_file_keeps_the_previous_file(tmp_path: Path, stop: BaseException
     if want is OutputWriteError:
         assert str(caught.value).startswith(f"could not write metrics {path}: No space left")
     no_temporary_files(tmp_path)
-
-
-def test_what_a_kill_mid_write_left_goes_with_the_next_write(tmp_path: Path) -> None:
-    """A SIGKILL between the temporary file and its rename leaves the temporary file (hidden,
-    beside the output); the next write of that output removes it, and nothing of another."""
-    path = tmp_path / "config_tree.log"
-    left = tmp_path / ".config_tree.log.8obi4dri.tmp.log"  # a killed process's, as written
-    other = tmp_path / ".metrics.json.x1y2z3.tmp.json"
-    for stale in (left, other):
-        stale.write_text("half of it")
-        os.utime(stale, (1, 1))  # written before this process started
-    write_text(path, "tree")
-    assert path.read_text() == "tree" and not left.exists() and other.exists()
 
 
 def test_write_text_maps_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
