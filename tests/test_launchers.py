@@ -115,6 +115,10 @@ def test_a_single_run_leaves_torchs_threads_alone(
             "/ 2 at once: DDP processes" in choice.reason
             and torch.get_num_threads() == choice.threads
         )
+        assert configure_threads(tiny_cfg) == choice  # again: the same share (was the default)
+        tiny_cfg.trainer.devices = 1  # one process again: torch's default back
+        assert configure_threads(tiny_cfg).threads is None
+        assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
     finally:
         torch.set_num_threads(before)
 

@@ -112,10 +112,27 @@ def sweep_batch(hydra_cfg: DictConfig) -> int | None:
     return min(known) if known else None
 
 
-# torch's threads and OMP_NUM_THREADS as they were before a job of this process set its own:
-# a later job left at torch's default (a sweep's next job on Hydra's basic launcher, in the same
-# process) gets them back instead of the earlier job's count.
-_before: tuple[int, str | None] | None = None
+# What a job of this process set (threads, OMP_NUM_THREADS) and what they were before: a later
+# job left automatic (a sweep's next job on Hydra's basic launcher, in the same process) gets
+# back whatever nobody changed since, instead of the earlier job's count.
+_set: tuple[int, str] | None = None
+_before: tuple[int, str | None] = (0, None)
+
+
+def _undo_earlier_job() -> None:
+    import torch
+
+    global _set
+    if _set is None:
+        return
+    threads, omp = _before
+    if torch.get_num_threads() == _set[0]:
+        torch.set_num_threads(threads)
+    if os.environ.get("OMP_NUM_THREADS") == _set[1] and omp is None:
+        del os.environ["OMP_NUM_THREADS"]
+    elif os.environ.get("OMP_NUM_THREADS") == _set[1]:
+        os.environ["OMP_NUM_THREADS"] = omp
+    _set = None
 
 
 def configure_threads(cfg: DictConfig) -> ThreadChoice:
@@ -123,7 +140,8 @@ def configure_threads(cfg: DictConfig) -> ThreadChoice:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    global _before
+    global _set, _before
+    _undo_earlier_job()
     launcher, multirun, batch, cores = None, in_multirun(), None, 1
     if multirun:  # a DictConfig: .get() resolves interpolations
         launcher = HydraConfig.get().get("launcher")
@@ -139,19 +157,11 @@ def configure_threads(cfg: DictConfig) -> ThreadChoice:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         choice = _shared(usable, local, "DDP processes, as Lightning shares the cores")
     if choice.threads is not None:
-        if _before is None:
-            _before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+        _before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+        _set = (choice.threads, str(choice.threads))
         torch.set_num_threads(choice.threads)
         # Lightning's DDP gives the processes it starts cores / processes unless this is set.
         os.environ["OMP_NUM_THREADS"] = str(choice.threads)
-    elif _before is not None:  # an earlier job of this process set its own
-        threads, omp = _before
-        torch.set_num_threads(threads)
-        if omp is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = omp
-        _before = None
     intra, inter = torch.get_num_threads(), torch.get_num_interop_threads()
     log.info("torch threads: %d (%s); intra-op %d, inter-op %d", intra, choice.reason, intra, inter)
     return choice
