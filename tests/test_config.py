@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from src.config.compose import preflight
 from src.config.rules import check_config
 from src.model.precision import fast_precision
 from tests.conftest import CONF, compose_config
@@ -53,3 +54,8 @@ def test_an_experiment_of_ones_own_sets_the_runs_seed_and_tags(tmp_path: Path) -
     cfg = compose_config(["+tags=[z]"], tmp_path / "run", tmp_path)
     check_config(cfg)
     assert list(cfg.tags) == ["z"]
+    # and from a primary config of one's own that includes config.yaml (--config-name)
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nnum_threads: 1\n")
+    argv = ["--config-dir", str(tmp_path), "--config-name", "mine", "+tags=[z]", "--cfg", "job"]
+    (cfg,) = preflight(argv, str(CONF), "config")[1]
+    assert list(cfg.tags) == ["z"] and cfg.num_threads == 1

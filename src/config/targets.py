@@ -217,11 +217,9 @@ def check_added_keys(cfg: DictConfig, settings: dict) -> None:
     """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
     typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
-    primary: set[str] = set()  # the keys of the primary config (`+tags=[a]` replaces its tags)
-    for source in OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None) or []:
-        name = Path(str(source.path)) / f"{OmegaConf.select(cfg, 'hydra.job.config_name')}.yaml"
-        if source.provider == "main" and source.schema == "file" and name.is_file():
-            primary = set(OmegaConf.load(name))
+    # The project's own top-level keys (conf/config.yaml): `+tags=[a]` replaces its tags, as
+    # Hydra does, whichever primary config (a fork's --config-name) includes them.
+    primary = set(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "config.yaml"))
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
         key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
         read = (
