@@ -189,6 +189,10 @@ def test_an_optuna_search_plans_its_trials() -> None:
     master = {"overrides": {"task": ["seed=0,1", "optimizer.lr=0.1,0.2", "seed=2"]}}
     plan = plan_of(OmegaConf.create({"hydra": master}))
     assert (plan.keys, plan.jobs) == (["optimizer.lr"], 2)
+    # ... by the key as written, as Hydra's basic sweeper does: ++seed is another (2 jobs)
+    master = {"overrides": {"task": ["seed=0,1", "++seed=5"]}}
+    plan = plan_of(OmegaConf.create({"hydra": master}))
+    assert (plan.keys, plan.jobs) == (["seed"], 2)
 
 
 def test_no_seed_table_before_any_job_completed(tmp_path: Path) -> None:

@@ -322,9 +322,10 @@ def _check_flags(args: Any) -> None:
     }
     given = [flag for flag, on in modes.items() if on]
     if len(given) > 1 and not args.hydra_help:
+        hint = " (--cfg job prints a single run's config)" if "--cfg" in given else ""
         raise ConfigError(
             f"{' and '.join(given)}: Hydra takes one of --run, --multirun, --cfg, --info and "
-            "--shell-completion (--cfg job prints a single run's config)"
+            f"--shell-completion{hint}"
         )
 
 

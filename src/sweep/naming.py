@@ -49,7 +49,7 @@ def sweep_overrides(master: DictConfig) -> list[Any]:
 def plan_of(master: DictConfig) -> Plan:
     """The swept keys of a multirun config (command line and `hydra.sweeper.params`)."""
     plan, jobs = Plan(), 1
-    final = {o.key_or_group: o for o in sweep_overrides(master)}  # a key's last is Hydra's
+    final = {o.get_key_element(): o for o in sweep_overrides(master)}  # a key's last: Hydra's
     for o in final.values():
         if not o.is_sweep_override():
             continue

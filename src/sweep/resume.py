@@ -289,7 +289,7 @@ def holder(folder: Path) -> str | None:
     import errno
     import fcntl
 
-    if any(Path(lock.name).parent == folder for lock in _held):
+    if any(Path(lock.name).resolve().parent == folder.resolve() for lock in _held):
         return None  # this process's own job (closing a probe's file would release its lock)
     try:
         with open(folder / LOCK_FILE) as lock:
