@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.compat import run_composed, task_name
-from src.config import rules
+from src.config import CONFIG_DIR, rules
 from src.config.compose import preflight, quoted_for_hydra
 from src.console import hydra_quoted, log_to_files, route_output
 from src.errors import (
@@ -150,8 +150,6 @@ def resume_command(path: Any) -> str:
     where a path holds what its grammar reads, such as `=`, and for the shell); for a sweep's
     job, the sweep's own command."""
     from hydra.core.hydra_config import HydraConfig
-
-    from src.runtime.build import CONFIG_DIR
 
     if rules.in_multirun():
         return "the sweep's own command again (it skips finished jobs and resumes this one)"

@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import CONFIG_DIR
 from src.config.schema import ABSENT, leaves, written
 from src.errors import ConfigError, first_line
 
@@ -219,7 +220,7 @@ def check_added_keys(cfg: DictConfig, settings: dict) -> None:
     typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
     # The project's own top-level keys (conf/config.yaml): `+tags=[a]` replaces its tags, as
     # Hydra does, whichever primary config (a fork's --config-name) includes them.
-    primary = set(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "config.yaml"))
+    primary = set(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml"))
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
         key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
         read = (

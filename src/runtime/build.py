@@ -23,6 +23,7 @@ from src.checkpoint import (
     read_checkpoint,
     stored_data_settings,
 )
+from src.config import CONFIG_DIR
 from src.config.compose import parse_overrides
 from src.config.continuation import DATA_FREE
 from src.config.rules import check_config
@@ -56,10 +57,6 @@ def instantiate_group(
         kwargs = next((kw for cls, kw in (extra or {}).items() if issubclass(target, cls)), {})
         built.append(hydra.utils.instantiate(c, **kwargs))
     return built
-
-
-# An absolute path: works whether an entry point runs as `python -m src.train` or is imported.
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def entry_point(
