@@ -118,3 +118,14 @@ def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
     words = shlex.split(line.split("Test it with: ", 1)[1])
     assert words[:3] == ["python", "-m", "src.evaluate"] and code == 130
     assert OverridesParser.create().parse_override(words[3]).value() == path
+
+
+def test_cfg_prints_a_commands_config_with_what_is_still_to_give() -> None:
+    """`--cfg job` as in plain Hydra: `???` where a value is still to give (it was refused:
+    'ckpt_path must be set'); a value given is checked as ever (test_bad_input's --cfg rows)."""
+    for module, args, shown in (
+        ("src.evaluate", [], "ckpt_path: ???"),
+        ("src.predict", ["ckpt_path=/x"], "images: ???"),
+    ):
+        proc = cli_in_process("--cfg", "job", *args, module=module)
+        assert proc.returncode == 0 and shown in proc.stdout.splitlines(), proc.stderr[-2000:]

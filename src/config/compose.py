@@ -28,7 +28,7 @@ from src.config.folders import (
     check_run_folder_free,
 )
 from src.config.rules import check_config
-from src.config.schema import network_is_the_checkpoints
+from src.config.schema import leaves, network_is_the_checkpoints
 from src.config.targets import check_targets
 from src.errors import ConfigError, one_line
 
@@ -386,6 +386,10 @@ def preflight(
             cfg = composed(overrides)
             if multirun:  # as in each job, whose checks (DDP refused) it then passes already
                 cfg.hydra.mode = RunMode.MULTIRUN
+            typed = OmegaConf.to_container(cfg, resolve=False)
+            unset = [k for k, v in leaves(typed) if v == "???" and not k.startswith("hydra.")]
+            if args.cfg and unset:  # printed with `???` for what is still to give, as Hydra does
+                continue
             check(cfg)
             if not args.cfg:  # --cfg only prints the config: Hydra makes no folder then
                 check_output_folder(cfg, multirun)
