@@ -5,6 +5,7 @@ added that nothing reads (`check_added_keys`)."""
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -214,13 +215,19 @@ def _takes_no(argument: str, taken: list[str]) -> str:
     return f"takes no argument {argument!r} (it takes: {shown or 'nothing'})"
 
 
+@functools.cache
+def _project_keys() -> frozenset[str]:
+    """The project's own top-level keys (conf/config.yaml), read once a process: `+tags=[a]`
+    replaces its tags, as Hydra does, whichever primary config (a fork's --config-name)
+    includes them."""
+    return frozenset(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml"))
+
+
 def check_added_keys(cfg: DictConfig, settings: dict) -> None:
     """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
     typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
-    # The project's own top-level keys (conf/config.yaml): `+tags=[a]` replaces its tags, as
-    # Hydra does, whichever primary config (a fork's --config-name) includes them.
-    primary = set(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml"))
+    primary = _project_keys()
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
         key = str(line).split("=")[0].removeprefix("+")  # ++key: set, whether there or not
         read = (
