@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.checkpoint import check_network_matches, read_checkpoint
 from src.config.continuation import check_optimizer_matches, check_position_matches
-from src.config.devices import ONE_PROCESS_STRATEGIES, check_accelerator, device_count
+from src.config.devices import ONE_PROCESS_STRATEGIES, check_accelerator
 from src.config.schema import (
     ABSENT,
     check_data_memory,
@@ -272,19 +272,15 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
     if not value_at(cfg, "model.cuda_graph"):
         return
     accelerator = str(value_at(cfg, "trainer.accelerator") or "auto").lower()
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     problem = None
     if not torch.cuda.is_available():
         problem = (
             f"PyTorch sees no CUDA GPU on this machine (torch {torch.__version__}); CUDA graphs "
             "capture GPU work only: drop model.cuda_graph=true to train on the CPU"
         )
-    elif not on_gpu:
+    elif accelerator not in ("gpu", "cuda", "auto"):  # auto: the GPU, which torch sees
         problem = f"trainer.accelerator={accelerator} runs on the CPU: use trainer=gpu"
-    elif device_count(cfg, accelerator) != 1 or value_at(cfg, "trainer.strategy") not in (
-        None,
-        *ONE_PROCESS_STRATEGIES,
-    ):
+    elif value_at(cfg, "trainer.strategy") not in (None, *ONE_PROCESS_STRATEGIES):
         problem = "it captures one process's step: use trainer=gpu (one GPU), not DDP"
     elif value_at(cfg, "model.sync_batchnorm"):
         problem = "model.sync_batchnorm=true needs collectives the graph cannot hold: set it false"
