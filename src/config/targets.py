@@ -37,7 +37,7 @@ def check_group_entries(settings: dict) -> None:
             if node is None or node == {} or (isinstance(node, dict) and "_target_" in node):
                 continue
             held = ", ".join(f"{k}={v}" for k, v in leaves(node)) if node != "" else "nothing"
-            options = Path(__file__).resolve().parents[2] / "conf" / group / str(name)
+            options = Path(CONFIG_DIR) / group / str(name)
             if options.is_dir():
                 names = sorted(p.stem for p in options.glob("*.yaml"))
                 fix = f"add it with +{group}/{name}={names[0] if names else 'NAME'}"
