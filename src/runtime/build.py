@@ -258,9 +258,7 @@ def checked_run(cfg: DictConfig, data_keys: Sequence[str] = ()) -> dict:
         probe.data = {"_target_": DATA_MODULE_TARGET, "source": "folder", **raw}
         probe.trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu"}
     ckpt = checked_checkpoint(probe)
-    saved = ckpt.get("bn_statistics") or {}
-    computed = cfg.model.get("bn_stats") == "population" and saved.get("population") is None
-    if computed and saved.get("used", "running") != "population":  # over the training images
+    if computes_population(ckpt, cfg.model.get("bn_stats")):  # over the training images
         try:  # the checkpoint names, which must still be there
             check_data_paths(OmegaConf.create({"data": stored_data_settings(ckpt, cfg.ckpt_path)}))
         except DataError as err:
