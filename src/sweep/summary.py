@@ -373,7 +373,6 @@ class SweepSummary(Callback):
                 label = [shown(v) for v in g.values.values()] if i == 0 else [""] * len(others)
                 numbers = [fmt(s[k]) for k in ("mean", "std", "min", "max")]
                 cells.append([*label, m, *numbers, str(s["n"])])
-        records = [["" if v is None else v for v in rec] for rec in records]
         write_csv(sweep_dir / "seeds.csv", [*others, *columns], records)
         note = ""
         try:
