@@ -108,8 +108,7 @@ def sweep_batch(hydra_cfg: DictConfig) -> int | None:
     sweeper = hydra_cfg.get("sweeper") or {}
     plan = naming.current  # in a job's own process too: it came with the pickled callback
     sizes = [plan.jobs if plan else None, sweeper.get("max_batch_size"), sweeper.get("n_jobs")]
-    known = [s for s in map(_positive, sizes) if s is not None]
-    return min(known) if known else None
+    return min(filter(None, map(_positive, sizes)), default=None)  # _positive: None or > 0
 
 
 # What a job of this process set (threads, OMP_NUM_THREADS) and what they were before: a later
