@@ -70,16 +70,13 @@ def identity(master: DictConfig) -> dict[str, Any]:
     # An Optuna search continues by asking its seeded sampler again: the same answers give the
     # same trials, so what decides them is part of the sweep (n_trials may grow, as epochs do).
     optuna = "optuna" in sweeper.lower()
-    settings = (  # the plugin's own default direction is an enum: as its name
-        OmegaConf.to_container(master.hydra.sweeper, resolve=True, enum_to_str=True)
-        if optuna
-        else {}
-    )
     search = {}
-    for key in ("sampler", "direction", "n_jobs") if optuna else ():
-        value = settings.get(key)
-        for name, v in value.items() if isinstance(value, dict) else [("", value)]:
-            search[".".join(filter(None, ("hydra.sweeper", key, name)))] = json.dumps(v)
+    if optuna:  # the plugin's own default direction is an enum: as its name
+        settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True, enum_to_str=True)
+        for key in ("sampler", "direction", "n_jobs"):
+            value = settings.get(key)
+            for name, v in value.items() if isinstance(value, dict) else [("", value)]:
+                search[".".join(filter(None, ("hydra.sweeper", key, name)))] = json.dumps(v)
     return {
         "sweeper": sweeper,
         "swept": swept,
