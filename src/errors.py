@@ -132,8 +132,7 @@ def ignore_signals() -> None:
 def signals_ignored() -> Iterator[None]:
     """SIGINT and SIGTERM ignored inside (what runs there has nothing left to stop), then the
     handlers of before."""
-    previous = {signum: signal.getsignal(signum) for signum in handled_signals()}
-    ignore_signals()
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in handled_signals()}
     try:
         yield
     finally:

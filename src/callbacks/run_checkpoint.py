@@ -147,8 +147,7 @@ class RunCheckpoint(Checkpoint):
         self._signal, self._stop_after_epoch = None, 0
         self._trainer = trainer
         for signum in handled_signals():
-            self._previous_handlers[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is not None:  # asked twice: stop now, keep the last periodic checkpoint
