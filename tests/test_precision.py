@@ -15,11 +15,11 @@ import torch
 from onnx import numpy_helper
 
 from src.evaluate import evaluate
-from src.export import export
 from src.model import precision
 from src.train import train
 from tests.conftest import TINY, compose_config, fit
 from tests.test_evaluate import compose_evaluate
+from tests.test_export import run_export
 
 
 def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
@@ -44,9 +44,7 @@ def test_a_bf16_run_keeps_a_float32_state_in_its_checkpoint_and_exports(
     assert all(v.dtype == torch.float32 for v in saved["bn_statistics"]["running"].values())
 
     for fmt in ("onnx", "mat"):
-        out = tmp_path / fmt
-        export(compose_config([f"ckpt_path={cfg.paths.output_dir}/checkpoints/last.ckpt",
-                               f"format={fmt}"], out, cache_dir, "export"))  # fmt: skip
+        run_export(tmp_path / "run/checkpoints/last.ckpt", fmt, tmp_path / fmt, cache_dir)
     model = onnx.load(str(tmp_path / "onnx/model.onnx"))
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert weights["bn1.running_var"].dtype == np.float32
