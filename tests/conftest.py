@@ -201,11 +201,13 @@ def fit(
     datamodule: type | None = None,
     data: dict[str, Any] | None = None,
     trainer: dict[str, Any] | None = None,
+    ckpt_path: Path | None = None,
     **module_args: Any,
 ) -> tuple[L.Trainer, Any, Any]:
     """A tiny fit in this process, outside the CLI: TINY's data, seed 0, no logger and no
-    checkpoint; the trainer, module and data module it leaves. `module`/`datamodule` replace
-    the project's classes, `data`/`trainer` add their arguments, the rest go to the module."""
+    checkpoint (resumed from `ckpt_path` if given); the trainer, module and data module it
+    leaves. `module`/`datamodule` replace the project's classes, `data`/`trainer` add their
+    arguments, the rest go to the module."""
     from src.data.datamodule import DigitsDataModule
     from src.model.module import BNStateModule
 
@@ -219,7 +221,7 @@ def fit(
                     enable_model_summary=False, num_sanity_val_steps=0,
                     default_root_dir=tmp_path, callbacks=list(callbacks))  # fmt: skip
     fitted = L.Trainer(**{**settings, **(trainer or {})})
-    fitted.fit(model, datamodule=dm)
+    fitted.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return fitted, model, dm
 
 

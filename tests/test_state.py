@@ -95,13 +95,8 @@ def test_population_mode_replaces_the_state_and_the_test_uses_it(cache_dir: Path
         def on_train_start(self, trainer, pl_module):
             seen.update({k: v.clone() for k, v in pl_module.net.state.items()})
 
-    resumed = BNStateModule(bn_stats="population")
-    more = L.Trainer(
-        accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[SeeStart()],
-        enable_checkpointing=False,
-    )  # fmt: skip
-    more.fit(resumed, datamodule=dm, ckpt_path=path)
+    _, resumed, _ = fit(cache_dir, tmp_path, 3, callbacks=[SeeStart()], ckpt_path=path,
+                        bn_stats="population")  # fmt: skip
     for key in want:
         assert torch.equal(seen[key], model.running_state[key])
     # and after the extra epoch it predicts with fresh population statistics again
