@@ -37,8 +37,11 @@ from tests.conftest import (
 from tests.test_conventions import ITERS, column, csv_rows
 
 
-def assert_same_training_state(a: dict, b: dict) -> None:
-    """Weights, batch-norm state and momentum bit-identical."""
+def assert_same_training_state(a: dict | Path, b: dict | Path) -> tuple[dict, dict]:
+    """Weights, batch-norm state, momentum and the schedule's own state bit-identical; a run
+    folder stands for its last checkpoint. Returns the two checkpoints."""
+    a, b = (torch.load(c / "checkpoints" / "last.ckpt", weights_only=True)
+            if isinstance(c, Path) else c for c in (a, b))  # fmt: skip
     assert a["global_step"] == b["global_step"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
@@ -47,6 +50,8 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert mom_a.keys() == mom_b.keys() and mom_a
     for i in mom_a:
         assert torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]), i
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    return a, b
 
 
 def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> None:
@@ -74,10 +79,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, cache_dir: Path) -> N
     metrics = train(resumed)
     assert metrics["global_step"] == 2 * ITERS
 
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
-    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert_same_training_state(straight, final)
-    assert straight["lr_schedulers"] == final["lr_schedulers"]
+    _, final = assert_same_training_state(tmp_path / "straight", tmp_path / "resumed")
     # the learning rate of each iteration is the straight run's; the CSV log, like TensorBoard's,
     # holds the interrupted run's rows before the checkpoint, then the resumed run's
     rates = column(csv_rows(tmp_path / "straight"), "lr-SGD")
@@ -111,10 +113,7 @@ def test_a_stop_at_an_epochs_last_iteration_keeps_its_end_and_resumes_exactly(
     with open_dict(resumed):
         resumed.ckpt_path = str(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
     train(resumed)
-    straight, final = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-                       for run in ("straight", "resumed"))  # fmt: skip
-    assert_same_training_state(straight, final)
-    assert straight["lr_schedulers"] == final["lr_schedulers"]
+    straight, final = assert_same_training_state(tmp_path / "straight", tmp_path / "resumed")
     assert straight["history"] == final["history"]
 
 
@@ -131,10 +130,8 @@ def test_a_finished_run_resumed_with_nothing_left_ends_as_it_did(
     metrics = train(again)
     assert metrics["global_step"] == done["global_step"] == ITERS
     assert metrics["test/acc_population"] == done["test/acc_population"]
-    first, second = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-                     for run in ("done", "again"))  # fmt: skip
+    _, second = assert_same_training_state(tmp_path / "done", tmp_path / "again")
     assert second["bn_statistics"]["used"] == "population"
-    assert_same_training_state(first, second)
     # train=false tests it as src.evaluate does: with the statistics it predicts with
     tested = compose_config([*settings[:-1], "train=false"], tmp_path / "tested", cache_dir)
     with open_dict(tested):
@@ -232,9 +229,7 @@ def test_a_finished_runs_checkpoint_resumes_exactly_with_more_epochs(
     }
     assert not list((tmp_path / "straight" / "checkpoints").glob(".*.tmp*"))
     assert json.loads((tmp_path / "more" / "metrics.json").read_text())["global_step"] == 2 * ITERS
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
-    resumed = torch.load(tmp_path / "more" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert_same_training_state(straight, resumed)
+    assert_same_training_state(tmp_path / "straight", tmp_path / "more")
 
 
 def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
@@ -450,9 +445,5 @@ def test_a_run_stopped_by_max_steps_resumes_inside_its_epoch(
     cut = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     more = compose_config([*settings, f"ckpt_path={cut}"], tmp_path / "more", cache_dir)
     assert train(more)["global_step"] == 2 * ITERS
-    straight, resumed = (
-        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-        for run in ("straight", "more")
-    )
-    assert_same_training_state(straight, resumed)
-    assert straight["lr_schedulers"] == resumed["lr_schedulers"]  # the cut epoch stepped once
+    # the schedule's state too: the cut epoch stepped it once
+    assert_same_training_state(tmp_path / "straight", tmp_path / "more")

@@ -338,7 +338,5 @@ def test_sigterm_under_ddp_saves_then_the_run_resumes_exactly(
 
     resumed = run_cli(*args, f"ckpt_path={ckpt_path}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = torch.load(ddp_run[1] / "checkpoints" / "last.ckpt", weights_only=True)
+    straight, _ = assert_same_training_state(ddp_run[1], tmp_path / "resumed")
     assert straight["global_step"] == 3 * ITERS
-    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert_same_training_state(straight, final)  # weights, state and momentum
