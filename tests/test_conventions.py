@@ -17,6 +17,7 @@ from src.config.rules import check_config
 from src.errors import ConfigError
 from src.train import train
 from tests.conftest import TINY, compose_config, read_csv
+from tests.test_validation import datamodule
 
 ITERS = 200 // 32  # iterations an epoch in the TINY setting
 # TINY without its epoch count, for configs that set their own
@@ -95,15 +96,8 @@ def test_debug_overfit_fits_the_same_three_batches(tmp_path: Path, cache_dir: Pa
 
 
 def test_overfit_batches_are_the_first_epochs_first_batches_every_epoch(cache_dir: Path) -> None:
-    from src.data.datamodule import DigitsDataModule
-
-    options = dict(num_train_per_class=20, num_test_per_class=10, cache_dir=cache_dir)
-    full = DigitsDataModule(batch_size=32, shuffle_seed=3, **options)
-    full.setup()
-    first_epoch = list(full.train_dataloader())
-    small = DigitsDataModule(batch_size=32, shuffle_seed=3, overfit_batches=2, **options)
-    small.setup()
-    loader = small.train_dataloader()
+    first_epoch = list(datamodule(cache_dir, shuffle_seed=3).train_dataloader())
+    loader = datamodule(cache_dir, shuffle_seed=3, overfit_batches=2).train_dataloader()
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
         batches = list(loader)
