@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from src.checkpoint import loader_position, read_checkpoint
-from src.data.datamodule import DigitsDataModule, EpochBatchSampler
+from src.data.datamodule import EpochBatchSampler
 from src.errors import DataError
 from src.model.module import BNStateModule
 from src.model.network import BatchNorm
@@ -33,6 +33,7 @@ from src.model.state import population_statistics
 from src.train import train
 from tests.conftest import ROOT, TINY, compose_config, free_port, run_cli
 from tests.test_checkpoints import assert_same_training_state
+from tests.test_validation import datamodule
 
 # ---------------------------------------------------------------------------------------------
 # Dealing out the data: no process group needed
@@ -256,9 +257,7 @@ def test_ddp_cpu_processes_end_with_one_state_the_checkpoints(ddp_run, cache_dir
     assert position["batches_done"] == ITERS and position["world_size"] == 2
 
     # test accuracy over the whole test set, as one process computes it from the checkpoint
-    dm = DigitsDataModule(batch_size=32, test_batch_size=64, cache_dir=cache_dir,
-                          num_train_per_class=80, num_test_per_class=10)  # fmt: skip
-    dm.setup("test")
+    dm = datamodule(cache_dir, test_batch_size=64, num_train_per_class=80)
     model = BNStateModule()
     model.load_state_dict(ckpt["state_dict"])
     # the state predicted with: the population statistics of the whole training set
