@@ -80,6 +80,14 @@ class DropoutModule(BNStateModule):
         (["--multirun", "numEpochs=1,2"], ["numEpochs=1,2: numEpochs is MATLAB's name: write "
                                            "trainer.max_epochs=1,2"]),  # fmt: skip
         (["executionEnvironment=multi-gpu"], ["write trainer=ddp"]),
+        (["executionEnvironment=banana"], ["write trainer=NAME (one of: auto, cpu, ddp, "]),
+        # the example's names typed together, and two typos: each line names what to write
+        (["numEpochs=2", "miniBatchSize=64", "learnRate=0.1"], ["numEpochs=2 miniBatchSize=64 "
+         "learnRate=0.1: MATLAB's names: write trainer.max_epochs=2 data.batch_size=64 "
+         "optimizer.lr=0.1"]),  # fmt: skip
+        (["trainer.max_epoch=2", "data.batchsize=3"], ["did you mean data.batch_size?"]),
+        # a key copied from the config tree, under a node that is another's value
+        (["model.optimizer.lr=0.5"], ["model.optimizer is ${optimizer}: write optimizer.lr=0.5"]),
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),
         # 0 == False in Python: a switch's choices are compared by type too
         (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),

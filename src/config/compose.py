@@ -5,7 +5,6 @@ is the one Hydra then runs."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import re
@@ -27,9 +26,9 @@ from src.config.folders import (
     check_output_folder,
     check_run_folder_free,
 )
+from src.config.hydra_errors import worded
 from src.config.rules import check_config
-from src.config.schema import leaves, network_is_the_checkpoints
-from src.config.targets import check_targets
+from src.config.schema import leaves
 from src.errors import ConfigError, one_line
 
 
@@ -224,84 +223,6 @@ def _check_optuna_storage(cfg: DictConfig) -> None:
         )
 
 
-def _appended(line: str) -> str:
-    """Hydra's error for `+key=value` on a key that holds a value of Hydra's run (its check for
-    an existing item resolves it, too early) worded as for any other existing key."""
-    found = re.match(r"Error merging override \+([^+=]+)=(.*?); .*HydraConfig was not set", line)
-    if not found:
-        return line
-    key, value = found.groups()
-    said = f"+{key}={value}: {key} is already set (by the run folder), so it cannot be added"
-    if key in ("paths.output_dir", "trainer.default_root_dir"):  # the run folder itself
-        return f"{said}; the run folder is Hydra's: set hydra.run.dir={value} instead"
-    return f"{said}; remove the +: {key}={value}"
-
-
-# The example's own names, which a MATLAB user types first (docs/matlab-mapping.md).
-MATLAB_NAMES = {"numEpochs": "trainer.max_epochs", "miniBatchSize": "data.batch_size",
-                "learnRate": "optimizer.lr", "momentum": "optimizer.momentum",
-                "executionEnvironment": "trainer"}  # fmt: skip
-
-
-def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: list[str]) -> str:
-    """Hydra's error for `key=value` on a key the config does not have, which suggests adding
-    it, with the key it most likely means (a typo is the usual cause). `typed`: the command
-    line's overrides, sweeps not yet expanded."""
-    group = re.match(r"Could not override '([^']+)'\. No match in the defaults list", line)
-    if group:  # a group the config does not choose (trainer=gpu on src.predict)
-        others = [o for o in overrides if o.split("=")[0] != group[1]]
-        cfg = composed(others) if others != overrides else None
-        if cfg is not None and "train" not in cfg:  # a command that reads a checkpoint
-            typed = next(o for o in overrides if o.split("=")[0] == group[1])
-            return f"{typed}: {cfg.task_name} has no {group[1]} group: it would not read it"
-        return line
-    found = re.match(r"Could not override '([^']+)'; To append to your config use \+(\S+?);", line)
-    if not found:
-        return line
-    key, added = found.groups()  # the line's end, a value's too, may have lost a final "."
-    added = next((o for o in overrides if o.split("=")[0] == key), added)
-    value = next((o.split("=", 1)[1] for o in typed if o.split("=")[0] == key), "...")  # a sweep's
-    searched = key.removeprefix("hydra.sweeper.params.")
-    if searched != key:  # the search space's keys hold a dot (optimizer.lr): out of a path's reach
-        return (
-            f"{key}: the search space (hydra.sweeper.params) cannot be changed key by key; "
-            f"give the key its range itself, which replaces the config's: '{searched}={value}'"
-        )
-    try:  # the config without this override: the keys it does have
-        cfg = composed([o for o in overrides if o.split("=")[0] != key])
-    except ConfigError:
-        return line
-    if key in MATLAB_NAMES and "train" in cfg:  # not a key to add: nothing would read it
-        ours = {"multi-gpu": "ddp"}.get(value, value) if key == "executionEnvironment" else value
-        return f"{key}={value}: {key} is MATLAB's name: write {MATLAB_NAMES[key]}={ours}"
-    parts = key.split(".")
-    depth = len(parts) - 1  # the deepest part of the key the config has
-    while depth and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])), DictConfig):
-        depth -= 1
-    parent, name = ".".join(parts[:depth]), parts[depth]
-    close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
-    said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
-    where = parent or "the config"
-    if "train" not in cfg and parent == "model":  # a command that reads a checkpoint
-        return f"{added}: {network_is_the_checkpoints(cfg.task_name)}"
-    if "train" not in cfg and parts[0] != "data":  # +data.KEY edits the checkpoint's data
-        return f"{added}: {where} has no key {name!r}{said}: {cfg.task_name} would not read it"
-    if "train" not in cfg and isinstance(cfg.get("data"), DictConfig):  # predict's own few keys
-        allowed = " and ".join(f"data.{k}" for k in cfg.data)
-        return f"{added}: {cfg.task_name} takes only {allowed}{said}"
-    # No typo: an option of another class, maybe. (A command that reads a checkpoint takes
-    # +data.KEY onto the checkpoint's data, not the data group's class: not there.)
-    if not close and depth == len(parts) - 1 and "train" in cfg:
-        try:  # added, the key meets the class its group builds, which may not take it either
-            plus = composed([*(o for o in overrides if o.split("=")[0] != key), f"+{added}"])
-            settings = OmegaConf.to_container(plus)
-            check_targets(plus, {k: v for k, v in settings.items() if k != "hydra"})
-        except Exception as err:  # anything else: the + is still the way to add it
-            if isinstance(err, ConfigError) and str(err).startswith(f"{key}: "):
-                return f"{added}: {where} has no key {name!r}, and {str(err)[len(key) + 2 :]}"
-    return f"{added}: {where} has no key {name!r}{said}; a new key is added with +{added}"
-
-
 def _check_flags(args: Any) -> None:
     """Hydra's own rules for its flags (its ValueError was a traceback, exit 1), in one line."""
     if args.help:  # Hydra prints the help whatever else is given
@@ -369,9 +290,7 @@ def preflight(
                 try:
                     done[key] = compose(args.config_name or config_name, overrides, True)
                 except (HydraException, ValueError) as err:  # ValueError: callbacks=null
-                    line = _appended(one_line(err))
-                    unknown = _unknown_key(line, overrides, composed, args.overrides)
-                    raise ConfigError(unknown) from err
+                    raise ConfigError(worded(err, overrides, composed, args.overrides)) from err
             return done[key]
 
         mode = OmegaConf.select(composed(runs[0]), "hydra.mode")  # hparams_search sets it
