@@ -421,6 +421,11 @@ def test_bad_mat_files(tmp_path: Path) -> None:
         "YTrain is a MATLAB categorical",
         "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
     )
+    check(  # as the example holds its images: double() of it would be a dlarray still
+        "dlarray.mat",
+        lambda p: (save(YTrain=y)(p), open(p, "ab").write(matlab_object("XTrain", "dlarray"))),
+        "XTrain = gather(extractdata(XTrain)); save('dlarray.mat', 'XTrain', '-append')",
+    )
     check(
         "v73.mat", v73_file, "v7.3", "S = load('v73.mat'); save('v73.mat', '-struct', 'S', '-v7')"
     )
@@ -441,6 +446,10 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     check("bytes.mat", save(XTrain=x.astype(np.float64), YTrain=y), "span [0, 255], expected "
           "[0, 1]; divide them by 255")  # fmt: skip
     check("frac.mat", save(XTrain=x, YTrain=y + 0.5), "not whole numbers")
+    one_hot = (np.arange(10)[:, None] == train.labels).astype(np.float64)  # the example's dummies
+    check("onehot.mat", save(XTrain=x, YTrain=one_hot), "YTrain is 10x40 in MATLAB, expected a "
+          "vector of 40 labels; one-hot labels become digits in MATLAB with: [~, YTrain] = "
+          "max(YTrain, [], 1); YTrain = YTrain - 1")  # fmt: skip
     # were "not a numeric array (it is a MATLAB cell, struct or object)" and "a struct or object"
     check("complex.mat", save(XTrain=x * (1 + 1j), YTrain=y), "XTrain holds complex numbers")
     save(XTrain=x, YTrain=scipy.sparse.csc_matrix(y))(tmp_path / "sparse.mat")  # read in full

@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from src.data.arrays import IMAGE_SIZE, DigitArrays
+from src.data.arrays import IMAGE_SIZE, NUM_CLASSES, DigitArrays
 from src.data.sources.common import SPLITS, existing_option
 from src.errors import DataError, first_line
 
 # Log under the package's name, as before it was split: the name shows in each run's train.log.
 log = logging.getLogger(__package__)
+
+
+# How MATLAB turns an image object into a plain array: double() keeps a dlarray a dlarray.
+_AS_ARRAY = {"dlarray": "gather(extractdata({}))", "gpuArray": "gather({})"}
 
 
 def _resave_labels_line(path: Path, name: str) -> str:
@@ -84,7 +88,16 @@ def _mat_labels(value: Any, n: int, path: Path, name: str) -> np.ndarray:
         )
     if value.ndim > 2 or (value.ndim == 2 and min(value.shape) > 1):
         size = "x".join(map(str, value.shape))
-        raise DataError(f"{path}: {name} is {size} in MATLAB, expected a vector of {n} labels")
+        hint = ""
+        if value.ndim == 2 and NUM_CLASSES in value.shape and n in value.shape:  # one-hot
+            dim = 1 if value.shape[0] == NUM_CLASSES else 2
+            hint = (
+                f"; one-hot labels become digits in MATLAB with: [~, {name}] = max({name}, "
+                f"[], {dim}); {name} = {name} - 1; save('{path.name}', '{name}', '-append')"
+            )
+        raise DataError(
+            f"{path}: {name} is {size} in MATLAB, expected a vector of {n} labels{hint}"
+        )
     flat = value.reshape(-1)
     kind = value.dtype.kind
     if kind in "buif":
@@ -148,7 +161,8 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
             fix = (
                 _resave_labels_line(path, name)
                 if name == y_name
-                else f"{name} = double({name}); save('{path.name}', '{name}', '-append')"
+                else f"{name} = {_AS_ARRAY.get(held[name], 'double({})').format(name)}; "
+                f"save('{path.name}', '{name}', '-append')"
             )
             raise DataError(
                 f"{path}: {name} is a MATLAB {held[name]}, which scipy cannot read; re-save it "
