@@ -51,6 +51,8 @@ FORMATS = {"onnx": "model.onnx", "mat": "model.mat"}
 LAYOUTS = {"onnx": "N x 1 x 28 x 28", "mat": "28 x 28 x 1 x N (MATLAB's SSCB)"}
 # What torch's TorchScript exporter (the one that needs no onnxscript) can write.
 ONNX_OPSETS = (7, 20)
+# batchNormalizationLayer's Epsilon: MATLAB refuses less (cuDNN's least).
+MATLAB_LEAST_EPSILON = 1e-5
 # Built-in digits to compare on when the checkpoint's own data cannot be read here.
 FALLBACK_PER_CLASS = 50
 
@@ -115,6 +117,13 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     else:
         write_mat(net, path, props)
         log.info("Wrote %s (MATLAB names and layout)", path)
+        if (eps := min(bn.epsilon for bn in net.batch_norms().values())) < MATLAB_LEAST_EPSILON:
+            log.warning(
+                "Epsilon is %g, below %g, the least MATLAB's batchNormalizationLayer takes: the "
+                "layers of docs/predict-and-export.md refuse it (numpy and scipy read it as is)",
+                eps,
+                MATLAB_LEAST_EPSILON,
+            )
         other = lambda p, x: mat_probabilities(p, net, x)  # noqa: E731
     images, origin = comparison_images(data)
     want = probabilities(net, images)

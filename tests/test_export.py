@@ -162,6 +162,18 @@ def test_a_layer_the_writer_does_not_know_is_one_line_and_nothing_written(
         check_writable(net, "onnx", 13)
 
 
+def test_an_epsilon_matlab_refuses_is_said_when_exported_for_it(
+    ckpt: Path, tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = read_checkpoint(ckpt)
+    saved["hyper_parameters"]["bn_epsilon"] = 1e-6
+    torch.save(saved, tmp_path / "eps.ckpt")
+    run_export(tmp_path / "eps.ckpt", "mat", tmp_path / "out", cache_dir)
+    assert (
+        "Epsilon is 1e-06, below 1e-05, the least MATLAB's batchNormalizationLayer" in caplog.text
+    )
+
+
 def test_a_checkpoint_whose_data_is_gone_is_compared_on_built_in_digits(
     ckpt: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
