@@ -144,6 +144,14 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     tags = scalar_tags(run)
     assert len(tags["val/acc"]) == len(tags["val/loss"]) == 2  # one point an epoch
     assert tags["val/acc"][-1].value == pytest.approx(saved["val/acc"])
+    # Stopped after its last checkpoint (killed while testing, say) and resumed: no epoch more
+    # (Lightning restores no stop a callback asked for), the same validation reported.
+    again = compose_config([*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "test=false",
+                            *stop, f"ckpt_path={run}/checkpoints/last.ckpt"], tmp_path / "resumed",
+                           cache_dir)  # fmt: skip
+    resumed = train(again)
+    assert resumed["global_step"] == saved["global_step"]
+    assert resumed["val/acc"] == saved["val/acc"] and resumed["val/loss"] == saved["val/loss"]
 
 
 def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(

@@ -64,6 +64,7 @@ class RunCheckpoint(Checkpoint):
         self._stop_after_epoch = 0  # the signal the processes agreed on at an epoch's last batch
         self._previous_handlers: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
+        self._restored: dict[str, Any] = {}  # this callback's state in the resumed checkpoint
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
@@ -185,8 +186,31 @@ class RunCheckpoint(Checkpoint):
     ) -> None:
         self._restore_handlers()
 
+    # -- what Lightning does not restore (Lightning-AI/pytorch-lightning#8278) -------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"dirpath": str(self.dirpath), "saved_at": self._saved_at}
+        """Also a stop a callback asked for (EarlyStopping) and the last validation's metrics: a
+        run stopped after its last checkpoint (killed while testing) then resumes as finished,
+        not with another epoch, and reports the validation it had."""
+        trainer = self._trainer
+        now = trainer.callback_metrics if trainer is not None else {}
+        return {
+            "dirpath": str(self.dirpath),
+            "saved_at": self._saved_at,
+            "should_stop": trainer is not None and trainer.should_stop,
+            "validation": {k: float(v) for k, v in now.items() if k.startswith("val/")},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer, restored, self._restored = trainer, self._restored, {}
+        if restored.get("should_stop") is True:  # Lightning's fit loop then trains no more
+            trainer.should_stop = True
+        values = restored.get("validation")
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if isinstance(key, str) and isinstance(value, float):  # a checkpoint is data
+                trainer.callback_metrics[key] = torch.tensor(value)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
