@@ -79,9 +79,9 @@ DATA_FREE = {"cache_dir", "on_device", "test_batch_size", "num_test_per_class", 
 
 def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> None:
     """ConfigError unless a resumed run is not past its end already (more epochs trained than
-    `trainer.max_epochs`), and, resumed in the middle of an epoch, continues that epoch's
-    batches: the same training images, cut the same way, dealt to as many processes. (At an
-    epoch boundary the next epoch may be cut otherwise.)"""
+    `trainer.max_epochs`, or iterations than `trainer.max_steps`), and, resumed in the middle
+    of an epoch, continues that epoch's batches: the same training images, cut the same way,
+    dealt to as many processes. (At an epoch boundary the next epoch may be cut otherwise.)"""
     done: Any = ckpt.get("loops")
     for key in ("fit_loop", "epoch_progress", "current", "processed"):  # epochs trained
         done = done.get(key) if isinstance(done, dict) else None
@@ -90,6 +90,13 @@ def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> 
         raise ConfigError(
             f"trainer.max_epochs={last}: ckpt_path={path} has trained {done} epochs already, "
             f"and a resumed run cannot train fewer: set trainer.max_epochs={done} or more, or "
+            f"test it as it is (python -m src.evaluate ckpt_path={path})"
+        )
+    steps, most = ckpt.get("global_step"), OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if isinstance(steps, int) and isinstance(most, int) and 0 <= most < steps:
+        raise ConfigError(
+            f"trainer.max_steps={most}: ckpt_path={path} has trained {steps} iterations already, "
+            f"and a resumed run cannot train fewer: set trainer.max_steps={steps} or more, or "
             f"test it as it is (python -m src.evaluate ckpt_path={path})"
         )
     position = loader_position(ckpt, path)
