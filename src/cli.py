@@ -117,7 +117,7 @@ def failure(err: BaseException) -> tuple[str, int] | None:
                 f"Resume with: {resume_command(found)}",
                 code,
             )
-        if err.finished:
+        if err.finished and not rules.in_multirun():  # a sweep's job: the sweep completes it
             evaluate = shlex.join(
                 ["python", "-m", "src.evaluate", f"ckpt_path={hydra_quoted(err.path)}"]
             )

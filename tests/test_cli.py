@@ -100,7 +100,7 @@ def test_hydras_informational_calls_are_hydras(args: list[str], printed: str) ->
     assert printed in proc.stdout
 
 
-def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
+def test_a_resume_command_quotes_a_path_hydra_would_split(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lightning names its checkpoints epoch=3-step=40.ckpt: unquoted, Hydra's grammar fails."""
     import shlex
 
@@ -118,6 +118,11 @@ def test_a_resume_command_quotes_a_path_hydra_would_split() -> None:
     words = shlex.split(line.split("Test it with: ", 1)[1])
     assert words[:3] == ["python", "-m", "src.evaluate"] and code == 130
     assert OverridesParser.create().parse_override(words[3]).value() == path
+    # in a sweep, running it again completes the job's row (src.evaluate would not)
+    monkeypatch.setattr("src.config.rules.in_multirun", lambda cfg=None: True)
+    line, _ = failure(RunStopped(signal.SIGINT, Path(path), 4, finished=True))
+    assert line.endswith("is complete. Resume with: the sweep's own command again (it skips "
+                         "finished jobs and resumes this one)")  # fmt: skip
 
 
 def test_cfg_prints_a_commands_config_with_what_is_still_to_give() -> None:

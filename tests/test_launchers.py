@@ -203,4 +203,6 @@ def test_rows_come_back_from_other_processes(tmp_path: Path, capsys: pytest.Capt
         ("0", "0", "ok", "0.5"),
         ("1", "1", "stopped", ""),
     ]
-    assert "stopped: the sweep stops after job 1 of 3" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "stopped: the sweep stops after job 1 of 3" in said
+    assert said.rstrip().endswith("; run the same command again to resume it")

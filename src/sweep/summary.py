@@ -305,7 +305,11 @@ class SweepSummary(Callback):
         if stopped is not None:
             left = f" of {self.planned}" if self.planned else ""
             after = f"job {stopped.job}{left} ({stopped.folder})"
-            exit_with(f"stopped: the sweep stops after {after}; see {summary}", stopped.code)
+            exit_with(
+                f"stopped: the sweep stops after {after}; see {summary}; run the same command "
+                "again to resume it",
+                stopped.code,
+            )
         failed = [r for r in rows if r.status != "ok"]
         if failed:
             codes = {r.code for r in failed}
