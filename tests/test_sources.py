@@ -421,6 +421,14 @@ def test_bad_mat_files(tmp_path: Path) -> None:
         "YTrain is a MATLAB categorical",
         "YTrain = double(string(YTrain)); save('categorical.mat', 'YTrain', '-append')",
     )
+
+    def both_categorical(path: Path) -> None:  # digitTrain4DArrayData's and digitTest4D...'s
+        categorical(path)
+        with open(path, "ab") as f:
+            f.write(matlab_object("YTest", "categorical"))
+
+    check("both.mat", both_categorical, "YTrain = double(string(YTrain)); YTest = double(string("
+          "YTest)); save('both.mat', 'YTrain', 'YTest', '-append')")  # fmt: skip
     check(  # as the example holds its images: double() of it would be a dlarray still
         "dlarray.mat",
         lambda p: (save(YTrain=y)(p), open(p, "ab").write(matlab_object("XTrain", "dlarray"))),

@@ -20,8 +20,9 @@ log = logging.getLogger(__package__)
 _AS_ARRAY = {"dlarray": "gather(extractdata({}))", "gpuArray": "gather({})"}
 
 
-def _resave_labels_line(path: Path, name: str) -> str:
-    return f"{name} = double(string({name})); save('{path.name}', '{name}', '-append')"
+def _resave_labels_line(path: Path, *names: str) -> str:
+    converted = " ".join(f"{name} = double(string({name}));" for name in names)
+    return f"{converted} save('{path.name}', {', '.join(map(repr, names))}, '-append')"
 
 
 def _mat_variables(path: Path) -> dict[str, str]:
@@ -159,8 +160,8 @@ def _read_mat(path: Path, part: str) -> DigitArrays:
         held = _mat_variables(path)
         if held.get(name):
             fix = (
-                _resave_labels_line(path, name)
-                if name == y_name
+                _resave_labels_line(path, *(y for y in ("YTrain", "YTest") if held.get(y)))
+                if name == y_name  # both sets' labels, where the file holds both so
                 else f"{name} = {_AS_ARRAY.get(held[name], 'double({})').format(name)}; "
                 f"save('{path.name}', '{name}', '-append')"
             )
