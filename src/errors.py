@@ -65,7 +65,9 @@ class RunStopped(BaseException):
         self.signum, self.path, self.iteration, self.finished = signum, path, iteration, finished
         name = SIGNAL_NAMES.get(signum, f"signal {signum}")
         if again:
-            message = f"{name} again: stopped at once without saving"
+            message = f"{name} again: stopped at once without saving" + (
+                f"; the last checkpoint, of iteration {iteration}, is {path}" if path else ""
+            )
         elif finished:
             message = f"{name} after training: stopped; the training checkpoint {path} is complete"
         elif path is None:

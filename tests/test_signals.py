@@ -35,13 +35,14 @@ CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 class SignalAt(L.Callback):
     """Sends `signum` to this process once, at `phase` (a Lightning hook's moment)."""
 
-    def __init__(self, phase: str, signum: int = int(signal.SIGINT)) -> None:
-        self.phase, self.signum, self.sent = phase, signum, False
+    def __init__(self, phase: str, signum: int = int(signal.SIGINT), times: int = 1) -> None:
+        self.phase, self.signum, self.times, self.sent = phase, signum, times, False
 
     def _send(self, phase: str) -> None:
         if phase == self.phase and not self.sent:
             self.sent = True
-            os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._send("first_iteration" if batch_idx == 0 else "")
@@ -502,6 +503,23 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
     stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"
     assert read_checkpoint(stopped)["global_step"] == 2
+
+
+def test_a_second_signal_names_the_checkpoint_left_and_how_to_resume(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Stopped at once, nothing saved: the epoch's checkpoint is what a resume starts from."""
+    run = tmp_path / "run"
+    args = run_args(run, cache_dir, "trainer.max_epochs=3", "+callbacks.signal_at.times=2",
+                    *with_signal("second_epoch", signal.SIGINT))  # fmt: skip
+    line = stopped_line(cli_in_process(*args), signal.SIGINT)
+    saved = run / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(saved)["global_step"] == 6
+    said = (
+        f"SIGINT again: stopped at once without saving; the last checkpoint, of iteration 6, is "
+        f"{saved}. Resume with: python -m src.train ckpt_path={saved}"
+    )
+    assert said in line
 
 
 def test_a_signal_without_the_projects_checkpoints_points_to_lightnings(

@@ -153,7 +153,8 @@ class RunCheckpoint(Checkpoint):
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is not None:  # asked twice: stop now, keep the last periodic checkpoint
             self._kill_launched_processes()
-            raise RunStopped(signum, None, -1, again=True)
+            saved = self.last_path if self._saved_at is not None else None  # to resume from
+            raise RunStopped(signum, saved, self._saved_at or -1, again=True)
         self._signal = signum
         log.warning(
             "%s received: finishing this iteration, then saving a checkpoint and stopping "
