@@ -59,6 +59,9 @@ class SignalAt(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._send("figures")  # before RunCheckpoint's own end and the progress figure's
 
+    def on_validation_batch_start(self, trainer, *args: Any) -> None:
+        self._send("" if trainer.sanity_checking else "validation")
+
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._send("test")
 
@@ -503,6 +506,18 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert (Path(rows[0]["run_dir"]) / "metrics.json").is_file()
     stopped = Path(rows[1]["run_dir"]) / "checkpoints" / "last.ckpt"
     assert read_checkpoint(stopped)["global_step"] == 2
+
+
+def test_a_signal_during_validation_stops_at_that_epochs_end(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """The epoch's end runs (its validation too) and is saved: no iteration of the next first."""
+    run = tmp_path / "run"
+    args = run_args(run, cache_dir, "data.val_fraction=0.2", "trainer.max_epochs=2",
+                    *with_signal("validation", signal.SIGTERM))  # fmt: skip
+    line = stopped_line(cli_in_process(*args), signal.SIGTERM)
+    assert line.startswith("stopped: SIGTERM: stopped after iteration 5;")  # 160 images of 32
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
 def test_a_second_signal_names_the_checkpoint_left_and_how_to_resume(

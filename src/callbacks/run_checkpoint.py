@@ -121,11 +121,14 @@ class RunCheckpoint(Checkpoint):
         ended = finished or stops_early(trainer) or _out_of_steps(trainer)
         if ended and hasattr(pl_module, "end_training"):  # a callback's stop (EarlyStopping)
             pl_module.end_training()  # comes after the module's epoch end: its final state
-        if due or ended or self._stop_after_epoch:
+        # A signal during the epoch's end (its validation) stops here too, not an iteration on.
+        stop = self._stop_after_epoch or self._agree(trainer, self._signal or 0, False)[0]
+        self._signal = self._signal or stop or None
+        if due or ended or stop:
             self.save(trainer)
-        if self._stop_after_epoch and not ended:  # else training is over: on_train_end says so
+        if stop and not ended:  # else training is over: on_train_end says so
             _outlive_the_launcher(trainer)
-            raise RunStopped(self._stop_after_epoch, self.last_path, trainer.global_step)
+            raise RunStopped(stop, self.last_path, trainer.global_step)
 
     @staticmethod
     def _agree(trainer: L.Trainer, signum: int, broken: bool) -> tuple[int, bool]:
