@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 FORMATS = {"onnx": "model.onnx", "mat": "model.mat"}
 # The images' layout the file's Info names: MATLAB's in model.mat (SSCB), PyTorch's in ONNX.
 LAYOUTS = {"onnx": "N x 1 x 28 x 28", "mat": "28 x 28 x 1 x N (MATLAB's SSCB)"}
+OUTPUTS = {"onnx": "N x {}", "mat": "{} x N (MATLAB's CB)"}  # what predict returns there
 # What torch's TorchScript exporter (the one that needs no onnxscript) can write.
 ONNX_OPSETS = (7, 20)
 # batchNormalizationLayer's Epsilon: MATLAB refuses less (cuDNN's least).
@@ -105,8 +106,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "bn_stats": str(bn_stats),
         "input": f"images, {LAYOUTS[cfg.format]}, pixel values in [0, 1]; the mean image is inside",
-        "output": f"probabilities, N x {net.fc.out_features} (softmax), classes 0-"
-        f"{net.fc.out_features - 1}",
+        "output": f"probabilities, {OUTPUTS[cfg.format].format(net.fc.out_features)} (softmax), "
+        f"classes 0-{net.fc.out_features - 1}",
     }
     record: dict[str, Any] = {"format": cfg.format, "file": str(path)}
     if cfg.format == "onnx":

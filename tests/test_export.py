@@ -67,6 +67,7 @@ def test_mat_round_trip(ckpt: Path, net: DigitsNet, tmp_path: Path, cache_dir: P
     m = scipy.io.loadmat(str(tmp_path / "model.mat"))
     assert {"input", *LAYERS, "Learnables", "State", "Info"} <= set(m)
     assert "images, 28 x 28 x 1 x N (MATLAB's SSCB)" in str(m["Info"]["input"][0, 0])
+    assert "probabilities, 10 x N (MATLAB's CB)" in str(m["Info"]["output"][0, 0])
     f, classes, side = 20, 10, 24
 
     # names, shapes and values against the checkpoint's tensors
