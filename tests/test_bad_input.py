@@ -88,6 +88,10 @@ class DropoutModule(BNStateModule):
         (["trainer.max_epoch=2", "data.batchsize=3"], ["did you mean data.batch_size?"]),
         # a key copied from the config tree, under a node that is another's value
         (["model.optimizer.lr=0.5"], ["model.optimizer is ${optimizer}: write optimizer.lr=0.5"]),
+        (["trainer.default_root_dir.x=1"], ["trainer.default_root_dir.x=1: "
+         "trainer.default_root_dir is a value, not a node with keys"]),  # was a traceback
+        (["--multirun", "executionEnvironment=cpu,gpu"], ["write trainer=cpu,gpu"]),
+        (["model.optimizer=5"], ["model.optimizer=5 must be Callable or null"]),  # was a TypeError
         (["model.bn_stats=median"], ["model.bn_stats", "median"]),
         # 0 == False in Python: a switch's choices are compared by type too
         (["trainer.deterministic=0"], ["trainer.deterministic=0 must be true, false or warn"]),

@@ -458,6 +458,7 @@ def test_bad_mat_files(tmp_path: Path) -> None:
     check("onehot.mat", save(XTrain=x, YTrain=one_hot), "YTrain is 10x40 in MATLAB, expected a "
           "vector of 40 labels; one-hot labels become digits in MATLAB with: [~, YTrain] = "
           "max(YTrain, [], 1); YTrain = YTrain - 1")  # fmt: skip
+    check("onehot_rows.mat", save(XTrain=x, YTrain=one_hot.T), "max(YTrain, [], 2)")
     # were "not a numeric array (it is a MATLAB cell, struct or object)" and "a struct or object"
     check("complex.mat", save(XTrain=x * (1 + 1j), YTrain=y), "XTrain holds complex numbers")
     save(XTrain=x, YTrain=scipy.sparse.csc_matrix(y))(tmp_path / "sparse.mat")  # read in full

@@ -146,12 +146,29 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     assert tags["val/acc"][-1].value == pytest.approx(saved["val/acc"])
     # Stopped after its last checkpoint (killed while testing, say) and resumed: no epoch more
     # (Lightning restores no stop a callback asked for), the same validation reported.
-    again = compose_config([*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "test=false",
-                            *stop, f"ckpt_path={run}/checkpoints/last.ckpt"], tmp_path / "resumed",
-                           cache_dir)  # fmt: skip
+    again_args = [*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "test=false", *stop,
+                  f"ckpt_path={run}/checkpoints/last.ckpt"]  # fmt: skip
+    again = compose_config(again_args, tmp_path / "resumed", cache_dir)
     resumed = train(again)
-    assert resumed["global_step"] == saved["global_step"]
+    assert resumed["global_step"] == saved["global_step"] and resumed["epochs"] == saved["epochs"]
     assert resumed["val/acc"] == saved["val/acc"] and resumed["val/loss"] == saved["val/loss"]
+    # without early stopping, the same checkpoint trains on
+    onward = compose_config([*TINY, "trainer.max_epochs=3", "data.val_fraction=0.2", "test=false",
+                             f"ckpt_path={run}/checkpoints/last.ckpt"], tmp_path / "onward",
+                            cache_dir)  # fmt: skip
+    with pytest.warns(UserWarning, match="callbacks used to create the checkpoint"):  # Lightning's
+        assert train(onward)["global_step"] == 3 * (160 // 32)
+    # a checkpoint is data: a state that is no dict, or values no validation gives, are ignored
+    for state in (
+        "evil",
+        {"saved_at": ckpt["global_step"], "validation": {"val/acc": math.nan, "test/acc": 1.0}},
+    ):
+        ckpt["callbacks"] = {k: state if k.startswith("RunCheckpoint") else v
+                             for k, v in ckpt["callbacks"].items()}  # fmt: skip
+        torch.save(ckpt, tmp_path / "odd.ckpt")
+        odd = compose_config([*again_args[:-1], f"ckpt_path={tmp_path}/odd.ckpt"],
+                             tmp_path / f"odd_{len(str(state))}", cache_dir)  # fmt: skip
+        assert {"test/acc", "val/acc"}.isdisjoint(train(odd))
 
 
 def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(

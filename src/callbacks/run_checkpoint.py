@@ -16,9 +16,11 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from src.compat import is_script_launcher
 from src.errors import SIGNAL_NAMES, RunStopped, TrainingDiverged, handled_signals, keep_checkpoint
+from src.model.module import VALIDATION_METRICS
 from src.model.schedulers import epoch_cut_short, stops_early
 
 log = logging.getLogger(__name__)
@@ -192,29 +194,43 @@ class RunCheckpoint(Checkpoint):
 
     # -- what Lightning does not restore (Lightning-AI/pytorch-lightning#8278) -------------------
     def state_dict(self) -> dict[str, Any]:
-        """Also a stop a callback asked for (EarlyStopping) and the last validation's metrics: a
-        run stopped after its last checkpoint (killed while testing) then resumes as finished,
-        not with another epoch, and reports the validation it had."""
+        """Also the last validation's metrics, which a run resumed at its end reports again."""
         trainer = self._trainer
         now = trainer.callback_metrics if trainer is not None else {}
         return {
             "dirpath": str(self.dirpath),
-            "saved_at": self._saved_at,
-            "should_stop": trainer is not None and trainer.should_stop,
-            "validation": {k: float(v) for k, v in now.items() if k.startswith("val/")},
+            "saved_at": trainer.global_step if trainer is not None else self._saved_at,
+            "validation": {k: float(v) for k, v in now.items() if k in VALIDATION_METRICS},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = state_dict
+        self._restored = state_dict if isinstance(state_dict, dict) else {}  # a checkpoint is data
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._trainer, restored, self._restored = trainer, self._restored, {}
-        if restored.get("should_stop") is True:  # Lightning's fit loop then trains no more
+        """A stop this run's EarlyStopping had decided (its state, restored) ends it, as it did
+        before the checkpoint: a run killed while testing trains no epoch more when resumed."""
+        self._trainer = trainer
+        done = EarlyStoppingReason.NOT_STOPPED
+        if any(
+            c.stopping_reason != done for c in trainer.early_stopping_callbacks
+        ):  # Lightning's fit loop then trains no more (min_epochs met)
             trainer.should_stop = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Resumed at its end, nothing trained: the run reports its last validation, and counts
+        the epoch early stopping ended as done (as Lightning's fit loop does at max_epochs)."""
+        restored = self._restored
+        self._restored = {}
+        if not restored or restored.get("saved_at") != trainer.global_step:
+            return
+        if trainer.should_stop:
+            log.info("Early stopping had ended this run before its checkpoint: nothing to train.")
+            progress = trainer.fit_loop.epoch_progress.current
+            progress.completed = progress.processed
         values = restored.get("validation")
         for key, value in values.items() if isinstance(values, dict) else ():
-            if isinstance(key, str) and isinstance(value, float):  # a checkpoint is data
-                trainer.callback_metrics[key] = torch.tensor(value)
+            if key in VALIDATION_METRICS and isinstance(value, float) and math.isfinite(value):
+                trainer.callback_metrics.setdefault(key, torch.tensor(value))
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -92,11 +92,12 @@ def check_position_matches(ckpt: dict, cfg: Any, path: Path, processes: int) -> 
             f"and a resumed run cannot train fewer: set trainer.max_epochs={done} or more, or "
             f"test it as it is (python -m src.evaluate ckpt_path={path})"
         )
-    steps, most = ckpt.get("global_step"), OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    steps = ckpt.get("global_step")
+    most = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
     if isinstance(steps, int) and isinstance(most, int) and 0 <= most < steps:
         raise ConfigError(
             f"trainer.max_steps={most}: ckpt_path={path} has trained {steps} iterations already, "
-            f"and a resumed run cannot train fewer: set trainer.max_steps={steps} or more, or "
+            f"and a resumed run cannot train fewer: give it {steps} or more (-1: no limit), or "
             f"test it as it is (python -m src.evaluate ckpt_path={path})"
         )
     position = loader_position(ckpt, path)

@@ -47,9 +47,10 @@ def _ours(name: str, value: str) -> str:
     """The value a MATLAB name's setting takes here: executionEnvironment's are trainer options."""
     if name != "executionEnvironment":
         return value
-    ours = {"multi-gpu": "ddp", "parallel": "ddp"}.get(value, value)
+    ours = [{"multi-gpu": "ddp", "parallel": "ddp"}.get(v, v) for v in value.split(",")]  # a sweep
     options = sorted(p.stem for p in (Path(CONFIG_DIR) / "trainer").glob("*.yaml"))
-    return ours if ours in options else f"NAME (one of: {', '.join(options)})"
+    known = all(v in options for v in ours)
+    return ",".join(ours) if known else f"NAME (one of: {', '.join(options)})"
 
 
 def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: list[str]) -> str:
@@ -93,13 +94,16 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
     raw: Any = OmegaConf.to_container(cfg, resolve=False)
     for i, part in enumerate(parts[:-1]):  # model.optimizer.lr, where model.optimizer: ${optimizer}
         raw = raw.get(part) if isinstance(raw, dict) else None
-        if isinstance(raw, str) and (source := re.fullmatch(r"\$\{([\w.]+)\}", raw)):
+        source = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+        if source and isinstance(_node(cfg, source[1]), DictConfig):
             there = ".".join([source[1], *parts[i + 1 :]])
             return f"{added}: {'.'.join(parts[: i + 1])} is {raw}: write {there}={value}"
     depth = len(parts) - 1  # the deepest part of the key the config has
-    while depth and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])), DictConfig):
+    while depth and not isinstance(_node(cfg, ".".join(parts[:depth])), DictConfig):
         depth -= 1
     parent, name = ".".join(parts[:depth]), parts[depth]
+    if depth < len(parts) - 1 and name in _node(cfg, parent):  # data.shuffle_seed.x
+        return f"{added}: {'.'.join(parts[: depth + 1])} is a value, not a node with keys"
     close = difflib.get_close_matches(name, [str(k) for k in OmegaConf.select(cfg, parent)], n=1)
     said = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
     where = parent or "the config"
@@ -121,3 +125,8 @@ def _unknown_key(line: str, overrides: list[str], composed: Callable, typed: lis
             if isinstance(err, ConfigError) and str(err).startswith(f"{key}: "):
                 return f"{added}: {where} has no key {name!r}, and {str(err)[len(key) + 2 :]}"
     return f"{added}: {where} has no key {name!r}{said}; a new key is added with +{added}"
+
+
+def _node(cfg: DictConfig, key: str) -> Any:
+    """The value at `key`; None where it cannot be resolved yet (`${hydra:...}` before a run)."""
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

@@ -150,7 +150,7 @@ def require_type(cfg: DictConfig, key: str, kind: Any) -> None:
         plain = [m for m in members if m is not type(None)]
         if value is None and len(plain) < len(members):
             return  # Optional: null is the class's own "not set"
-        if len(plain) == 1 and plain[0] is not str:
+        if len(plain) == 1 and (plain[0] in (bool, int, float) or get_origin(plain[0]) is Literal):
             return require_type(cfg, key, plain[0])  # Optional[int]: the int's own checks
         if not any(_takes(m, value) for m in members):
             said = [w for m in members for w in _said(m)]

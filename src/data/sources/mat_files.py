@@ -90,12 +90,16 @@ def _mat_labels(value: Any, n: int, path: Path, name: str) -> np.ndarray:
     if value.ndim > 2 or (value.ndim == 2 and min(value.shape) > 1):
         size = "x".join(map(str, value.shape))
         hint = ""
-        if value.ndim == 2 and NUM_CLASSES in value.shape and n in value.shape:  # one-hot
-            dim = 1 if value.shape[0] == NUM_CLASSES else 2
-            hint = (
-                f"; one-hot labels become digits in MATLAB with: [~, {name}] = max({name}, "
-                f"[], {dim}); {name} = {name} - 1; save('{path.name}', '{name}', '-append')"
-            )
+        if value.ndim == 2 and np.isin(value, (0, 1)).all():  # one-hot labels, maybe
+            # the axis the classes lie along: 10 long, with one 1 for each label
+            axes = [d for d in (0, 1) if value.shape[d] == NUM_CLASSES]
+            axes = [d for d in axes if (value.sum(axis=d) == 1).all()]
+            if len(axes) == 1 and value.shape[1 - axes[0]] == n:
+                hint = (
+                    f"; one-hot labels become digits in MATLAB with: [~, {name}] = max({name}, "
+                    f"[], {axes[0] + 1}); {name} = {name} - 1; save('{path.name}', '{name}', "
+                    "'-append')"
+                )
         raise DataError(
             f"{path}: {name} is {size} in MATLAB, expected a vector of {n} labels{hint}"
         )
