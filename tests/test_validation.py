@@ -159,16 +159,38 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     with pytest.warns(UserWarning, match="callbacks used to create the checkpoint"):  # Lightning's
         assert train(onward)["global_step"] == 3 * (160 // 32)
     # a checkpoint is data: a state that is no dict, or values no validation gives, are ignored
-    for state in (
-        "evil",
-        {"saved_at": ckpt["global_step"], "validation": {"val/acc": math.nan, "test/acc": 1.0}},
-    ):
+    odd_values = {"val/acc": math.nan, "val/loss": 1e300, "test/acc": 1.0}  # 1e300: inf in float32
+    for state in ("evil", {"saved_at": torch.tensor([10, 10]), "validation": odd_values}):
         ckpt["callbacks"] = {k: state if k.startswith("RunCheckpoint") else v
                              for k, v in ckpt["callbacks"].items()}  # fmt: skip
         torch.save(ckpt, tmp_path / "odd.ckpt")
         odd = compose_config([*again_args[:-1], f"ckpt_path={tmp_path}/odd.ckpt"],
                              tmp_path / f"odd_{len(str(state))}", cache_dir)  # fmt: skip
-        assert {"test/acc", "val/acc"}.isdisjoint(train(odd))
+        odd_metrics = train(odd)
+        assert {"test/acc", "val/acc", "val/loss"}.isdisjoint(odd_metrics)
+        assert odd_metrics["epochs"] == saved["epochs"]
+
+
+def test_a_run_early_stopping_ended_mid_epoch_resumes_as_it_ended(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Validated every 2 iterations, the run stops in the middle of an epoch: resumed there, it
+    counts that epoch as done too."""
+    args = [
+        *TINY,
+        "trainer.max_epochs=5",
+        "data.val_fraction=0.2",
+        "test=false",
+        "+trainer.val_check_interval=2",
+        "+callbacks/early_stopping=val_acc",
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=1.0",
+    ]
+    ended = train(compose_config(args, tmp_path / "run", cache_dir))
+    again = [*args, f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt"]
+    resumed = train(compose_config(again, tmp_path / "resumed", cache_dir))
+    for key in ("epochs", "global_step", "val/acc", "val/loss"):
+        assert resumed[key] == ended[key], key
 
 
 def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(

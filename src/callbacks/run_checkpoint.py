@@ -67,6 +67,7 @@ class RunCheckpoint(Checkpoint):
         self._previous_handlers: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
         self._restored: dict[str, Any] = {}  # this callback's state in the resumed checkpoint
+        self._trained = False  # whether this fit trained (else it resumed at the run's end)
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
@@ -152,6 +153,7 @@ class RunCheckpoint(Checkpoint):
         # signal (SIGUSR1) stays Lightning's. SIGINT stays ignored where the process started so.
         self._signal, self._stop_after_epoch = None, 0
         self._trainer = trainer
+        self._trained = True
         for signum in handled_signals():
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
@@ -199,7 +201,7 @@ class RunCheckpoint(Checkpoint):
         now = trainer.callback_metrics if trainer is not None else {}
         return {
             "dirpath": str(self.dirpath),
-            "saved_at": trainer.global_step if trainer is not None else self._saved_at,
+            "saved_at": self._saved_at,
             "validation": {k: float(v) for k, v in now.items() if k in VALIDATION_METRICS},
         }
 
@@ -210,27 +212,28 @@ class RunCheckpoint(Checkpoint):
         """A stop this run's EarlyStopping had decided (its state, restored) ends it, as it did
         before the checkpoint: a run killed while testing trains no epoch more when resumed."""
         self._trainer = trainer
+        self._trained = False  # till Lightning's fit loop starts (on_train_start)
         done = EarlyStoppingReason.NOT_STOPPED
-        if any(
-            c.stopping_reason != done for c in trainer.early_stopping_callbacks
-        ):  # Lightning's fit loop then trains no more (min_epochs met)
-            trainer.should_stop = True
+        if any(c.stopping_reason != done for c in trainer.early_stopping_callbacks):
+            trainer.should_stop = True  # Lightning's fit loop then trains no more (min_epochs met)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Resumed at its end, nothing trained: the run reports its last validation, and counts
-        the epoch early stopping ended as done (as Lightning's fit loop does at max_epochs)."""
+        """Resumed at its end (Lightning's fit loop skipped), the run ends as an unbroken one:
+        the epoch it ended in counts as done, early stopping's or `max_steps`' cut one too, and
+        it reports its last validation."""
         restored = self._restored
         self._restored = {}
-        if not restored or restored.get("saved_at") != trainer.global_step:
+        if self._trained:
             return
         if trainer.should_stop:
             log.info("Early stopping had ended this run before its checkpoint: nothing to train.")
-            progress = trainer.fit_loop.epoch_progress.current
-            progress.completed = progress.processed
+        progress = trainer.fit_loop.epoch_progress.current
+        progress.completed = progress.started
         values = restored.get("validation")
         for key, value in values.items() if isinstance(values, dict) else ():
-            if key in VALIDATION_METRICS and isinstance(value, float) and math.isfinite(value):
-                trainer.callback_metrics.setdefault(key, torch.tensor(value))
+            if key in VALIDATION_METRICS and isinstance(value, float):
+                if torch.isfinite(restored_value := torch.tensor(value)):  # float32, as logged
+                    trainer.callback_metrics.setdefault(key, restored_value)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
