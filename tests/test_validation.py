@@ -191,6 +191,10 @@ def test_a_run_early_stopping_ended_mid_epoch_resumes_as_it_ended(
     resumed = train(compose_config(again, tmp_path / "resumed", cache_dir))
     for key in ("epochs", "global_step", "val/acc", "val/loss"):
         assert resumed[key] == ended[key], key
+    # and its checkpoint, written again, continues as the unbroken run's would
+    loops = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["loops"]
+             for run in ("run", "resumed")]  # fmt: skip
+    assert loops[0]["fit_loop"]["epoch_progress"] == loops[1]["fit_loop"]["epoch_progress"]
 
 
 def test_a_stop_decided_at_the_epochs_end_saves_the_final_state(

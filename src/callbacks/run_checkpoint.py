@@ -239,11 +239,13 @@ class RunCheckpoint(Checkpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # trainer.max_steps ends an epoch part-way, and Lightning records that epoch as trained:
-        # resumed, the run would go on with the next one and skip the rest of this one.
+        # resumed, the run would go on with the next one and skip the rest of this one. (A run
+        # resumed at its end counts it done for its own report, `on_fit_end`: not saved so.)
         if epoch_cut_short(trainer):
             progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
             for counts in (progress["total"], progress["current"]):
                 counts["processed"] = min(counts["processed"], counts["started"] - 1)
+                counts["completed"] = min(counts["completed"], counts["started"] - 1)
 
 
 def _outlive_the_launcher(trainer: L.Trainer, timeout: float = 15.0) -> None:
