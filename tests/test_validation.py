@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -122,7 +123,7 @@ def test_validation_leaves_the_state_and_weights_alone(cache_dir: Path, tmp_path
 
 
 def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
-    tmp_path: Path, cache_dir: Path
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # patience 0 and an improvement of more than 1.0 in accuracy: impossible after the first
     stop = ["+callbacks/early_stopping=val_acc", "callbacks.early_stopping.patience=0",
@@ -149,7 +150,10 @@ def test_a_run_with_a_split_logs_val_metrics_and_stops_early(
     again_args = [*TINY, "trainer.max_epochs=5", "data.val_fraction=0.2", "test=false", *stop,
                   f"ckpt_path={run}/checkpoints/last.ckpt"]  # fmt: skip
     again = compose_config(again_args, tmp_path / "resumed", cache_dir)
+    caplog.set_level(logging.INFO, logger="src.callbacks.run_checkpoint")
     resumed = train(again)
+    said = "Nothing left to train: its checkpoint is of iteration 10, early stopping had ended"
+    assert said in caplog.text
     assert resumed["global_step"] == saved["global_step"] and resumed["epochs"] == saved["epochs"]
     assert resumed["val/acc"] == saved["val/acc"] and resumed["val/loss"] == saved["val/loss"]
     # without early stopping, the same checkpoint trains on

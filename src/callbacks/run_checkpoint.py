@@ -225,8 +225,9 @@ class RunCheckpoint(Checkpoint):
         self._restored = {}
         if self._trained:
             return
-        if trainer.should_stop:
-            log.info("Early stopping had ended this run before its checkpoint: nothing to train.")
+        why = "early stopping had ended the run" if trainer.should_stop else "trained to its end"
+        log.info("Nothing left to train: its checkpoint is of iteration %d, %s.",
+                 trainer.global_step, why)  # fmt: skip
         progress = trainer.fit_loop.epoch_progress.current
         progress.completed = progress.started
         values = restored.get("validation")
