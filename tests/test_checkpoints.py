@@ -449,3 +449,10 @@ def test_a_run_stopped_by_max_steps_resumes_inside_its_epoch(
     assert train(more)["global_step"] == 2 * ITERS
     # the schedule's state too: the cut epoch stepped it once
     assert_same_training_state(tmp_path / "straight", tmp_path / "more")
+    # resumed at its end first (killed while testing, say), which writes its checkpoint again
+    again = [*settings, "+trainer.max_steps=3", f"ckpt_path={cut}"]
+    train(compose_config(again, tmp_path / "again", cache_dir))
+    rewritten = tmp_path / "again" / "checkpoints" / "last.ckpt"
+    later = compose_config([*settings, f"ckpt_path={rewritten}"], tmp_path / "later", cache_dir)
+    train(later)
+    assert_same_training_state(tmp_path / "straight", tmp_path / "later")

@@ -142,6 +142,8 @@ class EpochBatchSampler(Sampler[Tensor]):
                 "end-of-epoch checkpoint"
             )
         self.epoch = state["epoch"]
+        # Where it stands till it hands out a batch: a run resumed at its end saves it so.
+        self.batches_done = state["batches_done"]
         self._resume = (state["epoch"], state["batches_done"]) if mid_epoch else None
 
 
