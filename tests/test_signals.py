@@ -508,33 +508,28 @@ def test_joblib_workers_keep_an_inherited_ignored_sigint(tmp_path: Path, cache_d
     assert read_checkpoint(stopped)["global_step"] == 2
 
 
-def test_a_signal_during_validation_stops_at_that_epochs_end(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    """The epoch's end runs (its validation too) and is saved: no iteration of the next first."""
+@pytest.mark.parametrize(
+    ("settings", "phase", "signum", "step", "said"),
+    [
+        # the epoch's end runs (its validation too) and is saved: no iteration of the next first
+        (["data.val_fraction=0.2", "trainer.max_epochs=2"], "validation", signal.SIGTERM, 5,
+         "stopped: SIGTERM: stopped after iteration 5; saved {saved}"),
+        # a second signal stops at once, nothing saved: the epoch's checkpoint is the one left
+        (["trainer.max_epochs=3", "+callbacks.signal_at.times=2"], "second_epoch", signal.SIGINT,
+         6, "stopped: SIGINT again: stopped at once without saving; the last checkpoint, of "
+         "iteration 6, is {saved}. Resume with: python -m src.train ckpt_path={saved}"),
+    ],
+)  # fmt: skip
+def test_a_stop_says_which_checkpoint_it_leaves(
+    tmp_path: Path, cache_dir: Path, settings: list[str], phase: str, signum: int, step: int,
+    said: str,
+) -> None:  # fmt: skip
     run = tmp_path / "run"
-    args = run_args(run, cache_dir, "data.val_fraction=0.2", "trainer.max_epochs=2",
-                    *with_signal("validation", signal.SIGTERM))  # fmt: skip
-    line = stopped_line(cli_in_process(*args), signal.SIGTERM)
-    assert line.startswith("stopped: SIGTERM: stopped after iteration 5;")  # 160 images of 32
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 5
-
-
-def test_a_second_signal_names_the_checkpoint_left_and_how_to_resume(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    """Stopped at once, nothing saved: the epoch's checkpoint is what a resume starts from."""
-    run = tmp_path / "run"
-    args = run_args(run, cache_dir, "trainer.max_epochs=3", "+callbacks.signal_at.times=2",
-                    *with_signal("second_epoch", signal.SIGINT))  # fmt: skip
-    line = stopped_line(cli_in_process(*args), signal.SIGINT)
+    args = run_args(run, cache_dir, *settings, *with_signal(phase, signum))
+    line = stopped_line(cli_in_process(*args), signum)
     saved = run / "checkpoints" / "last.ckpt"
-    assert read_checkpoint(saved)["global_step"] == 6
-    said = (
-        f"SIGINT again: stopped at once without saving; the last checkpoint, of iteration 6, is "
-        f"{saved}. Resume with: python -m src.train ckpt_path={saved}"
-    )
-    assert said in line
+    assert read_checkpoint(saved)["global_step"] == step
+    assert said.format(saved=saved) in line
 
 
 def test_a_signal_without_the_projects_checkpoints_points_to_lightnings(
