@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import OmegaConf
 
 from src.errors import CheckpointError, ConfigError, first_line
@@ -109,9 +110,14 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
             "optimizer and loop state; it cannot be resumed or evaluated"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
-    for key in ("state_dict", "bn_statistics", "hyper_parameters", "config"):  # read as dicts
-        if not missing and not isinstance(data.get(key) or {}, dict):
+    for key in ("state_dict", "bn_statistics", "hyper_parameters", "config", "callbacks"):
+        if not missing and not isinstance(data.get(key) or {}, dict):  # each read as a dict
             raise CheckpointError(f"its {key} is a {type(data[key]).__name__}, not a dict")
+    for key, state in (data.get("callbacks") or {}).items():  # Lightning restores them unchecked
+        if not isinstance(state, dict) or (
+            str(key).startswith("EarlyStopping") and not _stopping(state)
+        ):
+            raise CheckpointError(f"its callbacks[{key!r}] is not a state the callback can take")
     if missing or not any(str(k).startswith("net.") for k in data["state_dict"]):
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
         raise CheckpointError(f"is not a training checkpoint of this project ({what})")
@@ -138,6 +144,18 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
                 raise CheckpointError(f"its {where} holds {bad}: no network to predict with or "
                                       "continue from")  # fmt: skip
     return data
+
+
+def _stopping(state: dict) -> bool:
+    """EarlyStopping's state holds its fields, each of the kind it writes."""
+    reason = state.get("stopping_reason", 0)
+    return (
+        all(type(state.get(k)) is int for k in ("wait_count", "stopped_epoch", "patience"))
+        and torch.is_tensor(state.get("best_score"))
+        and type(reason) is int
+        and reason in [r.value for r in EarlyStoppingReason]
+        and isinstance(state.get("stopping_reason_message"), (str, type(None)))
+    )
 
 
 def _shapes(tensors: Any) -> dict[str, Any] | None:

@@ -238,6 +238,16 @@ def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
     return saved
 
 
+STOPPING = "EarlyStopping{'monitor': 'val/acc', 'mode': 'max'}"
+
+
+def _stopped(good: Path, **changed: Any) -> dict:
+    """`good` with an EarlyStopping state that had stopped it, `changed`."""
+    state = {"wait_count": 3, "stopped_epoch": 2, "best_score": torch.tensor(0.9), "patience": 3,
+             "stopping_reason": 2, "stopping_reason_message": "no improvement"}  # fmt: skip
+    return _with(good, "callbacks", {STOPPING: {**state, **changed}})
+
+
 def _with(good: Path, key: str, values: dict) -> dict:
     saved = torch.load(good, weights_only=True)
     saved[key] = {**(saved.get(key) or {}), **values}
@@ -273,6 +283,16 @@ def _with(good: Path, key: str, values: dict) -> dict:
                      id="population"),
         pytest.param(lambda good: _with(good, "hyper_parameters", {"bn_stats": "???"}),
                      ["its stored model.bn_stats is '???', not a value"], id="missing-value"),
+        # Lightning restores callback states unchecked: tracebacks inside the job, run folder made
+        pytest.param(lambda good: {**torch.load(good, weights_only=True), "callbacks": [1]},
+                     ["its callbacks is a list, not a dict"], id="callbacks-type"),
+        pytest.param(lambda good: _stopped(good, patience="3"),
+                     [f"its callbacks[{STOPPING!r}] is not a state the callback can take"],
+                     id="early-stopping-field"),
+        pytest.param(lambda good: _stopped(good, stopping_reason=99),
+                     [f"its callbacks[{STOPPING!r}] is not"], id="early-stopping-reason"),
+        pytest.param(lambda good: _with(good, "callbacks", {"RunCheckpoint": [1]}),
+                     ["its callbacks['RunCheckpoint'] is not"], id="callback-state-type"),
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(
