@@ -340,6 +340,10 @@ class DropoutModule(BNStateModule):
          ["logger.mlflow.tracking_uri=file:./mlruns", "MLFLOW_ALLOW_FILE_STORE=true"]),
         (["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////proc/x.db"],
          ["cannot create the database in /proc"]),
+        # a logger's folder in another run's (was exit 0, its hparams.yaml overwritten)
+        (["logger.tensorboard.name=../victim/tensorboard"], ["logger.tensorboard.name=../victim/"
+         "tensorboard: leaves its logger's folder (logger.tensorboard.save_dir)"]),
+        (["logger=csv", "logger.csv.version=/tmp/x"], ["logger.csv.version=/tmp/x: leaves"]),
         # 16. the files and folders a data source reads (were refused in the run folder)
         (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
          "images of data source 'synthetic'"]),
@@ -581,6 +585,7 @@ def test_hydra_runtime_values_resolve_before_hydra_sets_them(
         ["data=mnist", "data.root=TMP"],
         # SummaryWriter's options reach TensorBoard
         ["+logger.tensorboard.flush_secs=5", "+logger.tensorboard.max_queue=3"],
+        ["logger.tensorboard.name=mine/first", "logger.tensorboard.version=v1"],
         # batch limits that leave batches
         ["trainer.limit_test_batches=0", "test=false"],
         ["trainer.limit_test_batches=0.5", "trainer.limit_train_batches=2"],

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.compat import config_search_path, hydra_args_parser, start_hydra
 from src.config.folders import (
     check_checkpoint_folder,
-    check_mlflow_stores,
+    check_logger_folders,
     check_output_folder,
     check_run_folder_free,
 )
@@ -315,7 +315,7 @@ def preflight(
                 if not multirun:  # a sweep's jobs continue their folders (src.sweep.resume)
                     check_run_folder_free(cfg)
                 check_checkpoint_folder(cfg)
-                check_mlflow_stores(cfg)
+                check_logger_folders(cfg)
         # --cfg prints; --resolve without it and a rerun are Hydra's own
         own = args.cfg or args.resolve or args.experimental_rerun
         return (

@@ -74,11 +74,18 @@ def check_checkpoint_folder(cfg: DictConfig) -> None:
         _probe_folder(folder, f"callbacks.model_checkpoint.dirpath={folder}", "checkpoint folder")
 
 
-def check_mlflow_stores(cfg: DictConfig) -> None:
-    """Each MLflow logger's store can be opened in the run: MLflow 3 keeps a file store (`file:`
-    or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a database's folder must
-    be one this process can create and write (else minutes of retries, then a traceback)."""
+def check_logger_folders(cfg: DictConfig) -> None:
+    """Each logger's folder is one of its own: a `name` or `version` of `..` would write into
+    another run's folder. Each MLflow logger's store can be opened in the run: MLflow 3 keeps a
+    file store (`file:` or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a
+    database's folder must be one this process can create and write (else minutes of retries,
+    then a traceback)."""
     for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
+        for part in ("name", "version") if isinstance(node, DictConfig) else ():
+            value = None if OmegaConf.is_interpolation(node, part) else node.get(part)
+            if isinstance(value, str) and (os.path.isabs(value) or ".." in Path(value).parts):
+                raise ConfigError(f"logger.{name}.{part}={value}: leaves its logger's folder "
+                                  f"(logger.{name}.save_dir): give a plain name")  # fmt: skip
         if not node or not str(node.get("_target_", "")).endswith("MLFlowLogger"):
             continue
         key = f"logger.{name}.tracking_uri"
