@@ -4,6 +4,7 @@ with `data.frame=true`, a photo of one digit written on paper framed as the buil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,10 @@ def test_cli_reads_a_glob_and_converts_on_request(
         ("{folder}", ["ckpt_path={tmp}/moved.ckpt", "model.bn_stats=population"],
          ["{tmp}/moved: no such folder (data.root)", "put them back there, or use "
           "model.bn_stats=running"]),
+        ("{tmp}/pipes", [], ["{tmp}/pipes/pipe.png: is not a regular file"]),  # was read forever
     ],
-    ids="missing glob empty size text colour key unadded ckpt frame blank stats none folder moved"
-    .split(),
+    ids="missing glob empty size text colour key unadded ckpt frame blank stats none folder moved "
+    "pipe".split(),
 )  # fmt: skip
 def test_bad_input_is_one_line_and_no_run_folder(
     ckpt: Path, folder: Path, tmp_path: Path, images: str, extra: list[str], needles: list[str]
@@ -119,6 +121,8 @@ def test_bad_input_is_one_line_and_no_run_folder(
     Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "rgb.png")
     (tmp_path / "notes.txt").write_text("not an image\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "pipes").mkdir()
+    os.mkfifo(tmp_path / "pipes" / "pipe.png")
     Image.fromarray(np.full((90, 60), 230, np.uint8)).save(tmp_path / "blank.png")  # paper only
     saved = torch.load(ckpt, weights_only=True)  # its training data moved since
     saved["config"]["data"] = {"source": "folder", "root": str(tmp_path / "moved"),

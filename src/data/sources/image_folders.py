@@ -135,6 +135,8 @@ def decode_image(path: str, resize: bool, grayscale: bool, frame: bool = False) 
     Also what `python -m src.predict` reads its images with, so both refuse and convert alike."""
     from PIL import Image, ImageOps
 
+    if os.path.exists(path) and not os.path.isfile(path):  # a pipe or a device: read forever
+        raise DataError(f"{path}: is not a regular file, so not an image")
     try:
         with warnings.catch_warnings():  # a phone's photo (100 megapixels) is no decompression
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # bomb; past
