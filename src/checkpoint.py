@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import pickle
 import re
 import warnings
@@ -17,6 +18,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import OmegaConf
+from packaging.version import InvalidVersion, Version
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
@@ -110,23 +112,31 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
             "optimizer and loop state; it cannot be resumed or evaluated"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
-    for key in ("state_dict", "bn_statistics", "hyper_parameters", "config", "callbacks"):
+    for key in ("state_dict", "bn_statistics", "hyper_parameters", "config", "callbacks", "loops"):
         if not missing and not isinstance(data.get(key) or {}, dict):  # each read as a dict
             raise CheckpointError(f"its {key} is a {type(data[key]).__name__}, not a dict")
-    for key, state in (data.get("callbacks") or {}).items():  # Lightning restores them unchecked
-        if not isinstance(state, dict) or (
-            str(key).startswith("EarlyStopping") and not _stopping(state)
-        ):
-            raise CheckpointError(f"its callbacks[{key!r}] is not a state the callback can take")
     if missing or not any(str(k).startswith("net.") for k in data["state_dict"]):
         what = f"no {', '.join(repr(k) for k in missing)}" if missing else "no network weights"
         raise CheckpointError(f"is not a training checkpoint of this project ({what})")
+    if not isinstance((data.get("config") or {}).get("trainer") or {}, dict):
+        raise CheckpointError("its config.trainer is not a dict")
+    for key, state in (data.get("callbacks") or {}).items():  # Lightning restores them unchecked
+        own = str(key).startswith("RunCheckpoint")  # (which ignores a state of another shape)
+        stopping = str(key).startswith("EarlyStopping")
+        if not (own or isinstance(state, dict)) or (stopping and not _stopping(state)):
+            raise CheckpointError(f"its callbacks[{key!r}] is not a state the callback can take")
+    _check_counters(data)
     statistics = data.get("bn_statistics") or {}
     if statistics.get("used", "running") not in BN_STATS_MODES:  # which of them it predicts with
         modes = ", ".join(BN_STATS_MODES)
         raise CheckpointError(
             f"its bn_statistics.used={statistics['used']!r} is not one of {modes}"
         )
+    if (
+        statistics.get("used", "running") != "running"
+        and statistics.get(statistics["used"]) is None
+    ):
+        raise CheckpointError(f"its bn_statistics.used={statistics['used']!r} has no statistics")
     weights = _shapes(data["state_dict"])
     layers = {k[4:]: v for k, v in weights.items() if re.fullmatch(r"net\..*running_\w+", k)}
     for name in ("running", "population"):  # each a state the network can take
@@ -136,7 +146,8 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
         for key, value in values.items() if isinstance(values, dict) else ():
             if not (torch.is_tensor(value) and value.is_floating_point()):
                 continue
-            bad = "NaN or infinite values" if not value.isfinite().all() else None
+            bad = "NaN or infinite values" if not _finite(value) else None
+            bad = "a sparse tensor" if value.layout != torch.strided else bad
             if bad is None and str(key).endswith("running_var") and (value < 0).any():
                 bad = "negative variances"  # batch norm would take the root of them
             if bad is not None:
@@ -146,11 +157,80 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
     return data
 
 
-def _stopping(state: dict) -> bool:
+def _whole(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _finite(value: torch.Tensor) -> bool:
+    """A dense tensor, without NaN or infinite values."""
+    return value.layout == torch.strided and bool(value.isfinite().all())
+
+
+def _check_counters(data: dict) -> None:
+    """The counters Lightning restores a run's loops from, unchecked (a text, or a count past
+    64 bits, was a traceback in the run), and the version its loading migrates from."""
+    version = data.get("pytorch-lightning_version")
+    try:
+        lightning_2 = isinstance(version, str) and Version(version).major >= 2
+    except InvalidVersion:
+        lightning_2 = False
+    if not lightning_2:
+        raise CheckpointError(f"its pytorch-lightning_version={version!r} is not Lightning 2's")
+    for key in ("global_step", "epoch"):
+        if not _whole(data[key]):
+            raise CheckpointError(f"its {key}={data[key]!r} is not a count")
+    elapsed = data.get("elapsed_s", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
+        raise CheckpointError(f"its elapsed_s={elapsed!r} is not a number of seconds")
+    loops = [data["loops"]]
+    while loops:  # each entry a dict, flag or count (under state_dict: loader_position's)
+        node = loops.pop()
+        if isinstance(node, dict):
+            loops += [v for k, v in node.items() if k != "state_dict"]
+        elif not (type(node) is bool or _whole(node)):
+            raise CheckpointError(f"its loops hold {node!r}, which is not a count")
+    if not isinstance((data["loops"].get("fit_loop") or {}).get("epoch_progress"), dict):
+        raise CheckpointError("its loops hold no fit_loop.epoch_progress")
+
+
+def check_optimizer_state(ckpt: dict, path: Path) -> None:
+    """CheckpointError unless the checkpoint holds one optimizer's state over its network's
+    parameters, which torch restores unchecked: a rate that is no number, or a state of other
+    parameters, failed at the first step or dropped the momentum without a word."""
+    from src.model.module import BNStateModule
+
+    with torch.device("meta"):
+        module = BNStateModule(**model_settings(ckpt, path))
+    shapes = [tuple(p.shape) for p in module.net.parameters()]
+    states = ckpt["optimizer_states"]
+    saved = states[0] if isinstance(states, list) and len(states) == 1 else {}
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    state = saved.get("state") if isinstance(saved, dict) else None
+    ok = isinstance(state, dict) and isinstance(groups, list) and groups != []
+    ok = ok and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+    params = [i for g in groups for i in g["params"]] if ok else []
+    ok = ok and all(type(i) is int for i in params) and sorted(params) == list(range(len(shapes)))
+    for group in groups if ok else ():
+        lr = group.get("lr")
+        ok = ok and type(lr) in (int, float) and math.isfinite(lr) and lr >= 0
+    for index, tensors in state.items() if ok else ():
+        ok = ok and type(index) is int and 0 <= index < len(shapes) and isinstance(tensors, dict)
+        for value in tensors.values() if ok else ():
+            shape = tuple(value.shape) if torch.is_tensor(value) else None
+            ok = ok and (value is None or shape in (shapes[index], ()) and _finite(value.float()))
+    if not ok:
+        raise CheckpointError(
+            f"ckpt_path={path}: its optimizer_states are not one optimizer's state of its "
+            f"network's {len(shapes)} parameters (with a finite rate): it cannot be continued"
+        )
+
+
+def _stopping(state: Any) -> bool:
     """EarlyStopping's state holds its fields, each of the kind it writes."""
-    reason = state.get("stopping_reason", 0)
+    reason = state.get("stopping_reason", 0) if isinstance(state, dict) else None
     return (
-        all(type(state.get(k)) is int for k in ("wait_count", "stopped_epoch", "patience"))
+        isinstance(state, dict)
+        and all(type(state.get(k)) is int for k in ("wait_count", "stopped_epoch", "patience"))
         and torch.is_tensor(state.get("best_score"))
         and type(reason) is int
         and reason in [r.value for r in EarlyStoppingReason]

@@ -241,6 +241,17 @@ def _with_nan(good: Path, key: str, value: float = float("nan")) -> dict:
 STOPPING = "EarlyStopping{'monitor': 'val/acc', 'mode': 'max'}"
 
 
+def _changed(good: Path, key: str, value: Any) -> dict:
+    """`good` with the value at the dotted `key` (list items by number) replaced by `value`."""
+    saved = torch.load(good, weights_only=True)
+    *parents, last = [int(p) if p.isdigit() else p for p in key.split(".")]
+    node = saved
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return saved
+
+
 def _stopped(good: Path, **changed: Any) -> dict:
     """`good` with an EarlyStopping state that had stopped it, `changed`."""
     state = {"wait_count": 3, "stopped_epoch": 2, "best_score": torch.tensor(0.9), "patience": 3,
@@ -291,8 +302,33 @@ def _with(good: Path, key: str, values: dict) -> dict:
                      id="early-stopping-field"),
         pytest.param(lambda good: _stopped(good, stopping_reason=99),
                      [f"its callbacks[{STOPPING!r}] is not"], id="early-stopping-reason"),
-        pytest.param(lambda good: _with(good, "callbacks", {"RunCheckpoint": [1]}),
-                     ["its callbacks['RunCheckpoint'] is not"], id="callback-state-type"),
+        pytest.param(lambda good: _with(good, "callbacks", {"ModelCheckpoint": [1]}),
+                     ["its callbacks['ModelCheckpoint'] is not"], id="callback-state-type"),
+        # what Lightning and torch restore unchecked: tracebacks (or no word) in the run
+        pytest.param(lambda good: _changed(good, "pytorch-lightning_version", "0.5.0"),
+                     ["its pytorch-lightning_version='0.5.0' is not Lightning 2's"], id="version"),
+        pytest.param(lambda good: _changed(good, "global_step", "x"),
+                     ["its global_step='x' is not a count"], id="global-step"),
+        pytest.param(lambda good: _changed(good, "elapsed_s", float("nan")),
+                     ["its elapsed_s=nan is not a number of seconds"], id="elapsed"),
+        pytest.param(lambda good: _changed(good, "loops.fit_loop.epoch_progress.total.ready",
+                                           10**20), ["its loops hold 10000"], id="loops-count"),
+        pytest.param(lambda good: _changed(good, "config.trainer", "x"),
+                     ["its config.trainer is not a dict"], id="config-trainer"),
+        pytest.param(lambda good: _with(good, "state_dict",
+                                        {"net.fc.bias": torch.zeros(10).to_sparse()}),
+                     ["its net.fc.bias holds a sparse tensor"], id="sparse"),
+        pytest.param(lambda good: _changed(good, "bn_statistics.used", "population"),
+                     ["its bn_statistics.used='population' has no statistics"], id="no-population"),
+        *[pytest.param(lambda good, k=key, v=value: _changed(good, k, v),
+                       ["its optimizer_states are not one optimizer's state of its network's 14 "
+                        "parameters"], id=f"optimizer-{n}")
+          for n, (key, value) in enumerate([("optimizer_states", []),
+                                            ("optimizer_states.0.state", [1, 2]),
+                                            ("optimizer_states.0.param_groups.0.lr", "fast"),
+                                            ("optimizer_states.0.param_groups.0.lr", float("nan")),
+                                            ("optimizer_states.0.state.0.momentum_buffer",
+                                             torch.zeros(3))])],
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(

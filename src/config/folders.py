@@ -82,7 +82,9 @@ def check_logger_folders(cfg: DictConfig) -> None:
     then a traceback)."""
     for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
         for part in ("name", "version") if isinstance(node, DictConfig) else ():
-            value = None if OmegaConf.is_interpolation(node, part) else node.get(part)
+            if part not in node or OmegaConf.is_interpolation(node, part):
+                continue
+            value = node.get(part)
             if isinstance(value, str) and (os.path.isabs(value) or ".." in Path(value).parts):
                 raise ConfigError(f"logger.{name}.{part}={value}: leaves its logger's folder "
                                   f"(logger.{name}.save_dir): give a plain name")  # fmt: skip

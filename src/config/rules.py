@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.checkpoint import check_network_matches, read_checkpoint
+from src.checkpoint import check_network_matches, check_optimizer_state, read_checkpoint
 from src.config.continuation import check_optimizer_matches, check_position_matches
 from src.config.devices import ONE_PROCESS_STRATEGIES, check_accelerator
 from src.config.schema import (
@@ -325,6 +325,7 @@ def _check_checkpoint(cfg: DictConfig, processes: int) -> None:
     check_network_matches(ckpt, cfg.get("model"), Path(str(path)))
     # train=false, src.evaluate, src.predict, src.export (no `train` key): read, not resumed
     if value_at(cfg, "train") not in (False, None):
+        check_optimizer_state(ckpt, Path(str(path)))
         check_optimizer_matches(ckpt, cfg, Path(str(path)))
         check_position_matches(ckpt, cfg, Path(str(path)), processes)
 
