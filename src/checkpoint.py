@@ -18,7 +18,6 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import OmegaConf
-from packaging.version import InvalidVersion, Version
 
 from src.errors import CheckpointError, ConfigError, first_line
 from src.io import write_atomically
@@ -170,11 +169,8 @@ def _check_counters(data: dict) -> None:
     """The counters Lightning restores a run's loops from, unchecked (a text, or a count past
     64 bits, was a traceback in the run), and the version its loading migrates from."""
     version = data.get("pytorch-lightning_version")
-    try:
-        lightning_2 = isinstance(version, str) and Version(version).major >= 2
-    except InvalidVersion:
-        lightning_2 = False
-    if not lightning_2:
+    major = re.match(r"(\d+)\.\d", version) if isinstance(version, str) else None
+    if major is None or int(major[1]) < 2:
         raise CheckpointError(f"its pytorch-lightning_version={version!r} is not Lightning 2's")
     for key in ("global_step", "epoch"):
         if not _whole(data[key]):
