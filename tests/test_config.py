@@ -9,8 +9,9 @@ from omegaconf import OmegaConf
 
 from src.config.compose import preflight
 from src.config.rules import check_config
+from src.errors import ConfigError
 from src.model.precision import fast_precision
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, raised_line
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -59,3 +60,22 @@ def test_an_experiment_of_ones_own_sets_the_runs_seed_and_tags(tmp_path: Path) -
     argv = ["--config-dir", str(tmp_path), "--config-name", "mine", "+tags=[z]", "--cfg", "job"]
     (cfg,) = preflight(argv, str(CONF), "config")[1]
     assert list(cfg.tags) == ["z"] and cfg.num_threads == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [  # was a traceback of PyYAML's, exit 1
+        ("# @package _global_\noptimizer:\n  lr: [0.1\n", ["broken.yaml", "line 3"]),
+        # was filed under experiment.optimizer.lr, which nothing reads: optimizer.lr stayed 0.01
+        ("optimizer:\n  lr: 0.5\n", ["experiment=broken: its settings land under experiment.",
+                                     "'# @package _global_'"]),
+    ],
+)  # fmt: skip
+def test_an_experiment_of_ones_own_that_cannot_work_is_one_line(
+    tmp_path: Path, text: str, needles: list[str]
+) -> None:
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "broken.yaml").write_text(text)
+    argv = ["--config-dir", str(tmp_path), "experiment=broken", f"hydra.run.dir={tmp_path}/run"]
+    raised_line(ConfigError, lambda: preflight(argv, str(CONF), "config"), *needles)
+    assert not (tmp_path / "run").exists()

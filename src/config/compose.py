@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import yaml  # OmegaConf's parser
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -289,7 +290,8 @@ def preflight(
             if key not in done:
                 try:
                     done[key] = compose(args.config_name or config_name, overrides, True)
-                except (HydraException, ValueError) as err:  # ValueError: callbacks=null
+                # ValueError: callbacks=null, a file not UTF-8; YAMLError: one's own file's syntax
+                except (HydraException, ValueError, yaml.YAMLError) as err:
                     raise ConfigError(worded(err, overrides, composed, args.overrides)) from err
             return done[key]
 

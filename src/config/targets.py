@@ -223,9 +223,24 @@ def _project_keys() -> frozenset[str]:
     return frozenset(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml"))
 
 
+@functools.cache
+def _global_groups() -> frozenset[str]:
+    """The groups whose options set keys anywhere (`# @package _global_`): experiment, debug."""
+    files = Path(CONFIG_DIR).glob("*/*.yaml")
+    return frozenset(p.parent.name for p in files if "@package _global_" in p.read_text())
+
+
 def check_added_keys(cfg: DictConfig, settings: dict) -> None:
-    """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused."""
+    """A top-level key added with a + (`+max_epochs=3`) is read by nothing: a slip, refused.
+    So is an experiment of one's own without its `# @package _global_` line, which files its
+    settings under `experiment.`."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    if placed := sorted(_global_groups() & set(cfg.keys())):
+        group = placed[0]
+        raise ConfigError(
+            f"{group}={groups.get(group)}: its settings land under {group}., which nothing reads: "
+            f"start its file with the line '# @package _global_', as conf/{group}/*.yaml do"
+        )
     typed = str(OmegaConf.to_container(cfg, resolve=False))  # ${key} reads it too
     primary = _project_keys()
     for line in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []:
