@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import math
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -131,11 +131,12 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
         raise CheckpointError(
             f"its bn_statistics.used={statistics['used']!r} is not one of {modes}"
         )
-    if (
-        statistics.get("used", "running") != "running"
-        and statistics.get(statistics["used"]) is None
-    ):
-        raise CheckpointError(f"its bn_statistics.used={statistics['used']!r} has no statistics")
+    if statistics.get("used", "running") != "running" and statistics.get("running") is None:
+        # the weights hold the statistics it names, and `running` the ones set aside
+        raise CheckpointError(
+            f"its bn_statistics.used={statistics['used']!r}, but it holds no "
+            "bn_statistics.running (the statistics its weights replaced)"
+        )
     weights = _shapes(data["state_dict"])
     layers = {k[4:]: v for k, v in weights.items() if re.fullmatch(r"net\..*running_\w+", k)}
     for name in ("running", "population"):  # each a state the network can take
@@ -145,7 +146,7 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
         for key, value in values.items() if isinstance(values, dict) else ():
             if not (torch.is_tensor(value) and value.is_floating_point()):
                 continue
-            bad = "NaN or infinite values" if not _finite(value) else None
+            bad = "NaN or infinite values" if not finite(value) else None
             bad = "a sparse tensor" if value.layout != torch.strided else bad
             if bad is None and str(key).endswith("running_var") and (value < 0).any():
                 bad = "negative variances"  # batch norm would take the root of them
@@ -160,7 +161,7 @@ def _whole(value: Any) -> bool:
     return type(value) is int and 0 <= value < 2**63
 
 
-def _finite(value: torch.Tensor) -> bool:
+def finite(value: torch.Tensor) -> bool:
     """A dense tensor, without NaN or infinite values."""
     return value.layout == torch.strided and bool(value.isfinite().all())
 
@@ -171,12 +172,14 @@ def _check_counters(data: dict) -> None:
     version = data.get("pytorch-lightning_version")
     major = re.match(r"(\d+)\.\d", version) if isinstance(version, str) else None
     if major is None or int(major[1]) < 2:
-        raise CheckpointError(f"its pytorch-lightning_version={version!r} is not Lightning 2's")
+        raise CheckpointError(
+            f"its pytorch-lightning_version={version!r} is not that of Lightning 2 or later"
+        )
     for key in ("global_step", "epoch"):
         if not _whole(data[key]):
             raise CheckpointError(f"its {key}={data[key]!r} is not a count")
     elapsed = data.get("elapsed_s", 0.0)
-    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
+    if type(elapsed) not in (int, float) or not 0 <= elapsed <= sys.float_info.max:
         raise CheckpointError(f"its elapsed_s={elapsed!r} is not a number of seconds")
     loops = [data["loops"]]
     while loops:  # each entry a dict, flag or count (under state_dict: loader_position's)
@@ -185,40 +188,13 @@ def _check_counters(data: dict) -> None:
             loops += [v for k, v in node.items() if k != "state_dict"]
         elif not (type(node) is bool or _whole(node)):
             raise CheckpointError(f"its loops hold {node!r}, which is not a count")
-    if not isinstance((data["loops"].get("fit_loop") or {}).get("epoch_progress"), dict):
-        raise CheckpointError("its loops hold no fit_loop.epoch_progress")
-
-
-def check_optimizer_state(ckpt: dict, path: Path) -> None:
-    """CheckpointError unless the checkpoint holds one optimizer's state over its network's
-    parameters, which torch restores unchecked: a rate that is no number, or a state of other
-    parameters, failed at the first step or dropped the momentum without a word."""
-    from src.model.module import BNStateModule
-
-    with torch.device("meta"):
-        module = BNStateModule(**model_settings(ckpt, path))
-    shapes = [tuple(p.shape) for p in module.net.parameters()]
-    states = ckpt["optimizer_states"]
-    saved = states[0] if isinstance(states, list) and len(states) == 1 else {}
-    groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    state = saved.get("state") if isinstance(saved, dict) else None
-    ok = isinstance(state, dict) and isinstance(groups, list) and groups != []
-    ok = ok and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
-    params = [i for g in groups for i in g["params"]] if ok else []
-    ok = ok and all(type(i) is int for i in params) and sorted(params) == list(range(len(shapes)))
-    for group in groups if ok else ():
-        lr = group.get("lr")
-        ok = ok and type(lr) in (int, float) and math.isfinite(lr) and lr >= 0
-    for index, tensors in state.items() if ok else ():
-        ok = ok and type(index) is int and 0 <= index < len(shapes) and isinstance(tensors, dict)
-        for value in tensors.values() if ok else ():
-            shape = tuple(value.shape) if torch.is_tensor(value) else None
-            ok = ok and (value is None or shape in (shapes[index], ()) and _finite(value.float()))
-    if not ok:
-        raise CheckpointError(
-            f"ckpt_path={path}: its optimizer_states are not one optimizer's state of its "
-            f"network's {len(shapes)} parameters (with a finite rate): it cannot be continued"
-        )
+    fit = data["loops"].get("fit_loop") if isinstance(data["loops"], dict) else None
+    epochs = fit.get("epoch_progress") if isinstance(fit, dict) else None
+    if not (
+        isinstance(epochs, dict)
+        and all(isinstance(epochs.get(k), dict) for k in ("total", "current"))
+    ):
+        raise CheckpointError("its loops hold no fit_loop.epoch_progress of Lightning's")
 
 
 def _stopping(state: Any) -> bool:

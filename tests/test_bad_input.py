@@ -344,6 +344,8 @@ class DropoutModule(BNStateModule):
         (["logger.tensorboard.name=../victim/tensorboard"], ["logger.tensorboard.name=../victim/"
          "tensorboard: leaves its logger's folder (logger.tensorboard.save_dir)"]),
         (["logger=csv", "logger.csv.version=/tmp/x"], ["logger.csv.version=/tmp/x: leaves"]),
+        (["+logger.tensorboard.sub_dir=../../x"], ["logger.tensorboard.sub_dir=../../x: leaves"]),
+        (["logger.tensorboard.name=${oc.env:HOME}"], ["logger.tensorboard.name=/", "leaves"]),
         # 16. the files and folders a data source reads (were refused in the run folder)
         (["data.num_train_per_class=10"], ["data.batch_size=128 is larger than the 100 training "
          "images of data source 'synthetic'"]),

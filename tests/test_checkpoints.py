@@ -306,7 +306,8 @@ def _with(good: Path, key: str, values: dict) -> dict:
                      ["its callbacks['ModelCheckpoint'] is not"], id="callback-state-type"),
         # what Lightning and torch restore unchecked: tracebacks (or no word) in the run
         pytest.param(lambda good: _changed(good, "pytorch-lightning_version", "0.5.0"),
-                     ["its pytorch-lightning_version='0.5.0' is not Lightning 2's"], id="version"),
+                     ["its pytorch-lightning_version='0.5.0' is not that of Lightning 2"],
+                     id="version"),
         pytest.param(lambda good: _changed(good, "global_step", "x"),
                      ["its global_step='x' is not a count"], id="global-step"),
         pytest.param(lambda good: _changed(good, "elapsed_s", float("nan")),
@@ -319,16 +320,25 @@ def _with(good: Path, key: str, values: dict) -> dict:
                                         {"net.fc.bias": torch.zeros(10).to_sparse()}),
                      ["its net.fc.bias holds a sparse tensor"], id="sparse"),
         pytest.param(lambda good: _changed(good, "bn_statistics.used", "population"),
-                     ["its bn_statistics.used='population' has no statistics"], id="no-population"),
+                     ["its bn_statistics.used='population', but it holds no bn_statistics.running"],
+                     id="no-running"),  # evaluate said it predicted with population statistics
+        pytest.param(lambda good: _changed(good, "elapsed_s", float("inf")),
+                     ["its elapsed_s=inf is not"], id="elapsed-inf"),
+        pytest.param(lambda good: _changed(good, "loops", 0), ["its loops hold no fit_loop"],
+                     id="loops-type"),
+        pytest.param(lambda good: _changed(good, "loops.fit_loop.epoch_progress", {}),
+                     ["its loops hold no fit_loop.epoch_progress"], id="epoch-progress"),
         *[pytest.param(lambda good, k=key, v=value: _changed(good, k, v),
                        ["its optimizer_states are not one optimizer's state of its network's 14 "
                         "parameters"], id=f"optimizer-{n}")
           for n, (key, value) in enumerate([("optimizer_states", []),
                                             ("optimizer_states.0.state", [1, 2]),
-                                            ("optimizer_states.0.param_groups.0.lr", "fast"),
-                                            ("optimizer_states.0.param_groups.0.lr", float("nan")),
                                             ("optimizer_states.0.state.0.momentum_buffer",
                                              torch.zeros(3))])],
+        *[pytest.param(lambda good, k=key, v=value: _changed(good, f"optimizer_states.0."
+                                                               f"param_groups.0.{k}", v),
+                       [f"its optimizer_states hold {key}={value!r}, not a setting"], id=key)
+          for key, value in [("lr", "fast"), ("lr", float("nan")), ("momentum", "x")]],
     ],
 )  # fmt: skip
 def test_each_bad_checkpoint_is_refused_before_the_run(
@@ -345,6 +355,30 @@ def test_each_bad_checkpoint_is_refused_before_the_run(
     assert message.startswith(f"ckpt_path={path}: ")
     assert "weights_only` set to `False`" not in message  # torch's advice, unsafe for any file
     assert not run_dir.exists()
+
+
+def test_an_optimizers_own_state_is_continued_and_an_odd_one_still_evaluated(
+    tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path
+) -> None:
+    """Adafactor's factored second moments (a dimension of 1), step counts and settings such as
+    eps=(None, 1e-3) are an optimizer's state: resumed. An optimizer state a resume refuses
+    stops no evaluation, which never reads it."""
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    optimizer = saved["optimizer_states"][0]
+    for tensors in optimizer["state"].values():
+        buffer = tensors.pop("momentum_buffer")
+        tensors.update(step=torch.tensor(3.0), row_var=buffer.sum(-1, keepdim=True))
+    optimizer["param_groups"][0].update(eps=(None, 1e-3), beta2_decay=-0.8, d=1.0)
+    torch.save(saved, tmp_path / "factored.ckpt")
+    run = [*TINY, f"paths.cache_dir={cache_dir}", f"ckpt_path={tmp_path}/factored.ckpt",
+           f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
+    assert preflight(run, CONFIG_DIR, "config")[0] == "run"
+    optimizer["param_groups"][0]["lr"] = "fast"
+    torch.save(saved, tmp_path / "odd.ckpt")
+    from src.evaluate import checked_evaluation
+
+    evaluate = [f"ckpt_path={tmp_path}/odd.ckpt", f"hydra.run.dir={tmp_path}/ev"]
+    assert preflight(evaluate, CONFIG_DIR, "evaluate", checked_evaluation)[0] == "run"
 
 
 def test_a_checkpoint_that_cannot_continue_this_run_is_one_line(

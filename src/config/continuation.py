@@ -1,17 +1,70 @@
-"""Whether a run continues the checkpoint it resumes: the same optimizer and schedule, with the
-same settings, and, stopped mid-epoch, the same batches (`check_config` asks, through
-`rules`)."""
+"""Whether a run continues the checkpoint it resumes: an optimizer state torch can take, the
+same optimizer and schedule, with the same settings, and, stopped mid-epoch, the same batches
+(`check_config` asks, through `rules`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import loader_position, stored_data_settings
+from src.checkpoint import finite, loader_position, model_settings, stored_data_settings
 from src.errors import CheckpointError, ConfigError
+
+
+def check_optimizer_state(ckpt: dict, path: Path) -> None:
+    """CheckpointError unless the checkpoint holds one optimizer's state over its network's
+    parameters, which torch restores unchecked: a rate that is no number, or a state of other
+    parameters, failed at the first step or dropped the momentum without a word."""
+    from src.model.module import BNStateModule
+
+    with torch.device("meta"):
+        module = BNStateModule(**model_settings(ckpt, path))
+    shapes = [tuple(p.shape) for p in module.net.parameters()]
+    states = ckpt["optimizer_states"]
+    saved = states[0] if isinstance(states, list) and len(states) == 1 else None
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    state = saved.get("state") if isinstance(saved, dict) else None
+    ok = isinstance(state, dict) and isinstance(groups, list) and groups != []
+    ok = ok and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+    params = [i for g in groups for i in g["params"]] if ok else []
+    ok = ok and all(type(i) is int for i in params) and sorted(params) == list(range(len(shapes)))
+    for index, tensors in state.items() if ok else ():
+        ok = ok and type(index) is int and 0 <= index < len(shapes) and isinstance(tensors, dict)
+        for value in tensors.values() if ok else ():
+            ok = ok and (value is None or torch.is_tensor(value) and _fits(value, shapes[index]))
+    if not ok:
+        raise CheckpointError(
+            f"ckpt_path={path}: its optimizer_states are not one optimizer's state of its "
+            f"network's {len(shapes)} parameters: it cannot be continued"
+        )
+    for name, value in ((k, v) for g in groups for k, v in g.items() if k != "params"):
+        rate = name != "lr" or type(value) in (int, float) and value >= 0
+        if not (_setting(value) and rate):
+            raise CheckpointError(
+                f"ckpt_path={path}: its optimizer_states hold {name}={value!r}, not a setting "
+                "the optimizer can take: it cannot be continued"
+            )
+
+
+def _fits(value: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """A dense, finite tensor of its parameter's shape, of it with dimensions of 1 (Adafactor's
+    factors), or a scalar (a step count)."""
+    same = value.dim() == len(shape) and all(n in (1, m) for n, m in zip(value.shape, shape))
+    return (same or value.dim() == 0) and finite(value.float())
+
+
+def _setting(value: Any) -> bool:
+    """An optimizer's setting: a flag, a finite number, nothing, or a tuple of them (betas)."""
+    if isinstance(value, (tuple, list)):
+        return all(_setting(v) for v in value)
+    return (
+        value is None or type(value) in (bool, int) or type(value) is float and math.isfinite(value)
+    )
 
 
 def check_optimizer_matches(ckpt: dict, cfg: Any, path: Path) -> None:

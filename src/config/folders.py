@@ -75,16 +75,17 @@ def check_checkpoint_folder(cfg: DictConfig) -> None:
 
 
 def check_logger_folders(cfg: DictConfig) -> None:
-    """Each logger's folder is one of its own: a `name` or `version` of `..` would write into
-    another run's folder. Each MLflow logger's store can be opened in the run: MLflow 3 keeps a
-    file store (`file:` or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true set, and a
-    database's folder must be one this process can create and write (else minutes of retries,
-    then a traceback)."""
+    """Each logger's folder is one of its own: a `name`, `version` or `sub_dir` of `..` would
+    write into another run's folder. Each MLflow logger's store can be opened in the run:
+    MLflow 3 keeps a file store (`file:` or a plain path) only with MLFLOW_ALLOW_FILE_STORE=true
+    set, and a database's folder must be one this process can create and write (else minutes of
+    retries, then a traceback)."""
     for name, node in (OmegaConf.select(cfg, "logger", default=None) or {}).items():
-        for part in ("name", "version") if isinstance(node, DictConfig) else ():
-            if part not in node or OmegaConf.is_interpolation(node, part):
+        for part in ("name", "version", "sub_dir") if isinstance(node, DictConfig) else ():
+            try:  # ${oc.env:X} too; what only Hydra's run resolves (${hydra:...}) is its own
+                value = node.get(part)
+            except Exception:
                 continue
-            value = node.get(part)
             if isinstance(value, str) and (os.path.isabs(value) or ".." in Path(value).parts):
                 raise ConfigError(f"logger.{name}.{part}={value}: leaves its logger's folder "
                                   f"(logger.{name}.save_dir): give a plain name")  # fmt: skip

@@ -16,8 +16,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.checkpoint import check_network_matches, check_optimizer_state, read_checkpoint
-from src.config.continuation import check_optimizer_matches, check_position_matches
+from src.checkpoint import check_network_matches, read_checkpoint
+from src.config.continuation import (
+    check_optimizer_matches,
+    check_optimizer_state,
+    check_position_matches,
+)
 from src.config.devices import ONE_PROCESS_STRATEGIES, check_accelerator
 from src.config.schema import (
     ABSENT,

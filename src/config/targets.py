@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,8 +227,12 @@ def _project_keys() -> frozenset[str]:
 @functools.cache
 def _global_groups() -> frozenset[str]:
     """The groups whose options set keys anywhere (`# @package _global_`): experiment, debug."""
-    files = Path(CONFIG_DIR).glob("*/*.yaml")
-    return frozenset(p.parent.name for p in files if "@package _global_" in p.read_text())
+    header = re.compile(r"(#[^\n]*\n)*#\s*@package\s+_global_\s*\n")  # among its first comments
+    groups: dict[str, bool] = {}
+    for path in Path(CONFIG_DIR).glob("*/*.yaml"):
+        here = bool(header.match(path.read_text()))
+        groups[path.parent.name] = groups.get(path.parent.name, True) and here
+    return frozenset(name for name, every in groups.items() if every)
 
 
 def check_added_keys(cfg: DictConfig, settings: dict) -> None:
@@ -235,7 +240,7 @@ def check_added_keys(cfg: DictConfig, settings: dict) -> None:
     So is an experiment of one's own without its `# @package _global_` line, which files its
     settings under `experiment.`."""
     groups = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
-    if placed := sorted(_global_groups() & set(cfg.keys())):
+    if placed := sorted(_global_groups() & set(cfg.keys()) - _project_keys()):
         group = placed[0]
         raise ConfigError(
             f"{group}={groups.get(group)}: its settings land under {group}., which nothing reads: "
