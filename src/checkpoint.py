@@ -144,11 +144,16 @@ def _load(content: tuple[str, int, int, int, str], map_location: Any) -> dict:
             raise CheckpointError(f"its bn_statistics.{name} does not fit its batch-norm layers")
     for name, values in (("", data["state_dict"]), *statistics.items()):
         for key, value in values.items() if isinstance(values, dict) else ():
-            if not (torch.is_tensor(value) and value.is_floating_point()):
+            if not torch.is_tensor(value):
                 continue
             bad = "NaN or infinite values" if not finite(value) else None
             bad = "a sparse tensor" if value.layout != torch.strided else bad
-            if bad is None and str(key).endswith("running_var") and (value < 0).any():
+            if (
+                bad is None
+                and str(key).endswith("running_var")
+                and not value.is_complex()
+                and (value < 0).any()
+            ):
                 bad = "negative variances"  # batch norm would take the root of them
             if bad is not None:
                 where = f"bn_statistics.{name}.{key}" if name else key

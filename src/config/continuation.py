@@ -55,7 +55,7 @@ def _fits(value: torch.Tensor, shape: tuple[int, ...]) -> bool:
     """A dense, finite tensor of its parameter's shape, of it with dimensions of 1 (Adafactor's
     factors), or a scalar (a step count)."""
     same = value.dim() == len(shape) and all(n in (1, m) for n, m in zip(value.shape, shape))
-    return (same or value.dim() == 0) and finite(value.float())
+    return (same or value.dim() == 0) and finite(value)
 
 
 def _setting(value: Any) -> bool:
